@@ -1,0 +1,78 @@
+import { DurableObject } from "cloudflare:workers";
+import { takeTokens, type BucketDecision, type BucketPolicy, type BucketState } from "../../limiter/token-bucket";
+
+/** What one bucket keeps in storage: its state and when it will be full (then it can go). */
+interface StoredBucket extends BucketState {
+  readonly fullAtMs: number;
+}
+
+const BUCKET_PREFIX = "bucket:";
+
+/**
+ * The Durable Object behind the default backend: one object per client key, holding that
+ * client's buckets. The object is single-threaded and `take` never awaits, so concurrent
+ * requests are charged one after another: exact, with no locks.
+ *
+ * State is kept in memory and written through to storage (the output gate holds the reply
+ * until the write is durable), so eviction or a restart never hands out a fresh bucket. An
+ * alarm deletes the storage once every bucket would be full again.
+ *
+ * @example
+ * const stub = env.LIMITER_BUCKETS.get(env.LIMITER_BUCKETS.idFromName(clientKey));
+ * const decision = await stub.take("default", { capacity: 10, refillTokens: 1, refillPeriodMs: 1000 }, 1);
+ */
+export class ClientBuckets extends DurableObject<object> {
+  private readonly buckets = new Map<string, StoredBucket>();
+  /** Whether an alarm is already set; an early alarm just reschedules itself. */
+  private alarmSet = false;
+
+  constructor(ctx: DurableObjectState, env: object) {
+    super(ctx, env);
+    void ctx.blockConcurrencyWhile(async () => {
+      const stored = await ctx.storage.list<StoredBucket>({ prefix: BUCKET_PREFIX });
+      for (const [key, bucket] of stored) this.buckets.set(key.slice(BUCKET_PREFIX.length), bucket);
+      this.alarmSet = (await ctx.storage.getAlarm()) !== null;
+    });
+  }
+
+  /** Charges `cost` tokens to bucket `name`, on this object's own clock. */
+  take(name: string, policy: BucketPolicy, cost: number): BucketDecision {
+    const nowMs = Date.now();
+    const { decision, next } = takeTokens(this.buckets.get(name), policy, cost, nowMs);
+    if (next !== undefined) {
+      const stored: StoredBucket = { ...next, fullAtMs: nowMs + decision.resetMs };
+      this.buckets.set(name, stored);
+      void this.ctx.storage.put(BUCKET_PREFIX + name, stored);
+      if (!this.alarmSet) {
+        this.alarmSet = true;
+        void this.ctx.storage.setAlarm(stored.fullAtMs);
+      }
+    }
+    return decision;
+  }
+
+  /** Round trip for health checks: the object's clock. */
+  ping(): number {
+    return Date.now();
+  }
+
+  /** Forgets refilled buckets; deletes everything once all are full. */
+  override async alarm(): Promise<void> {
+    const nowMs = Date.now();
+    let latestFullAt = 0;
+    for (const [name, bucket] of this.buckets) {
+      if (bucket.fullAtMs <= nowMs) {
+        this.buckets.delete(name);
+        void this.ctx.storage.delete(BUCKET_PREFIX + name);
+      } else {
+        latestFullAt = Math.max(latestFullAt, bucket.fullAtMs);
+      }
+    }
+    if (this.buckets.size === 0) {
+      this.alarmSet = false;
+      await this.ctx.storage.deleteAll();
+    } else {
+      await this.ctx.storage.setAlarm(latestFullAt);
+    }
+  }
+}

@@ -1,0 +1,157 @@
+import { MAX_SAFE_UNITS } from "../limiter/token-bucket";
+import type { NamedPolicy } from "../limiter/policy";
+import type { KeySource } from "../limiter/identity";
+import type { HeaderMode } from "../limiter/headers";
+import type { Env, VarValue } from "./env";
+import { parseRatePerSecond } from "./rate";
+
+/** Where bucket state lives. */
+export type BackendKind = "durable-object" | "upstash";
+/** What happens when the backend errors or times out: allow, or refuse with 503. */
+export type FailMode = "open" | "closed";
+
+/** The gateway's whole configuration, parsed and checked. */
+export interface GatewayConfig {
+  readonly originUrl: URL;
+  readonly originTimeoutMs: number;
+  readonly backend: BackendKind;
+  readonly policy: NamedPolicy;
+  readonly key: KeySource;
+  readonly failMode: FailMode;
+  readonly timeoutMs: number;
+  readonly headers: HeaderMode;
+  readonly upstash: { readonly url: string; readonly token: string } | undefined;
+}
+
+/** One variable that did not parse: its name, the value as given, and what was expected. */
+export interface ConfigError {
+  readonly variable: string;
+  readonly value: string | undefined;
+  readonly message: string;
+}
+
+export type ConfigResult =
+  | { readonly ok: true; readonly config: GatewayConfig }
+  | { readonly ok: false; readonly errors: readonly ConfigError[] };
+
+/** Defaults, documented in the README. */
+export const DEFAULTS = {
+  backend: "durable-object",
+  capacity: "60",
+  refillRate: "1",
+  key: "ip",
+  failMode: "open",
+  timeoutMs: "1000",
+  originTimeoutMs: "30000",
+  headers: "all",
+} as const;
+
+const HEADER_MODES: readonly HeaderMode[] = ["all", "ietf", "legacy", "none"];
+
+/**
+ * Parses the wrangler vars into a {@link GatewayConfig}, collecting every error.
+ * Nothing falls back to a default in silence: an unset variable takes its documented
+ * default, a set one must parse.
+ *
+ * @example
+ * const result = parseGatewayConfig({ ORIGIN_URL: "https://api.example.com", LIMITER_CAPACITY: "abc" } as Env);
+ * // { ok: false, errors: [{ variable: "LIMITER_CAPACITY", value: "abc", message: "must be an integer from 1 to 1000000000" }] }
+ */
+export function parseGatewayConfig(env: Env): ConfigResult {
+  const errors: ConfigError[] = [];
+  const read = (variable: keyof Env, fallback?: string) => {
+    const raw = env[variable] as VarValue;
+    return { variable, raw: raw === undefined ? undefined : String(raw), text: raw === undefined ? fallback : String(raw) };
+  };
+  const fail = (field: { variable: string; raw: string | undefined }, message: string) => {
+    errors.push({ variable: field.variable, value: field.raw, message });
+    return undefined;
+  };
+  const integer = (variable: keyof Env, fallback: string, min: number, max: number) => {
+    const field = read(variable, fallback);
+    const text = field.text ?? "";
+    const value = /^\d{1,10}$/.test(text.trim()) ? Number(text) : NaN;
+    if (!(value >= min && value <= max)) return fail(field, `must be an integer from ${min} to ${max}`);
+    return value;
+  };
+  const oneOf = <T extends string>(variable: keyof Env, fallback: string, allowed: readonly T[]) => {
+    const field = read(variable, fallback);
+    const value = field.text?.trim();
+    if (!allowed.includes(value as T)) return fail(field, `must be one of ${allowed.join(", ")}`);
+    return value as T;
+  };
+
+  const originField = read("ORIGIN_URL");
+  const originUrl =
+    originField.text === undefined || originField.text.trim() === ""
+      ? fail(originField, "is required: the base URL requests are forwarded to, e.g. https://api.example.com")
+      : parseHttpUrl(originField.text) ?? fail(originField, "must be an absolute http(s) URL, e.g. https://api.example.com");
+  const originTimeoutMs = integer("ORIGIN_TIMEOUT_MS", DEFAULTS.originTimeoutMs, 1, 600_000);
+  const backend = oneOf<BackendKind>("LIMITER_BACKEND", DEFAULTS.backend, ["durable-object", "upstash"]);
+  const capacity = integer("LIMITER_CAPACITY", DEFAULTS.capacity, 1, 1_000_000_000);
+  const rateField = read("LIMITER_REFILL_RATE", DEFAULTS.refillRate);
+  const rate =
+    parseRatePerSecond(rateField.text ?? "") ??
+    fail(rateField, "must be a number of tokens per second greater than 0, at most 6 decimals (e.g. 10 or 0.5)");
+  const key = parseKeySource(read("LIMITER_KEY", DEFAULTS.key), fail);
+  const failMode = oneOf<FailMode>("LIMITER_FAIL_MODE", DEFAULTS.failMode, ["open", "closed"]);
+  const timeoutMs = integer("LIMITER_TIMEOUT_MS", DEFAULTS.timeoutMs, 1, 60_000);
+  const headers = oneOf<HeaderMode>("LIMITER_HEADERS", DEFAULTS.headers, HEADER_MODES);
+
+  if (capacity !== undefined && rate !== undefined && capacity * rate.refillPeriodMs > MAX_SAFE_UNITS) {
+    fail(rateField, `with LIMITER_CAPACITY=${capacity} this rate is too fine-grained to compute exactly; use fewer decimals or a smaller capacity`);
+  }
+
+  let upstash: GatewayConfig["upstash"];
+  if (backend === "upstash") {
+    const urlField = read("UPSTASH_REDIS_REST_URL");
+    const tokenField = read("UPSTASH_REDIS_REST_TOKEN");
+    const url = urlField.text && parseHttpUrl(urlField.text) ? urlField.text.trim() : fail(urlField, "must be the https URL of the Upstash REST endpoint when LIMITER_BACKEND=upstash");
+    const token = tokenField.text?.trim() ? tokenField.text.trim() : fail({ ...tokenField, raw: tokenField.raw && "(set)" }, "must be set (wrangler secret put UPSTASH_REDIS_REST_TOKEN) when LIMITER_BACKEND=upstash");
+    if (url !== undefined && token !== undefined) upstash = { url, token };
+  }
+
+  if (errors.length > 0) return { ok: false, errors };
+  return {
+    ok: true,
+    config: {
+      originUrl: originUrl!,
+      originTimeoutMs: originTimeoutMs!,
+      backend: backend!,
+      policy: { name: "default", capacity: capacity!, ...rate!, cost: 1 },
+      key: key!,
+      failMode: failMode!,
+      timeoutMs: timeoutMs!,
+      headers: headers!,
+      upstash,
+    },
+  };
+}
+
+/** Formats config errors as one line each, naming the variable and the value. */
+export function describeConfigErrors(errors: readonly ConfigError[]): string[] {
+  return errors.map((e) =>
+    e.value === undefined ? `${e.variable} (unset) ${e.message}` : `${e.variable}=${JSON.stringify(e.value)} ${e.message}`,
+  );
+}
+
+function parseHttpUrl(text: string): URL | undefined {
+  try {
+    const url = new URL(text.trim());
+    return url.protocol === "http:" || url.protocol === "https:" ? url : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function parseKeySource(
+  field: { variable: string; raw: string | undefined; text: string | undefined },
+  fail: (field: { variable: string; raw: string | undefined }, message: string) => undefined,
+): KeySource | undefined {
+  const text = (field.text ?? "").trim();
+  if (text === "ip") return { kind: "ip" };
+  if (text === "bearer") return { kind: "bearer" };
+  const header = /^header:([!#$%&'*+.^_`|~0-9A-Za-z-]+)$/.exec(text);
+  if (header) return { kind: "header", name: header[1]!.toLowerCase() };
+  return fail(field, "must be ip, bearer, or header:<header-name> (e.g. header:x-api-key)");
+}

@@ -1,0 +1,31 @@
+import type { BucketPolicy } from "../limiter/token-bucket";
+
+/** A refill rate as an exact fraction, the form the token bucket computes with. */
+export type RefillRate = Pick<BucketPolicy, "refillTokens" | "refillPeriodMs">;
+
+const DECIMAL = /^(\d{1,9})(?:\.(\d{1,6}))?$/;
+
+/**
+ * Parses a tokens-per-second decimal ("10", "0.5", "2.75") into an exact fraction.
+ * Returns `undefined` for anything else, including zero.
+ *
+ * @example
+ * parseRatePerSecond("0.5"); // { refillTokens: 1, refillPeriodMs: 2000 }
+ * parseRatePerSecond("0");   // undefined
+ */
+export function parseRatePerSecond(text: string): RefillRate | undefined {
+  const match = DECIMAL.exec(text.trim());
+  if (!match) return undefined;
+  const fraction = match[2] ?? "";
+  const numerator = Number(match[1] + fraction);
+  if (numerator === 0) return undefined;
+  // `numerator` tokens every 10^digits seconds.
+  const periodMs = 1000 * 10 ** fraction.length;
+  const divisor = gcd(numerator, periodMs);
+  return { refillTokens: numerator / divisor, refillPeriodMs: periodMs / divisor };
+}
+
+function gcd(a: number, b: number): number {
+  while (b !== 0) [a, b] = [b, a % b];
+  return a;
+}

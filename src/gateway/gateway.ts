@@ -1,0 +1,43 @@
+import type { LimiterBackend } from "../backends/backend";
+import { durableObjectBackend } from "../backends/durable-object";
+import { parseGatewayConfig, type ConfigError, type GatewayConfig } from "../config/gateway-config";
+import type { Env } from "../config/env";
+
+/** The gateway as one isolate runs it: parsed configuration and the backend it names. */
+export type Gateway = ReadyGateway | { readonly ok: false; readonly errors: readonly ConfigError[] };
+
+/** A gateway whose configuration parsed. */
+export interface ReadyGateway {
+  readonly ok: true;
+  readonly config: GatewayConfig;
+  readonly backend: LimiterBackend;
+}
+
+// The env object is the same for every request of an isolate: parse once.
+const gateways = new WeakMap<Env, Gateway>();
+
+/**
+ * Parses `env` and builds the backend, once per env object.
+ *
+ * @example
+ * const gateway = gatewayFor(c.env);
+ * if (!gateway.ok) return configErrorResponse(gateway.errors);
+ */
+export function gatewayFor(env: Env): Gateway {
+  let gateway = gateways.get(env);
+  if (gateway === undefined) {
+    const parsed = parseGatewayConfig(env);
+    gateway = parsed.ok ? { ok: true, config: parsed.config, backend: createBackend(parsed.config, env) } : parsed;
+    gateways.set(env, gateway);
+  }
+  return gateway;
+}
+
+function createBackend(config: GatewayConfig, env: Env): LimiterBackend {
+  switch (config.backend) {
+    case "durable-object":
+      return durableObjectBackend(env.LIMITER_BUCKETS);
+    case "upstash":
+      throw new Error("the upstash backend is not built yet");
+  }
+}

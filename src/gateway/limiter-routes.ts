@@ -1,0 +1,48 @@
+import { Hono } from "hono";
+import { withDeadline } from "../backends/backend";
+import { describeConfigErrors } from "../config/gateway-config";
+import type { Env } from "../config/env";
+import { problemResponse } from "../http/problem";
+import { gatewayFor } from "./gateway";
+
+/**
+ * The reserved `/__limiter/*` routes; nothing under this prefix is ever proxied.
+ * `GET /__limiter/health` answers 200 with the backend's round-trip time, or 503 when the
+ * configuration is invalid or the backend does not answer.
+ *
+ * @example
+ * app.route("/__limiter", limiterRoutes);
+ */
+export const limiterRoutes = new Hono<{ Bindings: Env }>();
+
+limiterRoutes.get("/health", async (c) => {
+  const gateway = gatewayFor(c.env);
+  if (!gateway.ok) {
+    return c.json({ status: "error", config: { ok: false, errors: describeConfigErrors(gateway.errors) } }, 503);
+  }
+  const { backend, config } = gateway;
+  const started = performance.now();
+  try {
+    await withDeadline((signal) => backend.ping(signal), config.timeoutMs);
+  } catch (error) {
+    return c.json(
+      {
+        status: "error",
+        config: { ok: true },
+        backend: { name: backend.name, ok: false, error: error instanceof Error ? error.message : String(error) },
+      },
+      503,
+    );
+  }
+  const latencyMs = Math.round((performance.now() - started) * 100) / 100;
+  return c.json({ status: "ok", config: { ok: true }, backend: { name: backend.name, ok: true, latencyMs } });
+});
+
+limiterRoutes.all("*", (c) =>
+  problemResponse({
+    type: "/problems/not-found",
+    title: "Not Found",
+    status: 404,
+    detail: `${new URL(c.req.url).pathname} is not a limiter endpoint; /__limiter/ is reserved and never proxied.`,
+  }),
+);

@@ -1,0 +1,126 @@
+/**
+ * The token bucket, in exact integer arithmetic.
+ *
+ * This is the one TypeScript implementation of DESIGN.md's bucket; the Durable Object runs it,
+ * and `src/backends/upstash/token-bucket.lua.ts` is its Lua twin (a property test proves they
+ * agree step for step).
+ *
+ * Units: a rate of `refillTokens` per `refillPeriodMs` is exact as a fraction, so one token is
+ * `refillPeriodMs` units and the bucket gains `refillTokens` units per millisecond. Every value
+ * is then an integer well below 2^53, which is what a Lua number in Redis can hold exactly.
+ */
+
+/** A bucket's shape: how large and how fast it refills (tokens per period, as a fraction). */
+export interface BucketPolicy {
+  /** Largest burst, whole tokens, ≥ 1. */
+  readonly capacity: number;
+  /** Tokens added every `refillPeriodMs` (integer ≥ 1). */
+  readonly refillTokens: number;
+  /** Period of `refillTokens`, integer milliseconds ≥ 1. */
+  readonly refillPeriodMs: number;
+}
+
+/** What a bucket stores between decisions. A missing state means "full". */
+export interface BucketState {
+  /** Tokens in units (1 token = `unitsPerToken` units). */
+  readonly level: number;
+  /** The `refillPeriodMs` the level was measured in; a changed policy rescales it. */
+  readonly unitsPerToken: number;
+  /** Store clock (ms) at which `level` was measured. */
+  readonly updatedAtMs: number;
+}
+
+/** The outcome of one `take`; times are whole milliseconds on the store's clock. */
+export type BucketDecision =
+  | { readonly outcome: "allowed"; readonly remaining: number; readonly resetMs: number }
+  | {
+      readonly outcome: "denied";
+      readonly remaining: number;
+      readonly resetMs: number;
+      /** Time until `cost` tokens are available. */
+      readonly retryAfterMs: number;
+    }
+  /** The cost is larger than the bucket: no wait will ever allow it. */
+  | { readonly outcome: "cost_exceeds_capacity"; readonly remaining: number; readonly resetMs: number };
+
+/** Largest integer every step of the arithmetic stays under (Lua numbers are doubles). */
+export const MAX_SAFE_UNITS = 2 ** 50;
+
+/**
+ * Charges `cost` tokens against a bucket at `nowMs` (the store's clock).
+ *
+ * Returns the decision and, only when tokens were spent, the state to write back: a denied
+ * request changes nothing.
+ *
+ * @example
+ * const policy = { capacity: 10, refillTokens: 1, refillPeriodMs: 1000 }; // 1 token/s
+ * const first = takeTokens(undefined, policy, 1, Date.now());
+ * first.decision; // { outcome: "allowed", remaining: 9, resetMs: 1000 }
+ */
+export function takeTokens(
+  state: BucketState | undefined,
+  policy: BucketPolicy,
+  cost: number,
+  nowMs: number,
+): { decision: BucketDecision; next: BucketState | undefined } {
+  const unitsPerToken = policy.refillPeriodMs;
+  const fullLevel = policy.capacity * unitsPerToken;
+  const level = currentLevel(state, policy, nowMs);
+  const remainingAfter = (units: number) => floorDiv(units, unitsPerToken);
+  const msUntil = (units: number) => ceilDiv(units, policy.refillTokens);
+
+  if (cost > policy.capacity) {
+    return {
+      decision: { outcome: "cost_exceeds_capacity", remaining: remainingAfter(level), resetMs: msUntil(fullLevel - level) },
+      next: undefined,
+    };
+  }
+  const costUnits = cost * unitsPerToken;
+  if (level < costUnits) {
+    return {
+      decision: {
+        outcome: "denied",
+        remaining: remainingAfter(level),
+        resetMs: msUntil(fullLevel - level),
+        retryAfterMs: msUntil(costUnits - level),
+      },
+      next: undefined,
+    };
+  }
+  const after = level - costUnits;
+  return {
+    decision: { outcome: "allowed", remaining: remainingAfter(after), resetMs: msUntil(fullLevel - after) },
+    next: { level: after, unitsPerToken, updatedAtMs: nowMs },
+  };
+}
+
+/** The bucket's level in units at `nowMs`: the stored level plus continuous refill, capped. */
+function currentLevel(state: BucketState | undefined, policy: BucketPolicy, nowMs: number): number {
+  const unitsPerToken = policy.refillPeriodMs;
+  const fullLevel = policy.capacity * unitsPerToken;
+  if (state === undefined) return fullLevel;
+  // A policy whose period changed measures tokens in other units: keep the whole tokens.
+  const stored =
+    state.unitsPerToken === unitsPerToken
+      ? state.level
+      : floorDiv(state.level, state.unitsPerToken) * unitsPerToken;
+  const missing = fullLevel - Math.min(stored, fullLevel);
+  const elapsedMs = Math.max(0, nowMs - state.updatedAtMs);
+  // Compare before multiplying, so elapsed × rate cannot leave the exact integer range.
+  if (elapsedMs >= ceilDiv(missing, policy.refillTokens)) return fullLevel;
+  return fullLevel - missing + elapsedMs * policy.refillTokens;
+}
+
+/** Exact ⌊a / b⌋ for non-negative integers below 2^53 (float division can round up). */
+export function floorDiv(a: number, b: number): number {
+  let q = Math.floor(a / b);
+  if (q * b > a) q -= 1;
+  else if ((q + 1) * b <= a) q += 1;
+  return q;
+}
+
+/** Exact ⌈a / b⌉ for non-negative integers below 2^53. */
+export function ceilDiv(a: number, b: number): number {
+  const q = floorDiv(a, b);
+  return q * b === a ? q : q + 1;
+}
