@@ -1,0 +1,102 @@
+import { evictDurableObject, listDurableObjectIds, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import { env } from "cloudflare:workers";
+import { describe, expect, it } from "vitest";
+import type { ClientBuckets } from "../../src/backends/durable-object";
+import { gatewayWith, randomIp } from "../support/gateway";
+
+const slow = { capacity: 5, refillTokens: 1, refillPeriodMs: 3_600_000 }; // 1 token an hour
+const fast = { capacity: 5, refillTokens: 1, refillPeriodMs: 1 }; // 1000 tokens a second
+
+function objectFor(name: string) {
+  return env.LIMITER_BUCKETS.get(env.LIMITER_BUCKETS.idFromName(name));
+}
+
+describe("ClientBuckets Durable Object", () => {
+  it("keeps a client's bucket across eviction (state is written through to storage)", async () => {
+    const stub = objectFor(`evict-${crypto.randomUUID()}`);
+    for (let i = 0; i < 3; i++) expect((await stub.take("default", slow, 1)).outcome).toBe("allowed");
+    await evictDurableObject(stub);
+    const after = await stub.take("default", slow, 1);
+    expect(after).toMatchObject({ outcome: "allowed", remaining: 1 });
+  });
+
+  it("the cleanup alarm deletes refilled buckets and keeps live ones", async () => {
+    const stub = objectFor(`alarm-${crypto.randomUUID()}`);
+    await stub.take("refilling", fast, 5);
+    await stub.take("live", slow, 2);
+    await new Promise((resolve) => setTimeout(resolve, 20)); // "refilling" is full after 5 ms
+    await runDurableObjectAlarm(stub); // it may have fired on its own already
+    const keys = await runInDurableObject(stub, async (_: ClientBuckets, state) => [...(await state.storage.list()).keys()]);
+    expect(keys).toEqual(["bucket:live"]);
+    // The live bucket still holds its spent tokens after the alarm.
+    expect(await stub.take("live", slow, 1)).toMatchObject({ outcome: "allowed", remaining: 2 });
+  });
+
+  it("the alarm deletes all storage once every bucket is full", async () => {
+    const stub = objectFor(`alarm-all-${crypto.randomUUID()}`);
+    await stub.take("a", fast, 3);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    await runDurableObjectAlarm(stub); // it may have fired on its own already
+    const [size, alarm] = await runInDurableObject(stub, async (_: ClientBuckets, state) => [
+      (await state.storage.list()).size,
+      await state.storage.getAlarm(),
+    ]);
+    expect(size).toBe(0);
+    expect(alarm).toBeNull();
+    // A client coming back after cleanup gets a full bucket, which is what it had anyway.
+    expect(await stub.take("a", fast, 5)).toMatchObject({ outcome: "allowed", remaining: 0 });
+  });
+
+  it("sets an alarm for when the bucket will be full", async () => {
+    const stub = objectFor(`alarm-set-${crypto.randomUUID()}`);
+    await stub.take("default", slow, 1);
+    const alarm = await runInDurableObject(stub, (_: ClientBuckets, state) => state.storage.getAlarm());
+    expect(alarm).not.toBeNull();
+    expect(alarm! - Date.now()).toBeGreaterThan(3_500_000);
+  });
+});
+
+describe("gateway with the Durable Object backend", () => {
+  it("200 concurrent requests for one client against capacity 50 allow exactly 50", async () => {
+    const gateway = gatewayWith({ LIMITER_CAPACITY: "50", LIMITER_REFILL_RATE: "0.001" });
+    const ip = randomIp();
+    const responses = await Promise.all(Array.from({ length: 200 }, () => gateway("/echo", { ip })));
+    const statuses = responses.map((r) => r.status);
+    expect(statuses.filter((s) => s === 200)).toHaveLength(50);
+    expect(statuses.filter((s) => s === 429)).toHaveLength(150);
+  });
+
+  it("distinct clients never affect each other", async () => {
+    const gateway = gatewayWith({ LIMITER_CAPACITY: "2", LIMITER_REFILL_RATE: "0.001" });
+    const [a, b] = [randomIp(), randomIp()];
+    expect((await gateway("/", { ip: a })).status).toBe(200);
+    expect((await gateway("/", { ip: a })).status).toBe(200);
+    expect((await gateway("/", { ip: a })).status).toBe(429);
+    expect((await gateway("/", { ip: b })).status).toBe(200);
+    expect((await gateway("/", { ip: b })).headers.get("X-RateLimit-Remaining")).toBe("0");
+  });
+
+  it("refills after real elapsed time, at a fractional rate", async () => {
+    const gateway = gatewayWith({ LIMITER_CAPACITY: "1", LIMITER_REFILL_RATE: "2.5" }); // one token per 400 ms
+    const ip = randomIp();
+    expect((await gateway("/", { ip })).status).toBe(200);
+    const denied = await gateway("/", { ip });
+    expect(denied.status).toBe(429);
+    await new Promise((resolve) => setTimeout(resolve, 450));
+    expect((await gateway("/", { ip })).status).toBe(200);
+  });
+
+  it("charges each client to its own object, named by the hashed key", async () => {
+    const gateway = gatewayWith({ LIMITER_KEY: "bearer" });
+    const token = `secret-${crypto.randomUUID()}`;
+    await gateway("/", { headers: { authorization: `Bearer ${token}` } });
+    const ids = await listDurableObjectIds(env.LIMITER_BUCKETS);
+    const hash = Array.from(new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(token))), (b) =>
+      b.toString(16).padStart(2, "0"),
+    ).join("");
+    const expected = env.LIMITER_BUCKETS.idFromName(`bearer:${hash}`).toString();
+    expect(ids.map(String)).toContain(expected);
+    // The raw secret never names an object.
+    expect(ids.map(String)).not.toContain(env.LIMITER_BUCKETS.idFromName(token).toString());
+  });
+});
