@@ -1,3 +1,7 @@
-declare namespace Cloudflare {
-  interface Env extends import("../src/config/env").Env {}
+import type { Env as GatewayEnv } from "../src/config/env";
+
+declare global {
+  namespace Cloudflare {
+    interface Env extends GatewayEnv {}
+  }
 }

@@ -21,6 +21,20 @@ export interface LimiterBackend {
   ping(signal: AbortSignal): Promise<void>;
 }
 
+/**
+ * The backend refused the gateway's credentials or settings: an operator's mistake, answered
+ * with a 500 that names `variable`, never treated as an outage by the fail mode.
+ */
+export class BackendConfigError extends Error {
+  override readonly name = "BackendConfigError";
+  constructor(
+    readonly variable: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
 /** The backend did not answer within its budget. */
 export class BackendTimeoutError extends Error {
   override readonly name = "BackendTimeoutError";

@@ -15,6 +15,7 @@ export interface Env {
   LIMITER_TIMEOUT_MS?: VarValue;
   LIMITER_HEADERS?: VarValue;
   LIMITER_RULES?: VarValue;
+  LIMITER_KEY_PREFIX?: VarValue;
   LIMITER_ADMIN_TOKEN?: VarValue;
   UPSTASH_REDIS_REST_URL?: VarValue;
   UPSTASH_REDIS_REST_TOKEN?: VarValue;

@@ -20,7 +20,7 @@ export interface GatewayConfig {
   readonly failMode: FailMode;
   readonly timeoutMs: number;
   readonly headers: HeaderMode;
-  readonly upstash: { readonly url: string; readonly token: string } | undefined;
+  readonly upstash: { readonly url: string; readonly token: string; readonly keyPrefix: string } | undefined;
 }
 
 /** One variable that did not parse: its name, the value as given, and what was expected. */
@@ -44,6 +44,7 @@ export const DEFAULTS = {
   timeoutMs: "1000",
   originTimeoutMs: "30000",
   headers: "all",
+  keyPrefix: "sluice",
 } as const;
 
 const HEADER_MODES: readonly HeaderMode[] = ["all", "ietf", "legacy", "none"];
@@ -108,7 +109,11 @@ export function parseGatewayConfig(env: Env): ConfigResult {
     const tokenField = read("UPSTASH_REDIS_REST_TOKEN");
     const url = urlField.text && parseHttpUrl(urlField.text) ? urlField.text.trim() : fail(urlField, "must be the https URL of the Upstash REST endpoint when LIMITER_BACKEND=upstash");
     const token = tokenField.text?.trim() ? tokenField.text.trim() : fail({ ...tokenField, raw: tokenField.raw && "(set)" }, "must be set (wrangler secret put UPSTASH_REDIS_REST_TOKEN) when LIMITER_BACKEND=upstash");
-    if (url !== undefined && token !== undefined) upstash = { url, token };
+    const prefixField = read("LIMITER_KEY_PREFIX", DEFAULTS.keyPrefix);
+    const keyPrefix = /^[A-Za-z0-9_.:-]{1,64}$/.test(prefixField.text ?? "")
+      ? prefixField.text!
+      : fail(prefixField, "must be 1 to 64 characters of letters, digits, _ . : -");
+    if (url !== undefined && token !== undefined && keyPrefix !== undefined) upstash = { url, token, keyPrefix };
   }
 
   if (errors.length > 0) return { ok: false, errors };

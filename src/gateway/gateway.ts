@@ -1,5 +1,6 @@
 import type { LimiterBackend } from "../backends/backend";
 import { durableObjectBackend } from "../backends/durable-object";
+import { upstashBackend } from "../backends/upstash";
 import { parseGatewayConfig, type ConfigError, type GatewayConfig } from "../config/gateway-config";
 import type { Env } from "../config/env";
 
@@ -38,6 +39,7 @@ function createBackend(config: GatewayConfig, env: Env): LimiterBackend {
     case "durable-object":
       return durableObjectBackend(env.LIMITER_BUCKETS);
     case "upstash":
-      throw new Error("the upstash backend is not built yet");
+      // parseGatewayConfig guarantees the Upstash settings when this backend is chosen.
+      return upstashBackend(config.upstash!);
   }
 }

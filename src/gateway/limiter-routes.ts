@@ -1,5 +1,5 @@
 import { Hono } from "hono";
-import { withDeadline } from "../backends/backend";
+import { BackendConfigError, withDeadline } from "../backends/backend";
 import { describeConfigErrors } from "../config/gateway-config";
 import type { Env } from "../config/env";
 import { problemResponse } from "../http/problem";
@@ -25,6 +25,9 @@ limiterRoutes.get("/health", async (c) => {
   try {
     await withDeadline((signal) => backend.ping(signal), config.timeoutMs);
   } catch (error) {
+    if (error instanceof BackendConfigError) {
+      return c.json({ status: "error", config: { ok: false, errors: [`${error.variable}: ${error.message}`] }, backend: { name: backend.name, ok: false } }, 503);
+    }
     return c.json(
       {
         status: "error",

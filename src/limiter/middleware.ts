@@ -1,5 +1,5 @@
 import type { Context, MiddlewareHandler } from "hono";
-import { withDeadline, type LimiterBackend } from "../backends/backend";
+import { BackendConfigError, withDeadline, type LimiterBackend } from "../backends/backend";
 import { problemResponse } from "../http/problem";
 import { rateLimitHeaders, retryAfterSeconds, type HeaderMode } from "./headers";
 import { clientKey, type KeySource } from "./identity";
@@ -49,6 +49,7 @@ export function rateLimiter<C = Context>(options: RateLimiterOptions | ((c: C) =
         opts.timeoutMs,
       );
     } catch (error) {
+      if (error instanceof BackendConfigError) return backendConfigErrorResponse(error);
       console.error(
         JSON.stringify({
           event: "limiter.backend_failure",
@@ -103,4 +104,14 @@ function setHeaders(c: Context, headers: [string, string][]): void {
     c.res = new Response(c.res.body, c.res);
     for (const [name, value] of headers) c.res.headers.set(name, value);
   }
+}
+
+function backendConfigErrorResponse(error: BackendConfigError): Response {
+  console.error(JSON.stringify({ event: "limiter.backend_config_error", variable: error.variable, reason: error.message }));
+  return problemResponse({
+    type: "/problems/invalid-configuration",
+    title: "Invalid gateway configuration",
+    status: 500,
+    detail: `${error.variable}: ${error.message}`,
+  });
 }

@@ -13,7 +13,7 @@ export function randomIp(): string {
  * The real gateway (this repo's Worker, real Durable Objects, the real origin from the test
  * setup) with some vars overridden. One env object per gateway, as in production.
  */
-export function gatewayWith(vars: Partial<Record<keyof Env, string>> = {}) {
+export function gatewayWith(vars: Partial<Record<Exclude<keyof Env, "LIMITER_BUCKETS">, string>> = {}) {
   const gatewayEnv: Env = { ...env, ...vars };
   return async (path: string, init: RequestInit & { ip?: string } = {}): Promise<Response> => {
     const { ip, ...rest } = init;

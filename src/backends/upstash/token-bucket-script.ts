@@ -1,0 +1,84 @@
+/**
+ * The token bucket as one Redis script: the Lua twin of `src/limiter/token-bucket.ts`, with
+ * the same integer units (one token = `refillPeriodMs` units, `refillTokens` units per ms).
+ * A property test runs both on random sequences and requires identical results.
+ *
+ * KEYS: one key per bucket the request is charged to.
+ * ARGV[1]: "" in production (the store's clock, `TIME`); tests may pass a time in ms.
+ * ARGV[2 + 5(i-1) …]: capacity, refillTokens, refillPeriodMs, cost, enforced ("1"/"0") of bucket i.
+ *
+ * Stored value: "level:unitsPerToken:updatedAtMs"; the key expires when the bucket is full.
+ * All-or-nothing: if an enforced bucket refuses, nothing is written to any bucket.
+ * Reply: 4 integers per bucket: outcome (1 allowed, 0 denied, 2 cost exceeds capacity),
+ * remaining, resetMs, retryAfterMs.
+ *
+ * Commands run: TIME, MGET, and one SET … PX per bucket that spends tokens.
+ * `string.format('%d')` writes integers: Lua's default number format loses digits past 1e14.
+ */
+export const TOKEN_BUCKET_LUA = `
+local function floor_div(a, b)
+  local q = math.floor(a / b)
+  if q * b > a then q = q - 1 elseif (q + 1) * b <= a then q = q + 1 end
+  return q
+end
+local function ceil_div(a, b)
+  local q = floor_div(a, b)
+  if q * b == a then return q end
+  return q + 1
+end
+
+local now_ms
+if ARGV[1] == '' then
+  local time = redis.call('TIME')
+  now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+else
+  now_ms = tonumber(ARGV[1])
+end
+
+local stored = redis.call('MGET', unpack(KEYS))
+local reply, writes, refused = {}, {}, false
+for i, key in ipairs(KEYS) do
+  local at = 2 + (i - 1) * 5
+  local capacity, refill_tokens = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
+  local units_per_token, cost = tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3])
+  local enforced = ARGV[at + 4] == '1'
+  local full = capacity * units_per_token
+  local level = full
+  local l, u, t
+  if stored[i] then l, u, t = string.match(stored[i], '^(%d+):(%d+):(%d+)$') end
+  if l then
+    l, u, t = tonumber(l), tonumber(u), tonumber(t)
+    if u ~= units_per_token then l = floor_div(l, u) * units_per_token end
+    local missing = full - math.min(l, full)
+    local elapsed = math.max(0, now_ms - t)
+    if elapsed < ceil_div(missing, refill_tokens) then level = full - missing + elapsed * refill_tokens end
+  end
+
+  local cost_units = cost * units_per_token
+  local outcome, after, retry_after = 1, level, 0
+  if cost > capacity then
+    outcome = 2
+  elseif level < cost_units then
+    outcome, retry_after = 0, ceil_div(cost_units - level, refill_tokens)
+  else
+    after = level - cost_units
+  end
+  if outcome ~= 1 and enforced then refused = true end
+  local reset_ms = ceil_div(full - after, refill_tokens)
+  if outcome == 1 then
+    writes[#writes + 1] = { key, string.format('%d:%d:%d', after, units_per_token, now_ms), reset_ms }
+  end
+  reply[#reply + 1] = outcome
+  reply[#reply + 1] = floor_div(after, units_per_token)
+  reply[#reply + 1] = reset_ms
+  reply[#reply + 1] = retry_after
+end
+
+if not refused then
+  for _, write in ipairs(writes) do redis.call('SET', write[1], write[2], 'PX', write[3]) end
+end
+return reply
+`;
+
+/** SHA-1 of {@link TOKEN_BUCKET_LUA}, for EVALSHA; a test pins it to the script text. */
+export const TOKEN_BUCKET_SHA1 = "ad24fd3ece8d5950fc85b93208284d509d7c469d";
