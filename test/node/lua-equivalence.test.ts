@@ -1,0 +1,94 @@
+import { createHash } from "node:crypto";
+import fc from "fast-check";
+import { createClient } from "redis";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startRedis } from "../../dev/redis-server.mjs";
+import { decodeReply, scriptArgs } from "../../src/backends/upstash";
+import { TOKEN_BUCKET_LUA, TOKEN_BUCKET_SHA1 } from "../../src/backends/upstash/token-bucket-script";
+import { parseRatePerSecond } from "../../src/config/rate";
+import { takeTokens, type BucketPolicy, type BucketState } from "../../src/limiter/token-bucket";
+
+let redisServer: Awaited<ReturnType<typeof startRedis>>;
+let redis: ReturnType<typeof createClient>;
+
+beforeAll(async () => {
+  redisServer = await startRedis();
+  redis = createClient({ url: redisServer.url });
+  await redis.connect();
+  // The property test calls EVALSHA directly (node-redis, explicit times): load the script once.
+  await redis.scriptLoad(TOKEN_BUCKET_LUA);
+});
+afterAll(async () => {
+  await redis?.quit();
+  await redisServer?.stop();
+});
+
+/** A tokens-per-second decimal with up to 6 decimals, as LIMITER_REFILL_RATE accepts. */
+const rateText = fc
+  .tuple(fc.integer({ min: 1, max: 2_000_000 }), fc.integer({ min: 0, max: 6 }))
+  .map(([digits, decimals]) => {
+    const text = String(digits).padStart(decimals + 1, "0");
+    return decimals === 0 ? text : `${text.slice(0, -decimals)}.${text.slice(-decimals)}`;
+  })
+  .filter((text) => parseRatePerSecond(text) !== undefined);
+
+const step = fc.record({
+  elapsedMs: fc.oneof(fc.integer({ min: 0, max: 20 }), fc.integer({ min: 0, max: 5_000 }), fc.integer({ min: 0, max: 10 ** 9 })),
+  cost: fc.oneof(fc.integer({ min: 1, max: 3 }), fc.integer({ min: 1, max: 1_200 })),
+  /** Sometimes the operator changes the rate between requests. */
+  newRate: fc.option(rateText, { freq: 10 }),
+});
+
+describe("the Lua script and the TypeScript bucket agree", () => {
+  it("pins the script's SHA-1 (EVALSHA calls it by this name)", () => {
+    expect(createHash("sha1").update(TOKEN_BUCKET_LUA).digest("hex")).toBe(TOKEN_BUCKET_SHA1);
+  });
+
+  it("on random sequences of (time step, cost, capacity, rate): same decision, state and expiry at every step", async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.integer({ min: 1, max: 1_000 }),
+        rateText,
+        fc.array(step, { minLength: 1, maxLength: 25 }),
+        fc.integer({ min: 1_600_000_000_000, max: 1_900_000_000_000 }),
+        async (capacity, rate, steps, startMs) => {
+          const key = `equivalence:${crypto.randomUUID()}`;
+          let policy: BucketPolicy = { capacity, ...parseRatePerSecond(rate)! };
+          let state: BucketState | undefined;
+          let nowMs = startMs;
+          for (const { elapsedMs, cost, newRate } of steps) {
+            nowMs += elapsedMs;
+            if (newRate !== null) policy = { capacity, ...parseRatePerSecond(newRate)! };
+            const expected = takeTokens(state, policy, cost, nowMs);
+            state = expected.next ?? state;
+
+            const charge = { clientKey: "c", bucket: "b", policy, cost };
+            const sentAt = performance.now();
+            const reply = await redis.evalSha(TOKEN_BUCKET_SHA1, { keys: [key], arguments: scriptArgs(charge, nowMs) });
+            expect(decodeReply(reply)).toEqual([expected.decision]);
+
+            const expectedValue = state ? `${state.level}:${state.unitsPerToken}:${state.updatedAtMs}` : null;
+            // Atomically: read the state and its TTL, then drop the TTL. Simulated time runs ahead of
+            // Redis's real clock, so the key must not expire in real time between steps.
+            const [stored, ttl] = (await redis.multi().get(key).pTTL(key).persist(key).exec()) as unknown as [string | null, number];
+            const realMs = performance.now() - sentAt;
+            if (stored === null && expectedValue !== null && expected.decision.resetMs <= realMs + 1) {
+              // The key's TTL (real time) ran out before we looked: put the state back for the
+              // next simulated step.
+              await redis.set(key, expectedValue);
+            } else {
+              expect(stored).toBe(expectedValue);
+            }
+            if (expected.next !== undefined && stored !== null) {
+              // The key lives exactly until the bucket is full (minus the real time this step took).
+              expect(ttl).toBeLessThanOrEqual(expected.decision.resetMs);
+              expect(ttl).toBeGreaterThanOrEqual(expected.decision.resetMs - Math.ceil(realMs) - 1);
+            }
+          }
+          await redis.del(key);
+        },
+      ),
+      { numRuns: 500 },
+    );
+  }, 60_000);
+});
