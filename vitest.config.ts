@@ -24,6 +24,8 @@ export default defineConfig({
           name: "node",
           include: ["test/node/**/*.test.ts"],
           environment: "node",
+          globalSetup: ["./test/support/bundle.global.ts"],
+          testTimeout: 30_000,
         },
       }),
     ],
