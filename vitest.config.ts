@@ -15,7 +15,7 @@ export default defineConfig({
         test: {
           name: "workers",
           include: ["test/worker/**/*.test.ts"],
-          globalSetup: ["./test/support/origin.global.ts"],
+          globalSetup: ["./test/support/stack.global.ts"],
         },
       }),
       // Tests that run in Node: dev tooling, Redis, and several gateway processes.

@@ -1,0 +1,108 @@
+import { env } from "cloudflare:workers";
+import { describe, expect, inject, it } from "vitest";
+import type { LimiterBackend } from "../../src/backends/backend";
+import { durableObjectBackend } from "../../src/backends/durable-object";
+import { upstashBackend } from "../../src/backends/upstash";
+import { parseRatePerSecond } from "../../src/config/rate";
+import type { BucketPolicy } from "../../src/limiter/token-bucket";
+import { gatewayWith, randomIp } from "../support/gateway";
+
+/** The same cases against both backends: they must make the same decisions. */
+const backends: [string, () => LimiterBackend, Record<string, string>][] = [
+  ["durable-object", () => durableObjectBackend(env.LIMITER_BUCKETS), {}],
+  [
+    "upstash",
+    () => upstashBackend({ url: inject("upstashUrl"), token: inject("upstashToken"), keyPrefix: "conformance" }),
+    { LIMITER_BACKEND: "upstash", UPSTASH_REDIS_REST_URL: inject("upstashUrl"), UPSTASH_REDIS_REST_TOKEN: inject("upstashToken") },
+  ],
+];
+
+const policy = (capacity: number, rate: string): BucketPolicy => ({ capacity, ...parseRatePerSecond(rate)! });
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+describe.each(backends)("%s backend conformance", (_, makeBackend, vars) => {
+  const backend = makeBackend();
+  const client = () => `client-${crypto.randomUUID()}`;
+  const take = (clientKey: string, bucketPolicy: BucketPolicy, cost = 1) =>
+    backend.take({ clientKey, bucket: "default", policy: bucketPolicy, cost }, new AbortController().signal);
+
+  it("a new bucket allows exactly its capacity", async () => {
+    const key = client();
+    const slow = policy(3, "0.001");
+    const outcomes = [];
+    for (let i = 0; i < 4; i++) outcomes.push((await take(key, slow)).outcome);
+    expect(outcomes).toEqual(["allowed", "allowed", "allowed", "denied"]);
+  });
+
+  it("reports remaining, reset and retry-after exactly", async () => {
+    const key = client();
+    const perSecond = policy(10, "1");
+    expect(await take(key, perSecond, 3)).toEqual({ outcome: "allowed", remaining: 7, resetMs: 3000 });
+    const denied = await take(key, perSecond, 10);
+    expect(denied.outcome).toBe("denied");
+    if (denied.outcome !== "denied") return;
+    expect(denied.remaining).toBe(7);
+    // 3 tokens short at 1/s, less the few ms since the first call.
+    expect(denied.retryAfterMs).toBeLessThanOrEqual(3000);
+    expect(denied.retryAfterMs).toBeGreaterThan(2500);
+    expect(denied.resetMs).toBe(denied.retryAfterMs);
+  });
+
+  it("refills after real elapsed time", async () => {
+    const key = client();
+    const twentyPerSecond = policy(5, "20"); // one token every 50 ms
+    expect((await take(key, twentyPerSecond, 5)).remaining).toBe(0);
+    await sleep(130);
+    const after = await take(key, twentyPerSecond, 2);
+    expect(after.outcome).toBe("allowed");
+  });
+
+  it("refills at a fractional rate (2.5/s: one token per 400 ms)", async () => {
+    const key = client();
+    const fractional = policy(1, "2.5");
+    await take(key, fractional);
+    const denied = await take(key, fractional);
+    expect(denied.outcome).toBe("denied");
+    if (denied.outcome === "denied") expect(denied.retryAfterMs).toBeGreaterThan(300);
+    await sleep(420);
+    expect((await take(key, fractional)).outcome).toBe("allowed");
+  });
+
+  it("a cost larger than the capacity is refused with its own reason and changes nothing", async () => {
+    const key = client();
+    const small = policy(5, "1");
+    expect(await take(key, small, 6)).toEqual({ outcome: "cost_exceeds_capacity", remaining: 5, resetMs: 0 });
+    expect(await take(key, small, 5)).toMatchObject({ outcome: "allowed", remaining: 0 });
+  });
+
+  it("a denied request consumes nothing", async () => {
+    const key = client();
+    const slow = policy(5, "0.001");
+    await take(key, slow, 4);
+    expect((await take(key, slow, 3)).outcome).toBe("denied");
+    expect((await take(key, slow, 2)).outcome).toBe("denied");
+    expect(await take(key, slow, 1)).toMatchObject({ outcome: "allowed", remaining: 0 });
+  });
+
+  it("200 concurrent requests against capacity 50 allow exactly 50", async () => {
+    const key = client();
+    const fifty = policy(50, "0.001");
+    const decisions = await Promise.all(Array.from({ length: 200 }, () => take(key, fifty)));
+    expect(decisions.filter((d) => d.outcome === "allowed")).toHaveLength(50);
+    expect(decisions.filter((d) => d.outcome === "denied")).toHaveLength(150);
+  });
+
+  it("through the gateway: the same headers and refusals", async () => {
+    const gateway = gatewayWith({ ...vars, LIMITER_CAPACITY: "2", LIMITER_REFILL_RATE: "0.5" });
+    const ip = randomIp();
+    const first = await gateway("/", { ip });
+    expect(first.status).toBe(200);
+    expect(first.headers.get("RateLimit")).toBe('"default";r=1;t=2');
+    await gateway("/", { ip });
+    const refused = await gateway("/", { ip });
+    expect(refused.status).toBe(429);
+    expect(refused.headers.get("Retry-After")).toBe("2");
+    const health = await gateway("/__limiter/health");
+    expect(await health.json()).toMatchObject({ status: "ok", backend: { name: backends.find(([, , v]) => v === vars)![0] } });
+  });
+});
