@@ -25,14 +25,17 @@ app.use("*", async (c, next) => {
 
 app.use(
   "*",
-  rateLimiter((c: { var: GatewayEnv["Variables"] }) => ({ ...c.var.gateway.config, backend: c.var.gateway.backend })),
+  rateLimiter((c: { var: GatewayEnv["Variables"] }) => {
+    const { config, backend, denyCache, breaker } = c.var.gateway;
+    return { ...config, backend, denyCache, breaker };
+  }),
 );
 
 app.all("*", (c) =>
   forwardToOrigin(c.req.raw, {
     originUrl: c.var.gateway.config.originUrl,
     timeoutMs: c.var.gateway.config.originTimeoutMs,
-    clientIp: clientIp(c.req.raw.headers),
+    clientIp: clientIp(c.req.raw.headers, c.var.gateway.config.identity),
   }),
 );
 

@@ -8,6 +8,8 @@ export interface BucketCharge {
   readonly bucket: string;
   readonly policy: BucketPolicy;
   readonly cost: number;
+  /** A shadow charge (false) is applied and reported but never refuses the request. */
+  readonly enforced: boolean;
 }
 
 /**
@@ -16,7 +18,11 @@ export interface BucketCharge {
  */
 export interface LimiterBackend {
   readonly name: string;
-  take(charge: BucketCharge, signal: AbortSignal): Promise<BucketDecision>;
+  /**
+   * Charges one request to its buckets, all or nothing: when an enforced charge is refused,
+   * no bucket keeps a charge. Returns one decision per charge, in order.
+   */
+  take(charges: readonly BucketCharge[], signal: AbortSignal): Promise<BucketDecision[]>;
   /** A cheap round trip that proves the store answers. */
   ping(signal: AbortSignal): Promise<void>;
 }

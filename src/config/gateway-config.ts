@@ -1,25 +1,31 @@
-import { MAX_SAFE_UNITS } from "../limiter/token-bucket";
-import type { NamedPolicy } from "../limiter/policy";
-import type { KeySource } from "../limiter/identity";
 import type { HeaderMode } from "../limiter/headers";
+import type { IdentityOptions } from "../limiter/identity";
+import type { FailMode, Rule } from "../limiter/rules";
+import { MAX_SAFE_UNITS } from "../limiter/token-bucket";
 import type { Env, VarValue } from "./env";
 import { parseRatePerSecond } from "./rate";
+import { parseKeyPart, parseRules } from "./rules";
 
 /** Where bucket state lives. */
 export type BackendKind = "durable-object" | "upstash";
-/** What happens when the backend errors or times out: allow, or refuse with 503. */
-export type FailMode = "open" | "closed";
+
+/** What a request lacking its configured key gets: one shared bucket, or a 401/400. */
+export type MissingKeyMode = "anonymous" | "reject";
 
 /** The gateway's whole configuration, parsed and checked. */
 export interface GatewayConfig {
   readonly originUrl: URL;
   readonly originTimeoutMs: number;
   readonly backend: BackendKind;
-  readonly policy: NamedPolicy;
-  readonly key: KeySource;
-  readonly failMode: FailMode;
+  /** From `LIMITER_RULES`, or the one `default` rule the single-policy vars describe. */
+  readonly rules: readonly Rule[];
+  readonly identity: IdentityOptions;
+  readonly missingKey: MissingKeyMode;
   readonly timeoutMs: number;
   readonly headers: HeaderMode;
+  /** Entries of the per-isolate deny cache; 0 turns it off. */
+  readonly denyCacheSize: number;
+  readonly breaker: { readonly failureThreshold: number; readonly cooldownMs: number };
   readonly upstash: { readonly url: string; readonly token: string; readonly keyPrefix: string } | undefined;
 }
 
@@ -45,9 +51,17 @@ export const DEFAULTS = {
   originTimeoutMs: "30000",
   headers: "all",
   keyPrefix: "sluice",
+  ipHeader: "cf-connecting-ip",
+  ipv6Prefix: "64",
+  missingKey: "anonymous",
+  denyCacheSize: "10000",
+  breakerThreshold: "5",
+  breakerCooldownMs: "5000",
 } as const;
 
 const HEADER_MODES: readonly HeaderMode[] = ["all", "ietf", "legacy", "none"];
+
+type Field = { variable: keyof Env; raw: string | undefined; text: string | undefined };
 
 /**
  * Parses the wrangler vars into a {@link GatewayConfig}, collecting every error.
@@ -60,18 +74,18 @@ const HEADER_MODES: readonly HeaderMode[] = ["all", "ietf", "legacy", "none"];
  */
 export function parseGatewayConfig(env: Env): ConfigResult {
   const errors: ConfigError[] = [];
-  const read = (variable: keyof Env, fallback?: string) => {
+  const read = (variable: keyof Env, fallback?: string): Field => {
     const raw = env[variable] as VarValue;
     return { variable, raw: raw === undefined ? undefined : String(raw), text: raw === undefined ? fallback : String(raw) };
   };
-  const fail = (field: { variable: string; raw: string | undefined }, message: string) => {
+  const fail = (field: Pick<Field, "variable" | "raw">, message: string) => {
     errors.push({ variable: field.variable, value: field.raw, message });
     return undefined;
   };
   const integer = (variable: keyof Env, fallback: string, min: number, max: number) => {
     const field = read(variable, fallback);
-    const text = field.text ?? "";
-    const value = /^\d{1,10}$/.test(text.trim()) ? Number(text) : NaN;
+    const text = (field.text ?? "").trim();
+    const value = /^\d{1,10}$/.test(text) ? Number(text) : NaN;
     if (!(value >= min && value <= max)) return fail(field, `must be an integer from ${min} to ${max}`);
     return value;
   };
@@ -89,18 +103,39 @@ export function parseGatewayConfig(env: Env): ConfigResult {
       : parseHttpUrl(originField.text) ?? fail(originField, "must be an absolute http(s) URL, e.g. https://api.example.com");
   const originTimeoutMs = integer("ORIGIN_TIMEOUT_MS", DEFAULTS.originTimeoutMs, 1, 600_000);
   const backend = oneOf<BackendKind>("LIMITER_BACKEND", DEFAULTS.backend, ["durable-object", "upstash"]);
+  const failMode = oneOf<FailMode>("LIMITER_FAIL_MODE", DEFAULTS.failMode, ["open", "closed"]);
+  const timeoutMs = integer("LIMITER_TIMEOUT_MS", DEFAULTS.timeoutMs, 1, 60_000);
+  const headers = oneOf<HeaderMode>("LIMITER_HEADERS", DEFAULTS.headers, HEADER_MODES);
+  const missingKey = oneOf<MissingKeyMode>("LIMITER_MISSING_KEY", DEFAULTS.missingKey, ["anonymous", "reject"]);
+  const denyCacheSize = integer("LIMITER_DENY_CACHE_SIZE", DEFAULTS.denyCacheSize, 0, 1_000_000);
+  const failureThreshold = integer("LIMITER_BREAKER_THRESHOLD", DEFAULTS.breakerThreshold, 1, 1_000);
+  const cooldownMs = integer("LIMITER_BREAKER_COOLDOWN_MS", DEFAULTS.breakerCooldownMs, 1, 3_600_000);
+  const ipv6PrefixLength = integer("LIMITER_IPV6_PREFIX", DEFAULTS.ipv6Prefix, 1, 128);
+  const ipHeaderField = read("LIMITER_IP_HEADER", DEFAULTS.ipHeader);
+  const ipHeader = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(ipHeaderField.text ?? "")
+    ? ipHeaderField.text!.toLowerCase()
+    : fail(ipHeaderField, "must be a header name, e.g. cf-connecting-ip");
+
+  // The single-policy vars are checked even when LIMITER_RULES replaces them: a typo is never silent.
   const capacity = integer("LIMITER_CAPACITY", DEFAULTS.capacity, 1, 1_000_000_000);
   const rateField = read("LIMITER_REFILL_RATE", DEFAULTS.refillRate);
   const rate =
     parseRatePerSecond(rateField.text ?? "") ??
     fail(rateField, "must be a number of tokens per second greater than 0, at most 6 decimals (e.g. 10 or 0.5)");
-  const key = parseKeySource(read("LIMITER_KEY", DEFAULTS.key), fail);
-  const failMode = oneOf<FailMode>("LIMITER_FAIL_MODE", DEFAULTS.failMode, ["open", "closed"]);
-  const timeoutMs = integer("LIMITER_TIMEOUT_MS", DEFAULTS.timeoutMs, 1, 60_000);
-  const headers = oneOf<HeaderMode>("LIMITER_HEADERS", DEFAULTS.headers, HEADER_MODES);
-
   if (capacity !== undefined && rate !== undefined && capacity * rate.refillPeriodMs > MAX_SAFE_UNITS) {
     fail(rateField, `with LIMITER_CAPACITY=${capacity} this rate is too fine-grained to compute exactly; use fewer decimals or a smaller capacity`);
+  }
+  const keyField = read("LIMITER_KEY", DEFAULTS.key);
+  const key = parseKeyPart(keyField.text ?? "") ?? fail(keyField, "must be ip, bearer, route, or header:<header-name> (e.g. header:x-api-key)");
+
+  let rules: Rule[] | undefined;
+  const rulesField = read("LIMITER_RULES");
+  if (rulesField.text !== undefined && rulesField.text.trim() !== "") {
+    const parsed = parseRules(rulesField.text, failMode ?? DEFAULTS.failMode);
+    if (parsed.ok) rules = parsed.rules;
+    else for (const e of parsed.errors) fail({ variable: "LIMITER_RULES", raw: `rule ${e.rule}` }, `field "${e.field}" ${e.message}`);
+  } else if (capacity !== undefined && rate !== undefined && key !== undefined && failMode !== undefined) {
+    rules = [{ name: "default", match: {}, key: [key], policy: { name: "default", capacity, ...rate, cost: 1 }, mode: "enforce", failMode }];
   }
 
   let upstash: GatewayConfig["upstash"];
@@ -108,6 +143,7 @@ export function parseGatewayConfig(env: Env): ConfigResult {
     const urlField = read("UPSTASH_REDIS_REST_URL");
     const tokenField = read("UPSTASH_REDIS_REST_TOKEN");
     const url = urlField.text && parseHttpUrl(urlField.text) ? urlField.text.trim() : fail(urlField, "must be the https URL of the Upstash REST endpoint when LIMITER_BACKEND=upstash");
+    // The token is a secret: name it, never echo it.
     const token = tokenField.text?.trim() ? tokenField.text.trim() : fail({ ...tokenField, raw: tokenField.raw && "(set)" }, "must be set (wrangler secret put UPSTASH_REDIS_REST_TOKEN) when LIMITER_BACKEND=upstash");
     const prefixField = read("LIMITER_KEY_PREFIX", DEFAULTS.keyPrefix);
     const keyPrefix = /^[A-Za-z0-9_.:-]{1,64}$/.test(prefixField.text ?? "")
@@ -123,11 +159,13 @@ export function parseGatewayConfig(env: Env): ConfigResult {
       originUrl: originUrl!,
       originTimeoutMs: originTimeoutMs!,
       backend: backend!,
-      policy: { name: "default", capacity: capacity!, ...rate!, cost: 1 },
-      key: key!,
-      failMode: failMode!,
+      rules: rules!,
+      identity: { ipHeader: ipHeader!, ipv6PrefixLength: ipv6PrefixLength! },
+      missingKey: missingKey!,
       timeoutMs: timeoutMs!,
       headers: headers!,
+      denyCacheSize: denyCacheSize!,
+      breaker: { failureThreshold: failureThreshold!, cooldownMs: cooldownMs! },
       upstash,
     },
   };
@@ -147,16 +185,4 @@ function parseHttpUrl(text: string): URL | undefined {
   } catch {
     return undefined;
   }
-}
-
-function parseKeySource(
-  field: { variable: string; raw: string | undefined; text: string | undefined },
-  fail: (field: { variable: string; raw: string | undefined }, message: string) => undefined,
-): KeySource | undefined {
-  const text = (field.text ?? "").trim();
-  if (text === "ip") return { kind: "ip" };
-  if (text === "bearer") return { kind: "bearer" };
-  const header = /^header:([!#$%&'*+.^_`|~0-9A-Za-z-]+)$/.exec(text);
-  if (header) return { kind: "header", name: header[1]!.toLowerCase() };
-  return fail(field, "must be ip, bearer, or header:<header-name> (e.g. header:x-api-key)");
 }

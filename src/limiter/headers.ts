@@ -5,20 +5,36 @@ import type { BucketDecision } from "./token-bucket";
 /** Which rate-limit headers responses carry: IETF draft -10, legacy `X-RateLimit-*`, both, or none. */
 export type HeaderMode = "all" | "ietf" | "legacy" | "none";
 
+/** One applying rule's decision, as headers describe it. */
+export interface RuleOutcome {
+  readonly policy: NamedPolicy;
+  readonly decision: BucketDecision;
+  readonly enforced: boolean;
+}
+
 /**
- * The rate-limit headers for one decision. `t` (and `X-RateLimit-Reset`) is the wait until a
- * retry can succeed on a refusal, and the time until the bucket is full otherwise.
+ * The rate-limit headers for a request: `RateLimit-Policy` lists every applying `policies`,
+ * `RateLimit` and `X-RateLimit-*` describe the most restrictive one. `t` (and
+ * `X-RateLimit-Reset`) is the wait until a retry can succeed on a refusal, and the time until
+ * the bucket is full otherwise.
  *
  * @example
- * rateLimitHeaders(policy, { outcome: "denied", remaining: 0, resetMs: 60000, retryAfterMs: 1000 }, "ietf");
+ * rateLimitHeaders([policy], [{ policy, decision: { outcome: "denied", remaining: 0, resetMs: 60000, retryAfterMs: 1000 }, enforced: true }], "ietf");
  * // [["RateLimit-Policy", '"default";q=60;w=60'], ["RateLimit", '"default";r=0;t=1']]
  */
-export function rateLimitHeaders(policy: NamedPolicy, decision: BucketDecision, mode: HeaderMode): [string, string][] {
+export function rateLimitHeaders(
+  policies: readonly NamedPolicy[],
+  outcomes: readonly RuleOutcome[],
+  mode: HeaderMode,
+): [string, string][] {
   const headers: [string, string][] = [];
+  const limiting = mostRestrictive(outcomes);
+  if (limiting === undefined || mode === "none") return headers;
+  const { policy, decision } = limiting;
   const seconds = Math.ceil((decision.outcome === "denied" ? decision.retryAfterMs : decision.resetMs) / 1000);
   if (mode === "all" || mode === "ietf") {
     headers.push(
-      ["RateLimit-Policy", `"${policy.name}";q=${policy.capacity};w=${secondsToFill(policy)}`],
+      ["RateLimit-Policy", policies.map((p) => `"${p.name}";q=${p.capacity};w=${secondsToFill(p)}`).join(", ")],
       ["RateLimit", `"${policy.name}";r=${decision.remaining};t=${seconds}`],
     );
   }
@@ -30,6 +46,22 @@ export function rateLimitHeaders(policy: NamedPolicy, decision: BucketDecision, 
     );
   }
   return headers;
+}
+
+/**
+ * The outcome a client should heed: among enforced rules (shadow ones only if none is
+ * enforced), the refusal with the longest wait, else the fewest tokens left.
+ */
+export function mostRestrictive(outcomes: readonly RuleOutcome[]): RuleOutcome | undefined {
+  const enforced = outcomes.filter((o) => o.enforced);
+  const candidates = enforced.length > 0 ? enforced : outcomes;
+  const wait = (o: RuleOutcome) => (o.decision.outcome === "denied" ? o.decision.retryAfterMs : -1);
+  return candidates.reduce<RuleOutcome | undefined>((worst, o) => {
+    if (worst === undefined) return o;
+    if (wait(o) !== wait(worst)) return wait(o) > wait(worst) ? o : worst;
+    if (o.decision.remaining !== worst.decision.remaining) return o.decision.remaining < worst.decision.remaining ? o : worst;
+    return o.decision.resetMs > worst.decision.resetMs ? o : worst;
+  }, undefined);
 }
 
 /** `Retry-After` for a refusal: whole seconds, rounded up, so never earlier than the bucket allows. */

@@ -1,94 +1,122 @@
 import type { Context, MiddlewareHandler } from "hono";
-import { BackendConfigError, withDeadline, type LimiterBackend } from "../backends/backend";
+import { BackendConfigError, withDeadline, type BucketCharge, type LimiterBackend } from "../backends/backend";
 import { problemResponse } from "../http/problem";
-import { rateLimitHeaders, retryAfterSeconds, type HeaderMode } from "./headers";
-import { clientKey, type KeySource } from "./identity";
-import type { NamedPolicy } from "./policy";
-import type { BucketDecision } from "./token-bucket";
+import { CircuitBreaker } from "./circuit-breaker";
+import { DenyCache } from "./deny-cache";
+import { mostRestrictive, rateLimitHeaders, retryAfterSeconds, type HeaderMode, type RuleOutcome } from "./headers";
+import { clientKey, DEFAULT_IDENTITY, describeKey, type IdentityOptions } from "./identity";
+import { ruleMatches, type Rule } from "./rules";
 
 /** Options of {@link rateLimiter}. */
 export interface RateLimiterOptions {
   /** Where buckets live, e.g. `durableObjectBackend(env.LIMITER_BUCKETS)`. */
   readonly backend: LimiterBackend;
-  readonly policy: NamedPolicy;
-  /** How a request's client is identified. */
-  readonly key: KeySource;
-  /** `open` lets requests through when the backend fails; `closed` answers 503. */
-  readonly failMode: "open" | "closed";
+  /** Every rule that matches a request applies; the request passes only if every enforced one allows it. */
+  readonly rules: readonly Rule[];
   /** Budget of one backend call, in ms. */
   readonly timeoutMs: number;
   /** Which rate-limit headers to send. Default `all`. */
   readonly headers?: HeaderMode;
+  /** How client addresses are read. Default: `CF-Connecting-IP`, IPv6 grouped by /64. */
+  readonly identity?: IdentityOptions;
+  /** A request lacking its rule's key: one shared `anonymous` bucket (default), or `reject` (401/400). */
+  readonly missingKey?: "anonymous" | "reject";
+  /** Per-isolate memory of refused clients. Default: one of 10,000 entries per middleware. */
+  readonly denyCache?: DenyCache;
+  /** Per-isolate circuit breaker. Default: opens after 5 failures, for 5 s, per middleware. */
+  readonly breaker?: CircuitBreaker;
 }
 
 /**
- * Hono middleware that charges each request to its client's token bucket, refuses with 429
- * problem+json when the bucket is empty, and adds rate-limit headers to every response.
- * Options may be a function of the context, for configuration read from `c.env`.
+ * Hono middleware that charges each request to the token buckets of every rule it matches,
+ * refuses with 429 problem+json when an enforced bucket is empty (charging nothing then), and
+ * adds rate-limit headers to every response. Options may be a function of the context, for
+ * configuration read from `c.env`.
  *
  * @example
  * const app = new Hono<{ Bindings: Env }>();
  * app.use("/api/*", rateLimiter((c) => ({
  *   backend: durableObjectBackend(c.env.LIMITER_BUCKETS),
- *   policy: { name: "api", capacity: 100, refillTokens: 10, refillPeriodMs: 1000, cost: 1 },
- *   key: { kind: "header", name: "x-api-key" },
- *   failMode: "open",
+ *   rules: [{
+ *     name: "api", match: {}, key: [{ kind: "header", name: "x-api-key" }], mode: "enforce", failMode: "open",
+ *     policy: { name: "api", capacity: 100, refillTokens: 10, refillPeriodMs: 1000, cost: 1 },
+ *   }],
  *   timeoutMs: 1000,
  * })));
  */
 export function rateLimiter<C = Context>(options: RateLimiterOptions | ((c: C) => RateLimiterOptions)): MiddlewareHandler {
+  const fallbackDenyCache = new DenyCache(10_000);
+  const fallbackBreaker = new CircuitBreaker({ failureThreshold: 5, cooldownMs: 5_000 });
+
   return async (c, next) => {
     const opts = typeof options === "function" ? options(c as C) : options;
-    const { backend, policy } = opts;
-    const key = await clientKey(c.req.raw.headers, opts.key);
+    const { backend, headers: headerMode = "all", identity = DEFAULT_IDENTITY } = opts;
+    const denyCache = opts.denyCache ?? fallbackDenyCache;
+    const breaker = opts.breaker ?? fallbackBreaker;
+    const request = c.req.raw;
 
-    let decision: BucketDecision;
+    const rules = opts.rules.filter((rule) => ruleMatches(rule, request));
+    if (rules.length === 0) return next();
+    const policies = rules.map((rule) => rule.policy);
+
+    const charges: BucketCharge[] = [];
+    for (const rule of rules) {
+      const key = await clientKey(request, rule.key, identity);
+      if (key === undefined && opts.missingKey === "reject") return missingKeyResponse(rule);
+      charges.push({
+        clientKey: key ?? `${describeKey(rule.key)}:anonymous`,
+        bucket: rule.name,
+        policy: rule.policy,
+        cost: rule.policy.cost,
+        enforced: rule.mode === "enforce",
+      });
+    }
+
+    // A client this isolate saw refused is refused again until its retry time, with no backend call.
+    const nowMs = Date.now();
+    for (const [i, charge] of charges.entries()) {
+      const cached = charge.enforced ? denyCache.lookup(denyCacheKey(charge), nowMs) : undefined;
+      if (cached === undefined) continue;
+      const decision = { outcome: "denied", remaining: cached.remaining, retryAfterMs: cached.retryAtMs - nowMs, resetMs: cached.resetAtMs - nowMs } as const;
+      return rateLimitedResponse(rules[i]!.name, decision.retryAfterMs, rateLimitHeaders(policies, [{ policy: rules[i]!.policy, decision, enforced: true }], headerMode));
+    }
+
+    if (!breaker.allowCall(nowMs)) return failModeResponse(c, next, rules, backend.name, "circuit open: backend skipped during cool-down");
+    let outcomes: RuleOutcome[];
     try {
-      decision = await withDeadline(
-        (signal) => backend.take({ clientKey: key, bucket: policy.name, policy, cost: policy.cost }, signal),
-        opts.timeoutMs,
-      );
+      const decisions = await withDeadline((signal) => backend.take(charges, signal), opts.timeoutMs);
+      breaker.recordSuccess();
+      outcomes = rules.map((rule, i) => ({ policy: rule.policy, decision: decisions[i]!, enforced: rule.mode === "enforce" }));
     } catch (error) {
-      if (error instanceof BackendConfigError) return backendConfigErrorResponse(error);
-      console.error(
-        JSON.stringify({
-          event: "limiter.backend_failure",
-          backend: backend.name,
-          failMode: opts.failMode,
-          reason: error instanceof Error ? `${error.name}: ${error.message}` : String(error),
-        }),
-      );
-      if (opts.failMode === "open") return next();
-      return problemResponse({
-        type: "/problems/limiter-unavailable",
-        title: "Rate limiter unavailable",
-        status: 503,
-        detail: `The rate-limit store (${backend.name}) did not answer, and the gateway fails closed.`,
-      });
+      if (error instanceof BackendConfigError) {
+        breaker.recordSuccess(); // the backend answered: it is misconfigured, not down
+        return backendConfigErrorResponse(error);
+      }
+      breaker.recordFailure(Date.now());
+      return failModeResponse(c, next, rules, backend.name, error instanceof Error ? `${error.name}: ${error.message}` : String(error));
     }
 
-    const headers = rateLimitHeaders(policy, decision, opts.headers ?? "all");
-    if (decision.outcome === "cost_exceeds_capacity") {
-      return problemResponse({
-        type: "/problems/cost-exceeds-capacity",
-        title: "Request cost exceeds the bucket",
-        status: 500,
-        detail: `Policy "${policy.name}" charges ${policy.cost} tokens but holds only ${policy.capacity}: no request can pass. Fix the configuration.`,
-      });
+    for (const outcome of outcomes) {
+      if (!outcome.enforced && outcome.decision.outcome !== "allowed") {
+        console.log(JSON.stringify({ event: "limiter.shadow_refusal", rule: outcome.policy.name, outcome: outcome.decision.outcome }));
+      }
     }
-    if (decision.outcome === "denied") {
-      const retryAfter = retryAfterSeconds(decision.retryAfterMs);
-      return problemResponse(
-        {
-          type: "/problems/rate-limited",
-          title: "Too Many Requests",
-          status: 429,
-          detail: `Rate limit "${policy.name}" exceeded: retry in ${retryAfter} s.`,
-          policy: policy.name,
-          retryAfter,
-        },
-        [["Retry-After", String(retryAfter)], ...headers],
-      );
+    const impossible = outcomes.find((o) => o.enforced && o.decision.outcome === "cost_exceeds_capacity");
+    if (impossible !== undefined) return costExceedsCapacityResponse(impossible);
+
+    const headers = rateLimitHeaders(policies, outcomes, headerMode);
+    const refusals = outcomes.flatMap((o, i) => (o.enforced && o.decision.outcome === "denied" ? [{ charge: charges[i]!, decision: o.decision }] : []));
+    if (refusals.length > 0) {
+      for (const { charge, decision } of refusals) {
+        denyCache.remember(denyCacheKey(charge), {
+          retryAtMs: nowMs + decision.retryAfterMs,
+          resetAtMs: nowMs + decision.resetMs,
+          remaining: decision.remaining,
+        });
+      }
+      // Retry-After: until every refusing rule would allow.
+      const retryAfterMs = Math.max(...refusals.map((r) => r.decision.retryAfterMs));
+      return rateLimitedResponse(mostRestrictive(outcomes)!.policy.name, retryAfterMs, headers);
     }
 
     await next();
@@ -96,14 +124,59 @@ export function rateLimiter<C = Context>(options: RateLimiterOptions | ((c: C) =
   };
 }
 
-function setHeaders(c: Context, headers: [string, string][]): void {
-  try {
-    for (const [name, value] of headers) c.res.headers.set(name, value);
-  } catch {
-    // A response straight from fetch() has immutable headers: copy it (the body still streams).
-    c.res = new Response(c.res.body, c.res);
-    for (const [name, value] of headers) c.res.headers.set(name, value);
-  }
+function denyCacheKey(charge: BucketCharge): string {
+  return `${charge.bucket}|${charge.clientKey}`;
+}
+
+function rateLimitedResponse(ruleName: string, retryAfterMs: number, headers: [string, string][]): Response {
+  const retryAfter = retryAfterSeconds(retryAfterMs);
+  return problemResponse(
+    {
+      type: "/problems/rate-limited",
+      title: "Too Many Requests",
+      status: 429,
+      detail: `Rate limit "${ruleName}" exceeded: retry in ${retryAfter} s.`,
+      policy: ruleName,
+      retryAfter,
+    },
+    [["Retry-After", String(retryAfter)], ...headers],
+  );
+}
+
+/** Backend unreachable: each rule's fail mode decides; one closed enforced rule refuses the request. */
+async function failModeResponse(c: Context, next: () => Promise<void>, rules: readonly Rule[], backendName: string, reason: string) {
+  const closed = rules.find((rule) => rule.mode === "enforce" && rule.failMode === "closed");
+  console.error(JSON.stringify({ event: "limiter.backend_failure", backend: backendName, failMode: closed ? "closed" : "open", reason }));
+  if (closed === undefined) return next();
+  return problemResponse({
+    type: "/problems/limiter-unavailable",
+    title: "Rate limiter unavailable",
+    status: 503,
+    detail: `The rate-limit store (${backendName}) did not answer, and rule "${closed.name}" fails closed.`,
+  });
+}
+
+function missingKeyResponse(rule: Rule): Response {
+  const bearer = rule.key.some((part) => part.kind === "bearer");
+  const missing = rule.key.map((part) => (part.kind === "header" ? `the ${part.name} header` : part.kind === "bearer" ? "a bearer token" : part.kind)).join(" and ");
+  return problemResponse(
+    {
+      type: "/problems/missing-client-key",
+      title: bearer ? "Unauthorized" : "Bad Request",
+      status: bearer ? 401 : 400,
+      detail: `Rate limit "${rule.name}" needs ${missing} to identify the client.`,
+    },
+    bearer ? [["WWW-Authenticate", "Bearer"]] : [],
+  );
+}
+
+function costExceedsCapacityResponse({ policy }: RuleOutcome): Response {
+  return problemResponse({
+    type: "/problems/cost-exceeds-capacity",
+    title: "Request cost exceeds the bucket",
+    status: 500,
+    detail: `Policy "${policy.name}" charges ${policy.cost} tokens but holds only ${policy.capacity}: no request can pass. Fix the configuration.`,
+  });
 }
 
 function backendConfigErrorResponse(error: BackendConfigError): Response {
@@ -114,4 +187,14 @@ function backendConfigErrorResponse(error: BackendConfigError): Response {
     status: 500,
     detail: `${error.variable}: ${error.message}`,
   });
+}
+
+function setHeaders(c: Context, headers: [string, string][]): void {
+  try {
+    for (const [name, value] of headers) c.res.headers.set(name, value);
+  } catch {
+    // A response straight from fetch() has immutable headers: copy it (the body still streams).
+    c.res = new Response(c.res.body, c.res);
+    for (const [name, value] of headers) c.res.headers.set(name, value);
+  }
 }

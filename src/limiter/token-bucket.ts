@@ -124,3 +124,49 @@ export function ceilDiv(a: number, b: number): number {
   const q = floorDiv(a, b);
   return q * b === a ? q : q + 1;
 }
+
+/** One bucket's part in a multi-bucket take. */
+export interface BucketEntry {
+  readonly state: BucketState | undefined;
+  readonly policy: BucketPolicy;
+  readonly cost: number;
+  /** A refusal from an enforced bucket refuses the whole request; a shadow bucket only reports. */
+  readonly enforced: boolean;
+}
+
+/**
+ * Charges one request to several buckets, all or nothing: if any enforced bucket refuses,
+ * nothing is written to any bucket. Otherwise every bucket that allowed (shadow ones
+ * included) is charged. This is the semantics of the Lua script's multi-key form.
+ *
+ * @example
+ * const { decisions, next } = takeBuckets([{ state: undefined, policy, cost: 1, enforced: true }], Date.now());
+ * // next[0] is the state to write, or undefined when nothing is written
+ */
+export function takeBuckets(
+  entries: readonly BucketEntry[],
+  nowMs: number,
+): { decisions: BucketDecision[]; next: (BucketState | undefined)[]; refused: boolean } {
+  const results = entries.map((entry) => takeTokens(entry.state, entry.policy, entry.cost, nowMs));
+  const refused = results.some((result, i) => entries[i]!.enforced && result.decision.outcome !== "allowed");
+  return {
+    decisions: results.map((result) => result.decision),
+    next: results.map((result) => (refused ? undefined : result.next)),
+    refused,
+  };
+}
+
+/**
+ * Gives `cost` tokens back to a bucket (capped at capacity): undoes a charge when another
+ * Durable Object refused the same request. Never over-admits: a refund restores at most what
+ * the charge took.
+ *
+ * @example
+ * const restored = refundTokens(state, policy, 1, Date.now());
+ */
+export function refundTokens(state: BucketState | undefined, policy: BucketPolicy, cost: number, nowMs: number): BucketState | undefined {
+  if (state === undefined) return undefined;
+  const full = policy.capacity * policy.refillPeriodMs;
+  const level = Math.min(full, currentLevel(state, policy, nowMs) + cost * policy.refillPeriodMs);
+  return { level, unitsPerToken: policy.refillPeriodMs, updatedAtMs: nowMs };
+}

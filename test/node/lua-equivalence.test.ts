@@ -62,9 +62,9 @@ describe("the Lua script and the TypeScript bucket agree", () => {
             const expected = takeTokens(state, policy, cost, nowMs);
             state = expected.next ?? state;
 
-            const charge = { clientKey: "c", bucket: "b", policy, cost };
+            const charge = { clientKey: "c", bucket: "b", policy, cost, enforced: true };
             const sentAt = performance.now();
-            const reply = await redis.evalSha(TOKEN_BUCKET_SHA1, { keys: [key], arguments: scriptArgs(charge, nowMs) });
+            const reply = await redis.evalSha(TOKEN_BUCKET_SHA1, { keys: [key], arguments: scriptArgs([charge], nowMs) });
             expect(decodeReply(reply)).toEqual([expected.decision]);
 
             const expectedValue = state ? `${state.level}:${state.unitsPerToken}:${state.updatedAtMs}` : null;

@@ -20,7 +20,8 @@ afterAll(async () => {
 });
 
 const policy = { capacity: 2, ...parseRatePerSecond("1")! };
-const take = (clientKey: string) => backend.take({ clientKey, bucket: "default", policy, cost: 1 }, new AbortController().signal);
+const take = async (clientKey: string) =>
+  (await backend.take([{ clientKey, bucket: "default", policy, cost: 1, enforced: true }], new AbortController().signal))[0]!;
 
 /** Calls per command since the last CONFIG RESETSTAT, from INFO commandstats. */
 async function commandCalls(): Promise<Record<string, number>> {
@@ -76,7 +77,7 @@ describe("Upstash backend on a real Redis through the REST bridge", () => {
     stack.bridge.setLatency(500);
     try {
       const controller = new AbortController();
-      const pending = backend.take({ clientKey: `abort-${crypto.randomUUID()}`, bucket: "default", policy, cost: 1 }, controller.signal);
+      const pending = backend.take([{ clientKey: `abort-${crypto.randomUUID()}`, bucket: "default", policy, cost: 1, enforced: true }], controller.signal);
       setTimeout(() => controller.abort(new Error("deadline")), 50);
       await expect(pending).rejects.toThrow();
     } finally {

@@ -23,8 +23,8 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 describe.each(backends)("%s backend conformance", (_, makeBackend, vars) => {
   const backend = makeBackend();
   const client = () => `client-${crypto.randomUUID()}`;
-  const take = (clientKey: string, bucketPolicy: BucketPolicy, cost = 1) =>
-    backend.take({ clientKey, bucket: "default", policy: bucketPolicy, cost }, new AbortController().signal);
+  const take = async (clientKey: string, bucketPolicy: BucketPolicy, cost = 1) =>
+    (await backend.take([{ clientKey, bucket: "default", policy: bucketPolicy, cost, enforced: true }], new AbortController().signal))[0]!;
 
   it("a new bucket allows exactly its capacity", async () => {
     const key = client();

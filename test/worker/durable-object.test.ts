@@ -7,6 +7,10 @@ import { gatewayWith, randomIp } from "../support/gateway";
 const slow = { capacity: 5, refillTokens: 1, refillPeriodMs: 3_600_000 }; // 1 token an hour
 const fast = { capacity: 5, refillTokens: 1, refillPeriodMs: 1 }; // 1000 tokens a second
 
+async function takeOne(stub: ReturnType<typeof objectFor>, bucket: string, policy: typeof slow, cost: number) {
+  return (await stub.take([{ bucket, policy, cost, enforced: true }]))[0]!;
+}
+
 function objectFor(name: string) {
   return env.LIMITER_BUCKETS.get(env.LIMITER_BUCKETS.idFromName(name));
 }
@@ -14,27 +18,27 @@ function objectFor(name: string) {
 describe("ClientBuckets Durable Object", () => {
   it("keeps a client's bucket across eviction (state is written through to storage)", async () => {
     const stub = objectFor(`evict-${crypto.randomUUID()}`);
-    for (let i = 0; i < 3; i++) expect((await stub.take("default", slow, 1)).outcome).toBe("allowed");
+    for (let i = 0; i < 3; i++) expect((await takeOne(stub, "default", slow, 1)).outcome).toBe("allowed");
     await evictDurableObject(stub);
-    const after = await stub.take("default", slow, 1);
+    const after = await takeOne(stub, "default", slow, 1);
     expect(after).toMatchObject({ outcome: "allowed", remaining: 1 });
   });
 
   it("the cleanup alarm deletes refilled buckets and keeps live ones", async () => {
     const stub = objectFor(`alarm-${crypto.randomUUID()}`);
-    await stub.take("refilling", fast, 5);
-    await stub.take("live", slow, 2);
+    await takeOne(stub, "refilling", fast, 5);
+    await takeOne(stub, "live", slow, 2);
     await new Promise((resolve) => setTimeout(resolve, 20)); // "refilling" is full after 5 ms
     await runDurableObjectAlarm(stub); // it may have fired on its own already
     const keys = await runInDurableObject(stub, async (_: ClientBuckets, state) => [...(await state.storage.list()).keys()]);
     expect(keys).toEqual(["bucket:live"]);
     // The live bucket still holds its spent tokens after the alarm.
-    expect(await stub.take("live", slow, 1)).toMatchObject({ outcome: "allowed", remaining: 2 });
+    expect(await takeOne(stub, "live", slow, 1)).toMatchObject({ outcome: "allowed", remaining: 2 });
   });
 
   it("the alarm deletes all storage once every bucket is full", async () => {
     const stub = objectFor(`alarm-all-${crypto.randomUUID()}`);
-    await stub.take("a", fast, 3);
+    await takeOne(stub, "a", fast, 3);
     await new Promise((resolve) => setTimeout(resolve, 20));
     await runDurableObjectAlarm(stub); // it may have fired on its own already
     const [size, alarm] = await runInDurableObject(stub, async (_: ClientBuckets, state) => [
@@ -44,12 +48,12 @@ describe("ClientBuckets Durable Object", () => {
     expect(size).toBe(0);
     expect(alarm).toBeNull();
     // A client coming back after cleanup gets a full bucket, which is what it had anyway.
-    expect(await stub.take("a", fast, 5)).toMatchObject({ outcome: "allowed", remaining: 0 });
+    expect(await takeOne(stub, "a", fast, 5)).toMatchObject({ outcome: "allowed", remaining: 0 });
   });
 
   it("sets an alarm for when the bucket will be full", async () => {
     const stub = objectFor(`alarm-set-${crypto.randomUUID()}`);
-    await stub.take("default", slow, 1);
+    await takeOne(stub, "default", slow, 1);
     const alarm = await runInDurableObject(stub, (_: ClientBuckets, state) => state.storage.getAlarm());
     expect(alarm).not.toBeNull();
     expect(alarm! - Date.now()).toBeGreaterThan(3_500_000);

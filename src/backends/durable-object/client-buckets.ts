@@ -1,9 +1,23 @@
 import { DurableObject } from "cloudflare:workers";
-import { takeTokens, type BucketDecision, type BucketPolicy, type BucketState } from "../../limiter/token-bucket";
+import {
+  refundTokens,
+  takeBuckets,
+  type BucketDecision,
+  type BucketPolicy,
+  type BucketState,
+} from "../../limiter/token-bucket";
 
 /** What one bucket keeps in storage: its state and when it will be full (then it can go). */
 interface StoredBucket extends BucketState {
   readonly fullAtMs: number;
+}
+
+/** One charge as the object sees it: the bucket's name within this client. */
+export interface ObjectCharge {
+  readonly bucket: string;
+  readonly policy: BucketPolicy;
+  readonly cost: number;
+  readonly enforced: boolean;
 }
 
 const BUCKET_PREFIX = "bucket:";
@@ -19,7 +33,7 @@ const BUCKET_PREFIX = "bucket:";
  *
  * @example
  * const stub = env.LIMITER_BUCKETS.get(env.LIMITER_BUCKETS.idFromName(clientKey));
- * const decision = await stub.take("default", { capacity: 10, refillTokens: 1, refillPeriodMs: 1000 }, 1);
+ * const [decision] = await stub.take([{ bucket: "default", policy, cost: 1, enforced: true }]);
  */
 export class ClientBuckets extends DurableObject<object> {
   private readonly buckets = new Map<string, StoredBucket>();
@@ -35,20 +49,26 @@ export class ClientBuckets extends DurableObject<object> {
     });
   }
 
-  /** Charges `cost` tokens to bucket `name`, on this object's own clock. */
-  take(name: string, policy: BucketPolicy, cost: number): BucketDecision {
+  /** Charges one request to some of this client's buckets, all or nothing, on this object's clock. */
+  take(charges: readonly ObjectCharge[]): BucketDecision[] {
     const nowMs = Date.now();
-    const { decision, next } = takeTokens(this.buckets.get(name), policy, cost, nowMs);
-    if (next !== undefined) {
-      const stored: StoredBucket = { ...next, fullAtMs: nowMs + decision.resetMs };
-      this.buckets.set(name, stored);
-      void this.ctx.storage.put(BUCKET_PREFIX + name, stored);
-      if (!this.alarmSet) {
-        this.alarmSet = true;
-        void this.ctx.storage.setAlarm(stored.fullAtMs);
-      }
+    const entries = charges.map((charge) => ({ ...charge, state: this.buckets.get(charge.bucket) }));
+    const { decisions, next } = takeBuckets(entries, nowMs);
+    next.forEach((state, i) => {
+      if (state !== undefined) this.store(charges[i]!.bucket, state, nowMs + decisions[i]!.resetMs);
+    });
+    return decisions;
+  }
+
+  /** Gives back what `take` charged, when another object refused the same request. */
+  refund(charges: readonly ObjectCharge[]): void {
+    const nowMs = Date.now();
+    for (const { bucket, policy, cost } of charges) {
+      const state = refundTokens(this.buckets.get(bucket), policy, cost, nowMs);
+      if (state === undefined) continue;
+      const missing = policy.capacity * policy.refillPeriodMs - state.level;
+      this.store(bucket, state, nowMs + Math.ceil(missing / policy.refillTokens));
     }
-    return decision;
   }
 
   /** Round trip for health checks: the object's clock. */
@@ -73,6 +93,16 @@ export class ClientBuckets extends DurableObject<object> {
       await this.ctx.storage.deleteAll();
     } else {
       await this.ctx.storage.setAlarm(latestFullAt);
+    }
+  }
+
+  private store(name: string, state: BucketState, fullAtMs: number): void {
+    const stored: StoredBucket = { ...state, fullAtMs };
+    this.buckets.set(name, stored);
+    void this.ctx.storage.put(BUCKET_PREFIX + name, stored);
+    if (!this.alarmSet) {
+      this.alarmSet = true;
+      void this.ctx.storage.setAlarm(fullAtMs);
     }
   }
 }

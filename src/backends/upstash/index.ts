@@ -26,14 +26,18 @@ export function bucketKey(prefix: string, charge: Pick<BucketCharge, "bucket" | 
 }
 
 /**
- * The script's arguments for one charge; `nowMs` only in tests (production uses Redis's clock).
+ * The script's arguments for a request's charges; `nowMs` only in tests (production uses
+ * Redis's clock).
  *
  * @example
- * scriptArgs(charge); // ["", "60", "1", "1000", "1", "1"]
+ * scriptArgs([charge]); // ["", "60", "1", "1000", "1", "1"]
  */
-export function scriptArgs(charge: BucketCharge, nowMs?: number): string[] {
-  const { capacity, refillTokens, refillPeriodMs } = charge.policy;
-  return [nowMs === undefined ? "" : String(nowMs), ...[capacity, refillTokens, refillPeriodMs, charge.cost, 1].map(String)];
+export function scriptArgs(charges: readonly BucketCharge[], nowMs?: number): string[] {
+  const args = [nowMs === undefined ? "" : String(nowMs)];
+  for (const { policy, cost, enforced } of charges) {
+    args.push(String(policy.capacity), String(policy.refillTokens), String(policy.refillPeriodMs), String(cost), enforced ? "1" : "0");
+  }
+  return args;
 }
 
 /**
@@ -79,12 +83,11 @@ export function upstashBackend(options: UpstashBackendOptions): LimiterBackend {
 
   return {
     name: "upstash",
-    async take(charge, signal) {
-      const redis = clientFor(signal);
-      const keys = [bucketKey(options.keyPrefix, charge)];
-      const args = scriptArgs(charge);
-      const reply = await runScript(redis, keys, args);
-      return decodeReply(reply)[0]!;
+    async take(charges, signal) {
+      const keys = charges.map((charge) => bucketKey(options.keyPrefix, charge));
+      const decisions = decodeReply(await runScript(clientFor(signal), keys, scriptArgs(charges)));
+      if (decisions.length !== charges.length) throw new Error(`script answered ${decisions.length} decisions for ${charges.length} charges`);
+      return decisions;
     },
     async ping(signal) {
       await withAuthCheck(() => clientFor(signal).ping());
