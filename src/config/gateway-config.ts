@@ -133,7 +133,10 @@ export function parseGatewayConfig(env: Env): ConfigResult {
   if (rulesField.text !== undefined && rulesField.text.trim() !== "") {
     const parsed = parseRules(rulesField.text, failMode ?? DEFAULTS.failMode);
     if (parsed.ok) rules = parsed.rules;
-    else for (const e of parsed.errors) fail({ variable: "LIMITER_RULES", raw: `rule ${e.rule}` }, `field "${e.field}" ${e.message}`);
+    else {
+      const shown = rulesField.raw!.length > 120 ? `${rulesField.raw!.slice(0, 117)}...` : rulesField.raw;
+      for (const e of parsed.errors) fail({ variable: "LIMITER_RULES", raw: shown }, `rule ${e.rule}: field "${e.field}" ${e.message}`);
+    }
   } else if (capacity !== undefined && rate !== undefined && key !== undefined && failMode !== undefined) {
     rules = [{ name: "default", match: {}, key: [key], policy: { name: "default", capacity, ...rate, cost: 1 }, mode: "enforce", failMode }];
   }

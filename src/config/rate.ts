@@ -38,7 +38,7 @@ const SHORTHAND = /^(\d{1,9})\s*\/\s*(\d{1,6})?\s*(ms|s|m|h|d)$/;
  * Periods: ms, s, m (minutes), h, d.
  *
  * @example
- * parseRateShorthand("100/1m"); // { refillTokens: 5, refillPeriodMs: 3000 }
+ * parseRateShorthand("100/1m"); // { refillTokens: 1, refillPeriodMs: 600 }
  */
 export function parseRateShorthand(text: string): RefillRate | undefined {
   const match = SHORTHAND.exec(text.trim());

@@ -1,27 +1,14 @@
-import { env } from "cloudflare:workers";
-import { describe, expect, inject, it } from "vitest";
-import type { LimiterBackend } from "../../src/backends/backend";
-import { durableObjectBackend } from "../../src/backends/durable-object";
-import { upstashBackend } from "../../src/backends/upstash";
+import { describe, expect, it } from "vitest";
 import { parseRatePerSecond } from "../../src/config/rate";
 import type { BucketPolicy } from "../../src/limiter/token-bucket";
+import { BACKENDS } from "../support/backends";
 import { gatewayWith, randomIp } from "../support/gateway";
-
-/** The same cases against both backends: they must make the same decisions. */
-const backends: [string, () => LimiterBackend, Record<string, string>][] = [
-  ["durable-object", () => durableObjectBackend(env.LIMITER_BUCKETS), {}],
-  [
-    "upstash",
-    () => upstashBackend({ url: inject("upstashUrl"), token: inject("upstashToken"), keyPrefix: "conformance" }),
-    { LIMITER_BACKEND: "upstash", UPSTASH_REDIS_REST_URL: inject("upstashUrl"), UPSTASH_REDIS_REST_TOKEN: inject("upstashToken") },
-  ],
-];
 
 const policy = (capacity: number, rate: string): BucketPolicy => ({ capacity, ...parseRatePerSecond(rate)! });
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-describe.each(backends)("%s backend conformance", (_, makeBackend, vars) => {
-  const backend = makeBackend();
+describe.each(BACKENDS)("$name backend conformance", ({ name, create, vars }) => {
+  const backend = create();
   const client = () => `client-${crypto.randomUUID()}`;
   const take = async (clientKey: string, bucketPolicy: BucketPolicy, cost = 1) =>
     (await backend.take([{ clientKey, bucket: "default", policy: bucketPolicy, cost, enforced: true }], new AbortController().signal))[0]!;
@@ -103,6 +90,6 @@ describe.each(backends)("%s backend conformance", (_, makeBackend, vars) => {
     expect(refused.status).toBe(429);
     expect(refused.headers.get("Retry-After")).toBe("2");
     const health = await gateway("/__limiter/health");
-    expect(await health.json()).toMatchObject({ status: "ok", backend: { name: backends.find(([, , v]) => v === vars)![0] } });
+    expect(await health.json()).toMatchObject({ status: "ok", backend: { name } });
   });
 });
