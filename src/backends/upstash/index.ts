@@ -79,6 +79,8 @@ export function upstashBackend(options: UpstashBackendOptions): LimiterBackend {
       automaticDeserialization: false,
       enableTelemetry: false,
       readYourWrites: false,
+      // One decision is one REST request with one command.
+      enableAutoPipelining: false,
     });
 
   return {
