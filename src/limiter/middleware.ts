@@ -55,16 +55,21 @@ export function rateLimiter<C = Context>(options: RateLimiterOptions | ((c: C) =
     const breaker = opts.breaker ?? fallbackBreaker;
     const request = c.req.raw;
 
-    const rules = opts.rules.filter((rule) => ruleMatches(rule, request));
+    const pathname = new URL(request.url).pathname;
+    const rules = opts.rules.filter((rule) => ruleMatches(rule, request.method, pathname));
     if (rules.length === 0) return next();
     const policies = rules.map((rule) => rule.policy);
 
+    // Rules with the same key parts share one hash computation.
+    const keys = new Map<string, Promise<string | undefined>>();
     const charges: BucketCharge[] = [];
     for (const rule of rules) {
-      const key = await clientKey(request, rule.key, identity);
+      const kind = describeKey(rule.key);
+      if (!keys.has(kind)) keys.set(kind, clientKey(request, rule.key, identity));
+      const key = await keys.get(kind);
       if (key === undefined && opts.missingKey === "reject") return missingKeyResponse(rule);
       charges.push({
-        clientKey: key ?? `${describeKey(rule.key)}:anonymous`,
+        clientKey: key ?? `${kind}:anonymous`,
         bucket: rule.name,
         policy: rule.policy,
         cost: rule.policy.cost,

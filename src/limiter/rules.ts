@@ -27,16 +27,16 @@ export interface Rule {
 const patterns = new Map<string, URLPattern>();
 
 /**
- * Whether a rule covers a request.
+ * Whether a rule covers a request, given its method and path.
  *
  * @example
- * ruleMatches({ ...rule, match: { path: "/login", methods: ["POST"] } }, new Request("https://x/login", { method: "POST" })); // true
+ * ruleMatches({ ...rule, match: { path: "/login", methods: ["POST"] } }, "POST", "/login"); // true
  */
-export function ruleMatches(rule: Rule, request: Request): boolean {
+export function ruleMatches(rule: Rule, method: string, pathname: string): boolean {
   const { path, methods } = rule.match;
-  if (methods !== undefined && !methods.includes(request.method)) return false;
+  if (methods !== undefined && !methods.includes(method)) return false;
   if (path === undefined) return true;
   let pattern = patterns.get(path);
   if (pattern === undefined) patterns.set(path, (pattern = new URLPattern({ pathname: path })));
-  return pattern.test({ pathname: new URL(request.url).pathname });
+  return pattern.test({ pathname });
 }

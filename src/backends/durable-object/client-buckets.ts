@@ -1,5 +1,6 @@
 import { DurableObject } from "cloudflare:workers";
 import {
+  ceilDiv,
   refundTokens,
   takeBuckets,
   type BucketDecision,
@@ -67,7 +68,7 @@ export class ClientBuckets extends DurableObject<object> {
       const state = refundTokens(this.buckets.get(bucket), policy, cost, nowMs);
       if (state === undefined) continue;
       const missing = policy.capacity * policy.refillPeriodMs - state.level;
-      this.store(bucket, state, nowMs + Math.ceil(missing / policy.refillTokens));
+      this.store(bucket, state, nowMs + ceilDiv(missing, policy.refillTokens));
     }
   }
 
