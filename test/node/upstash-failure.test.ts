@@ -10,7 +10,8 @@ let failClosed: Awaited<ReturnType<typeof startGateway>>;
 
 beforeAll(async () => {
   stack = await startLocalStack();
-  const vars = { ...upstashVars(stack), LIMITER_TIMEOUT_MS: String(TIMEOUT_MS), LIMITER_CAPACITY: "1000" };
+  // A high breaker threshold: these gateways test single failures, the breaker has its own test.
+  const vars = { ...upstashVars(stack), LIMITER_TIMEOUT_MS: String(TIMEOUT_MS), LIMITER_CAPACITY: "1000", LIMITER_BREAKER_THRESHOLD: "100" };
   [failOpen, failClosed] = await Promise.all([
     startGateway({ scriptPath: inject("gatewayBundle"), vars: { ...vars, LIMITER_FAIL_MODE: "open" } }),
     startGateway({ scriptPath: inject("gatewayBundle"), vars: { ...vars, LIMITER_FAIL_MODE: "closed" } }),
@@ -112,6 +113,26 @@ describe("Upstash backend failures", () => {
       expect(await health.text()).toContain("UPSTASH_REDIS_REST_TOKEN");
     } finally {
       await wrong.dispose();
+    }
+  });
+
+  it("with the circuit open, an outage stops adding the timeout to every request", async () => {
+    const gateway = await startGateway({
+      scriptPath: inject("gatewayBundle"),
+      vars: { ...upstashVars(stack), LIMITER_TIMEOUT_MS: String(TIMEOUT_MS), LIMITER_BREAKER_THRESHOLD: "3", LIMITER_BREAKER_COOLDOWN_MS: "60000" },
+    });
+    try {
+      expect((await timed(`${gateway.url}/echo`)).response.headers.get("RateLimit")).not.toBeNull();
+      stack.bridge.setHang(true);
+      const latencies: number[] = [];
+      for (let i = 0; i < 8; i++) latencies.push((await timed(`${gateway.url}/echo`)).ms);
+      // The first three wait for the timeout; then the breaker is open and answers at once.
+      for (const ms of latencies.slice(0, 3)) expect(ms).toBeGreaterThanOrEqual(TIMEOUT_MS - 5);
+      for (const ms of latencies.slice(3)) expect(ms).toBeLessThan(TIMEOUT_MS / 2);
+      const health = (await (await fetch(`${gateway.url}/__limiter/health`)).json()) as { isolate: { breaker: string } };
+      expect(health.isolate.breaker).toBe("open");
+    } finally {
+      await gateway.dispose();
     }
   });
 });
