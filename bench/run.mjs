@@ -1,0 +1,133 @@
+// @ts-check
+/**
+ * `npm run bench` / `npm run bench:quick` (`--quick`): measures added latency, accuracy across
+ * servers, and backend cost per request for sluice and its peers, on this machine, in one run.
+ *
+ * Everything runs on loopback and is stopped at the end (or on error / Ctrl-C): the local stack
+ * (redis-server, Upstash REST bridge, demo origin) in a child process, and one workerd process
+ * per worker instance. Progress goes to stderr; the report to stdout and bench/results/.
+ */
+import { mkdirSync, writeFileSync } from "node:fs";
+import { accuracyChart } from "./chart.mjs";
+import { prepareLimiters } from "./limiters.mjs";
+import { describeMachine } from "./machine.mjs";
+import { connectRedisStats } from "./redis-stats.mjs";
+import { compare, formatReport } from "./report.mjs";
+import { ACCURACY_POLICY, ALLOWED_POLICY, FLOOD_POLICY, measureAccuracy, measureThroughput } from "./scenarios.mjs";
+import { startStackProcess } from "./stack.mjs";
+
+const quick = process.argv.includes("--quick");
+
+/** @type {import("./scenarios.mjs").Profile} */
+const profile = quick
+  ? { name: "quick", connections: 16, warmupS: 0.5, measureS: 1.5, maxRequests: 50_000, accuracyS: 3 }
+  : { name: "full", connections: 16, warmupS: 2, measureS: 10, maxRequests: 500_000, accuracyS: 10 };
+const resultsDir = new URL("./results/", import.meta.url).pathname;
+const outputs = quick
+  ? { json: `${resultsDir}quick.json`, svg: `${resultsDir}accuracy-quick.svg` }
+  : { json: `${resultsDir}latest.json`, svg: `${resultsDir}accuracy.svg` };
+const LIMITERS_UNDER_TEST = ["sluice-do", "sluice-upstash", "upstash-ratelimit", "hono-rate-limiter"];
+
+/** Everything started that must be stopped, newest last. @type {Set<() => Promise<void>>} */
+const running = new Set();
+let stopping = false;
+
+async function stopAll() {
+  for (const stop of [...running].reverse()) {
+    running.delete(stop);
+    await stop().catch((error) => console.error(`bench: while stopping: ${error}`));
+  }
+}
+// Miniflare's own exit hook ends the process on SIGINT/SIGTERM right after killing its workerd
+// processes, so this may not finish; the stack's child process then stops itself (and its
+// redis-server) when it loses its parent.
+for (const signal of /** @type {const} */ (["SIGINT", "SIGTERM"])) {
+  process.once(signal, () => {
+    stopping = true;
+    console.error(`bench: ${signal}, stopping everything`);
+    void stopAll().finally(() => process.exit(130));
+  });
+}
+
+/** @param {string} message */
+const progress = (message) => console.error(`[${((performance.now() - started) / 1000).toFixed(1).padStart(5)} s] ${message}`);
+const started = performance.now();
+
+try {
+  progress(`mode ${profile.name}: starting redis-server, the Upstash REST bridge and the origin`);
+  const stack = await startStackProcess();
+  running.add(stack.stop);
+  const stats = await connectRedisStats(stack.redisUrl);
+  running.add(stats.close);
+
+  progress("bundling sluice (wrangler deploy --dry-run), the bare worker and the peers (esbuild)");
+  const limiters = (await prepareLimiters(stack)).map((limiter) => ({
+    ...limiter,
+    // Every instance is registered, so an error or Ctrl-C mid-scenario still stops its workerd.
+    start: async (/** @type {import("./limiters.mjs").Policy} */ policy) => {
+      if (stopping) throw new Error("stopping");
+      const instance = await limiter.start(policy);
+      const dispose = async () => {
+        running.delete(dispose);
+        await instance.dispose();
+      };
+      running.add(dispose);
+      return { url: instance.url, dispose };
+    },
+  }));
+  const byId = (/** @type {string} */ id) => {
+    const found = limiters.find((l) => l.id === id);
+    if (!found) throw new Error(`no limiter ${id}`);
+    return found;
+  };
+  const labels = Object.fromEntries(limiters.map((l) => [l.id, l.label]));
+  const context = { profile, stats };
+
+  // The ceiling is measured first and last, so drift during the run shows.
+  const bareRuns = [];
+  const rows = [];
+  progress("ceiling: bare proxy");
+  bareRuns.push(await measureThroughput(byId("bare"), "allowed", context));
+  for (const scenario of /** @type {const} */ (["allowed", "flood"])) {
+    for (const id of LIMITERS_UNDER_TEST) {
+      progress(`${scenario}: ${labels[id]}`);
+      rows.push(await measureThroughput(byId(id), scenario, context));
+    }
+  }
+  progress("ceiling again: bare proxy");
+  bareRuns.push(await measureThroughput(byId("bare"), "allowed", context));
+
+  const accuracy = [];
+  for (const id of LIMITERS_UNDER_TEST) {
+    progress(`accuracy: ${labels[id]}`);
+    accuracy.push(await measureAccuracy(byId(id), { profile }));
+  }
+
+  const machine = describeMachine({ redisVersion: await stats.version() });
+  const durationS = (performance.now() - started) / 1000;
+  const comparison = compare({ bareRuns, rows, accuracy });
+  const report = { mode: profile.name, durationS, machine, profile, bareRuns, rows, accuracy, labels, ...comparison };
+  console.log(formatReport(report));
+
+  mkdirSync(resultsDir, { recursive: true });
+  const json = {
+    generatedAt: new Date().toISOString(),
+    ...report,
+    policies: { allowed: ALLOWED_POLICY, flood: FLOOD_POLICY, accuracy: ACCURACY_POLICY },
+    notes: [
+      "Every ratio is taken within this run. ÷bare uses the mean of the ceiling runs.",
+      "redisCommandsPerDecision: INFO commandstats delta (calls + rejected_calls, INFO/CONFIG excluded) ÷ (2xx + 429).",
+      "backendCallsPerRequest: script calls (EVALSHA, EVAL, SCRIPT LOAD) ÷ responses; null for the Durable Object backend, which cannot be counted from outside the gateway.",
+      "Accuracy for the Durable Object backend: the three streams hit one workerd process (separate Miniflare processes do not share Durable Object state).",
+    ],
+  };
+  writeFileSync(outputs.json, `${JSON.stringify(json, null, 2)}\n`);
+  const title = `Accuracy: one client at ${accuracy[0]?.offeredRps} req/s over 3 instances, capacity ${ACCURACY_POLICY.capacity}, ${ACCURACY_POLICY.rate}/s (${profile.name})`;
+  writeFileSync(outputs.svg, accuracyChart(accuracy, labels, title));
+  progress(`wrote ${outputs.json} and ${outputs.svg}`);
+} catch (error) {
+  console.error(`bench failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+  process.exitCode = 1;
+} finally {
+  await stopAll();
+}
