@@ -3,7 +3,7 @@ import type { Env } from "./config/env";
 import { configErrorResponse } from "./gateway/config-error-response";
 import { gatewayFor, type ReadyGateway } from "./gateway/gateway";
 import { limiterRoutes } from "./gateway/limiter-routes";
-import { clientIp } from "./limiter/identity";
+import { peerAddress } from "./limiter/identity";
 import { rateLimiter } from "./limiter/middleware";
 import { forwardToOrigin } from "./proxy/forward";
 
@@ -35,7 +35,7 @@ app.all("*", (c) =>
   forwardToOrigin(c.req.raw, {
     originUrl: c.var.gateway.config.originUrl,
     timeoutMs: c.var.gateway.config.originTimeoutMs,
-    clientIp: clientIp(c.req.raw.headers, c.var.gateway.config.identity),
+    clientIp: peerAddress(c.req.raw.headers),
   }),
 );
 

@@ -75,8 +75,10 @@ type Field = { variable: keyof Env; raw: string | undefined; text: string | unde
 export function parseGatewayConfig(env: Env): ConfigResult {
   const errors: ConfigError[] = [];
   const read = (variable: keyof Env, fallback?: string): Field => {
-    const raw = env[variable] as VarValue;
-    return { variable, raw: raw === undefined ? undefined : String(raw), text: raw === undefined ? fallback : String(raw) };
+    const value = env[variable] as VarValue | object;
+    // A TOML table or array var arrives as an object: show it as JSON, not "[object Object]".
+    const raw = value === undefined ? undefined : typeof value === "object" ? JSON.stringify(value) : String(value);
+    return { variable, raw, text: raw ?? fallback };
   };
   const fail = (field: Pick<Field, "variable" | "raw">, message: string) => {
     errors.push({ variable: field.variable, value: field.raw, message });
@@ -130,7 +132,9 @@ export function parseGatewayConfig(env: Env): ConfigResult {
 
   let rules: Rule[] | undefined;
   const rulesField = read("LIMITER_RULES");
-  if (rulesField.text !== undefined && rulesField.text.trim() !== "") {
+  if (rulesField.text !== undefined && rulesField.text.trim() === "") {
+    fail(rulesField, "is empty: unset it to use the single-policy vars, or give a JSON list of rules");
+  } else if (rulesField.text !== undefined) {
     const parsed = parseRules(rulesField.text, failMode ?? DEFAULTS.failMode);
     if (parsed.ok) rules = parsed.rules;
     else {

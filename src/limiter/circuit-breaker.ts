@@ -20,32 +20,38 @@ export interface CircuitBreakerOptions {
 export class CircuitBreaker {
   private consecutiveFailures = 0;
   private openUntilMs = 0;
-  private probeInFlight = false;
+  /** When the current probe started; a probe whose request was cancelled never reports back. */
+  private probeStartedAtMs: number | undefined;
 
   constructor(private readonly options: CircuitBreakerOptions) {}
 
   /** Whether a backend call may be made now; while open, only one probe after the cool-down. */
   allowCall(nowMs: number): boolean {
     if (this.consecutiveFailures < this.options.failureThreshold) return true;
-    if (nowMs < this.openUntilMs || this.probeInFlight) return false;
-    this.probeInFlight = true;
+    if (nowMs < this.openUntilMs || this.probing(nowMs)) return false;
+    this.probeStartedAtMs = nowMs;
     return true;
   }
 
   recordSuccess(): void {
     this.consecutiveFailures = 0;
-    this.probeInFlight = false;
+    this.probeStartedAtMs = undefined;
   }
 
   recordFailure(nowMs: number): void {
     this.consecutiveFailures += 1;
-    this.probeInFlight = false;
+    this.probeStartedAtMs = undefined;
     if (this.consecutiveFailures >= this.options.failureThreshold) this.openUntilMs = nowMs + this.options.cooldownMs;
   }
 
   /** `closed` (calls go through), `open` (skipped), or `half-open` (a probe may go). */
   state(nowMs: number): "closed" | "open" | "half-open" {
     if (this.consecutiveFailures < this.options.failureThreshold) return "closed";
-    return nowMs < this.openUntilMs || this.probeInFlight ? "open" : "half-open";
+    return nowMs < this.openUntilMs || this.probing(nowMs) ? "open" : "half-open";
+  }
+
+  /** A probe is out; one silent for a whole cool-down (its request was cancelled) counts as lost. */
+  private probing(nowMs: number): boolean {
+    return this.probeStartedAtMs !== undefined && nowMs - this.probeStartedAtMs < this.options.cooldownMs;
   }
 }

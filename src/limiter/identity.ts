@@ -1,3 +1,5 @@
+import { normalizePath } from "./rules";
+
 /** One part of a client key. A rule's key is one part or several (e.g. ip plus route). */
 export type KeyPart =
   | { readonly kind: "ip" }
@@ -32,6 +34,17 @@ export const LOCAL_FALLBACK_IP = "127.0.0.1";
 export function clientIp(headers: Headers, options: IdentityOptions = DEFAULT_IDENTITY): string {
   const raw = headers.get(options.ipHeader)?.split(",")[0]?.trim() || LOCAL_FALLBACK_IP;
   return raw.includes(":") ? ipv6Prefix(raw, options.ipv6PrefixLength) ?? raw : raw;
+}
+
+/**
+ * The address of the peer that sent the request, as Cloudflare saw it (unmasked), for
+ * `X-Forwarded-For`; the rate-limit key uses {@link clientIp} instead.
+ *
+ * @example
+ * peerAddress(new Headers({ "cf-connecting-ip": "2001:db8::7" })); // "2001:db8::7"
+ */
+export function peerAddress(headers: Headers): string {
+  return headers.get("cf-connecting-ip")?.trim() || LOCAL_FALLBACK_IP;
 }
 
 /**
@@ -75,7 +88,8 @@ function keyPartValue(request: Request, part: KeyPart, options: IdentityOptions)
     case "bearer":
       return /^Bearer\s+(\S+)\s*$/i.exec(request.headers.get("authorization") ?? "")?.[1];
     case "route":
-      return `${request.method} ${new URL(request.url).pathname}`;
+      // The same normalised, case-folded path the rules match on: spelling cannot mint buckets.
+      return `${request.method.toUpperCase()} ${normalizePath(new URL(request.url).pathname).toLowerCase()}`;
   }
 }
 

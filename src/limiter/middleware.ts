@@ -5,7 +5,7 @@ import { CircuitBreaker } from "./circuit-breaker";
 import { DenyCache } from "./deny-cache";
 import { mostRestrictive, rateLimitHeaders, retryAfterSeconds, type HeaderMode, type RuleOutcome } from "./headers";
 import { clientKey, DEFAULT_IDENTITY, describeKey, type IdentityOptions } from "./identity";
-import { ruleMatches, type Rule } from "./rules";
+import { normalizePath, ruleMatches, type Rule } from "./rules";
 
 /** Options of {@link rateLimiter}. */
 export interface RateLimiterOptions {
@@ -55,7 +55,7 @@ export function rateLimiter<C = Context>(options: RateLimiterOptions | ((c: C) =
     const breaker = opts.breaker ?? fallbackBreaker;
     const request = c.req.raw;
 
-    const pathname = new URL(request.url).pathname;
+    const pathname = normalizePath(new URL(request.url).pathname);
     const rules = opts.rules.filter((rule) => ruleMatches(rule, request.method, pathname));
     if (rules.length === 0) return next();
     const policies = rules.map((rule) => rule.policy);
@@ -79,11 +79,16 @@ export function rateLimiter<C = Context>(options: RateLimiterOptions | ((c: C) =
 
     // A client this isolate saw refused is refused again until its retry time, with no backend call.
     const nowMs = Date.now();
-    for (const [i, charge] of charges.entries()) {
+    const cachedRefusals = charges.flatMap((charge, i): RuleOutcome[] => {
       const cached = charge.enforced ? denyCache.lookup(denyCacheKey(charge), nowMs) : undefined;
-      if (cached === undefined) continue;
+      if (cached === undefined) return [];
       const decision = { outcome: "denied", remaining: cached.remaining, retryAfterMs: cached.retryAtMs - nowMs, resetMs: cached.resetAtMs - nowMs } as const;
-      return rateLimitedResponse(rules[i]!.name, decision.retryAfterMs, rateLimitHeaders(policies, [{ policy: rules[i]!.policy, decision, enforced: true }], headerMode));
+      return [{ policy: rules[i]!.policy, decision, enforced: true }];
+    });
+    if (cachedRefusals.length > 0) {
+      const limiting = mostRestrictive(cachedRefusals)!;
+      const retryAfterMs = limiting.decision.outcome === "denied" ? limiting.decision.retryAfterMs : 0;
+      return rateLimitedResponse(limiting.policy.name, retryAfterMs, rateLimitHeaders(policies, cachedRefusals, headerMode));
     }
 
     if (!breaker.allowCall(nowMs)) return failModeResponse(c, next, rules, backend.name, "circuit open: backend skipped during cool-down");

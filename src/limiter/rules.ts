@@ -27,16 +27,33 @@ export interface Rule {
 const patterns = new Map<string, URLPattern>();
 
 /**
- * Whether a rule covers a request, given its method and path.
+ * Whether a rule covers a request, given its method and its path as {@link normalizePath}
+ * returns it. Paths match case-insensitively: many origins route `/LOGIN` to `/login`, and a
+ * limit must not be dodged by spelling.
  *
  * @example
  * ruleMatches({ ...rule, match: { path: "/login", methods: ["POST"] } }, "POST", "/login"); // true
  */
 export function ruleMatches(rule: Rule, method: string, pathname: string): boolean {
   const { path, methods } = rule.match;
-  if (methods !== undefined && !methods.includes(method)) return false;
+  if (methods !== undefined && !methods.includes(method.toUpperCase())) return false;
   if (path === undefined) return true;
   let pattern = patterns.get(path);
-  if (pattern === undefined) patterns.set(path, (pattern = new URLPattern({ pathname: path })));
+  if (pattern === undefined) patterns.set(path, (pattern = new URLPattern({ pathname: path }, { ignoreCase: true })));
   return pattern.test({ pathname });
+}
+
+/**
+ * The path rules see: percent-encoded unreserved characters decoded, repeated slashes
+ * collapsed, a trailing slash dropped, so `/%6Cogin`, `//login` and `/login/` are all `/login`.
+ *
+ * @example
+ * normalizePath("//api//%75sers/"); // "/api/users"
+ */
+export function normalizePath(pathname: string): string {
+  const decoded = pathname.replace(/%(2[DdEe]|3[0-9]|[46][1-9A-Fa-f]|[57][0-9Aa]|5[Ff]|7[Ee])/g, (escape) =>
+    String.fromCharCode(parseInt(escape.slice(1), 16)),
+  );
+  const collapsed = decoded.replace(/\/{2,}/g, "/");
+  return collapsed.length > 1 && collapsed.endsWith("/") ? collapsed.slice(0, -1) : collapsed;
 }

@@ -90,7 +90,8 @@ export function takeTokens(
   const after = level - costUnits;
   return {
     decision: { outcome: "allowed", remaining: remainingAfter(after), resetMs: msUntil(fullLevel - after) },
-    next: { level: after, unitsPerToken, updatedAtMs: nowMs },
+    // A clock that stepped back must not refill the same stretch of time twice.
+    next: { level: after, unitsPerToken, updatedAtMs: Math.max(nowMs, state?.updatedAtMs ?? nowMs) },
   };
 }
 
@@ -157,16 +158,32 @@ export function takeBuckets(
 }
 
 /**
- * Gives `cost` tokens back to a bucket (capped at capacity): undoes a charge when another
- * Durable Object refused the same request. Never over-admits: a refund restores at most what
- * the charge took.
+ * Undoes a charge when another Durable Object refused the same request. `charged` is the
+ * state the charge wrote. What the charge still withholds fades as refill would have filled
+ * the bucket anyway, so the refund gives back only that: it never over-admits. A bucket that
+ * is gone (refilled and cleaned up) or whose policy changed gets nothing back.
  *
  * @example
- * const restored = refundTokens(state, policy, 1, Date.now());
+ * const { next } = takeTokens(state, policy, 1, now);
+ * const restored = refundTokens(next, policy, 1, next!, Date.now());
  */
-export function refundTokens(state: BucketState | undefined, policy: BucketPolicy, cost: number, nowMs: number): BucketState | undefined {
-  if (state === undefined) return undefined;
+export function refundTokens(
+  state: BucketState | undefined,
+  policy: BucketPolicy,
+  cost: number,
+  charged: BucketState,
+  nowMs: number,
+): BucketState | undefined {
+  if (state === undefined || charged.unitsPerToken !== policy.refillPeriodMs) return state;
   const full = policy.capacity * policy.refillPeriodMs;
-  const level = Math.min(full, currentLevel(state, policy, nowMs) + cost * policy.refillPeriodMs);
-  return { level, unitsPerToken: policy.refillPeriodMs, updatedAtMs: nowMs };
+  const sinceCharge = Math.max(0, nowMs - charged.updatedAtMs);
+  const gapAtCharge = full - charged.level;
+  // min(cost, gap left after the refill since the charge), compared before multiplying.
+  const withheld =
+    sinceCharge >= ceilDiv(gapAtCharge, policy.refillTokens)
+      ? 0
+      : Math.min(cost * policy.refillPeriodMs, gapAtCharge - sinceCharge * policy.refillTokens);
+  if (withheld === 0) return state;
+  const level = Math.min(full, currentLevel(state, policy, nowMs) + withheld);
+  return { level, unitsPerToken: policy.refillPeriodMs, updatedAtMs: Math.max(nowMs, state.updatedAtMs) };
 }

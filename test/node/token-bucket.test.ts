@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { parseRatePerSecond } from "../../src/config/rate";
-import { ceilDiv, floorDiv, takeTokens, type BucketPolicy, type BucketState } from "../../src/limiter/token-bucket";
+import { CircuitBreaker } from "../../src/limiter/circuit-breaker";
+import { ceilDiv, floorDiv, refundTokens, takeTokens, type BucketPolicy, type BucketState } from "../../src/limiter/token-bucket";
 
 const perSecond = (capacity: number, rate: string): BucketPolicy => ({ capacity, ...parseRatePerSecond(rate)! });
 
@@ -59,10 +60,28 @@ describe("takeTokens", () => {
     expect(takeTokens(spent, policy, 1, 10).decision).toMatchObject({ outcome: "allowed", remaining: 0 });
   });
 
-  it("a clock that steps backwards refills nothing", () => {
+  it("a clock that steps backwards refills nothing, and never the same time twice", () => {
     const policy = perSecond(2, "1");
     const spent = takeTokens(undefined, policy, 2, 10_000).next!;
     expect(takeTokens(spent, policy, 1, 5_000).decision.outcome).toBe("denied");
+    // capacity 10 at 1/s: 5 at t=100 s, 5 at t=95 s, then t=100 s again: only 10 tokens existed.
+    const ten = perSecond(10, "1");
+    const outcomes = run(ten, [[100_000, 5], [95_000, 5], [100_000, 5]]).map((d) => d.outcome);
+    expect(outcomes).toEqual(["allowed", "allowed", "denied"]);
+  });
+
+  it("a refund gives back only what the charge still withholds", () => {
+    const policy = perSecond(2, "100"); // a token every 10 ms
+    const charged = takeTokens(undefined, policy, 1, 0).next!; // 1 left
+    // Refunded at once: back to full.
+    expect(refundTokens(charged, policy, 1, charged, 0)).toMatchObject({ level: 2 * policy.refillPeriodMs });
+    // By t=20 the bucket would be full anyway; another request took a token at t=20: the refund adds nothing.
+    const other = takeTokens(charged, policy, 1, 20).next!;
+    const refunded = refundTokens(other, policy, 1, charged, 20)!;
+    expect(takeTokens(refunded, policy, 1, 20).decision).toMatchObject({ outcome: "allowed", remaining: 0 });
+    expect(takeTokens(takeTokens(refunded, policy, 1, 20).next, policy, 1, 20).decision.outcome).toBe("denied");
+    // A bucket already cleaned up gets nothing back.
+    expect(refundTokens(undefined, policy, 1, charged, 5)).toBeUndefined();
   });
 
   it("keeps whole tokens when the policy's rate changes", () => {
@@ -101,5 +120,22 @@ describe("parseRatePerSecond", () => {
 
   it.each(["0", "0.0", "-1", "abc", "1e3", "", "0.0000001", "1/2"])("refuses %j", (text) => {
     expect(parseRatePerSecond(text)).toBeUndefined();
+  });
+});
+
+describe("CircuitBreaker", () => {
+  it("opens after the threshold, lets one probe through after the cool-down, and forgets a lost probe", () => {
+    const breaker = new CircuitBreaker({ failureThreshold: 2, cooldownMs: 100 });
+    breaker.recordFailure(0);
+    expect(breaker.allowCall(1)).toBe(true);
+    breaker.recordFailure(1);
+    expect(breaker.state(50)).toBe("open");
+    expect(breaker.allowCall(50)).toBe(false);
+    expect(breaker.allowCall(101)).toBe(true); // the probe
+    expect(breaker.allowCall(102)).toBe(false); // only one at a time
+    // The probe's request was cancelled and never reported: after a cool-down another may go.
+    expect(breaker.allowCall(202)).toBe(true);
+    breaker.recordSuccess();
+    expect(breaker.state(203)).toBe("closed");
   });
 });

@@ -20,7 +20,7 @@ export function gatewayWith(vars: Partial<Record<Exclude<keyof Env, "LIMITER_BUC
     const headers = new Headers(rest.headers);
     if (ip !== undefined) headers.set("cf-connecting-ip", ip);
     const ctx = createExecutionContext();
-    const response = await worker.fetch(new Request(new URL(path, "https://gateway.test"), { ...rest, headers }), gatewayEnv, ctx);
+    const response = await worker.fetch(new Request(`https://gateway.test${path}`, { ...rest, headers }), gatewayEnv, ctx);
     await waitOnExecutionContext(ctx);
     return response;
   };

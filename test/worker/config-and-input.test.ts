@@ -20,6 +20,12 @@ describe("bad configuration is named on every request", () => {
     ["ORIGIN_URL", "not a url"],
     ["ORIGIN_URL", "ftp://example.com"],
     ["ORIGIN_TIMEOUT_MS", "-5"],
+    ["LIMITER_RULES", "   "],
+    ["LIMITER_MISSING_KEY", "ignore"],
+    ["LIMITER_IPV6_PREFIX", "129"],
+    ["LIMITER_IP_HEADER", "x forwarded"],
+    ["LIMITER_DENY_CACHE_SIZE", "-1"],
+    ["LIMITER_BREAKER_THRESHOLD", "0"],
   ])("%s=%s gives a 500 that names it, and health reports it", async (variable, value) => {
     const gateway = gatewayWith({ [variable]: value });
     const response = await gateway("/anything", { ip: randomIp() });

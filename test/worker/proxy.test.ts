@@ -80,6 +80,11 @@ describe("proxy to a real origin", () => {
     expect(response.headers.get("x-end-to-end")).toBe("kept");
   });
 
+  it("forwards the full IPv6 address, not the /64 the limiter groups by", async () => {
+    const seen = await echo("/echo", { ip: "2001:db8:5:6:7:8:9:a" } as RequestInit);
+    expect(seen.headers["x-forwarded-for"]).toBe("2001:db8:5:6:7:8:9:a");
+  });
+
   it("forwards the client's Authorization header to the origin", async () => {
     const seen = await echo("/echo", { headers: { authorization: "Bearer client-token" } });
     expect(seen.headers["authorization"]).toBe("Bearer client-token");

@@ -112,6 +112,30 @@ describe.each(BACKENDS)("rules on the $name backend", ({ vars }) => {
   });
 });
 
+describe("route matching", () => {
+  it("cannot be dodged by spelling the path or the method differently", async () => {
+    const gateway = gatewayWith({
+      LIMITER_RULES: rules([{ name: "login", match: { path: "/login", methods: ["PATCH"] }, key: "ip", capacity: 5, rate: 0.001 }]),
+    });
+    const ip = randomIp();
+    const spellings = ["/login", "/%6Cogin", "//login", "/login/", "/LOGIN", "/Login"];
+    for (const [i, path] of spellings.entries()) {
+      const response = await gateway(path, { ip, method: i % 2 === 0 ? "PATCH" : "patch" });
+      expect(response.status, path).toBe(i < 5 ? 200 : 429);
+    }
+    // A path outside the pattern is not covered.
+    expect((await gateway("/login-help", { ip, method: "PATCH" })).headers.get("RateLimit")).toBeNull();
+  });
+
+  it("the route key folds spellings into one bucket per endpoint", async () => {
+    const gateway = gatewayWith({ LIMITER_RULES: rules([{ name: "per-endpoint", key: ["ip", "route"], capacity: 2, rate: 0.001 }]) });
+    const ip = randomIp();
+    expect(remaining(await gateway("/items/1", { ip }))).toBe(1);
+    expect(remaining(await gateway("/ITEMS//1/", { ip }))).toBe(0);
+    expect(remaining(await gateway("/items/2", { ip }))).toBe(1);
+  });
+});
+
 describe("identity", () => {
   it("groups IPv6 clients by /64 by default", async () => {
     const gateway = gatewayWith({ LIMITER_CAPACITY: "2", LIMITER_REFILL_RATE: "0.001" });

@@ -21,7 +21,15 @@ export interface ObjectCharge {
   readonly enforced: boolean;
 }
 
+/** A request's decisions, and for each charge the state it wrote (what a refund needs), or null. */
+export interface ObjectTakeResult {
+  readonly decisions: BucketDecision[];
+  readonly charged: (BucketState | null)[];
+}
+
 const BUCKET_PREFIX = "bucket:";
+/** The cleanup alarm never runs sooner than this: a busy client must not pay for one per request. */
+export const MIN_CLEANUP_DELAY_MS = 60_000;
 
 /**
  * The Durable Object behind the default backend: one object per client key, holding that
@@ -30,11 +38,12 @@ const BUCKET_PREFIX = "bucket:";
  *
  * State is kept in memory and written through to storage (the output gate holds the reply
  * until the write is durable), so eviction or a restart never hands out a fresh bucket. An
- * alarm deletes the storage once every bucket would be full again.
+ * alarm deletes the storage once every bucket would be full again (at the earliest a minute
+ * after it was set, so a busy client does not pay for a cleanup cycle per request).
  *
  * @example
  * const stub = env.LIMITER_BUCKETS.get(env.LIMITER_BUCKETS.idFromName(clientKey));
- * const [decision] = await stub.take([{ bucket: "default", policy, cost: 1, enforced: true }]);
+ * const { decisions } = await stub.take([{ bucket: "default", policy, cost: 1, enforced: true }]);
  */
 export class ClientBuckets extends DurableObject<object> {
   private readonly buckets = new Map<string, StoredBucket>();
@@ -51,24 +60,25 @@ export class ClientBuckets extends DurableObject<object> {
   }
 
   /** Charges one request to some of this client's buckets, all or nothing, on this object's clock. */
-  take(charges: readonly ObjectCharge[]): BucketDecision[] {
+  take(charges: readonly ObjectCharge[]): ObjectTakeResult {
     const nowMs = Date.now();
     const entries = charges.map((charge) => ({ ...charge, state: this.buckets.get(charge.bucket) }));
     const { decisions, next } = takeBuckets(entries, nowMs);
     next.forEach((state, i) => {
-      if (state !== undefined) this.store(charges[i]!.bucket, state, nowMs + decisions[i]!.resetMs);
+      if (state !== undefined) this.store(charges[i]!.bucket, state, state.updatedAtMs + decisions[i]!.resetMs);
     });
-    return decisions;
+    return { decisions, charged: next.map((state) => state ?? null) };
   }
 
-  /** Gives back what `take` charged, when another object refused the same request. */
-  refund(charges: readonly ObjectCharge[]): void {
+  /** Gives back what `take` charged (`charged` is the state it wrote), when another object refused the same request. */
+  refund(charges: readonly (ObjectCharge & { readonly charged: BucketState })[]): void {
     const nowMs = Date.now();
-    for (const { bucket, policy, cost } of charges) {
-      const state = refundTokens(this.buckets.get(bucket), policy, cost, nowMs);
-      if (state === undefined) continue;
+    for (const { bucket, policy, cost, charged } of charges) {
+      const before = this.buckets.get(bucket);
+      const state = refundTokens(before, policy, cost, charged, nowMs);
+      if (state === undefined || state === before) continue;
       const missing = policy.capacity * policy.refillPeriodMs - state.level;
-      this.store(bucket, state, nowMs + ceilDiv(missing, policy.refillTokens));
+      this.store(bucket, state, state.updatedAtMs + ceilDiv(missing, policy.refillTokens));
     }
   }
 
@@ -93,7 +103,7 @@ export class ClientBuckets extends DurableObject<object> {
       this.alarmSet = false;
       await this.ctx.storage.deleteAll();
     } else {
-      await this.ctx.storage.setAlarm(latestFullAt);
+      await this.ctx.storage.setAlarm(Math.max(latestFullAt, nowMs + MIN_CLEANUP_DELAY_MS));
     }
   }
 
@@ -103,7 +113,7 @@ export class ClientBuckets extends DurableObject<object> {
     void this.ctx.storage.put(BUCKET_PREFIX + name, stored);
     if (!this.alarmSet) {
       this.alarmSet = true;
-      void this.ctx.storage.setAlarm(fullAtMs);
+      void this.ctx.storage.setAlarm(Math.max(fullAtMs, Date.now() + MIN_CLEANUP_DELAY_MS));
     }
   }
 }

@@ -55,6 +55,8 @@ for i, key in ipairs(KEYS) do
   end
 
   local cost_units = cost * units_per_token
+  -- A clock that stepped back must not refill the same stretch of time twice.
+  local stamp = math.max(now_ms, t or now_ms)
   local outcome, after, retry_after = 1, level, 0
   if cost > capacity then
     outcome = 2
@@ -66,7 +68,7 @@ for i, key in ipairs(KEYS) do
   if outcome ~= 1 and enforced then refused = true end
   local reset_ms = ceil_div(full - after, refill_tokens)
   if outcome == 1 then
-    writes[#writes + 1] = { key, string.format('%d:%d:%d', after, units_per_token, now_ms), reset_ms }
+    writes[#writes + 1] = { key, string.format('%d:%d:%d', after, units_per_token, stamp), math.max(1, stamp - now_ms + reset_ms) }
   end
   reply[#reply + 1] = outcome
   reply[#reply + 1] = floor_div(after, units_per_token)
@@ -81,4 +83,4 @@ return reply
 `;
 
 /** SHA-1 of {@link TOKEN_BUCKET_LUA}, for EVALSHA; a test pins it to the script text. */
-export const TOKEN_BUCKET_SHA1 = "ad24fd3ece8d5950fc85b93208284d509d7c469d";
+export const TOKEN_BUCKET_SHA1 = "64958763c036c7739bb0d00b354313c30dda64c8";
