@@ -117,7 +117,7 @@ try {
     notes: [
       "Every ratio is taken within this run. ÷bare uses the mean of the ceiling runs.",
       "redisCommandsPerDecision: INFO commandstats delta (calls + rejected_calls, INFO/CONFIG excluded) ÷ (2xx + 429).",
-      "backendCallsPerRequest: script calls (EVALSHA, EVAL, SCRIPT LOAD) ÷ responses; null for the Durable Object backend, which cannot be counted from outside the gateway.",
+      "backendCallsPerRequest: backend calls ÷ responses; for sluice its own count (isolate.backendCalls in /__limiter/health), for the peers the script calls (EVALSHA, EVAL, SCRIPT LOAD) Redis saw.",
       "Accuracy for the Durable Object backend: the three streams hit one workerd process (separate Miniflare processes do not share Durable Object state).",
     ],
   };

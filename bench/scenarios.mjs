@@ -50,7 +50,7 @@ const SETTLE_MS = 300;
  * @property {number} errors      connection errors and timeouts
  * @property {number} elapsedS
  * @property {number | null} redisCommandsPerDecision   null when the store is not Redis
- * @property {number | null} backendCallsPerRequest      null when it cannot be counted from outside
+ * @property {number | null} backendCallsPerRequest      null when it cannot be counted
  * @property {Record<string, number> | null} redisCommands
  */
 
@@ -78,8 +78,12 @@ export async function measureThroughput(limiter, scenario, { profile, stats }) {
     const amount = Math.min(profile.maxRequests, Math.max(profile.connections * 20, Math.round(warmup.rps * profile.measureS)));
     if (limiter.store === "redis") await delay(SETTLE_MS);
     const before = limiter.store === "redis" ? await stats.snapshot() : undefined;
+    const callsBefore = await gatewayBackendCalls(instance.url);
     const load = await runLoad({ url, connections: profile.connections, durationS: profile.measureS * 3, maxRequests: amount, ...keying });
     const used = before ? diffCommands(before, await stats.snapshot()) : undefined;
+    const callsAfter = await gatewayBackendCalls(instance.url);
+    // sluice counts its backend calls (health); for the peers, script calls seen by Redis.
+    const backendCalls = callsBefore !== null && callsAfter !== null ? callsAfter - callsBefore : used?.scriptCalls;
 
     const decisions = load.allowed + load.refused;
     return {
@@ -94,11 +98,28 @@ export async function measureThroughput(limiter, scenario, { profile, stats }) {
       errors: load.errors,
       elapsedS: load.elapsedS,
       redisCommandsPerDecision: used && decisions > 0 ? used.total / decisions : null,
-      backendCallsPerRequest: used && load.responses > 0 ? used.scriptCalls / load.responses : null,
+      backendCallsPerRequest: backendCalls !== undefined && load.responses > 0 ? backendCalls / load.responses : null,
       redisCommands: used?.byCommand ?? null,
     };
   } finally {
     await instance.dispose();
+  }
+}
+
+/**
+ * Backend calls a sluice gateway has made, from `/__limiter/health` (one workerd process is one
+ * isolate here); null for workers that have no such endpoint.
+ * @param {string} baseUrl
+ * @returns {Promise<number | null>}
+ */
+async function gatewayBackendCalls(baseUrl) {
+  const response = await fetch(`${baseUrl}/__limiter/health`);
+  const body = await response.text();
+  try {
+    const calls = JSON.parse(body)?.isolate?.backendCalls;
+    return typeof calls === "number" ? calls : null;
+  } catch {
+    return null;
   }
 }
 

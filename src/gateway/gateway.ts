@@ -18,6 +18,8 @@ export interface ReadyGateway {
   readonly denyCache: DenyCache;
   /** This isolate's view of the backend's health. */
   readonly breaker: CircuitBreaker;
+  /** Backend calls this isolate made (health reports it; the benchmark divides it by requests). */
+  readonly stats: { backendCalls: number };
 }
 
 // The env object is the same for every request of an isolate: parse once.
@@ -35,15 +37,20 @@ export function gatewayFor(env: Env): Gateway {
   let gateway = gateways.get(env);
   if (gateway === undefined) {
     const parsed = parseGatewayConfig(env);
-    gateway = parsed.ok
-      ? {
-          ok: true,
-          config: parsed.config,
-          backend: createBackend(parsed.config, env),
-          denyCache: new DenyCache(parsed.config.denyCacheSize),
-          breaker: new CircuitBreaker(parsed.config.breaker),
-        }
-      : parsed;
+    if (parsed.ok) {
+      const stats = { backendCalls: 0 };
+      const backend = countCalls(createBackend(parsed.config, env), stats);
+      gateway = {
+        ok: true,
+        config: parsed.config,
+        backend,
+        denyCache: new DenyCache(parsed.config.denyCacheSize),
+        breaker: new CircuitBreaker(parsed.config.breaker),
+        stats,
+      };
+    } else {
+      gateway = parsed;
+    }
     gateways.set(env, gateway);
   }
   return gateway;
@@ -57,4 +64,15 @@ function createBackend(config: GatewayConfig, env: Env): LimiterBackend {
       // parseGatewayConfig guarantees the Upstash settings when this backend is chosen.
       return upstashBackend(config.upstash!);
   }
+}
+
+function countCalls(backend: LimiterBackend, stats: { backendCalls: number }): LimiterBackend {
+  return {
+    name: backend.name,
+    take(charges, signal) {
+      stats.backendCalls += 1;
+      return backend.take(charges, signal);
+    },
+    ping: (signal) => backend.ping(signal),
+  };
 }

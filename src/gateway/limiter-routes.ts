@@ -20,9 +20,14 @@ limiterRoutes.get("/health", async (c) => {
   if (!gateway.ok) {
     return c.json({ status: "error", config: { ok: false, errors: describeConfigErrors(gateway.errors) } }, 503);
   }
-  const { backend, config, breaker, denyCache } = gateway;
-  // What this isolate knows besides the ping: its circuit breaker and deny cache.
-  const isolate = { breaker: breaker.state(Date.now()), denyCacheEntries: denyCache.size, rules: config.rules.map((rule) => rule.name) };
+  const { backend, config, breaker, denyCache, stats } = gateway;
+  // What this isolate knows besides the ping: its circuit breaker, deny cache and call count.
+  const isolate = {
+    breaker: breaker.state(Date.now()),
+    denyCacheEntries: denyCache.size,
+    backendCalls: stats.backendCalls,
+    rules: config.rules.map((rule) => rule.name),
+  };
   const started = performance.now();
   try {
     await withDeadline((signal) => backend.ping(signal), config.timeoutMs);
