@@ -6,6 +6,7 @@ import { DenyCache } from "./deny-cache";
 import { mostRestrictive, rateLimitHeaders, retryAfterSeconds, type HeaderMode, type RuleOutcome } from "./headers";
 import { clientKey, DEFAULT_IDENTITY, describeKey, type IdentityOptions } from "./identity";
 import { normalizePath, ruleMatches, type Rule } from "./rules";
+import { waitForTokensMs } from "./token-bucket";
 
 /** Options of {@link rateLimiter}. */
 export interface RateLimiterOptions {
@@ -79,59 +80,131 @@ export function rateLimiter<C = Context>(options: RateLimiterOptions | ((c: C) =
 
     // A client this isolate saw refused is refused again until its retry time, with no backend call.
     const nowMs = Date.now();
-    const cachedRefusals = charges.flatMap((charge, i): RuleOutcome[] => {
-      const cached = charge.enforced ? denyCache.lookup(denyCacheKey(charge), nowMs) : undefined;
-      if (cached === undefined) return [];
-      const decision = { outcome: "denied", remaining: cached.remaining, retryAfterMs: cached.retryAtMs - nowMs, resetMs: cached.resetAtMs - nowMs } as const;
-      return [{ policy: rules[i]!.policy, decision, enforced: true }];
-    });
-    if (cachedRefusals.length > 0) {
-      const limiting = mostRestrictive(cachedRefusals)!;
-      const retryAfterMs = limiting.decision.outcome === "denied" ? limiting.decision.retryAfterMs : 0;
-      return rateLimitedResponse(limiting.policy.name, retryAfterMs, rateLimitHeaders(policies, cachedRefusals, headerMode));
-    }
-
-    if (!breaker.allowCall(nowMs)) return failModeResponse(c, next, rules, backend.name, "circuit open: backend skipped during cool-down");
-    let outcomes: RuleOutcome[];
+    const cached = await consultDenyCache(denyCache, charges, rules, nowMs, opts.timeoutMs);
+    // Requests of the same client waiting on this one's answer may go on.
+    const releaseProbes = () => cached.probes.splice(0).forEach((release) => release());
     try {
-      const decisions = await withDeadline((signal) => backend.take(charges, signal), opts.timeoutMs);
-      breaker.recordSuccess();
-      outcomes = rules.map((rule, i) => ({ policy: rule.policy, decision: decisions[i]!, enforced: rule.mode === "enforce" }));
-    } catch (error) {
-      if (error instanceof BackendConfigError) {
-        breaker.recordSuccess(); // the backend answered: it is misconfigured, not down
-        return backendConfigErrorResponse(error);
+      if (cached.refusals.length > 0) {
+        const limiting = mostRestrictive(cached.refusals)!;
+        const retryAfterMs = limiting.decision.outcome === "denied" ? limiting.decision.retryAfterMs : 0;
+        return rateLimitedResponse(limiting.policy.name, retryAfterMs, rateLimitHeaders(policies, cached.refusals, headerMode));
       }
-      breaker.recordFailure(Date.now());
-      return failModeResponse(c, next, rules, backend.name, error instanceof Error ? `${error.name}: ${error.message}` : String(error));
+      return await askBackend();
+    } finally {
+      releaseProbes();
     }
 
-    for (const outcome of outcomes) {
-      if (!outcome.enforced && outcome.decision.outcome !== "allowed") {
-        console.log(JSON.stringify({ event: "limiter.shadow_refusal", rule: outcome.policy.name, outcome: outcome.decision.outcome }));
+    async function askBackend() {
+      if (!breaker.allowCall(nowMs)) return failModeResponse(c, next, rules, backend.name, "circuit open: backend skipped during cool-down");
+      let outcomes: RuleOutcome[];
+      try {
+        const decisions = await withDeadline((signal) => backend.take(charges, signal), opts.timeoutMs);
+        breaker.recordSuccess();
+        outcomes = rules.map((rule, i) => ({ policy: rule.policy, decision: decisions[i]!, enforced: rule.mode === "enforce" }));
+      } catch (error) {
+        if (error instanceof BackendConfigError) {
+          breaker.recordSuccess(); // the backend answered: it is misconfigured, not down
+          return backendConfigErrorResponse(error);
+        }
+        breaker.recordFailure(Date.now());
+        return failModeResponse(c, next, rules, backend.name, error instanceof Error ? `${error.name}: ${error.message}` : String(error));
       }
-    }
-    const impossible = outcomes.find((o) => o.enforced && o.decision.outcome === "cost_exceeds_capacity");
-    if (impossible !== undefined) return costExceedsCapacityResponse(impossible);
 
-    const headers = rateLimitHeaders(policies, outcomes, headerMode);
-    const refusals = outcomes.flatMap((o, i) => (o.enforced && o.decision.outcome === "denied" ? [{ charge: charges[i]!, decision: o.decision }] : []));
-    if (refusals.length > 0) {
-      for (const { charge, decision } of refusals) {
-        denyCache.remember(denyCacheKey(charge), {
-          retryAtMs: nowMs + decision.retryAfterMs,
-          resetAtMs: nowMs + decision.resetMs,
-          remaining: decision.remaining,
-        });
+      for (const outcome of outcomes) {
+        if (!outcome.enforced && outcome.decision.outcome !== "allowed") {
+          console.log(JSON.stringify({ event: "limiter.shadow_refusal", rule: outcome.policy.name, outcome: outcome.decision.outcome }));
+        }
       }
-      // Retry-After: until every refusing rule would allow.
-      const retryAfterMs = Math.max(...refusals.map((r) => r.decision.retryAfterMs));
-      return rateLimitedResponse(mostRestrictive(outcomes)!.policy.name, retryAfterMs, headers);
-    }
+      const impossible = outcomes.find((o) => o.enforced && o.decision.outcome === "cost_exceeds_capacity");
+      if (impossible !== undefined) return costExceedsCapacityResponse(impossible);
 
-    await next();
-    if (headers.length > 0) setHeaders(c, headers);
+      const headers = rateLimitHeaders(policies, outcomes, headerMode);
+      const refusals = outcomes.flatMap((o, i) => (o.enforced && o.decision.outcome === "denied" ? [{ charge: charges[i]!, decision: o.decision }] : []));
+      // Waits count from the answer's arrival: a request queued behind others at the store got
+      // its retry time later than it started (this errs by one response's transit, not by a queue).
+      rememberEmptyBuckets(denyCache, charges, outcomes, refusals.length > 0, Date.now());
+      releaseProbes();
+      if (refusals.length > 0) {
+        // Retry-After: until every refusing rule would allow.
+        const retryAfterMs = Math.max(...refusals.map((r) => r.decision.retryAfterMs));
+        return rateLimitedResponse(mostRestrictive(outcomes)!.policy.name, retryAfterMs, headers);
+      }
+
+      await next();
+      if (headers.length > 0) setHeaders(c, headers);
+    }
   };
+}
+
+/**
+ * Tells the deny cache which of this client's buckets cannot serve another request yet: every
+ * refusing one until its retry time and, on an allowed request, every bucket it left with
+ * fewer than `cost` tokens, until they refill (so a flood after the retry time costs one backend
+ * call per token, not one per waiting request).
+ */
+function rememberEmptyBuckets(
+  denyCache: DenyCache,
+  charges: readonly BucketCharge[],
+  outcomes: readonly RuleOutcome[],
+  refused: boolean,
+  nowMs: number,
+): void {
+  outcomes.forEach(({ decision, enforced }, i) => {
+    const charge = charges[i]!;
+    if (!enforced) return;
+    const waitMs =
+      decision.outcome === "denied"
+        ? decision.retryAfterMs
+        : decision.outcome === "allowed" && !refused
+          ? waitForTokensMs(charge.policy, charge.cost, decision.resetMs)
+          : 0;
+    if (waitMs > 0) {
+      denyCache.remember(denyCacheKey(charge), { retryAtMs: nowMs + waitMs, resetAtMs: nowMs + decision.resetMs, remaining: decision.remaining });
+    }
+  });
+}
+
+/**
+ * Checks a request's enforced charges against the deny cache. Refusals that still hold come
+ * back as outcomes. Where a refusal has just expired and another request of the same client is
+ * already asking the backend, this one waits for that answer (at most `timeoutMs`) and looks
+ * again; where none is, this request asks, and must call the returned `probes` when done.
+ */
+async function consultDenyCache(
+  denyCache: DenyCache,
+  charges: readonly BucketCharge[],
+  rules: readonly Rule[],
+  nowMs: number,
+  timeoutMs: number,
+): Promise<{ refusals: RuleOutcome[]; probes: (() => void)[] }> {
+  const refusals: RuleOutcome[] = [];
+  const probes: (() => void)[] = [];
+  for (const [i, charge] of charges.entries()) {
+    if (!charge.enforced) continue;
+    const key = denyCacheKey(charge);
+    let answer = denyCache.lookup(key, nowMs);
+    const deadline = Date.now() + timeoutMs;
+    while (answer.kind === "wait") {
+      const left = deadline - Date.now();
+      // Undecided for a whole backend budget (the asking request was cancelled): ask ourselves.
+      if (left <= 0) {
+        answer = { kind: "miss" };
+        break;
+      }
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([answer.probe, new Promise<void>((resolve) => (timer = setTimeout(resolve, left)))]);
+      clearTimeout(timer);
+      answer = denyCache.lookup(key, Date.now());
+    }
+    if (answer.kind === "probe") probes.push(answer.release);
+    if (answer.kind === "refused") {
+      const { refusal } = answer;
+      const now = Date.now();
+      const decision = { outcome: "denied", remaining: refusal.remaining, retryAfterMs: refusal.retryAtMs - now, resetMs: refusal.resetAtMs - now } as const;
+      refusals.push({ policy: rules[i]!.policy, decision, enforced: true });
+    }
+  }
+  return { refusals, probes };
 }
 
 function denyCacheKey(charge: BucketCharge): string {

@@ -187,3 +187,20 @@ export function refundTokens(
   const level = Math.min(full, currentLevel(state, policy, nowMs) + withheld);
   return { level, unitsPerToken: policy.refillPeriodMs, updatedAtMs: Math.max(nowMs, state.updatedAtMs) };
 }
+
+/**
+ * A lower bound on the wait before `cost` more tokens are there, knowing only the bucket's time
+ * to full (`resetMs`, rounded up to whole ms, as every decision reports it). An allowed decision
+ * that leaves the bucket nearly empty thus tells the deny cache how long the next request would
+ * be refused, without asking the store. Never longer than the true wait.
+ *
+ * @example
+ * // capacity 10 at 1/s, just emptied: full in 10 s, the next token in (at least) 999 ms.
+ * waitForTokensMs({ capacity: 10, refillTokens: 1, refillPeriodMs: 1000 }, 1, 10_000); // 999
+ */
+export function waitForTokensMs(policy: BucketPolicy, cost: number, resetMs: number): number {
+  // Missing units are above (resetMs - 1) × rate; the cost's share of the gap is all but (capacity - cost) tokens.
+  const missingAtLeast = Math.max(0, resetMs - 1) * policy.refillTokens;
+  const beyondCost = (policy.capacity - cost) * policy.refillPeriodMs;
+  return missingAtLeast <= beyondCost ? 0 : floorDiv(missingAtLeast - beyondCost, policy.refillTokens);
+}

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { parseRatePerSecond } from "../../src/config/rate";
 import { CircuitBreaker } from "../../src/limiter/circuit-breaker";
-import { ceilDiv, floorDiv, refundTokens, takeTokens, type BucketPolicy, type BucketState } from "../../src/limiter/token-bucket";
+import { ceilDiv, floorDiv, refundTokens, takeTokens, waitForTokensMs, type BucketPolicy, type BucketState } from "../../src/limiter/token-bucket";
 
 const perSecond = (capacity: number, rate: string): BucketPolicy => ({ capacity, ...parseRatePerSecond(rate)! });
 
@@ -95,6 +95,30 @@ describe("takeTokens", () => {
     const policy = perSecond(1_000_000_000, "0.000001"); // 10^9 tokens, one every 10^6 s
     const { decision } = takeTokens(undefined, policy, 1, 1_700_000_000_000);
     expect(decision).toEqual({ outcome: "allowed", remaining: 999_999_999, resetMs: 1_000_000_000 });
+  });
+});
+
+describe("waitForTokensMs", () => {
+  it("never exceeds the true wait for the next request", () => {
+    for (const [capacity, rate, cost] of [[10, "1", 1], [5, "0.3", 2], [100, "7", 3], [1, "2.5", 1]] as const) {
+      const policy = perSecond(capacity, rate);
+      let state: BucketState | undefined;
+      for (let t = 0; t < 5_000; t += 37) {
+        const { decision, next } = takeTokens(state, policy, cost, t);
+        state = next ?? state;
+        if (decision.outcome !== "allowed") continue;
+        const bound = waitForTokensMs(policy, cost, decision.resetMs);
+        const probe = takeTokens(state, policy, cost, t + bound).decision;
+        const trueWait = probe.outcome === "denied" ? bound + probe.retryAfterMs : bound;
+        expect(bound).toBeLessThanOrEqual(trueWait);
+        // And it is tight: at most a few ms short.
+        expect(trueWait - bound).toBeLessThanOrEqual(2);
+      }
+    }
+  });
+
+  it("is 0 while the bucket still holds the cost", () => {
+    expect(waitForTokensMs(perSecond(10, "1"), 1, 5_000)).toBe(0);
   });
 });
 
