@@ -68,8 +68,8 @@ export function compare({ bareRuns, rows, accuracy }) {
     const p = peer?.redisCommandsPerDecision ?? null;
     check(
       `Redis commands per decision below @upstash/ratelimit's (${scenario === "allowed" ? "allowed path" : "flood"})`,
-      // Compared as printed (2 decimals): a tie is not "below".
-      s === null || p === null ? null : Math.round(s * 100) < Math.round(p * 100),
+      // "Below" means by more than the 2 % that stray commands (warm-up stragglers, health checks) add.
+      s === null || p === null ? null : s < p * 0.98,
       `${s?.toFixed(2) ?? "n/a"} vs ${p?.toFixed(2) ?? "n/a"}`,
     );
     const r = ratio(sluice?.rps, peer?.rps);

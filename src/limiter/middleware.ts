@@ -95,7 +95,7 @@ export function rateLimiter<C = Context>(options: RateLimiterOptions | ((c: C) =
     }
 
     async function askBackend() {
-      if (!breaker.allowCall(nowMs)) return failModeResponse(c, next, rules, backend.name, "circuit open: backend skipped during cool-down");
+      if (!breaker.allowCall(nowMs)) return failModeResponse(next, rules, backend.name, "circuit open: backend skipped during cool-down");
       let outcomes: RuleOutcome[];
       try {
         const decisions = await withDeadline((signal) => backend.take(charges, signal), opts.timeoutMs);
@@ -107,7 +107,7 @@ export function rateLimiter<C = Context>(options: RateLimiterOptions | ((c: C) =
           return backendConfigErrorResponse(error);
         }
         breaker.recordFailure(Date.now());
-        return failModeResponse(c, next, rules, backend.name, error instanceof Error ? `${error.name}: ${error.message}` : String(error));
+        return failModeResponse(next, rules, backend.name, error instanceof Error ? `${error.name}: ${error.message}` : String(error));
       }
 
       for (const outcome of outcomes) {
@@ -227,7 +227,7 @@ function rateLimitedResponse(ruleName: string, retryAfterMs: number, headers: [s
 }
 
 /** Backend unreachable: each rule's fail mode decides; one closed enforced rule refuses the request. */
-async function failModeResponse(c: Context, next: () => Promise<void>, rules: readonly Rule[], backendName: string, reason: string) {
+async function failModeResponse(next: () => Promise<void>, rules: readonly Rule[], backendName: string, reason: string) {
   const closed = rules.find((rule) => rule.mode === "enforce" && rule.failMode === "closed");
   console.error(JSON.stringify({ event: "limiter.backend_failure", backend: backendName, failMode: closed ? "closed" : "open", reason }));
   if (closed === undefined) return next();
