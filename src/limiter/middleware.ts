@@ -95,13 +95,17 @@ export function rateLimiter<C = Context>(options: RateLimiterOptions | ((c: C) =
     }
 
     async function askBackend() {
-      if (!breaker.allowCall(nowMs)) return failModeResponse(next, rules, backend.name, "circuit open: backend skipped during cool-down");
+      if (!breaker.allowCall(nowMs)) {
+        releaseProbes();
+        return failModeResponse(next, rules, backend.name, "circuit open: backend skipped during cool-down");
+      }
       let outcomes: RuleOutcome[];
       try {
         const decisions = await withDeadline((signal) => backend.take(charges, signal), opts.timeoutMs);
         breaker.recordSuccess();
         outcomes = rules.map((rule, i) => ({ policy: rule.policy, decision: decisions[i]!, enforced: rule.mode === "enforce" }));
       } catch (error) {
+        releaseProbes(); // before a fail-open request goes on to the origin
         if (error instanceof BackendConfigError) {
           breaker.recordSuccess(); // the backend answered: it is misconfigured, not down
           return backendConfigErrorResponse(error);
