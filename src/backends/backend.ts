@@ -51,7 +51,7 @@ export class BackendTimeoutError extends Error {
  * returned promise rejects with {@link BackendTimeoutError} at the same moment.
  *
  * @example
- * const decision = await withDeadline((signal) => backend.take(charge, signal), 1000);
+ * const decisions = await withDeadline((signal) => backend.take([charge], signal), 1000);
  */
 export async function withDeadline<T>(call: (signal: AbortSignal) => Promise<T>, timeoutMs: number): Promise<T> {
   const controller = new AbortController();

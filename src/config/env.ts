@@ -3,7 +3,7 @@ import type { ClientBuckets } from "../backends/durable-object/client-buckets";
 /** A wrangler var arrives as a string, or as a number/boolean when written bare in TOML. */
 export type VarValue = string | number | boolean | undefined;
 
-/** The Worker's bindings: the vars and secrets of DESIGN.md plus the Durable Object namespace. */
+/** The Worker's bindings: the vars and secrets the README documents, plus the Durable Object namespace. */
 export interface Env {
   ORIGIN_URL?: VarValue;
   ORIGIN_TIMEOUT_MS?: VarValue;

@@ -1,8 +1,8 @@
 /**
  * The token bucket, in exact integer arithmetic.
  *
- * This is the one TypeScript implementation of DESIGN.md's bucket; the Durable Object runs it,
- * and `src/backends/upstash/token-bucket.lua.ts` is its Lua twin (a property test proves they
+ * This is the one TypeScript implementation of the design's bucket (shared/DESIGN.md); the
+ * Durable Object runs it, and `src/backends/upstash/token-bucket-script.ts` is its Lua twin (a property test proves they
  * agree step for step).
  *
  * Units: a rate of `refillTokens` per `refillPeriodMs` is exact as a fraction, so one token is

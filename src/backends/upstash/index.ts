@@ -65,7 +65,7 @@ export function decodeReply(reply: unknown): BucketDecision[] {
  *
  * @example
  * const backend = upstashBackend({ url: env.UPSTASH_REDIS_REST_URL, token: env.UPSTASH_REDIS_REST_TOKEN, keyPrefix: "sluice" });
- * const decision = await backend.take(charge, AbortSignal.timeout(1000));
+ * const decisions = await backend.take([charge], AbortSignal.timeout(1000));
  */
 export function upstashBackend(options: UpstashBackendOptions): LimiterBackend {
   // One client per call: the abort signal is per request, and a function-valued signal is the
