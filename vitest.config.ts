@@ -4,7 +4,8 @@ import { defineConfig, defineProject } from "vitest/config";
 export default defineConfig({
   test: {
     projects: [
-      // Tests that run inside the Workers runtime (workerd), against wrangler.toml's bindings.
+      // Tests are grouped by subject (core, backends, hono, gateway, proxy, dev, package); the
+      // runtime is in the name: `*.worker.test.ts` run inside workerd, against wrangler.toml's bindings.
       defineProject({
         plugins: [
           cloudflareTest(({ inject }) => ({
@@ -14,15 +15,16 @@ export default defineConfig({
         ],
         test: {
           name: "workers",
-          include: ["test/worker/**/*.test.ts"],
+          include: ["test/**/*.worker.test.ts"],
           globalSetup: ["./test/support/stack.global.ts"],
         },
       }),
-      // Tests that run in Node: dev tooling, Redis, and several gateway processes.
+      // Everything else runs in Node: the core, Redis, dev tooling, several gateway processes, the package.
       defineProject({
         test: {
           name: "node",
-          include: ["test/node/**/*.test.ts"],
+          include: ["test/**/*.test.ts"],
+          exclude: ["test/**/*.worker.test.ts", "**/node_modules/**"],
           environment: "node",
           globalSetup: ["./test/support/bundle.global.ts"],
           testTimeout: 30_000,

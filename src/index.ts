@@ -1,11 +1,10 @@
 import { Hono } from "hono";
-import type { Env } from "./config/env";
-import { configErrorResponse } from "./gateway/config-error-response";
+import { peerAddress } from "./core/identity";
+import type { Env } from "./gateway/env";
 import { gatewayFor, type ReadyGateway } from "./gateway/gateway";
-import { limiterRoutes } from "./gateway/limiter-routes";
-import { peerAddress } from "./limiter/identity";
-import { rateLimiter } from "./limiter/middleware";
-import { forwardToOrigin } from "./proxy/forward";
+import { configErrorResponse, limiterRoutes } from "./gateway/limiter-routes";
+import { forwardToOrigin } from "./gateway/proxy";
+import { rateLimiter } from "./hono";
 
 export { ClientBuckets } from "./backends/durable-object";
 
@@ -23,20 +22,11 @@ app.use("*", async (c, next) => {
   return next();
 });
 
-app.use(
-  "*",
-  rateLimiter((c: { var: GatewayEnv["Variables"] }) => {
-    const { config, backend, denyCache, breaker } = c.var.gateway;
-    return { ...config, backend, denyCache, breaker };
-  }),
-);
+app.use("*", rateLimiter<GatewayEnv>({ limiter: (c) => c.var.gateway.limiter }));
 
-app.all("*", (c) =>
-  forwardToOrigin(c.req.raw, {
-    originUrl: c.var.gateway.config.originUrl,
-    timeoutMs: c.var.gateway.config.originTimeoutMs,
-    clientIp: peerAddress(c.req.raw.headers),
-  }),
-);
+app.all("*", (c) => {
+  const { origin } = c.var.gateway.config;
+  return forwardToOrigin(c.req.raw, { originUrl: origin.url, timeoutMs: origin.timeoutMs, clientIp: peerAddress(c.req.raw.headers) });
+});
 
 export default app;

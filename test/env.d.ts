@@ -1,4 +1,4 @@
-import type { Env as GatewayEnv } from "../src/config/env";
+import type { Env as GatewayEnv } from "../src/gateway/env";
 
 declare global {
   namespace Cloudflare {

@@ -3,8 +3,8 @@
  * bare worker and the peers differ from sluice only in the limiter.
  */
 import type { Context } from "hono";
-import { clientIp } from "../../src/limiter/identity";
-import { forwardToOrigin } from "../../src/proxy/forward";
+import { peerAddress } from "../../src/core/identity";
+import { forwardToOrigin } from "../../src/gateway/proxy";
 
 /** Vars shared by the benchmark workers. */
 export interface BenchEnv {
@@ -26,7 +26,7 @@ export function proxyToOrigin(request: Request, env: BenchEnv): Promise<Response
   return forwardToOrigin(request, {
     originUrl: new URL(env.ORIGIN_URL),
     timeoutMs: 30_000,
-    clientIp: clientIp(request.headers),
+    clientIp: peerAddress(request.headers),
   });
 }
 

@@ -1,33 +1,27 @@
-import type { LimiterBackend } from "../backends/backend";
 import { durableObjectBackend } from "../backends/durable-object";
 import { upstashBackend } from "../backends/upstash";
-import { parseGatewayConfig, type ConfigError, type GatewayConfig } from "../config/gateway-config";
-import type { Env } from "../config/env";
-import { CircuitBreaker } from "../limiter/circuit-breaker";
-import { DenyCache } from "../limiter/deny-cache";
+import type { LimiterBackend } from "../core/backend";
+import { Limiter } from "../core/limiter";
+import { memoryBackend } from "../core/memory-backend";
+import { parseGatewayConfig, type BackendConfig, type ConfigError, type GatewayConfig } from "./config";
+import type { Env } from "./env";
 
-/** The gateway as one isolate runs it: parsed configuration and the backend it names. */
+/** The gateway as one isolate runs it: its configuration and the limiter built from it, or what is wrong. */
 export type Gateway = ReadyGateway | { readonly ok: false; readonly errors: readonly ConfigError[] };
 
 /** A gateway whose configuration parsed. */
 export interface ReadyGateway {
   readonly ok: true;
   readonly config: GatewayConfig;
-  readonly backend: LimiterBackend;
-  /** This isolate's memory of refused clients. */
-  readonly denyCache: DenyCache;
-  /** This isolate's view of the backend's health. */
-  readonly breaker: CircuitBreaker;
-  /** Backend calls this isolate made (health reports it; the benchmark divides it by requests). */
-  readonly stats: { backendCalls: number };
+  readonly limiter: Limiter;
 }
 
 // The env object is the same for every request of an isolate: parse once.
 const gateways = new WeakMap<Env, Gateway>();
 
 /**
- * Parses `env` and builds the backend, deny cache and circuit breaker, once per env object
- * (so once per isolate in production).
+ * Parses `env` and builds the limiter (backend, deny cache, circuit breaker) once per env
+ * object, so once per isolate in production.
  *
  * @example
  * const gateway = gatewayFor(c.env);
@@ -37,42 +31,21 @@ export function gatewayFor(env: Env): Gateway {
   let gateway = gateways.get(env);
   if (gateway === undefined) {
     const parsed = parseGatewayConfig(env);
-    if (parsed.ok) {
-      const stats = { backendCalls: 0 };
-      const backend = countCalls(createBackend(parsed.config, env), stats);
-      gateway = {
-        ok: true,
-        config: parsed.config,
-        backend,
-        denyCache: new DenyCache(parsed.config.denyCacheSize),
-        breaker: new CircuitBreaker(parsed.config.breaker),
-        stats,
-      };
-    } else {
-      gateway = parsed;
-    }
+    gateway = parsed.ok
+      ? { ok: true, config: parsed.config, limiter: new Limiter({ ...parsed.config.limiter, backend: createBackend(parsed.config.backend, env) }) }
+      : parsed;
     gateways.set(env, gateway);
   }
   return gateway;
 }
 
-function createBackend(config: GatewayConfig, env: Env): LimiterBackend {
-  switch (config.backend) {
+function createBackend(config: BackendConfig, env: Env): LimiterBackend {
+  switch (config.kind) {
     case "durable-object":
       return durableObjectBackend(env.LIMITER_BUCKETS);
     case "upstash":
-      // parseGatewayConfig guarantees the Upstash settings when this backend is chosen.
-      return upstashBackend(config.upstash!);
+      return upstashBackend(config);
+    case "memory":
+      return memoryBackend();
   }
-}
-
-function countCalls(backend: LimiterBackend, stats: { backendCalls: number }): LimiterBackend {
-  return {
-    name: backend.name,
-    take(charges, signal) {
-      stats.backendCalls += 1;
-      return backend.take(charges, signal);
-    },
-    ping: (signal) => backend.ping(signal),
-  };
 }

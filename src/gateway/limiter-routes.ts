@@ -1,8 +1,7 @@
 import { Hono } from "hono";
-import { BackendConfigError, withDeadline } from "../backends/backend";
-import { describeConfigErrors } from "../config/gateway-config";
-import type { Env } from "../config/env";
-import { problemResponse } from "../http/problem";
+import { invalidConfigurationProblem, notFoundProblem } from "../core/problems";
+import { describeConfigErrors, type ConfigError } from "./config";
+import type { Env } from "./env";
 import { gatewayFor } from "./gateway";
 
 /**
@@ -20,43 +19,28 @@ limiterRoutes.get("/health", async (c) => {
   if (!gateway.ok) {
     return c.json({ status: "error", config: { ok: false, errors: describeConfigErrors(gateway.errors) } }, 503);
   }
-  const { backend, config, breaker, denyCache, stats } = gateway;
+  const { limiter } = gateway;
   // What this isolate knows besides the ping: its circuit breaker, deny cache and call count.
-  const isolate = {
-    breaker: breaker.state(Date.now()),
-    denyCacheEntries: denyCache.size,
-    backendCalls: stats.backendCalls,
-    rules: config.rules.map((rule) => rule.name),
-  };
-  const started = performance.now();
-  try {
-    await withDeadline((signal) => backend.ping(signal), config.timeoutMs);
-  } catch (error) {
-    if (error instanceof BackendConfigError) {
-      return c.json(
-        { status: "error", config: { ok: false, errors: [`${error.variable}: ${error.message}`] }, backend: { name: backend.name, ok: false }, isolate },
-        503,
-      );
-    }
-    return c.json(
-      {
-        status: "error",
-        config: { ok: true },
-        backend: { name: backend.name, ok: false, error: error instanceof Error ? error.message : String(error) },
-        isolate,
-      },
-      503,
-    );
+  const isolate = limiter.isolateState();
+  const backend = await limiter.ping();
+  const name = limiter.backend.name;
+  if (backend.ok) return c.json({ status: "ok", config: { ok: true }, backend: { name, ok: true, latencyMs: backend.latencyMs }, isolate });
+  if (backend.configError !== undefined) {
+    const { variable, message } = backend.configError;
+    return c.json({ status: "error", config: { ok: false, errors: [`${variable}: ${message}`] }, backend: { name, ok: false }, isolate }, 503);
   }
-  const latencyMs = Math.round((performance.now() - started) * 100) / 100;
-  return c.json({ status: "ok", config: { ok: true }, backend: { name: backend.name, ok: true, latencyMs }, isolate });
+  return c.json({ status: "error", config: { ok: true }, backend: { name, ok: false, error: backend.error }, isolate }, 503);
 });
 
-limiterRoutes.all("*", (c) =>
-  problemResponse({
-    type: "/problems/not-found",
-    title: "Not Found",
-    status: 404,
-    detail: `${new URL(c.req.url).pathname} is not a limiter endpoint; /__limiter/ is reserved and never proxied.`,
-  }),
-);
+limiterRoutes.all("*", (c) => notFoundProblem(new URL(c.req.url).pathname));
+
+/**
+ * The 500 every request gets while the configuration is invalid: it names each bad variable
+ * and its value, so the operator sees the mistake on the first request.
+ *
+ * @example
+ * configErrorResponse([{ variable: "LIMITER_CAPACITY", value: "abc", message: "must be an integer from 1 to 1000000000" }]);
+ */
+export function configErrorResponse(errors: readonly ConfigError[]): Response {
+  return invalidConfigurationProblem(describeConfigErrors(errors), errors);
+}

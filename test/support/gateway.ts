@@ -1,6 +1,6 @@
 import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
-import type { Env } from "../../src/config/env";
+import type { VarName, Env } from "../../src/gateway/env";
 import worker from "../../src/index";
 
 /** A fresh client address, so tests never share a bucket by accident. */
@@ -13,7 +13,7 @@ export function randomIp(): string {
  * The real gateway (this repo's Worker, real Durable Objects, the real origin from the test
  * setup) with some vars overridden. One env object per gateway, as in production.
  */
-export function gatewayWith(vars: Partial<Record<Exclude<keyof Env, "LIMITER_BUCKETS">, string>> = {}) {
+export function gatewayWith(vars: Partial<Record<VarName, string>> = {}) {
   const gatewayEnv: Env = { ...env, ...vars };
   return async (path: string, init: RequestInit & { ip?: string } = {}): Promise<Response> => {
     const { ip, ...rest } = init;

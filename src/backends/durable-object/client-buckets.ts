@@ -6,7 +6,7 @@ import {
   type BucketDecision,
   type BucketPolicy,
   type BucketState,
-} from "../../limiter/token-bucket";
+} from "../../core/token-bucket";
 
 /** What one bucket keeps in storage: its state and when it will be full (then it can go). */
 interface StoredBucket extends BucketState {
@@ -68,6 +68,12 @@ export class ClientBuckets extends DurableObject<object> {
       if (state !== undefined) this.store(charges[i]!.bucket, state, state.updatedAtMs + decisions[i]!.resetMs);
     });
     return { decisions, charged: next.map((state) => state ?? null) };
+  }
+
+  /** What `take` would decide now, changing nothing. */
+  peek(charges: readonly ObjectCharge[]): BucketDecision[] {
+    const entries = charges.map((charge) => ({ ...charge, state: this.buckets.get(charge.bucket) }));
+    return takeBuckets(entries, Date.now()).decisions;
   }
 
   /** Gives back what `take` charged (`charged` is the state it wrote), when another object refused the same request. */

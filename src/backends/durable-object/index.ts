@@ -1,5 +1,5 @@
-import type { BucketDecision } from "../../limiter/token-bucket";
-import type { BucketCharge, LimiterBackend } from "../backend";
+import type { BucketCharge, LimiterBackend } from "../../core/backend";
+import type { BucketDecision } from "../../core/token-bucket";
 import type { ClientBuckets, ObjectCharge, ObjectTakeResult } from "./client-buckets";
 
 export { ClientBuckets } from "./client-buckets";
@@ -43,6 +43,14 @@ export function durableObjectBackend(namespace: DurableObjectNamespace<ClientBuc
 
       const decisions: BucketDecision[] = [];
       groups.forEach((group, g) => group.indexes.forEach((index, i) => (decisions[index] = results[g]?.decisions[i] ?? UNKNOWN)));
+      return decisions;
+    },
+    async peek(charges, signal) {
+      signal.throwIfAborted();
+      const groups = groupByClient(charges);
+      const answers = await Promise.all(groups.map((group) => stubFor(group.clientKey).peek(group.charges)));
+      const decisions: BucketDecision[] = [];
+      groups.forEach((group, g) => group.indexes.forEach((index, i) => (decisions[index] = answers[g]?.[i] ?? UNKNOWN)));
       return decisions;
     },
     async ping(signal) {

@@ -1,6 +1,6 @@
 import { Redis } from "@upstash/redis/cloudflare";
-import type { BucketDecision } from "../../limiter/token-bucket";
-import { BackendConfigError, type BucketCharge, type LimiterBackend } from "../backend";
+import { BackendConfigError, type BucketCharge, type LimiterBackend } from "../../core/backend";
+import type { BucketDecision } from "../../core/token-bucket";
 import { TOKEN_BUCKET_LUA, TOKEN_BUCKET_SHA1 } from "./token-bucket-script";
 
 /** Options of {@link upstashBackend}. */
@@ -26,14 +26,14 @@ export function bucketKey(prefix: string, charge: Pick<BucketCharge, "bucket" | 
 }
 
 /**
- * The script's arguments for a request's charges; `nowMs` only in tests (production uses
- * Redis's clock).
+ * The script's arguments for a request's charges: `charge` false only looks (a peek); `nowMs`
+ * only in tests (production uses Redis's clock).
  *
  * @example
- * scriptArgs([charge]); // ["", "60", "1", "1000", "1", "1"]
+ * scriptArgs([charge], true); // ["", "1", "60", "1", "1000", "1", "1"]
  */
-export function scriptArgs(charges: readonly BucketCharge[], nowMs?: number): string[] {
-  const args = [nowMs === undefined ? "" : String(nowMs)];
+export function scriptArgs(charges: readonly BucketCharge[], charge: boolean, nowMs?: number): string[] {
+  const args = [nowMs === undefined ? "" : String(nowMs), charge ? "1" : "0"];
   for (const { policy, cost, enforced } of charges) {
     args.push(String(policy.capacity), String(policy.refillTokens), String(policy.refillPeriodMs), String(cost), enforced ? "1" : "0");
   }
@@ -83,14 +83,17 @@ export function upstashBackend(options: UpstashBackendOptions): LimiterBackend {
       enableAutoPipelining: false,
     });
 
+  const decide = async (charges: readonly BucketCharge[], signal: AbortSignal, charge: boolean) => {
+    const keys = charges.map((c) => bucketKey(options.keyPrefix, c));
+    const decisions = decodeReply(await runScript(clientFor(signal), keys, scriptArgs(charges, charge)));
+    if (decisions.length !== charges.length) throw new Error(`script answered ${decisions.length} decisions for ${charges.length} charges`);
+    return decisions;
+  };
+
   return {
     name: "upstash",
-    async take(charges, signal) {
-      const keys = charges.map((charge) => bucketKey(options.keyPrefix, charge));
-      const decisions = decodeReply(await runScript(clientFor(signal), keys, scriptArgs(charges)));
-      if (decisions.length !== charges.length) throw new Error(`script answered ${decisions.length} decisions for ${charges.length} charges`);
-      return decisions;
-    },
+    take: (charges, signal) => decide(charges, signal, true),
+    peek: (charges, signal) => decide(charges, signal, false),
     async ping(signal) {
       await withAuthCheck(() => clientFor(signal).ping());
     },

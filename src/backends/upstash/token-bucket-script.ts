@@ -5,14 +5,15 @@
  *
  * KEYS: one key per bucket the request is charged to.
  * ARGV[1]: "" in production (the store's clock, `TIME`); tests may pass a time in ms.
- * ARGV[2 + 5(i-1) …]: capacity, refillTokens, refillPeriodMs, cost, enforced ("1"/"0") of bucket i.
+ * ARGV[2]: "1" to charge, "0" to peek (decide, write nothing).
+ * ARGV[3 + 5(i-1) …]: capacity, refillTokens, refillPeriodMs, cost, enforced ("1"/"0") of bucket i.
  *
  * Stored value: "level:unitsPerToken:updatedAtMs"; the key expires when the bucket is full.
  * All-or-nothing: if an enforced bucket refuses, nothing is written to any bucket.
  * Reply: 4 integers per bucket: outcome (1 allowed, 0 denied, 2 cost exceeds capacity),
  * remaining, resetMs, retryAfterMs.
  *
- * Commands run: TIME, MGET, and one SET … PX per bucket that spends tokens.
+ * Commands run: TIME, MGET, and one SET … PX per bucket that spends tokens (none for a peek).
  * `string.format('%d')` writes integers: Lua's default number format loses digits past 1e14.
  */
 export const TOKEN_BUCKET_LUA = `
@@ -35,10 +36,11 @@ else
   now_ms = tonumber(ARGV[1])
 end
 
+local charge = ARGV[2] == '1'
 local stored = redis.call('MGET', unpack(KEYS))
 local reply, writes, refused = {}, {}, false
 for i, key in ipairs(KEYS) do
-  local at = 2 + (i - 1) * 5
+  local at = 3 + (i - 1) * 5
   local capacity, refill_tokens = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
   local units_per_token, cost = tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3])
   local enforced = ARGV[at + 4] == '1'
@@ -76,11 +78,11 @@ for i, key in ipairs(KEYS) do
   reply[#reply + 1] = retry_after
 end
 
-if not refused then
+if charge and not refused then
   for _, write in ipairs(writes) do redis.call('SET', write[1], write[2], 'PX', write[3]) end
 end
 return reply
 `;
 
 /** SHA-1 of {@link TOKEN_BUCKET_LUA}, for EVALSHA; a test pins it to the script text. */
-export const TOKEN_BUCKET_SHA1 = "64958763c036c7739bb0d00b354313c30dda64c8";
+export const TOKEN_BUCKET_SHA1 = "58cb1be28bd5be4bf475d0528baacad7478d9738";

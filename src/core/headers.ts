@@ -1,0 +1,65 @@
+import { secondsToFill } from "./policy";
+import type { Rule } from "./rules";
+import type { RateLimitHeaders, RuleOutcome } from "./verdict";
+
+/** Which rate-limit headers responses carry: IETF draft -10, legacy `X-RateLimit-*`, both, or none. */
+export type HeaderMode = "all" | "ietf" | "legacy" | "none";
+
+/**
+ * The rate-limit headers for a request: `RateLimit-Policy` lists every applying `rules`,
+ * `RateLimit` and `X-RateLimit-*` describe the most restrictive one. `t` (and
+ * `X-RateLimit-Reset`) is the wait until a retry can succeed on a refusal, and the time until
+ * the bucket is full otherwise.
+ *
+ * @example
+ * rateLimitHeaders([rule], [{ rule, decision: { outcome: "denied", remaining: 0, resetMs: 60000, retryAfterMs: 1000 } }], "ietf");
+ * // [["RateLimit-Policy", '"default";q=60;w=60'], ["RateLimit", '"default";r=0;t=1']]
+ */
+export function rateLimitHeaders(rules: readonly Rule[], outcomes: readonly RuleOutcome[], mode: HeaderMode): RateLimitHeaders {
+  const limiting = mostRestrictive(outcomes);
+  if (limiting === undefined || mode === "none") return [];
+  const headers: [string, string][] = [];
+  const { rule, decision } = limiting;
+  const seconds = Math.ceil((decision.outcome === "denied" ? decision.retryAfterMs : decision.resetMs) / 1000);
+  if (mode === "all" || mode === "ietf") {
+    const policies = rules.map(({ policy }) => `"${policy.name}";q=${policy.capacity};w=${secondsToFill(policy)}`);
+    headers.push(["RateLimit-Policy", policies.join(", ")], ["RateLimit", `"${rule.name}";r=${decision.remaining};t=${seconds}`]);
+  }
+  if (mode === "all" || mode === "legacy") {
+    headers.push(
+      ["X-RateLimit-Limit", String(rule.policy.capacity)],
+      ["X-RateLimit-Remaining", String(decision.remaining)],
+      ["X-RateLimit-Reset", String(seconds)],
+    );
+  }
+  return headers;
+}
+
+/**
+ * The outcome a client should heed: among enforced rules (shadow ones only if none is
+ * enforced), the refusal with the longest wait, else the fewest tokens left.
+ *
+ * @example
+ * mostRestrictive([global, login])?.rule.name; // "login" when login has fewer tokens left
+ */
+export function mostRestrictive(outcomes: readonly RuleOutcome[]): RuleOutcome | undefined {
+  const enforced = outcomes.filter((o) => o.rule.mode === "enforce");
+  const candidates = enforced.length > 0 ? enforced : outcomes;
+  const wait = (o: RuleOutcome) => (o.decision.outcome === "denied" ? o.decision.retryAfterMs : -1);
+  return candidates.reduce<RuleOutcome | undefined>((worst, o) => {
+    if (worst === undefined) return o;
+    if (wait(o) !== wait(worst)) return wait(o) > wait(worst) ? o : worst;
+    if (o.decision.remaining !== worst.decision.remaining) return o.decision.remaining < worst.decision.remaining ? o : worst;
+    return o.decision.resetMs > worst.decision.resetMs ? o : worst;
+  }, undefined);
+}
+
+/**
+ * `Retry-After` for a refusal: whole seconds, rounded up, so never earlier than the bucket allows.
+ *
+ * @example
+ * retryAfterSeconds(1200); // 2
+ */
+export function retryAfterSeconds(retryAfterMs: number): number {
+  return Math.max(1, Math.ceil(retryAfterMs / 1000));
+}

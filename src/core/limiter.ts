@@ -1,0 +1,382 @@
+import { BackendConfigError, type BucketCharge, type LimiterBackend } from "./backend";
+import { CircuitBreaker, type CircuitBreakerOptions } from "./circuit-breaker";
+import { withDeadline } from "./deadline";
+import { DEFAULTS } from "./defaults";
+import { DenyCache, type CachedRefusal } from "./deny-cache";
+import { mostRestrictive, rateLimitHeaders, type HeaderMode } from "./headers";
+import { hashedClientKey, namedKeyValue, requestKeyValue, type IdentityOptions } from "./identity";
+import { keySpec } from "./key-parts";
+import { normalizePath } from "./path";
+import { compileRules, InvalidRulesError, ruleMatches, type FailMode, type Rule, type RuleSpec } from "./rules";
+import type { ClientSubject, RequestSubject, Subject } from "./subject";
+import { waitForTokensMs, type BucketDecision } from "./token-bucket";
+import type { RuleOutcome, Verdict } from "./verdict";
+
+/** What a request lacking its rule's key gets: one shared `anonymous` bucket, or refused (401/400). */
+export type MissingKeyMode = "anonymous" | "reject";
+
+/** Events the limiter logs; the gateway's README documents them. */
+export type LimiterEvent =
+  | { readonly event: "limiter.shadow_refusal"; readonly rule: string; readonly outcome: BucketDecision["outcome"] }
+  | { readonly event: "limiter.backend_failure"; readonly backend: string; readonly failMode: FailMode; readonly reason: string }
+  | { readonly event: "limiter.backend_config_error"; readonly variable: string; readonly reason: string };
+
+/** Options of {@link Limiter}; everything but `backend` and `rules` has a default (see `DEFAULTS`). */
+export interface LimiterOptions {
+  /** Where buckets live: `memoryBackend()`, `durableObjectBackend(…)`, `upstashBackend(…)`. */
+  readonly backend: LimiterBackend;
+  /** Every rule that matches a request applies; the request passes only if every enforced one allows it. */
+  readonly rules: readonly RuleSpec[];
+  /** Fail mode of rules that do not set one. Default `open`. */
+  readonly failMode?: FailMode;
+  /** Budget of one backend call, ms. Default 1000. */
+  readonly timeoutMs?: number;
+  /** Which rate-limit headers verdicts carry. Default `all`. */
+  readonly headers?: HeaderMode;
+  /** How client addresses are read. Default: `CF-Connecting-IP`, IPv6 grouped by /64. */
+  readonly identity?: Partial<IdentityOptions>;
+  /** Default `anonymous`. */
+  readonly missingKey?: MissingKeyMode;
+  /** Entries of this limiter's deny cache; 0 turns it off. Default 10,000. */
+  readonly denyCacheSize?: number;
+  /** Default: opens after 5 consecutive failures, for 5 s. */
+  readonly breaker?: CircuitBreakerOptions;
+  /** Milliseconds since the epoch; tests inject their own. The buckets themselves use the store's clock. */
+  readonly clock?: () => number;
+  /** Where events go. Default: one JSON line on the console. */
+  readonly log?: (event: LimiterEvent) => void;
+}
+
+/** Options of one {@link Limiter.check}. */
+export interface CheckOptions {
+  /** Tokens to charge each applying rule instead of its own `cost`. */
+  readonly cost?: number;
+  /** `charge` (default) takes the tokens; `peek` only looks, changing nothing. */
+  readonly mode?: "charge" | "peek";
+}
+
+/** The backend's health as one isolate sees it. */
+export type BackendHealth =
+  | { readonly ok: true; readonly latencyMs: number }
+  | { readonly ok: false; readonly error: string; readonly configError?: { readonly variable: string; readonly message: string } };
+
+/** One rule's charge in a check: the rule beside what the backend is asked. */
+interface Entry {
+  readonly rule: Rule;
+  readonly charge: BucketCharge;
+}
+
+type Resolution = { readonly kind: "entries"; readonly rules: readonly Rule[]; readonly entries: readonly Entry[] } | { readonly kind: "verdict"; readonly verdict: Verdict };
+
+/**
+ * The rate limiter, free of any framework: rule matching, client identity, the deny cache and
+ * its herd control, the circuit breaker, the deadline and the call count, around a backend.
+ * Build one per isolate (its caches are per instance) and ask it about requests or named
+ * clients; every answer is a typed {@link Verdict}.
+ *
+ * @example
+ * const limiter = new Limiter({
+ *   backend: memoryBackend(),
+ *   rules: [{ name: "api", key: "header:x-api-key", capacity: 5, rate: "1/1m" }],
+ * });
+ * const verdict = await limiter.check(requestSubject(request));
+ * if (verdict.kind === "refused") return verdictResponse(verdict);
+ * const peek = await limiter.check({ kind: "client", rule: "api", client: { "header:x-api-key": "abc" } }, { mode: "peek" });
+ */
+export class Limiter {
+  readonly rules: readonly Rule[];
+  readonly backend: LimiterBackend;
+  /** Backend calls this limiter made (health reports it; the benchmark divides it by requests). */
+  readonly stats = { backendCalls: 0 };
+  private readonly denyCache: DenyCache;
+  private readonly breaker: CircuitBreaker;
+  private readonly identity: IdentityOptions;
+  private readonly timeoutMs: number;
+  private readonly headerMode: HeaderMode;
+  private readonly missingKey: MissingKeyMode;
+  private readonly clock: () => number;
+  private readonly log: (event: LimiterEvent) => void;
+
+  /** @throws InvalidRulesError when a rule does not check, naming every rule and field. */
+  constructor(options: LimiterOptions) {
+    const compiled = compileRules(options.rules, options.failMode ?? DEFAULTS.failMode);
+    if (!compiled.ok) throw new InvalidRulesError(compiled.errors);
+    this.rules = compiled.rules;
+    this.backend = options.backend;
+    this.denyCache = new DenyCache(options.denyCacheSize ?? DEFAULTS.denyCacheSize);
+    this.breaker = new CircuitBreaker(options.breaker ?? DEFAULTS.breaker);
+    this.identity = { ...DEFAULTS.identity, ...options.identity };
+    this.timeoutMs = options.timeoutMs ?? DEFAULTS.timeoutMs;
+    this.headerMode = options.headers ?? DEFAULTS.headers;
+    this.missingKey = options.missingKey ?? DEFAULTS.missingKey;
+    this.clock = options.clock ?? Date.now;
+    this.log = options.log ?? logToConsole;
+  }
+
+  /**
+   * Decides about a request (every matching rule) or a named client (one rule), charging the
+   * tokens or, with `mode: "peek"`, only looking.
+   *
+   * @example
+   * const verdict = await limiter.check({ kind: "request", method: "POST", path: "/login", headers });
+   * if (verdict.kind === "allowed") forward(verdict.headers);
+   */
+  async check(subject: Subject, options: CheckOptions = {}): Promise<Verdict> {
+    if (options.cost !== undefined && !(Number.isInteger(options.cost) && options.cost >= 1)) {
+      return { kind: "invalid-subject", field: "cost", message: "must be an integer ≥ 1" };
+    }
+    const resolution = subject.kind === "request" ? await this.resolveRequest(subject, options.cost) : await this.resolveClient(subject, options.cost);
+    if (resolution.kind === "verdict") return resolution.verdict;
+    return options.mode === "peek" ? this.peek(resolution.rules, resolution.entries) : this.charge(resolution.rules, resolution.entries);
+  }
+
+  /** This isolate's view: breaker state, deny-cache size, backend calls made, rule names. */
+  isolateState(): { breaker: ReturnType<CircuitBreaker["state"]>; denyCacheEntries: number; backendCalls: number; rules: string[] } {
+    return {
+      breaker: this.breaker.state(this.clock()),
+      denyCacheEntries: this.denyCache.size,
+      backendCalls: this.stats.backendCalls,
+      rules: this.rules.map((rule) => rule.name),
+    };
+  }
+
+  /** One round trip to the store under the limiter's deadline. */
+  async ping(): Promise<BackendHealth> {
+    const started = performance.now();
+    try {
+      await withDeadline((signal) => this.backend.ping(signal), this.timeoutMs);
+      return { ok: true, latencyMs: Math.round((performance.now() - started) * 100) / 100 };
+    } catch (error) {
+      if (error instanceof BackendConfigError) {
+        return { ok: false, error: error.message, configError: { variable: error.variable, message: error.message } };
+      }
+      return { ok: false, error: error instanceof Error ? error.message : String(error) };
+    }
+  }
+
+  private async resolveRequest(subject: RequestSubject, cost: number | undefined): Promise<Resolution> {
+    const pathname = normalizePath(subject.path);
+    const rules = this.rules.filter((rule) => ruleMatches(rule, subject.method, pathname));
+    if (rules.length === 0) return { kind: "verdict", verdict: { kind: "unmatched" } };
+    // Rules with the same key parts share one hash computation.
+    const keys = new Map<string, Promise<string | undefined>>();
+    const entries: Entry[] = [];
+    for (const rule of rules) {
+      const keyName = subject.clientId === undefined ? rule.keyName : "client";
+      let key = keys.get(keyName);
+      if (key === undefined) keys.set(keyName, (key = this.requestKey(subject, rule)));
+      const clientKey = await key;
+      if (clientKey === undefined && this.missingKey === "reject") return { kind: "verdict", verdict: { kind: "missing-key", rule } };
+      entries.push({ rule, charge: chargeFor(rule, clientKey ?? `${keyName}:anonymous`, cost) });
+    }
+    return { kind: "entries", rules, entries };
+  }
+
+  private async requestKey(subject: RequestSubject, rule: Rule): Promise<string | undefined> {
+    if (subject.clientId !== undefined) return subject.clientId === "" ? undefined : hashedClientKey("client", [subject.clientId]);
+    const values: string[] = [];
+    for (const part of rule.key) {
+      const value = requestKeyValue(subject, part, this.identity);
+      if (value === undefined) return undefined;
+      values.push(value);
+    }
+    return hashedClientKey(rule.keyName, values);
+  }
+
+  private async resolveClient(subject: ClientSubject, cost: number | undefined): Promise<Resolution> {
+    const rule = this.rules.find((r) => r.name === subject.rule);
+    const invalid = (field: string, message: string): Resolution => ({ kind: "verdict", verdict: { kind: "invalid-subject", field, message } });
+    if (rule === undefined) return invalid("rule", `"${subject.rule}" is not a rule (known: ${this.rules.map((r) => r.name).join(", ")})`);
+    const specs = rule.key.map(keySpec);
+    for (const name of Object.keys(subject.client)) {
+      if (!specs.includes(name as (typeof specs)[number])) return invalid(`client.${name}`, `is not a key part of rule "${rule.name}" (its key: ${specs.join(", ")})`);
+    }
+    const values: string[] = [];
+    for (const part of rule.key) {
+      const spec = keySpec(part);
+      const text = subject.client[spec];
+      if (typeof text !== "string") return invalid(`client.${spec}`, `is missing: rule "${rule.name}" keys on ${specs.join(", ")}`);
+      const value = namedKeyValue(part, text, this.identity);
+      if (value === undefined) return invalid(`client.${spec}`, `${JSON.stringify(text)} is not a valid ${spec} value`);
+      values.push(value);
+    }
+    const clientKey = await hashedClientKey(rule.keyName, values);
+    return { kind: "entries", rules: [rule], entries: [{ rule, charge: chargeFor(rule, clientKey, cost) }] };
+  }
+
+  private async charge(rules: readonly Rule[], entries: readonly Entry[]): Promise<Verdict> {
+    // A client this isolate saw refused is refused again until its retry time, with no backend call.
+    const cached = await this.consultDenyCache(entries);
+    // Requests of the same client waiting on this one's answer may go on.
+    const releaseProbes = () => cached.probes.splice(0).forEach((release) => release());
+    try {
+      if (cached.refusals.length > 0) return this.refusal(rules, cached.refusals, true);
+      const answer = await this.ask(rules, entries, "take", releaseProbes);
+      if (answer.kind === "verdict") return answer.verdict;
+      const outcomes = answer.outcomes;
+      for (const { rule, decision } of outcomes) {
+        if (rule.mode === "shadow" && decision.outcome !== "allowed") this.log({ event: "limiter.shadow_refusal", rule: rule.name, outcome: decision.outcome });
+      }
+      const verdict = this.verdictFor(rules, outcomes);
+      // Waits count from the answer's arrival: a request queued behind others at the store got
+      // its retry time later than it started (this errs by one response's transit, not by a queue).
+      this.rememberEmptyBuckets(entries, outcomes, verdict.kind === "refused", this.clock());
+      return verdict;
+    } finally {
+      releaseProbes();
+    }
+  }
+
+  private async peek(rules: readonly Rule[], entries: readonly Entry[]): Promise<Verdict> {
+    const nowMs = this.clock();
+    const refusals = entries.flatMap(({ rule, charge }) => {
+      const refusal = this.usesDenyCache(rule, charge) ? this.denyCache.peek(denyCacheKey(charge), nowMs) : undefined;
+      return refusal === undefined ? [] : [cachedOutcome(rule, refusal, nowMs)];
+    });
+    if (refusals.length > 0) return this.refusal(rules, refusals, true);
+    const answer = await this.ask(rules, entries, "peek", () => {});
+    return answer.kind === "verdict" ? answer.verdict : this.verdictFor(rules, answer.outcomes);
+  }
+
+  /** One backend call under the breaker and the deadline; a failure becomes the fail mode's verdict. */
+  private async ask(
+    rules: readonly Rule[],
+    entries: readonly Entry[],
+    operation: "take" | "peek",
+    releaseProbes: () => void,
+  ): Promise<{ kind: "outcomes"; outcomes: RuleOutcome[] } | { kind: "verdict"; verdict: Verdict }> {
+    if (!this.breaker.allowCall(this.clock())) {
+      releaseProbes();
+      return { kind: "verdict", verdict: this.failMode(rules, "circuit open: backend skipped during cool-down") };
+    }
+    const charges = entries.map((entry) => entry.charge);
+    try {
+      this.stats.backendCalls += 1;
+      const decisions = await withDeadline((signal) => this.backend[operation](charges, signal), this.timeoutMs);
+      this.breaker.recordSuccess();
+      if (decisions.length !== entries.length) throw new Error(`backend answered ${decisions.length} decisions for ${entries.length} charges`);
+      return { kind: "outcomes", outcomes: entries.map(({ rule }, i) => ({ rule, decision: decisions[i] as BucketDecision })) };
+    } catch (error) {
+      releaseProbes(); // before a fail-open request goes on
+      if (error instanceof BackendConfigError) {
+        this.breaker.recordSuccess(); // the backend answered: it is misconfigured, not down
+        this.log({ event: "limiter.backend_config_error", variable: error.variable, reason: error.message });
+        return { kind: "verdict", verdict: { kind: "backend-misconfigured", variable: error.variable, message: error.message } };
+      }
+      this.breaker.recordFailure(this.clock());
+      return { kind: "verdict", verdict: this.failMode(rules, error instanceof Error ? `${error.name}: ${error.message}` : String(error)) };
+    }
+  }
+
+  private verdictFor(rules: readonly Rule[], outcomes: readonly RuleOutcome[]): Verdict {
+    const impossible = outcomes.find(({ rule, decision }) => rule.mode === "enforce" && decision.outcome === "cost_exceeds_capacity");
+    if (impossible !== undefined) return { kind: "cost-exceeds-capacity", rule: impossible.rule };
+    const refused = outcomes.some(({ rule, decision }) => rule.mode === "enforce" && decision.outcome === "denied");
+    if (refused) return this.refusal(rules, outcomes, false);
+    return { kind: "allowed", outcomes, headers: rateLimitHeaders(rules, outcomes, this.headerMode) };
+  }
+
+  private refusal(rules: readonly Rule[], outcomes: readonly RuleOutcome[], cached: boolean): Verdict {
+    const violated = outcomes.filter(({ rule, decision }) => rule.mode === "enforce" && decision.outcome === "denied");
+    // Retry-After: until every refusing rule would allow.
+    const retryAfterMs = Math.max(0, ...violated.map(({ decision }) => (decision.outcome === "denied" ? decision.retryAfterMs : 0)));
+    // The most restrictive refusal leads the list the 429 names.
+    const first = mostRestrictive(violated);
+    const ordered = first === undefined ? violated : [first, ...violated.filter((o) => o !== first)];
+    return {
+      kind: "refused",
+      outcomes,
+      violated: ordered.map(({ rule }) => rule),
+      retryAfterMs,
+      headers: rateLimitHeaders(rules, outcomes, this.headerMode),
+      cached,
+    };
+  }
+
+  /** Backend unreachable: each rule's fail mode decides; one closed enforced rule refuses the request. */
+  private failMode(rules: readonly Rule[], reason: string): Verdict {
+    const closed = rules.find((rule) => rule.mode === "enforce" && rule.failMode === "closed");
+    this.log({ event: "limiter.backend_failure", backend: this.backend.name, failMode: closed ? "closed" : "open", reason });
+    return closed === undefined ? { kind: "fail-open", rules, reason } : { kind: "fail-closed", rule: closed, backend: this.backend.name, reason };
+  }
+
+  /** The deny cache knows waits for a rule's own cost; a check with another cost asks the store. */
+  private usesDenyCache(rule: Rule, charge: BucketCharge): boolean {
+    return rule.mode === "enforce" && charge.cost === rule.policy.cost;
+  }
+
+  /**
+   * Tells the deny cache which of this client's buckets cannot serve another request yet: every
+   * refusing one until its retry time and, on an allowed request, every bucket it left with
+   * fewer than `cost` tokens, until they refill (so a flood after the retry time costs one
+   * backend call per token, not one per waiting request).
+   */
+  private rememberEmptyBuckets(entries: readonly Entry[], outcomes: readonly RuleOutcome[], refused: boolean, nowMs: number): void {
+    outcomes.forEach(({ rule, decision }, i) => {
+      const charge = (entries[i] as Entry).charge;
+      if (!this.usesDenyCache(rule, charge)) return;
+      const waitMs =
+        decision.outcome === "denied"
+          ? decision.retryAfterMs
+          : decision.outcome === "allowed" && !refused
+            ? waitForTokensMs(charge.policy, charge.cost, decision.resetMs)
+            : 0;
+      if (waitMs > 0) {
+        this.denyCache.remember(denyCacheKey(charge), { retryAtMs: nowMs + waitMs, resetAtMs: nowMs + decision.resetMs, remaining: decision.remaining });
+      }
+    });
+  }
+
+  /**
+   * Checks a request's enforced charges against the deny cache. Refusals that still hold come
+   * back as outcomes. Where a refusal has just expired and another request of the same client is
+   * already asking the backend, this one waits for that answer (at most the backend budget) and
+   * looks again; where none is, this request asks, and must call the returned `probes` when done.
+   */
+  private async consultDenyCache(entries: readonly Entry[]): Promise<{ refusals: RuleOutcome[]; probes: (() => void)[] }> {
+    const refusals: RuleOutcome[] = [];
+    const probes: (() => void)[] = [];
+    for (const { rule, charge } of entries) {
+      if (!this.usesDenyCache(rule, charge)) continue;
+      const key = denyCacheKey(charge);
+      let answer = this.denyCache.lookup(key, this.clock());
+      // Waiting is real time, whatever clock the cache runs on.
+      const waitUntil = Date.now() + this.timeoutMs;
+      while (answer.kind === "wait") {
+        const left = waitUntil - Date.now();
+        // Undecided for a whole backend budget (the asking request was cancelled): ask ourselves.
+        if (left <= 0) {
+          answer = { kind: "miss" };
+          break;
+        }
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        await Promise.race([answer.probe, new Promise<void>((resolve) => (timer = setTimeout(resolve, left)))]);
+        clearTimeout(timer);
+        answer = this.denyCache.lookup(key, this.clock());
+      }
+      if (answer.kind === "probe") probes.push(answer.release);
+      if (answer.kind === "refused") refusals.push(cachedOutcome(rule, answer.refusal, this.clock()));
+    }
+    return { refusals, probes };
+  }
+}
+
+function chargeFor(rule: Rule, clientKey: string, cost: number | undefined): BucketCharge {
+  return { clientKey, bucket: rule.name, policy: rule.policy, cost: cost ?? rule.policy.cost, enforced: rule.mode === "enforce" };
+}
+
+function cachedOutcome(rule: Rule, refusal: CachedRefusal, nowMs: number): RuleOutcome {
+  return {
+    rule,
+    decision: { outcome: "denied", remaining: refusal.remaining, retryAfterMs: refusal.retryAtMs - nowMs, resetMs: refusal.resetAtMs - nowMs },
+  };
+}
+
+function denyCacheKey(charge: BucketCharge): string {
+  return `${charge.bucket}|${charge.clientKey}`;
+}
+
+function logToConsole(event: LimiterEvent): void {
+  if (event.event === "limiter.shadow_refusal") console.log(JSON.stringify(event));
+  else console.error(JSON.stringify(event));
+}

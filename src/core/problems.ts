@@ -1,0 +1,166 @@
+import type { NamedPolicy } from "./policy";
+import type { Rule } from "./rules";
+
+/**
+ * The catalogue of every problem (RFC 9457) the limiter and the gateway answer with. `type` is
+ * the IETF rate-limit draft's registered URI for an exceeded quota, `about:blank` where the
+ * status says it all, and otherwise a `tag:` URI (RFC 4151: an identifier, never fetched, never a
+ * path on the gateway) that the README's "Problem types" table documents.
+ */
+export const PROBLEM_TYPES = {
+  /** 429: draft-ietf-httpapi-ratelimit-headers, with the `violated-policies` member. */
+  quotaExceeded: "https://iana.org/assignments/http-problem-types#quota-exceeded",
+  /** 503: the store could not decide and a rule fails closed. */
+  limiterUnavailable: "tag:sluice.dev,2026:limiter-unavailable",
+  /** 500: a variable or a rule does not parse, or the store refused the gateway's credentials. */
+  invalidConfiguration: "tag:sluice.dev,2026:invalid-configuration",
+  /** 500: a rule charges more than its bucket holds. */
+  costExceedsCapacity: "tag:sluice.dev,2026:cost-exceeds-capacity",
+  /** 400 or 401: the request lacks the header or token a rule identifies clients by. */
+  missingClientKey: "tag:sluice.dev,2026:missing-client-key",
+  /** 400: a body or parameter the limiter cannot use; `field` names it. */
+  invalidRequest: "tag:sluice.dev,2026:invalid-request",
+  /** 502: the origin could not be reached. */
+  originUnreachable: "tag:sluice.dev,2026:origin-unreachable",
+  /** 504: the origin sent no response headers in time. */
+  originTimeout: "tag:sluice.dev,2026:origin-timeout",
+  /** 404: a path under the reserved `/__limiter/` prefix that is no endpoint. */
+  notFound: "about:blank",
+} as const;
+
+/** A problem details object; extension members sit beside the standard ones. */
+export interface Problem {
+  readonly type: (typeof PROBLEM_TYPES)[keyof typeof PROBLEM_TYPES];
+  readonly title: string;
+  readonly status: number;
+  readonly detail: string;
+  readonly [extension: string]: unknown;
+}
+
+/** A header list as responses take it. */
+export type HeaderList = readonly (readonly [string, string])[];
+
+/**
+ * 429: every violated (enforced, refusing) rule is named in `violated-policies`.
+ *
+ * @example
+ * rateLimitedProblem(["login"], 30, [["RateLimit", '"login";r=0;t=30']]);
+ */
+export function rateLimitedProblem(violated: readonly string[], retryAfterSeconds: number, headers: HeaderList): Response {
+  const names = violated.map((name) => `"${name}"`).join(", ");
+  return problemResponse(
+    {
+      type: PROBLEM_TYPES.quotaExceeded,
+      title: "Too Many Requests",
+      status: 429,
+      detail: `Rate limit ${names} exceeded: retry in ${retryAfterSeconds} s.`,
+      "violated-policies": violated,
+    },
+    [["Retry-After", String(retryAfterSeconds)], ...headers],
+  );
+}
+
+/**
+ * 503: the store did not answer, and `rule` fails closed.
+ *
+ * @example
+ * limiterUnavailableProblem("upstash", "payments");
+ */
+export function limiterUnavailableProblem(backendName: string, ruleName: string): Response {
+  return problemResponse({
+    type: PROBLEM_TYPES.limiterUnavailable,
+    title: "Rate limiter unavailable",
+    status: 503,
+    detail: `The rate-limit store (${backendName}) did not answer, and rule "${ruleName}" fails closed.`,
+  });
+}
+
+/**
+ * 500: each line names a variable (or rule field) and its value; `errors` carries them structured.
+ *
+ * @example
+ * invalidConfigurationProblem(['LIMITER_CAPACITY="abc" must be an integer from 1 to 1000000000']);
+ */
+export function invalidConfigurationProblem(lines: readonly string[], errors?: readonly unknown[]): Response {
+  return problemResponse({
+    type: PROBLEM_TYPES.invalidConfiguration,
+    title: "Invalid gateway configuration",
+    status: 500,
+    detail: lines.join("; "),
+    ...(errors !== undefined && { errors }),
+  });
+}
+
+/**
+ * 500: no wait would cure this; the configuration must change.
+ *
+ * @example
+ * costExceedsCapacityProblem({ name: "exports", capacity: 5, cost: 10, refillTokens: 1, refillPeriodMs: 1000 });
+ */
+export function costExceedsCapacityProblem(policy: NamedPolicy): Response {
+  return problemResponse({
+    type: PROBLEM_TYPES.costExceedsCapacity,
+    title: "Request cost exceeds the bucket",
+    status: 500,
+    detail: `Policy "${policy.name}" charges ${policy.cost} tokens but holds only ${policy.capacity}: no request can pass. Fix the configuration.`,
+  });
+}
+
+/**
+ * 401 with `WWW-Authenticate: Bearer` when the rule keys on a bearer token, 400 otherwise.
+ *
+ * @example
+ * missingClientKeyProblem(rule); // 400: Rate limit "api" needs the x-api-key header to identify the client.
+ */
+export function missingClientKeyProblem(rule: Pick<Rule, "name" | "key">): Response {
+  const bearer = rule.key.some((part) => part.kind === "bearer");
+  const missing = rule.key
+    .map((part) => (part.kind === "header" ? `the ${part.name} header` : part.kind === "bearer" ? "a bearer token" : part.kind))
+    .join(" and ");
+  return problemResponse(
+    {
+      type: PROBLEM_TYPES.missingClientKey,
+      title: bearer ? "Unauthorized" : "Bad Request",
+      status: bearer ? 401 : 400,
+      detail: `Rate limit "${rule.name}" needs ${missing} to identify the client.`,
+    },
+    bearer ? [["WWW-Authenticate", "Bearer"]] : [],
+  );
+}
+
+/**
+ * 400: `field` of the request (a body member, a parameter, a named client's key part) is unusable.
+ *
+ * @example
+ * invalidRequestProblem("client.ip", 'is missing: rule "login" keys on ip');
+ */
+export function invalidRequestProblem(field: string, message: string): Response {
+  return problemResponse({ type: PROBLEM_TYPES.invalidRequest, title: "Bad Request", status: 400, detail: `${field} ${message}`, field });
+}
+
+/** 502: the origin could not be reached. */
+export function originUnreachableProblem(): Response {
+  return problemResponse({ type: PROBLEM_TYPES.originUnreachable, title: "Bad Gateway", status: 502, detail: "The origin could not be reached." });
+}
+
+/** 504: the origin sent no response headers within `timeoutMs`. */
+export function originTimeoutProblem(timeoutMs: number): Response {
+  return problemResponse({
+    type: PROBLEM_TYPES.originTimeout,
+    title: "Gateway Timeout",
+    status: 504,
+    detail: `The origin did not answer within ${timeoutMs} ms.`,
+  });
+}
+
+/** 404 for a reserved path that is no endpoint. */
+export function notFoundProblem(path: string, detail = `${path} is not a limiter endpoint; /__limiter/ is reserved and never proxied.`): Response {
+  return problemResponse({ type: PROBLEM_TYPES.notFound, title: "Not Found", status: 404, detail });
+}
+
+function problemResponse(problem: Problem, headers: HeaderList = []): Response {
+  return new Response(JSON.stringify(problem), {
+    status: problem.status,
+    headers: [["Content-Type", "application/problem+json"], ["Cache-Control", "no-store"], ...headers],
+  });
+}

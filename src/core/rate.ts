@@ -1,0 +1,51 @@
+import type { BucketPolicy } from "./token-bucket";
+
+/** A refill rate as an exact fraction, the form the token bucket computes with. */
+export type RefillRate = Pick<BucketPolicy, "refillTokens" | "refillPeriodMs">;
+
+const DECIMAL = /^(\d{1,9})(?:\.(\d{1,6}))?$/;
+
+/**
+ * Parses a tokens-per-second decimal ("10", "0.5", "2.75") into an exact fraction.
+ * Returns `undefined` for anything else, including zero.
+ *
+ * @example
+ * parseRatePerSecond("0.5"); // { refillTokens: 1, refillPeriodMs: 2000 }
+ * parseRatePerSecond("0");   // undefined
+ */
+export function parseRatePerSecond(text: string): RefillRate | undefined {
+  const match = DECIMAL.exec(text.trim());
+  if (!match) return undefined;
+  const fraction = match[2] ?? "";
+  const numerator = Number(match[1] + fraction);
+  if (numerator === 0) return undefined;
+  // `numerator` tokens every 10^digits seconds.
+  const periodMs = 1000 * 10 ** fraction.length;
+  const divisor = gcd(numerator, periodMs);
+  return { refillTokens: numerator / divisor, refillPeriodMs: periodMs / divisor };
+}
+
+function gcd(a: number, b: number): number {
+  while (b !== 0) [a, b] = [b, a % b];
+  return a;
+}
+
+const PERIOD_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
+const SHORTHAND = /^(\d{1,9})\s*\/\s*(\d{1,6})?\s*(ms|s|m|h|d)$/;
+
+/**
+ * Parses an "N per period" shorthand: `"100/1m"`, `"5/30s"`, `"10000/1d"`, `"20/s"`.
+ * Periods: ms, s, m (minutes), h, d.
+ *
+ * @example
+ * parseRateShorthand("100/1m"); // { refillTokens: 1, refillPeriodMs: 600 }
+ */
+export function parseRateShorthand(text: string): RefillRate | undefined {
+  const match = SHORTHAND.exec(text.trim());
+  if (!match) return undefined;
+  const tokens = Number(match[1]);
+  const periodMs = Number(match[2] ?? "1") * PERIOD_MS[match[3] as keyof typeof PERIOD_MS];
+  if (tokens === 0 || periodMs === 0) return undefined;
+  const divisor = gcd(tokens, periodMs);
+  return { refillTokens: tokens / divisor, refillPeriodMs: periodMs / divisor };
+}

@@ -1,0 +1,239 @@
+import { DEFAULTS } from "./defaults";
+import { describeKey, keySpec, parseKeyPart, type KeyPart, type KeySpec } from "./key-parts";
+import type { NamedPolicy } from "./policy";
+import { parseRatePerSecond, parseRateShorthand, type RefillRate } from "./rate";
+import { MAX_SAFE_UNITS } from "./token-bucket";
+
+/** What a backend failure does to a request a rule covers: allow it, or refuse with 503. */
+export type FailMode = "open" | "closed";
+
+/** Whether a rule refuses (`enforce`) or is charged and reported only (`shadow`). */
+export type RuleMode = "enforce" | "shadow";
+
+/**
+ * A rule as people write it, in `LIMITER_RULES` (JSON) and in code alike.
+ *
+ * @example
+ * const rule: RuleSpec = { name: "api", key: "header:x-api-key", capacity: 100, rate: "100/1m" };
+ */
+export interface RuleSpec {
+  /** Unique, 1–64 of `A-Z a-z 0-9 _ . -`; names the bucket and appears in headers. */
+  readonly name: string;
+  /** Which requests it covers; every request when left out. */
+  readonly match?: { readonly path?: string; readonly methods?: readonly string[] };
+  /** Whose bucket: one key part or several combined. Default `ip`. */
+  readonly key?: KeySpec | readonly KeySpec[];
+  /** Bucket size (largest burst), integer 1–1000000000. */
+  readonly capacity: number;
+  /** Tokens per second (`10`, `0.5`), or `"N/period"` with period ms, s, m, h, d (`"100/1m"`). */
+  readonly rate: number | string;
+  /** Tokens one request costs, ≤ capacity. Default 1. */
+  readonly cost?: number;
+  /** Default `enforce`. */
+  readonly mode?: RuleMode;
+  /** Default: the limiter's fail mode (`LIMITER_FAIL_MODE`, else `open`). */
+  readonly failMode?: FailMode;
+}
+
+/** Which requests a rule covers; an empty match covers every request. */
+export interface RouteMatch {
+  /** A URLPattern pathname, e.g. `/api/*` or `/users/:id`. */
+  readonly path?: string;
+  /** Upper-case methods; absent = any method. */
+  readonly methods?: readonly string[];
+}
+
+/** A checked rule, ready to apply: what {@link compileRules} makes of a {@link RuleSpec}. */
+export interface Rule {
+  readonly name: string;
+  readonly match: RouteMatch;
+  readonly key: readonly KeyPart[];
+  /** `describeKey(key)`: rules with the same key parts name the same client. */
+  readonly keyName: string;
+  readonly policy: NamedPolicy;
+  readonly mode: RuleMode;
+  readonly failMode: FailMode;
+  /** The rule as written, with every default filled in. */
+  readonly spec: RuleSpec;
+}
+
+/** A rule that did not parse: which rule (name or position), which field, and why. */
+export interface RuleError {
+  readonly rule: string;
+  readonly field: string;
+  readonly message: string;
+}
+
+export type RulesResult = { readonly ok: true; readonly rules: Rule[] } | { readonly ok: false; readonly errors: RuleError[] };
+
+/** Thrown where rules are given in code and do not check: the message lists every error. */
+export class InvalidRulesError extends Error {
+  override readonly name = "InvalidRulesError";
+  constructor(readonly errors: readonly RuleError[]) {
+    super(`invalid rules: ${errors.map(describeRuleError).join("; ")}`);
+  }
+}
+
+const RULE_FIELDS = ["name", "match", "key", "capacity", "rate", "cost", "mode", "failMode"] as const;
+const MATCH_FIELDS = ["path", "methods"] as const;
+const NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+const METHOD = /^[A-Z]{1,16}$/;
+
+/**
+ * Checks a list of rules (parsed JSON or code) and compiles them. Every problem is reported
+ * with the rule and the field it is in; nothing is guessed.
+ *
+ * @example
+ * compileRules([{ name: "login", match: { path: "/login", methods: ["POST"] }, capacity: 5, rate: "5/1m" }]);
+ * // { ok: true, rules: [{ name: "login", key: [{ kind: "ip" }], … }] }
+ * compileRules([{ name: "login", rate: 1 }]);
+ * // { ok: false, errors: [{ rule: '"login" (#1)', field: "capacity", message: "is missing" }] }
+ */
+export function compileRules(specs: unknown, defaultFailMode: FailMode = DEFAULTS.failMode): RulesResult {
+  if (!Array.isArray(specs) || specs.length === 0) {
+    return { ok: false, errors: [{ rule: "(all)", field: "(list)", message: "must be a non-empty list of rules" }] };
+  }
+  const errors: RuleError[] = [];
+  const rules: Rule[] = [];
+  const seen = new Set<string>();
+  specs.forEach((raw: unknown, index) => {
+    const label = isObject(raw) && typeof raw.name === "string" ? `"${raw.name}" (#${index + 1})` : `#${index + 1}`;
+    const fail = (field: string, message: string) => {
+      errors.push({ rule: label, field, message });
+      return undefined;
+    };
+    if (!isObject(raw)) return fail("(rule)", "must be an object");
+    for (const field of Object.keys(raw)) {
+      if (!(RULE_FIELDS as readonly string[]).includes(field)) fail(field, `is not a rule field (known: ${RULE_FIELDS.join(", ")})`);
+    }
+
+    const name = typeof raw.name === "string" && NAME.test(raw.name) ? raw.name : fail("name", "must be 1-64 characters of letters, digits, _ . -");
+    if (name !== undefined && seen.has(name)) fail("name", "is used by another rule");
+    if (name !== undefined) seen.add(name);
+
+    const match = parseMatch(raw.match, fail);
+    const key = parseKeyParts(raw.key ?? DEFAULTS.rule.key) ?? fail("key", "must be ip, bearer, route, header:<name>, or a list of them");
+    const capacity = isInteger(raw.capacity, 1, 1_000_000_000)
+      ? raw.capacity
+      : fail("capacity", raw.capacity === undefined ? "is missing" : "must be an integer from 1 to 1000000000");
+    const rate =
+      raw.rate === undefined
+        ? fail("rate", "is missing")
+        : (parseRuleRate(raw.rate) ?? fail("rate", 'must be tokens per second > 0 (e.g. 10 or 0.5) or "N/period" (e.g. "100/1m", "5/30s", "10000/1d")'));
+    const cost = raw.cost === undefined ? DEFAULTS.rule.cost : isInteger(raw.cost, 1, 1_000_000_000) ? raw.cost : fail("cost", "must be an integer ≥ 1");
+    if (capacity !== undefined && cost !== undefined && cost > capacity) fail("cost", `${cost} exceeds capacity ${capacity}: no request could ever pass`);
+    if (capacity !== undefined && rate !== undefined && capacity * rate.refillPeriodMs > MAX_SAFE_UNITS) {
+      fail("rate", "is too fine-grained for this capacity to compute exactly");
+    }
+    const mode = raw.mode === undefined ? DEFAULTS.rule.mode : raw.mode === "enforce" || raw.mode === "shadow" ? raw.mode : fail("mode", "must be enforce or shadow");
+    const failMode =
+      raw.failMode === undefined ? defaultFailMode : raw.failMode === "open" || raw.failMode === "closed" ? raw.failMode : fail("failMode", "must be open or closed");
+
+    if (name && match && key && capacity && rate && cost && mode && failMode) {
+      const spec: RuleSpec = { name, match, key: key.map(keySpec), capacity, rate: typeof raw.rate === "number" ? raw.rate : String(raw.rate), cost, mode, failMode };
+      rules.push({ name, match, key, keyName: describeKey(key), policy: { name, capacity, ...rate, cost }, mode, failMode, spec });
+    }
+    return undefined;
+  });
+  return errors.length > 0 ? { ok: false, errors } : { ok: true, rules };
+}
+
+/**
+ * Parses `LIMITER_RULES`: JSON text holding a list of rules, checked by {@link compileRules}.
+ *
+ * @example
+ * parseRulesJson('[{"name":"login","key":"ip","capacity":5,"rate":"5/1m"}]', "open"); // { ok: true, rules: […] }
+ */
+export function parseRulesJson(text: string, defaultFailMode: FailMode = DEFAULTS.failMode): RulesResult {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (error) {
+    return { ok: false, errors: [{ rule: "(all)", field: "(json)", message: `is not valid JSON: ${(error as Error).message}` }] };
+  }
+  return compileRules(json, defaultFailMode);
+}
+
+/**
+ * One rule error as a line: `rule "login" (#1): field "capacity" is missing`.
+ *
+ * @example
+ * describeRuleError({ rule: '"login" (#1)', field: "capacity", message: "is missing" });
+ */
+export function describeRuleError(error: RuleError): string {
+  return `rule ${error.rule}: field "${error.field}" ${error.message}`;
+}
+
+// URLPattern compiles once per pattern text, not per request.
+const patterns = new Map<string, URLPattern>();
+
+/**
+ * Whether a rule covers a request, given its method and its path as `normalizePath` returns it.
+ * Paths match case-insensitively: many origins route `/LOGIN` to `/login`, and a limit must not
+ * be dodged by spelling.
+ *
+ * @example
+ * ruleMatches({ ...rule, match: { path: "/login", methods: ["POST"] } }, "POST", "/login"); // true
+ */
+export function ruleMatches(rule: Rule, method: string, pathname: string): boolean {
+  const { path, methods } = rule.match;
+  if (methods !== undefined && !methods.includes(method.toUpperCase())) return false;
+  if (path === undefined) return true;
+  let pattern = patterns.get(path);
+  if (pattern === undefined) patterns.set(path, (pattern = new URLPattern({ pathname: path }, { ignoreCase: true })));
+  return pattern.test({ pathname });
+}
+
+function parseKeyParts(value: unknown): KeyPart[] | undefined {
+  const texts: unknown[] | undefined = typeof value === "string" ? [value] : Array.isArray(value) && value.length > 0 ? value : undefined;
+  if (texts === undefined) return undefined;
+  const parts: KeyPart[] = [];
+  for (const text of texts) {
+    const part = typeof text === "string" ? parseKeyPart(text) : undefined;
+    if (part === undefined) return undefined;
+    parts.push(part);
+  }
+  return parts;
+}
+
+function parseRuleRate(value: unknown): RefillRate | undefined {
+  if (typeof value === "number") return Number.isFinite(value) ? parseRatePerSecond(String(value)) : undefined;
+  if (typeof value !== "string") return undefined;
+  return value.includes("/") ? parseRateShorthand(value) : parseRatePerSecond(value);
+}
+
+function parseMatch(value: unknown, fail: (field: string, message: string) => undefined): RouteMatch | undefined {
+  if (value === undefined) return {};
+  if (!isObject(value)) return fail("match", "must be an object with path and/or methods");
+  for (const field of Object.keys(value)) {
+    if (!(MATCH_FIELDS as readonly string[]).includes(field)) fail(`match.${field}`, "is not a match field (known: path, methods)");
+  }
+  let path: string | undefined;
+  if (value.path !== undefined) {
+    if (typeof value.path !== "string" || !value.path.startsWith("/")) return fail("match.path", "must be a path pattern starting with /");
+    try {
+      new URLPattern({ pathname: value.path });
+      path = value.path;
+    } catch (error) {
+      return fail("match.path", `does not parse as a URL pattern: ${(error as Error).message}`);
+    }
+  }
+  let methods: string[] | undefined;
+  if (value.methods !== undefined) {
+    const list: unknown[] = Array.isArray(value.methods) ? value.methods : [];
+    const upper = list.map((m) => (typeof m === "string" ? m.toUpperCase() : ""));
+    if (upper.length === 0 || !upper.every((m) => METHOD.test(m))) {
+      return fail("match.methods", 'must be a non-empty list of HTTP methods, e.g. ["GET", "POST"]');
+    }
+    methods = upper;
+  }
+  return { ...(path !== undefined && { path }), ...(methods !== undefined && { methods }) };
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function isInteger(value: unknown, min: number, max: number): value is number {
+  return typeof value === "number" && Number.isInteger(value) && value >= min && value <= max;
+}

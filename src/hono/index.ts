@@ -1,0 +1,70 @@
+import type { Context, Env, MiddlewareHandler } from "hono";
+import { Limiter, type LimiterOptions } from "../core/limiter";
+import { requestSubject } from "../core/subject";
+import type { RateLimitHeaders } from "../core/verdict";
+import { verdictResponse } from "../core/verdict-response";
+
+/** Where the middleware's limiter comes from: options to build one, or one built elsewhere. */
+type LimiterSource<E extends Env> = LimiterOptions | { readonly limiter: Limiter | ((c: Context<E>) => Limiter) };
+
+/**
+ * Options of {@link rateLimiter}: the core's {@link LimiterOptions} (the middleware builds one
+ * limiter and keeps it), or `limiter` for one you built (per `c.env`, say), plus how to read the
+ * client from the context.
+ */
+export type RateLimiterOptions<E extends Env = Env> = LimiterSource<E> & {
+  /**
+   * The client, from anything earlier middleware established (a user id from a verified JWT):
+   * replaces every matched rule's key parts. `undefined` counts as a missing key.
+   */
+  readonly keyGenerator?: (c: Context<E>) => string | undefined | Promise<string | undefined>;
+  /** The connection's peer address, for `ip` keys when the address header is absent (plain Node). */
+  readonly peerAddress?: (c: Context<E>) => string | undefined;
+};
+
+/**
+ * Hono middleware: asks the limiter about each request, answers a refusal (429 problem+json
+ * with `Retry-After`), a missing key (400/401), a closed failure (503) or a misconfiguration
+ * (500) itself, and otherwise calls the next handler and adds the rate-limit headers to its
+ * response. Requests no rule matches pass untouched.
+ *
+ * @example
+ * import { Hono } from "hono";
+ * import { memoryBackend } from "sluice";
+ * import { rateLimiter } from "sluice/hono";
+ *
+ * const app = new Hono();
+ * app.use("/api/*", rateLimiter({
+ *   backend: memoryBackend(),
+ *   rules: [{ name: "api", key: "header:x-api-key", capacity: 5, rate: "1/1m" }],
+ * }));
+ */
+export function rateLimiter<E extends Env = Env>(options: RateLimiterOptions<E>): MiddlewareHandler<E> {
+  const limiterFor = "limiter" in options ? options.limiter : new Limiter(options);
+  const { keyGenerator, peerAddress } = options;
+
+  return async (c, next) => {
+    const limiter = typeof limiterFor === "function" ? limiterFor(c) : limiterFor;
+    const clientId = keyGenerator === undefined ? undefined : ((await keyGenerator(c)) ?? "");
+    const verdict = await limiter.check(
+      requestSubject(c.req.raw, {
+        ...(clientId !== undefined && { clientId }),
+        ...(peerAddress !== undefined && { peerAddress: peerAddress(c) }),
+      }),
+    );
+    const refusal = verdictResponse(verdict);
+    if (refusal !== undefined) return refusal;
+    await next();
+    if (verdict.kind === "allowed" && verdict.headers.length > 0) setHeaders(c, verdict.headers);
+  };
+}
+
+function setHeaders(c: Context, headers: RateLimitHeaders): void {
+  try {
+    for (const [name, value] of headers) c.res.headers.set(name, value);
+  } catch {
+    // A response straight from fetch() has immutable headers: copy it (the body still streams).
+    c.res = new Response(c.res.body, c.res);
+    for (const [name, value] of headers) c.res.headers.set(name, value);
+  }
+}

@@ -1,0 +1,104 @@
+import { describe, expect, it } from "vitest";
+import type { BucketPolicy } from "../../src/core/token-bucket";
+import { BACKENDS } from "../support/backends";
+import { gatewayWith, randomIp } from "../support/gateway";
+import { policy, sleep } from "../support/helpers";
+
+describe.each(BACKENDS)("$name backend conformance", ({ name, create, vars }) => {
+  const backend = create();
+  const client = () => `client-${crypto.randomUUID()}`;
+  const charge = (clientKey: string, bucketPolicy: BucketPolicy, cost: number) => [{ clientKey, bucket: "default", policy: bucketPolicy, cost, enforced: true }];
+  const take = async (clientKey: string, bucketPolicy: BucketPolicy, cost = 1) => (await backend.take(charge(clientKey, bucketPolicy, cost), new AbortController().signal))[0]!;
+  const peek = async (clientKey: string, bucketPolicy: BucketPolicy, cost = 1) => (await backend.peek(charge(clientKey, bucketPolicy, cost), new AbortController().signal))[0]!;
+
+  it("a new bucket allows exactly its capacity", async () => {
+    const key = client();
+    const slow = policy(3, "0.001");
+    const outcomes = [];
+    for (let i = 0; i < 4; i++) outcomes.push((await take(key, slow)).outcome);
+    expect(outcomes).toEqual(["allowed", "allowed", "allowed", "denied"]);
+  });
+
+  it("reports remaining, reset and retry-after exactly", async () => {
+    const key = client();
+    const perSecond = policy(10, "1");
+    expect(await take(key, perSecond, 3)).toEqual({ outcome: "allowed", remaining: 7, resetMs: 3000 });
+    const denied = await take(key, perSecond, 10);
+    expect(denied.outcome).toBe("denied");
+    if (denied.outcome !== "denied") return;
+    expect(denied.remaining).toBe(7);
+    // 3 tokens short at 1/s, less the few ms since the first call.
+    expect(denied.retryAfterMs).toBeLessThanOrEqual(3000);
+    expect(denied.retryAfterMs).toBeGreaterThan(2500);
+    expect(denied.resetMs).toBe(denied.retryAfterMs);
+  });
+
+  it("refills after real elapsed time", async () => {
+    const key = client();
+    const twentyPerSecond = policy(5, "20"); // one token every 50 ms
+    expect((await take(key, twentyPerSecond, 5)).remaining).toBe(0);
+    await sleep(130);
+    const after = await take(key, twentyPerSecond, 2);
+    expect(after.outcome).toBe("allowed");
+  });
+
+  it("refills at a fractional rate (2.5/s: one token per 400 ms)", async () => {
+    const key = client();
+    const fractional = policy(1, "2.5");
+    await take(key, fractional);
+    const denied = await take(key, fractional);
+    expect(denied.outcome).toBe("denied");
+    if (denied.outcome === "denied") expect(denied.retryAfterMs).toBeGreaterThan(300);
+    await sleep(420);
+    expect((await take(key, fractional)).outcome).toBe("allowed");
+  });
+
+  it("a cost larger than the capacity is refused with its own reason and changes nothing", async () => {
+    const key = client();
+    const small = policy(5, "1");
+    expect(await take(key, small, 6)).toEqual({ outcome: "cost_exceeds_capacity", remaining: 5, resetMs: 0 });
+    expect(await take(key, small, 5)).toMatchObject({ outcome: "allowed", remaining: 0 });
+  });
+
+  it("a denied request consumes nothing", async () => {
+    const key = client();
+    const slow = policy(5, "0.001");
+    await take(key, slow, 4);
+    expect((await take(key, slow, 3)).outcome).toBe("denied");
+    expect((await take(key, slow, 2)).outcome).toBe("denied");
+    expect(await take(key, slow, 1)).toMatchObject({ outcome: "allowed", remaining: 0 });
+  });
+
+  it("a peek decides like a take but changes nothing", async () => {
+    const key = client();
+    const slow = policy(3, "0.001");
+    expect(await peek(key, slow)).toEqual({ outcome: "allowed", remaining: 2, resetMs: 1_000_000 });
+    expect(await take(key, slow, 2)).toMatchObject({ outcome: "allowed", remaining: 1 });
+    for (let i = 0; i < 3; i++) expect(await peek(key, slow)).toMatchObject({ outcome: "allowed", remaining: 0 });
+    expect(await peek(key, slow, 2)).toMatchObject({ outcome: "denied", remaining: 1 });
+    expect(await take(key, slow)).toMatchObject({ outcome: "allowed", remaining: 0 });
+    expect(await peek(key, slow)).toMatchObject({ outcome: "denied", remaining: 0 });
+  });
+
+  it("200 concurrent requests against capacity 50 allow exactly 50", async () => {
+    const key = client();
+    const fifty = policy(50, "0.001");
+    const decisions = await Promise.all(Array.from({ length: 200 }, () => take(key, fifty)));
+    expect(decisions.filter((d) => d.outcome === "allowed")).toHaveLength(50);
+    expect(decisions.filter((d) => d.outcome === "denied")).toHaveLength(150);
+  });
+
+  it("through the gateway: the same headers and refusals", async () => {
+    const gateway = gatewayWith({ ...vars, LIMITER_CAPACITY: "2", LIMITER_REFILL_RATE: "0.5" });
+    const ip = randomIp();
+    const first = await gateway("/", { ip });
+    expect(first.status).toBe(200);
+    expect(first.headers.get("RateLimit")).toBe('"default";r=1;t=2');
+    await gateway("/", { ip });
+    const refused = await gateway("/", { ip });
+    expect(refused.status).toBe(429);
+    expect(refused.headers.get("Retry-After")).toBe("2");
+    const health = await gateway("/__limiter/health");
+    expect(await health.json()).toMatchObject({ status: "ok", backend: { name } });
+  });
+});

@@ -1,0 +1,158 @@
+import { createHash } from "node:crypto";
+import fc from "fast-check";
+import { createClient } from "redis";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startRedis } from "../../dev/redis-server.mjs";
+import { decodeReply, scriptArgs } from "../../src/backends/upstash";
+import { TOKEN_BUCKET_LUA, TOKEN_BUCKET_SHA1 } from "../../src/backends/upstash/token-bucket-script";
+import { parseRatePerSecond } from "../../src/core/rate";
+import { takeBuckets, takeTokens, type BucketPolicy, type BucketState } from "../../src/core/token-bucket";
+import { policy as perSecond } from "../support/helpers";
+
+let redisServer: Awaited<ReturnType<typeof startRedis>>;
+let redis: ReturnType<typeof createClient>;
+
+beforeAll(async () => {
+  redisServer = await startRedis();
+  redis = createClient({ url: redisServer.url });
+  await redis.connect();
+  // The property test calls EVALSHA directly (node-redis, explicit times): load the script once.
+  await redis.scriptLoad(TOKEN_BUCKET_LUA);
+});
+afterAll(async () => {
+  await redis?.quit();
+  await redisServer?.stop();
+});
+
+/** A tokens-per-second decimal with up to 6 decimals, as LIMITER_REFILL_RATE accepts. */
+const rateText = fc
+  .tuple(fc.integer({ min: 1, max: 2_000_000 }), fc.integer({ min: 0, max: 6 }))
+  .map(([digits, decimals]) => {
+    const text = String(digits).padStart(decimals + 1, "0");
+    return decimals === 0 ? text : `${text.slice(0, -decimals)}.${text.slice(-decimals)}`;
+  })
+  .filter((text) => parseRatePerSecond(text) !== undefined);
+
+const step = fc.record({
+  elapsedMs: fc.oneof(
+    fc.integer({ min: 0, max: 20 }),
+    fc.integer({ min: 0, max: 5_000 }),
+    fc.integer({ min: 0, max: 10 ** 9 }),
+    // The store's clock can step back (failover to a replica with another clock).
+    fc.integer({ min: -3_000, max: 0 }),
+  ),
+  cost: fc.oneof(fc.integer({ min: 1, max: 3 }), fc.integer({ min: 1, max: 1_200 })),
+  /** Sometimes the operator changes the rate between requests. */
+  newRate: fc.option(rateText, { freq: 10 }),
+  /** Sometimes only a look (an admin peek): the same decision, nothing written. */
+  peek: fc.integer({ min: 0, max: 4 }).map((n) => n === 0),
+});
+
+describe("the Lua script and the TypeScript bucket agree", () => {
+  it("pins the script's SHA-1 (EVALSHA calls it by this name)", () => {
+    expect(createHash("sha1").update(TOKEN_BUCKET_LUA).digest("hex")).toBe(TOKEN_BUCKET_SHA1);
+  });
+
+  it("on random sequences of (time step, cost, capacity, rate, take or peek): same decision, state and expiry at every step", async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.integer({ min: 1, max: 1_000 }),
+        rateText,
+        fc.array(step, { minLength: 1, maxLength: 25 }),
+        fc.integer({ min: 1_600_000_000_000, max: 1_900_000_000_000 }),
+        async (capacity, rate, steps, startMs) => {
+          const key = `equivalence:${crypto.randomUUID()}`;
+          let policy: BucketPolicy = perSecond(capacity, rate);
+          let state: BucketState | undefined;
+          let nowMs = startMs;
+          for (const { elapsedMs, cost, newRate, peek } of steps) {
+            nowMs += elapsedMs;
+            if (newRate !== null) policy = perSecond(capacity, newRate);
+            const taken = takeTokens(state, policy, cost, nowMs);
+            const expected = peek ? { decision: taken.decision, next: undefined } : taken;
+            state = expected.next ?? state;
+
+            const charge = { clientKey: "c", bucket: "b", policy, cost, enforced: true };
+            const sentAt = performance.now();
+            const reply = await redis.evalSha(TOKEN_BUCKET_SHA1, { keys: [key], arguments: scriptArgs([charge], !peek, nowMs) });
+            expect(decodeReply(reply)).toEqual([expected.decision]);
+
+            const expectedValue = state ? `${state.level}:${state.unitsPerToken}:${state.updatedAtMs}` : null;
+            // Atomically: read the state and its TTL, then drop the TTL. Simulated time runs ahead of
+            // Redis's real clock, so the key must not expire in real time between steps.
+            const [stored, ttl] = (await redis.multi().get(key).pTTL(key).persist(key).exec()) as unknown as [string | null, number];
+            const realMs = performance.now() - sentAt;
+            if (stored === null && expectedValue !== null && expected.decision.resetMs <= realMs + 1) {
+              // The key's TTL (real time) ran out before we looked: put the state back for the
+              // next simulated step.
+              await redis.set(key, expectedValue);
+            } else {
+              expect(stored).toBe(expectedValue);
+            }
+            if (expected.next !== undefined && stored !== null) {
+              // The key lives exactly until the bucket is full (minus the real time this step took),
+              // counted from its own stamp when the clock stepped back.
+              const fullInMs = expected.next.updatedAtMs - nowMs + expected.decision.resetMs;
+              expect(ttl).toBeLessThanOrEqual(fullInMs);
+              expect(ttl).toBeGreaterThanOrEqual(fullInMs - Math.ceil(realMs) - 1);
+            }
+          }
+          await redis.del(key);
+        },
+      ),
+      { numRuns: 500 },
+    );
+  }, 60_000);
+
+  it("on several buckets at once (take or peek): the same all-or-nothing decisions and writes", async () => {
+    const bucket = fc.record({ capacity: fc.integer({ min: 1, max: 50 }), rate: rateText, enforced: fc.boolean() });
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(bucket, { minLength: 1, maxLength: 4 }),
+        fc.array(
+          fc.record({
+            elapsedMs: fc.integer({ min: 0, max: 3_000 }),
+            costs: fc.array(fc.integer({ min: 1, max: 60 }), { minLength: 4, maxLength: 4 }),
+            peek: fc.integer({ min: 0, max: 4 }).map((n) => n === 0),
+          }),
+          {
+            minLength: 1,
+            maxLength: 20,
+          },
+        ),
+        async (buckets, steps) => {
+          const keys = buckets.map(() => `multi:${crypto.randomUUID()}`);
+          const policies: BucketPolicy[] = buckets.map((b) => perSecond(b.capacity, b.rate));
+          const states: (BucketState | undefined)[] = buckets.map(() => undefined);
+          let nowMs = 1_800_000_000_000;
+          for (const { elapsedMs, costs, peek } of steps) {
+            nowMs += elapsedMs;
+            const entries = buckets.map((b, i) => ({ state: states[i], policy: policies[i]!, cost: costs[i]!, enforced: b.enforced }));
+            const taken = takeBuckets(entries, nowMs);
+            // A peek: the same decisions, nothing written.
+            const expected = peek ? { ...taken, next: taken.next.map(() => undefined) } : taken;
+            expected.next.forEach((state, i) => state && (states[i] = state));
+
+            const charges = entries.map((e, i) => ({ clientKey: "c", bucket: String(i), policy: e.policy, cost: e.cost, enforced: e.enforced }));
+            const sentAt = performance.now();
+            const reply = await redis.evalSha(TOKEN_BUCKET_SHA1, { keys, arguments: scriptArgs(charges, !peek, nowMs) });
+            expect(decodeReply(reply)).toEqual(expected.decisions);
+            const stored = await Promise.all(keys.map(async (key) => (await redis.multi().get(key).persist(key).exec())[0] as unknown as string | null));
+            const realMs = performance.now() - sentAt;
+            for (const [i, value] of stored.entries()) {
+              const state = states[i];
+              const expectedValue = state ? `${state.level}:${state.unitsPerToken}:${state.updatedAtMs}` : null;
+              // A key written this step may already have expired in real time (its TTL is the
+              // time to full, sometimes 1 ms): then put the expected state back.
+              const expiredInRealTime = value === null && expected.next[i] !== undefined && expected.decisions[i]!.resetMs <= realMs + 1;
+              if (expiredInRealTime) await redis.set(keys[i]!, expectedValue!);
+              else expect(value).toBe(expectedValue);
+            }
+          }
+          await redis.del(keys);
+        },
+      ),
+      { numRuns: 200 },
+    );
+  }, 60_000);
+});

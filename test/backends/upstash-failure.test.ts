@@ -1,0 +1,138 @@
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from "vitest";
+import { startLocalStack, upstashVars } from "../../dev/local-stack.mjs";
+import { startGateway } from "../../dev/miniflare-gateway.mjs";
+
+const TIMEOUT_MS = 300;
+
+let stack: Awaited<ReturnType<typeof startLocalStack>>;
+let failOpen: Awaited<ReturnType<typeof startGateway>>;
+let failClosed: Awaited<ReturnType<typeof startGateway>>;
+
+beforeAll(async () => {
+  stack = await startLocalStack();
+  // A high breaker threshold: these gateways test single failures, the breaker has its own test.
+  const vars = { ...upstashVars(stack), LIMITER_TIMEOUT_MS: String(TIMEOUT_MS), LIMITER_CAPACITY: "1000", LIMITER_BREAKER_THRESHOLD: "100" };
+  [failOpen, failClosed] = await Promise.all([
+    startGateway({ scriptPath: inject("gatewayBundle"), vars: { ...vars, LIMITER_FAIL_MODE: "open" } }),
+    startGateway({ scriptPath: inject("gatewayBundle"), vars: { ...vars, LIMITER_FAIL_MODE: "closed" } }),
+  ]);
+}, 60_000);
+
+afterAll(async () => {
+  await failOpen?.dispose();
+  await failClosed?.dispose();
+  await stack?.stop();
+});
+
+afterEach(async () => {
+  stack.bridge.setHang(false);
+  stack.bridge.setLatency(0);
+  await stack.redis.start();
+});
+
+async function timed(url: string) {
+  const started = performance.now();
+  const response = await fetch(url);
+  const body = await response.text();
+  return { response, body, ms: performance.now() - started };
+}
+
+async function waitForHealthy(url: string) {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    if ((await fetch(`${url}/__limiter/health`)).status === 200) return;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error("backend did not recover within 5 s");
+}
+
+describe("Upstash backend failures", () => {
+  it("healthy: decisions come from Redis", async () => {
+    const { response } = await timed(`${failOpen.url}/echo`);
+    expect(response.status).toBe(200);
+    expect(response.headers.get("RateLimit")).toMatch(/r=999/);
+  });
+
+  it("a hanging backend costs at most the timeout; open allows, closed answers 503; health says down", async () => {
+    stack.bridge.setHang(true);
+    const open = await timed(`${failOpen.url}/echo`);
+    expect(open.response.status).toBe(200);
+    expect(open.response.headers.get("RateLimit")).toBeNull(); // no decision was made
+    expect(open.ms).toBeGreaterThanOrEqual(TIMEOUT_MS - 5);
+    expect(open.ms).toBeLessThan(TIMEOUT_MS + 1_000);
+
+    const closed = await timed(`${failClosed.url}/echo`);
+    expect(closed.response.status).toBe(503);
+    expect(closed.response.headers.get("content-type")).toBe("application/problem+json");
+    expect(JSON.parse(closed.body)).toMatchObject({ status: 503, type: "tag:sluice.dev,2026:limiter-unavailable" });
+    expect(closed.ms).toBeLessThan(TIMEOUT_MS + 1_000);
+
+    const health = await fetch(`${failOpen.url}/__limiter/health`);
+    expect(health.status).toBe(503);
+    expect(await health.json()).toMatchObject({ backend: { name: "upstash", ok: false } });
+
+    stack.bridge.setHang(false);
+    await waitForHealthy(failOpen.url);
+    expect((await timed(`${failClosed.url}/echo`)).response.status).toBe(200);
+  });
+
+  it("a slow answer past the timeout is abandoned, not waited for", async () => {
+    stack.bridge.setLatency(2_000);
+    const closed = await timed(`${failClosed.url}/echo`);
+    expect(closed.response.status).toBe(503);
+    expect(closed.ms).toBeLessThan(1_500);
+  });
+
+  it("redis-server down: both fail modes apply fast, and the gateway recovers when it is back", async () => {
+    await stack.redis.stop();
+    const open = await timed(`${failOpen.url}/echo`);
+    expect(open.response.status).toBe(200);
+    expect(open.ms).toBeLessThan(TIMEOUT_MS + 1_000);
+    const closed = await timed(`${failClosed.url}/echo`);
+    expect(closed.response.status).toBe(503);
+    expect((await fetch(`${failClosed.url}/__limiter/health`)).status).toBe(503);
+
+    await stack.redis.start();
+    await waitForHealthy(failClosed.url);
+    const recovered = await timed(`${failClosed.url}/echo`);
+    expect(recovered.response.status).toBe(200);
+    expect(recovered.response.headers.get("RateLimit")).toMatch(/r=999/);
+  });
+
+  it("a wrong token is a configuration error naming the variable, not an outage", async () => {
+    const wrong = await startGateway({
+      scriptPath: inject("gatewayBundle"),
+      vars: { ...upstashVars(stack), UPSTASH_REDIS_REST_TOKEN: "wrong-token", LIMITER_FAIL_MODE: "open" },
+    });
+    try {
+      const { response, body } = await timed(`${wrong.url}/echo`);
+      expect(response.status).toBe(500);
+      expect(body).toContain("UPSTASH_REDIS_REST_TOKEN");
+      expect(body).not.toContain("wrong-token");
+      const health = await fetch(`${wrong.url}/__limiter/health`);
+      expect(health.status).toBe(503);
+      expect(await health.text()).toContain("UPSTASH_REDIS_REST_TOKEN");
+    } finally {
+      await wrong.dispose();
+    }
+  });
+
+  it("with the circuit open, an outage stops adding the timeout to every request", async () => {
+    const gateway = await startGateway({
+      scriptPath: inject("gatewayBundle"),
+      vars: { ...upstashVars(stack), LIMITER_TIMEOUT_MS: String(TIMEOUT_MS), LIMITER_BREAKER_THRESHOLD: "3", LIMITER_BREAKER_COOLDOWN_MS: "60000" },
+    });
+    try {
+      expect((await timed(`${gateway.url}/echo`)).response.headers.get("RateLimit")).not.toBeNull();
+      stack.bridge.setHang(true);
+      const latencies: number[] = [];
+      for (let i = 0; i < 8; i++) latencies.push((await timed(`${gateway.url}/echo`)).ms);
+      // The first three wait for the timeout; then the breaker is open and answers at once.
+      for (const ms of latencies.slice(0, 3)) expect(ms).toBeGreaterThanOrEqual(TIMEOUT_MS - 5);
+      for (const ms of latencies.slice(3)) expect(ms).toBeLessThan(TIMEOUT_MS / 2);
+      const health = (await (await fetch(`${gateway.url}/__limiter/health`)).json()) as { isolate: { breaker: string } };
+      expect(health.isolate.breaker).toBe("open");
+    } finally {
+      await gateway.dispose();
+    }
+  });
+});
