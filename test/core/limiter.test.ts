@@ -1,0 +1,233 @@
+import { describe, expect, it } from "vitest";
+import { BackendConfigError, type LimiterBackend } from "../../src/core/backend";
+import { Limiter, type LimiterEvent, type LimiterOptions } from "../../src/core/limiter";
+import { memoryBackend } from "../../src/core/memory-backend";
+import { InvalidRulesError, type RuleSpec } from "../../src/core/rules";
+import type { RequestSubject } from "../../src/core/subject";
+import { countingBackend } from "../support/helpers";
+
+/** A limiter on the memory backend, with one clock (ms) for the limiter and the store that the test moves. */
+function setup(rules: RuleSpec[], options: Partial<LimiterOptions> = {}) {
+  const time = { now: 1_700_000_000_000 };
+  const clock = () => time.now;
+  const { backend, counter } = countingBackend(options.backend ?? memoryBackend({ clock }));
+  const events: LimiterEvent[] = [];
+  const limiter = new Limiter({ rules, clock, log: (event) => events.push(event), ...options, backend });
+  return { limiter, time, counter, events };
+}
+
+const request = (headers: Record<string, string> = {}, method = "GET", path = "/"): RequestSubject => ({ kind: "request", method, path, headers: new Headers(headers) });
+
+/** A store that can be switched off: each call then fails as an unreachable one would. */
+function switchableBackend(inner: LimiterBackend, failure: () => Error | undefined): LimiterBackend {
+  const guard = <T>(call: () => Promise<T>) => {
+    const error = failure();
+    return error === undefined ? call() : Promise.reject(error);
+  };
+  return {
+    name: "switchable",
+    take: (charges, signal) => guard(() => inner.take(charges, signal)),
+    peek: (charges, signal) => guard(() => inner.peek(charges, signal)),
+    ping: (signal) => guard(() => inner.ping(signal)),
+  };
+}
+
+describe("Limiter.check on requests", () => {
+  it("allows up to capacity with headers, then refuses naming the violated rule and the wait", async () => {
+    const { limiter, time } = setup([{ name: "api", key: "header:x-api-key", capacity: 2, rate: "1/10s" }]);
+    const alice = request({ "x-api-key": "alice" });
+    const first = await limiter.check(alice);
+    expect(first).toMatchObject({ kind: "allowed", outcomes: [{ decision: { outcome: "allowed", remaining: 1 } }] });
+    if (first.kind !== "allowed") return;
+    expect(first.headers).toContainEqual(["RateLimit", '"api";r=1;t=10']);
+    expect(first.headers).toContainEqual(["RateLimit-Policy", '"api";q=2;w=20']);
+    expect((await limiter.check(alice)).kind).toBe("allowed");
+    time.now += 4_000;
+    const refused = await limiter.check(alice);
+    expect(refused).toMatchObject({ kind: "refused", violated: [{ name: "api" }] });
+    // From the deny cache, whose waits are lower bounds by at most a millisecond.
+    if (refused.kind === "refused") expect(refused.retryAfterMs).toBeOneOf([5_999, 6_000]);
+    // Another client has its own bucket.
+    expect((await limiter.check(request({ "x-api-key": "bob" }))).kind).toBe("allowed");
+    time.now += 6_000;
+    expect((await limiter.check(alice)).kind).toBe("allowed");
+  });
+
+  it("a request no rule matches is unmatched and costs no backend call", async () => {
+    const { limiter, counter } = setup([{ name: "login", match: { path: "/login", methods: ["POST"] }, capacity: 1, rate: 1 }]);
+    expect(await limiter.check(request({}, "GET", "/login"))).toEqual({ kind: "unmatched" });
+    expect(await limiter.check(request({}, "POST", "/other"))).toEqual({ kind: "unmatched" });
+    expect(counter.calls).toBe(0);
+    expect((await limiter.check(request({}, "post", "//LOGIN/"))).kind).toBe("allowed");
+  });
+
+  it("a missing key is one anonymous bucket, or a missing-key verdict when rejected", async () => {
+    const rules: RuleSpec[] = [{ name: "api", key: "bearer", capacity: 1, rate: "1/1h" }];
+    const anonymous = setup(rules).limiter;
+    expect((await anonymous.check(request({ "cf-connecting-ip": "192.0.2.1" }))).kind).toBe("allowed");
+    expect((await anonymous.check(request({ "cf-connecting-ip": "192.0.2.2" }))).kind).toBe("refused");
+    const strict = setup(rules, { missingKey: "reject" }).limiter;
+    expect(await strict.check(request())).toMatchObject({ kind: "missing-key", rule: { name: "api" } });
+    expect((await strict.check(request({ authorization: "Bearer t0ken" }))).kind).toBe("allowed");
+  });
+
+  it("a caller-established client id replaces the rules' key parts", async () => {
+    const { limiter } = setup([{ name: "api", key: "ip", capacity: 1, rate: "1/1h" }]);
+    const asUser = (user: string, ip: string): RequestSubject => ({ ...request({ "cf-connecting-ip": ip }), clientId: user });
+    expect((await limiter.check(asUser("u1", "192.0.2.1"))).kind).toBe("allowed");
+    expect((await limiter.check(asUser("u1", "192.0.2.2"))).kind).toBe("refused"); // same user, other address
+    expect((await limiter.check(asUser("u2", "192.0.2.1"))).kind).toBe("allowed");
+    // The same text as an address is another client: ids and addresses never share buckets.
+    expect((await limiter.check(request({ "cf-connecting-ip": "u1" }))).kind).toBe("allowed");
+  });
+
+  it("the peer address keys ip rules when the address header is absent", async () => {
+    const { limiter } = setup([{ name: "api", key: "ip", capacity: 1, rate: "1/1h" }]);
+    const from = (peerAddress: string): RequestSubject => ({ ...request(), peerAddress });
+    expect((await limiter.check(from("198.51.100.1"))).kind).toBe("allowed");
+    expect((await limiter.check(from("198.51.100.1"))).kind).toBe("refused");
+    expect((await limiter.check(from("198.51.100.2"))).kind).toBe("allowed");
+  });
+
+  it("shadow refusals are logged and never refuse", async () => {
+    const { limiter, events } = setup([{ name: "dark", capacity: 1, rate: "1/1h", mode: "shadow" }]);
+    expect((await limiter.check(request())).kind).toBe("allowed");
+    expect((await limiter.check(request())).kind).toBe("allowed");
+    expect(events).toEqual([{ event: "limiter.shadow_refusal", rule: "dark", outcome: "denied" }]);
+  });
+
+  it("a cost above the capacity is its own verdict, not a refusal a wait would cure", async () => {
+    const { limiter } = setup([{ name: "api", capacity: 3, rate: 1 }]);
+    expect(await limiter.check(request(), { cost: 4 })).toMatchObject({ kind: "cost-exceeds-capacity", rule: { name: "api" } });
+    expect(await limiter.check(request(), { cost: 0 })).toMatchObject({ kind: "invalid-subject", field: "cost" });
+    expect(await limiter.check(request(), { cost: 3 })).toMatchObject({ kind: "allowed", outcomes: [{ decision: { remaining: 0 } }] });
+  });
+});
+
+describe("Limiter.check on named clients", () => {
+  const rules: RuleSpec[] = [
+    { name: "api", key: "header:x-api-key", capacity: 3, rate: "1/1h" },
+    { name: "login", key: "ip", capacity: 3, rate: "1/1h" },
+    { name: "per-route", key: ["ip", "route"], capacity: 3, rate: "1/1h" },
+  ];
+
+  it("reaches the same bucket as the client's traffic: header, IPv6 /64 and route spellings", async () => {
+    const { limiter } = setup(rules);
+    await limiter.check(request({ "x-api-key": "abc" }, "GET", "/x"));
+    expect(await limiter.check({ kind: "client", rule: "api", client: { "header:x-api-key": "abc" } }, { mode: "peek" })).toMatchObject({
+      kind: "allowed",
+      outcomes: [{ decision: { remaining: 1 } }], // 3 - 1 by traffic, and a peek of 1 more
+    });
+
+    await limiter.check(request({ "cf-connecting-ip": "2001:db8:1:2::7" }, "POST", "/Login/"));
+    const byAddress = await limiter.check({ kind: "client", rule: "login", client: { ip: "2001:db8:1:2:ffff::1" } }, { mode: "peek" });
+    expect(byAddress).toMatchObject({ outcomes: [{ decision: { remaining: 1 } }] });
+    const byRoute = await limiter.check({ kind: "client", rule: "per-route", client: { ip: "2001:db8:1:2::9", route: "post //login" } }, { mode: "peek" });
+    expect(byRoute).toMatchObject({ outcomes: [{ decision: { remaining: 1 } }] });
+  });
+
+  it("charges like traffic: the client's next request sees the charge", async () => {
+    const { limiter } = setup(rules);
+    expect(await limiter.check({ kind: "client", rule: "api", client: { "header:x-api-key": "k" } }, { cost: 3 })).toMatchObject({ kind: "allowed" });
+    expect((await limiter.check(request({ "x-api-key": "k" }))).kind).toBe("refused");
+  });
+
+  it.each([
+    [{ kind: "client", rule: "nope", client: {} }, "rule"],
+    [{ kind: "client", rule: "api", client: {} }, "client.header:x-api-key"],
+    [{ kind: "client", rule: "api", client: { "header:x-api-key": "k", ip: "192.0.2.1" } }, "client.ip"],
+    [{ kind: "client", rule: "per-route", client: { ip: "192.0.2.1", route: "/login" } }, "client.route"],
+    [{ kind: "client", rule: "login", client: { ip: "   " } }, "client.ip"],
+  ] as const)("a client that does not fit is named: %j", async (subject, field) => {
+    const { limiter, counter } = setup(rules);
+    expect(await limiter.check(subject)).toMatchObject({ kind: "invalid-subject", field });
+    expect(counter.calls).toBe(0);
+  });
+});
+
+describe("peek", () => {
+  it("consumes nothing: traffic after a peek sees the same remaining", async () => {
+    const { limiter } = setup([{ name: "api", capacity: 2, rate: "1/1h" }]);
+    for (let i = 0; i < 5; i++) expect(await limiter.check(request(), { mode: "peek" })).toMatchObject({ kind: "allowed", outcomes: [{ decision: { remaining: 1 } }] });
+    expect(await limiter.check(request())).toMatchObject({ kind: "allowed", outcomes: [{ decision: { remaining: 1 } }] });
+  });
+
+  it("is answered from the deny cache when it already knows the client is refused", async () => {
+    const { limiter, counter } = setup([{ name: "api", capacity: 1, rate: "1/1h" }]);
+    await limiter.check(request()); // empties the bucket: remembered
+    const calls = counter.calls;
+    expect(await limiter.check(request(), { mode: "peek" })).toMatchObject({ kind: "refused", cached: true });
+    expect(counter.calls).toBe(calls);
+  });
+});
+
+describe("deny cache, breaker and deadline", () => {
+  it("a flood from one client costs one backend call per token", async () => {
+    const { limiter, counter, time } = setup([{ name: "api", capacity: 3, rate: "1/1s" }]);
+    const verdicts = [];
+    for (let i = 0; i < 100; i++) verdicts.push((await limiter.check(request())).kind);
+    expect(verdicts.filter((kind) => kind === "allowed")).toHaveLength(3);
+    expect(counter.calls).toBe(3);
+    expect(limiter.stats.backendCalls).toBe(3);
+    time.now += 1_000; // one token later: one call lets one request through
+    const after = [];
+    for (let i = 0; i < 10; i++) after.push((await limiter.check(request())).kind);
+    expect(after).toEqual(["allowed", ...Array(9).fill("refused")]);
+    expect(counter.calls).toBe(4);
+  });
+
+  it("fails open or closed per rule, opens the breaker, and probes after the cool-down", async () => {
+    let down = true;
+    const time = { now: 0 };
+    const backend = switchableBackend(memoryBackend(), () => (down ? new Error("connection refused") : undefined));
+    const events: LimiterEvent[] = [];
+    const limiter = new Limiter({
+      backend,
+      rules: [
+        { name: "open", capacity: 10, rate: 1 },
+        { name: "payments", match: { path: "/pay" }, capacity: 10, rate: 1, failMode: "closed" },
+      ],
+      breaker: { failureThreshold: 2, cooldownMs: 1_000 },
+      clock: () => time.now,
+      log: (event) => events.push(event),
+    });
+    expect(await limiter.check(request())).toMatchObject({ kind: "fail-open", reason: "Error: connection refused" });
+    expect(await limiter.check(request({}, "GET", "/pay"))).toMatchObject({ kind: "fail-closed", rule: { name: "payments" }, backend: "switchable" });
+    expect(limiter.isolateState().breaker).toBe("open");
+    expect(await limiter.check(request())).toMatchObject({ kind: "fail-open", reason: expect.stringContaining("circuit open") });
+    expect(limiter.stats.backendCalls).toBe(2);
+    expect(events.map((e) => e.event)).toEqual(["limiter.backend_failure", "limiter.backend_failure", "limiter.backend_failure"]);
+
+    down = false;
+    time.now += 1_000;
+    expect((await limiter.check(request())).kind).toBe("allowed"); // the probe
+    expect(limiter.isolateState().breaker).toBe("closed");
+  });
+
+  it("a store that refuses the credentials is a misconfiguration, not an outage", async () => {
+    const backend = switchableBackend(memoryBackend(), () => new BackendConfigError("UPSTASH_REDIS_REST_TOKEN", "refused"));
+    const { limiter } = setup([{ name: "api", capacity: 1, rate: 1, failMode: "open" }], { backend, breaker: { failureThreshold: 1, cooldownMs: 1_000 } });
+    for (let i = 0; i < 3; i++) {
+      expect(await limiter.check(request())).toEqual({ kind: "backend-misconfigured", variable: "UPSTASH_REDIS_REST_TOKEN", message: "refused" });
+    }
+    expect(limiter.isolateState().breaker).toBe("closed");
+    expect(await limiter.ping()).toMatchObject({ ok: false, configError: { variable: "UPSTASH_REDIS_REST_TOKEN" } });
+  });
+
+  it("a store that does not answer costs at most the timeout", async () => {
+    const hanging: LimiterBackend = { name: "hanging", take: () => new Promise(() => {}), peek: () => new Promise(() => {}), ping: () => new Promise(() => {}) };
+    const limiter = new Limiter({ backend: hanging, rules: [{ name: "api", capacity: 1, rate: 1 }], timeoutMs: 50, log: () => {} });
+    const started = performance.now();
+    expect(await limiter.check(request())).toMatchObject({ kind: "fail-open", reason: expect.stringContaining("BackendTimeoutError") });
+    expect(performance.now() - started).toBeLessThan(1_000);
+    expect(await limiter.ping()).toMatchObject({ ok: false });
+  });
+});
+
+describe("construction", () => {
+  it("refuses rules that do not check, naming rule and field like LIMITER_RULES does", () => {
+    const build = () => new Limiter({ backend: memoryBackend(), rules: [{ name: "api", capacity: 0, rate: "1/1w" }] });
+    expect(build).toThrow(InvalidRulesError);
+    expect(build).toThrow('rule "api" (#1): field "capacity" must be an integer from 1 to 1000000000; rule "api" (#1): field "rate" must be');
+  });
+});

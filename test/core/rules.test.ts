@@ -1,0 +1,34 @@
+import { describe, expect, it } from "vitest";
+import { compileRules, parseRulesJson, type RuleSpec } from "../../src/core/rules";
+
+describe("one rule schema for code and LIMITER_RULES", () => {
+  const specs = [
+    { name: "api", key: "header:X-API-Key", capacity: 5, rate: "1/1m" },
+    { name: "login", match: { path: "/login", methods: ["post"] }, capacity: 5, rate: 0.5, failMode: "closed" },
+  ] satisfies RuleSpec[];
+
+  it("code and JSON give the same rules, defaults filled in", () => {
+    const fromCode = compileRules(specs, "open");
+    const fromJson = parseRulesJson(JSON.stringify(specs), "open");
+    expect(fromCode).toEqual(fromJson);
+    if (!fromCode.ok) return;
+    const [api, login] = fromCode.rules;
+    expect(api).toMatchObject({ key: [{ kind: "header", name: "x-api-key" }], keyName: "header.x-api-key", mode: "enforce", failMode: "open", match: {} });
+    expect(api?.policy).toEqual({ name: "api", capacity: 5, refillTokens: 1, refillPeriodMs: 60_000, cost: 1 });
+    expect(login).toMatchObject({ key: [{ kind: "ip" }], failMode: "closed", match: { path: "/login", methods: ["POST"] } });
+    // The rule as written, normalised: compiling it again gives the same rule.
+    expect(compileRules(fromCode.rules.map((rule) => rule.spec), "closed")).toEqual(fromCode);
+  });
+
+  it("code and JSON get the same errors", () => {
+    const bad = [{ name: "api", capacity: 2, rate: "1/1m", cost: 3, burst: 1 }];
+    const fromCode = compileRules(bad);
+    expect(fromCode).toEqual(parseRulesJson(JSON.stringify(bad)));
+    expect(fromCode).toMatchObject({ ok: false, errors: [{ field: "burst" }, { field: "cost", message: "3 exceeds capacity 2: no request could ever pass" }] });
+  });
+
+  it("the fail mode given applies to rules that set none", () => {
+    const compiled = compileRules([{ name: "a", capacity: 1, rate: 1 }], "closed");
+    expect(compiled.ok && compiled.rules[0]?.failMode).toBe("closed");
+  });
+});
