@@ -1,14 +1,14 @@
 // @ts-check
 /**
  * The benchmark's own workers (bench/workers/*.ts): bundled with esbuild the way wrangler would,
- * and each run on its own workerd process through Miniflare, like dev/miniflare-gateway.mjs
- * does for sluice.
+ * and each run on its own workerd process through the launcher dev and tests share
+ * (dev/workerd.mjs).
  */
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { build } from "esbuild";
-import { Miniflare } from "miniflare";
+import { startWorkerd } from "../dev/workerd.mjs";
 
 const workersDir = new URL("./workers/", import.meta.url).pathname;
 
@@ -46,16 +46,6 @@ export async function bundleWorker(name) {
  * const worker = await startWorker({ scriptPath: await bundleWorker("bare"), vars: { ORIGIN_URL: origin.url } });
  * await worker.dispose();
  */
-export async function startWorker({ scriptPath, vars }) {
-  const mf = new Miniflare({
-    modules: [{ type: "ESModule", path: scriptPath }],
-    modulesRoot: join(scriptPath, ".."),
-    compatibilityDate: "2026-07-01", // the newest Miniflare 4's workerd knows (as dev/miniflare-gateway.mjs)
-    compatibilityFlags: ["nodejs_compat"],
-    bindings: vars,
-    host: "127.0.0.1",
-    port: 0,
-  });
-  const url = await mf.ready;
-  return { url: url.origin, dispose: () => mf.dispose() };
+export function startWorker({ scriptPath, vars }) {
+  return startWorkerd({ scriptPath, vars });
 }

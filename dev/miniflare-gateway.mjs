@@ -1,14 +1,14 @@
 // @ts-check
 /**
- * Runs the gateway's deployable bundle directly on Miniflare/workerd: one workerd process per
- * gateway, no `wrangler dev` proxy in front. Tests start several of these to play separate
+ * Runs the gateway's deployable bundle directly on workerd (through the shared launcher,
+ * `workerd.mjs`): one process per gateway, no `wrangler dev` proxy in front. Tests start several of these to play separate
  * servers sharing one store; the benchmark uses them for load.
  */
 import { execFileSync } from "node:child_process";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Miniflare } from "miniflare";
+import { startWorkerd } from "./workerd.mjs";
 
 const projectRoot = new URL("..", import.meta.url).pathname;
 
@@ -33,18 +33,6 @@ export function buildGatewayBundle() {
  * await fetch(`${gateway.url}/echo`);
  * await gateway.dispose();
  */
-export async function startGateway({ scriptPath, vars }) {
-  const mf = new Miniflare({
-    modules: [{ type: "ESModule", path: scriptPath }],
-    modulesRoot: join(scriptPath, ".."),
-    // Miniflare 4's workerd is older than wrangler's: the newest date it knows.
-    compatibilityDate: "2026-07-01",
-    compatibilityFlags: ["nodejs_compat"],
-    bindings: vars,
-    durableObjects: { LIMITER_BUCKETS: { className: "ClientBuckets", useSQLite: true } },
-    host: "127.0.0.1",
-    port: 0,
-  });
-  const url = await mf.ready;
-  return { url: url.origin, dispose: () => mf.dispose() };
+export function startGateway({ scriptPath, vars }) {
+  return startWorkerd({ scriptPath, vars, durableObjects: { LIMITER_BUCKETS: { className: "ClientBuckets", useSQLite: true } } });
 }

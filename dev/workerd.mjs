@@ -1,0 +1,51 @@
+// @ts-check
+/**
+ * The one launcher of Workers on Miniflare/workerd (no `wrangler dev` proxy in front) that dev
+ * tooling, tests and the benchmark share: one workerd process per call, on loopback, with the
+ * compatibility date and flags of wrangler.toml, read by wrangler itself.
+ */
+import { join } from "node:path";
+import { Miniflare } from "miniflare";
+
+const projectRoot = new URL("..", import.meta.url).pathname;
+
+/** @type {Promise<{ compatibilityDate: string, compatibilityFlags: string[] }> | undefined} */
+let compatibility;
+
+/**
+ * wrangler.toml's `compatibility_date` and `compatibility_flags`.
+ * @returns {Promise<{ compatibilityDate: string, compatibilityFlags: string[] }>}
+ * @example
+ * const { compatibilityDate } = await wranglerCompatibility(); // "2026-11-01"
+ */
+export function wranglerCompatibility() {
+  compatibility ??= import("wrangler").then(({ experimental_readRawConfig }) => {
+    const { rawConfig } = experimental_readRawConfig({ config: join(projectRoot, "wrangler.toml") });
+    if (!rawConfig.compatibility_date) throw new Error("wrangler.toml sets no compatibility_date");
+    return { compatibilityDate: rawConfig.compatibility_date, compatibilityFlags: rawConfig.compatibility_flags ?? [] };
+  });
+  return compatibility;
+}
+
+/**
+ * Starts one Worker bundle (an ES module) on its own workerd process, listening on loopback.
+ * @param {{ scriptPath: string, vars: Record<string, string>, durableObjects?: Record<string, { className: string, useSQLite: boolean }> }} options
+ * @returns {Promise<{ url: string, dispose: () => Promise<void> }>}
+ * @example
+ * const worker = await startWorkerd({ scriptPath, vars: { ORIGIN_URL: origin.url } });
+ * await fetch(`${worker.url}/echo`);
+ * await worker.dispose();
+ */
+export async function startWorkerd({ scriptPath, vars, durableObjects = {} }) {
+  const mf = new Miniflare({
+    modules: [{ type: "ESModule", path: scriptPath }],
+    modulesRoot: join(scriptPath, ".."),
+    ...(await wranglerCompatibility()),
+    bindings: vars,
+    durableObjects,
+    host: "127.0.0.1",
+    port: 0,
+  });
+  const url = await mf.ready;
+  return { url: url.origin, dispose: () => mf.dispose() };
+}
