@@ -89,8 +89,8 @@ export function namedKeyValue(part: KeyPart, text: string, options: IdentityOpti
     case "bearer":
       return /^\S+$/.test(value) ? value : undefined;
     case "route": {
-      const match = /^([A-Za-z]{1,16})\s+(\/\S*)$/.exec(value);
-      return match ? routeValue(match[1]!, match[2]!) : undefined;
+      const [, method, path] = /^([A-Za-z]{1,16})\s+(\/\S*)$/.exec(value) ?? [];
+      return method !== undefined && path !== undefined ? routeValue(method, path) : undefined;
     }
   }
 }

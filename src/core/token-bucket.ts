@@ -1,8 +1,9 @@
 /**
  * The token bucket, in exact integer arithmetic.
  *
- * This is the one TypeScript implementation of the design's bucket (shared/DESIGN.md); the
- * Durable Object runs it, and `src/backends/upstash/token-bucket-script.ts` is its Lua twin (a property test proves they
+ * This is the one TypeScript implementation of the bucket the README's "Token bucket" section
+ * describes; the Durable Object and memory backends run it, and
+ * `src/backends/upstash/token-bucket-script.ts` is its Lua twin (a property test proves they
  * agree step for step).
  *
  * Units: a rate of `refillTokens` per `refillPeriodMs` is exact as a fraction, so one token is
@@ -148,8 +149,8 @@ export function takeBuckets(
   entries: readonly BucketEntry[],
   nowMs: number,
 ): { decisions: BucketDecision[]; next: (BucketState | undefined)[]; refused: boolean } {
-  const results = entries.map((entry) => takeTokens(entry.state, entry.policy, entry.cost, nowMs));
-  const refused = results.some((result, i) => entries[i]!.enforced && result.decision.outcome !== "allowed");
+  const results = entries.map((entry) => ({ enforced: entry.enforced, ...takeTokens(entry.state, entry.policy, entry.cost, nowMs) }));
+  const refused = results.some((result) => result.enforced && result.decision.outcome !== "allowed");
   return {
     decisions: results.map((result) => result.decision),
     next: results.map((result) => (refused ? undefined : result.next)),

@@ -64,8 +64,10 @@ export class ClientBuckets extends DurableObject<object> {
     const nowMs = Date.now();
     const entries = charges.map((charge) => ({ ...charge, state: this.buckets.get(charge.bucket) }));
     const { decisions, next } = takeBuckets(entries, nowMs);
-    next.forEach((state, i) => {
-      if (state !== undefined) this.store(charges[i]!.bucket, state, state.updatedAtMs + decisions[i]!.resetMs);
+    charges.forEach((charge, i) => {
+      const state = next[i];
+      const decision = decisions[i];
+      if (state !== undefined && decision !== undefined) this.store(charge.bucket, state, state.updatedAtMs + decision.resetMs);
     });
     return { decisions, charged: next.map((state) => state ?? null) };
   }

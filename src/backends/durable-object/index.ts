@@ -32,25 +32,26 @@ export function durableObjectBackend(namespace: DurableObjectNamespace<ClientBuc
     async take(charges, signal) {
       signal.throwIfAborted();
       const groups = groupByClient(charges);
-      if (groups.length === 1) return (await stubFor(groups[0]!.clientKey).take(groups[0]!.charges)).decisions;
+      const [only] = groups;
+      if (only !== undefined && groups.length === 1) return (await stubFor(only.clientKey).take(only.members.map((m) => m.charge))).decisions;
 
-      const settled = await Promise.allSettled(groups.map((group) => stubFor(group.clientKey).take(group.charges)));
-      const results = settled.map((r) => (r.status === "fulfilled" ? (r.value as ObjectTakeResult) : undefined));
-      const refused = results.some((result, g) => result?.decisions.some((d, i) => groups[g]!.charges[i]!.enforced && d.outcome !== "allowed"));
-      const failure = settled.find((r): r is PromiseRejectedResult => r.status === "rejected");
-      if (refused || failure) await refundAll(groups, results, stubFor);
-      if (failure && !refused) throw failure.reason;
+      const calls = await Promise.all(groups.map(async (group) => ({ group, result: await settle(stubFor(group.clientKey).take(group.members.map((m) => m.charge))) })));
+      const answered = calls.flatMap(({ group, result }) => (result.ok ? [{ group, taken: result.value }] : []));
+      const refused = answered.some(({ group, taken }) => zip(group.members, taken.decisions).some(([member, d]) => member.charge.enforced && d.outcome !== "allowed"));
+      const failure = calls.find(({ result }) => !result.ok)?.result;
+      if (refused || failure) await refundAll(answered, stubFor);
+      if (failure && !failure.ok && !refused) throw failure.error;
 
-      const decisions: BucketDecision[] = [];
-      groups.forEach((group, g) => group.indexes.forEach((index, i) => (decisions[index] = results[g]?.decisions[i] ?? UNKNOWN)));
+      const decisions: BucketDecision[] = charges.map(() => UNKNOWN);
+      for (const { group, taken } of answered) for (const [member, decision] of zip(group.members, taken.decisions)) decisions[member.index] = decision;
       return decisions;
     },
     async peek(charges, signal) {
       signal.throwIfAborted();
       const groups = groupByClient(charges);
-      const answers = await Promise.all(groups.map((group) => stubFor(group.clientKey).peek(group.charges)));
-      const decisions: BucketDecision[] = [];
-      groups.forEach((group, g) => group.indexes.forEach((index, i) => (decisions[index] = answers[g]?.[i] ?? UNKNOWN)));
+      const answers = await Promise.all(groups.map(async (group) => ({ group, decisions: await stubFor(group.clientKey).peek(group.members.map((m) => m.charge)) })));
+      const decisions: BucketDecision[] = charges.map(() => UNKNOWN);
+      for (const { group, decisions: answer } of answers) for (const [member, decision] of zip(group.members, answer)) decisions[member.index] = decision;
       return decisions;
     },
     async ping(signal) {
@@ -62,15 +63,11 @@ export function durableObjectBackend(namespace: DurableObjectNamespace<ClientBuc
 
 /** Gives back every charge the objects made; a failed refund is logged, never thrown. */
 async function refundAll(
-  groups: readonly ClientGroup[],
-  results: readonly (ObjectTakeResult | undefined)[],
+  answered: readonly { group: ClientGroup; taken: ObjectTakeResult }[],
   stubFor: (name: string) => DurableObjectStub<ClientBuckets>,
 ): Promise<void> {
-  const refunds = groups.map((group, g) => {
-    const charged = group.charges.flatMap((charge, i) => {
-      const state = results[g]?.charged[i];
-      return state ? [{ ...charge, charged: state }] : [];
-    });
+  const refunds = answered.map(({ group, taken }) => {
+    const charged = zip(group.members, taken.charged).flatMap(([member, state]) => (state ? [{ ...member.charge, charged: state }] : []));
     return charged.length > 0 ? stubFor(group.clientKey).refund(charged) : undefined;
   });
   for (const outcome of await Promise.allSettled(refunds)) {
@@ -80,20 +77,36 @@ async function refundAll(
   }
 }
 
+/** One client's charges of a request, each with its position in the request's list. */
 interface ClientGroup {
   readonly clientKey: string;
-  readonly charges: ObjectCharge[];
-  /** Position of each charge in the request's list. */
-  readonly indexes: number[];
+  readonly members: { readonly index: number; readonly charge: ObjectCharge }[];
 }
 
 function groupByClient(charges: readonly BucketCharge[]): ClientGroup[] {
   const groups = new Map<string, ClientGroup>();
   charges.forEach(({ clientKey, bucket, policy, cost, enforced }, index) => {
     let group = groups.get(clientKey);
-    if (group === undefined) groups.set(clientKey, (group = { clientKey, charges: [], indexes: [] }));
-    group.charges.push({ bucket, policy, cost, enforced });
-    group.indexes.push(index);
+    if (group === undefined) groups.set(clientKey, (group = { clientKey, members: [] }));
+    group.members.push({ index, charge: { bucket, policy, cost, enforced } });
   });
   return [...groups.values()];
+}
+
+/** Pairs an object's answers with the charges it was sent, in order (its RPC's contract). */
+function zip<A, B>(as: readonly A[], bs: readonly B[]): [A, B][] {
+  const pairs: [A, B][] = [];
+  as.forEach((a, i) => {
+    const b = bs[i];
+    if (b !== undefined) pairs.push([a, b]);
+  });
+  return pairs;
+}
+
+async function settle<T>(promise: Promise<T>): Promise<{ ok: true; value: T } | { ok: false; error: unknown }> {
+  try {
+    return { ok: true, value: await promise };
+  } catch (error) {
+    return { ok: false, error };
+  }
 }

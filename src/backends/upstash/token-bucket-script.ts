@@ -1,5 +1,5 @@
 /**
- * The token bucket as one Redis script: the Lua twin of `src/limiter/token-bucket.ts`, with
+ * The token bucket as one Redis script: the Lua twin of `src/core/token-bucket.ts`, with
  * the same integer units (one token = `refillPeriodMs` units, `refillTokens` units per ms).
  * A property test runs both on random sequences and requires identical results.
  *
