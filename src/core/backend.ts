@@ -1,15 +1,48 @@
 import type { BucketDecision, BucketPolicy } from "./token-bucket";
 
-/** One charge against one bucket of one client. */
-export interface BucketCharge {
+/** One bucket of one client, as stores name it. */
+export interface BucketRef {
   /** Hashed client identity (see `hashedClientKey`). */
   readonly clientKey: string;
   /** The rule's name: one client can have several buckets. */
   readonly bucket: string;
+}
+
+/** One charge against one bucket of one client. */
+export interface BucketCharge extends BucketRef {
+  /** The policy unless the store holds an exact override for this bucket (which then wins). */
   readonly policy: BucketPolicy;
   readonly cost: number;
   /** A shadow charge (false) is applied and reported but never refuses the request. */
   readonly enforced: boolean;
+}
+
+/** A store's answer for one charge: the decision, and the policy it was made under (an exact override's, or the charge's). */
+export interface BucketAnswer {
+  readonly decision: BucketDecision;
+  readonly policy: BucketPolicy;
+}
+
+/** An override as an operator wrote it: a client (values may end in `*`) of a rule, and its limits. */
+export interface OverrideRecord {
+  /** Stable identity: the rule and the client, canonical (see `overrideId`). */
+  readonly id: string;
+  readonly rule: string;
+  readonly client: Readonly<Record<string, string>>;
+  readonly capacity: number;
+  readonly rate: number | string;
+}
+
+/**
+ * Where every override is listed, exact and prefix ones alike: for `GET /__limiter/admin/overrides`
+ * and for each isolate's prefix-override cache. (Exact overrides are also written beside their
+ * bucket, where `take` applies them.)
+ */
+export interface OverrideRegistry {
+  list(signal: AbortSignal): Promise<OverrideRecord[]>;
+  put(record: OverrideRecord, signal: AbortSignal): Promise<void>;
+  /** Whether there was such a record. */
+  remove(id: string, signal: AbortSignal): Promise<boolean>;
 }
 
 /**
@@ -20,17 +53,26 @@ export interface BucketCharge {
  *
  * @example
  * const backend: LimiterBackend = memoryBackend();
- * const [decision] = await backend.take([{ clientKey: "ip:…", bucket: "api", policy, cost: 1, enforced: true }], signal);
+ * const [answer] = await backend.take([{ clientKey: "ip:…", bucket: "api", policy, cost: 1, enforced: true }], signal);
  */
 export interface LimiterBackend {
   readonly name: string;
   /**
    * Charges one request to its buckets, all or nothing: when an enforced charge is refused,
-   * no bucket keeps a charge. Returns one decision per charge, in order.
+   * no bucket keeps a charge. An exact override stored for a bucket replaces the charge's policy
+   * in the same call. Returns one answer per charge, in order.
    */
-  take(charges: readonly BucketCharge[], signal: AbortSignal): Promise<BucketDecision[]>;
-  /** What `take` would decide now, changing nothing. */
-  peek(charges: readonly BucketCharge[], signal: AbortSignal): Promise<BucketDecision[]>;
+  take(charges: readonly BucketCharge[], signal: AbortSignal): Promise<BucketAnswer[]>;
+  /** What `take` would answer now, changing nothing. */
+  peek(charges: readonly BucketCharge[], signal: AbortSignal): Promise<BucketAnswer[]>;
+  /** Makes buckets full again (their state is forgotten; overrides stay). */
+  reset(buckets: readonly BucketRef[], signal: AbortSignal): Promise<void>;
+  /**
+   * Sets the exact override of one bucket (capacity and refill; the charge keeps its cost), or
+   * removes it with `null`. The bucket keeps its tokens, capped to the new capacity.
+   */
+  setOverride(bucket: BucketRef, policy: BucketPolicy | null, signal: AbortSignal): Promise<void>;
+  readonly overrides: OverrideRegistry;
   /** A cheap round trip that proves the store answers. */
   ping(signal: AbortSignal): Promise<void>;
 }

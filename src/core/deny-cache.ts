@@ -1,3 +1,5 @@
+import type { BucketPolicy } from "./token-bucket";
+
 /** What the cache remembers of a refusal, enough to answer the next request with correct headers. */
 export interface CachedRefusal {
   /** Isolate clock (ms) at which a retry could succeed. */
@@ -6,6 +8,8 @@ export interface CachedRefusal {
   readonly resetAtMs: number;
   /** Whole tokens left when refused. */
   readonly remaining: number;
+  /** The policy the refusal was made under (headers report it). */
+  readonly policy: BucketPolicy;
 }
 
 /**
@@ -63,6 +67,11 @@ export class DenyCache {
         release();
       },
     };
+  }
+
+  /** Forgets `key` (a reset, an override changed): the next request asks the store. */
+  forget(key: string): void {
+    this.entries.delete(key);
   }
 
   /** The refusal that holds for `key` at `nowMs`, if any; unlike {@link lookup}, never starts a probe. */

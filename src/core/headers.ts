@@ -19,15 +19,18 @@ export function rateLimitHeaders(rules: readonly Rule[], outcomes: readonly Rule
   const limiting = mostRestrictive(outcomes);
   if (limiting === undefined || mode === "none") return [];
   const headers: [string, string][] = [];
-  const { rule, decision } = limiting;
+  const { rule, policy, decision } = limiting;
   const seconds = Math.ceil((decision.outcome === "denied" ? decision.retryAfterMs : decision.resetMs) / 1000);
   if (mode === "all" || mode === "ietf") {
-    const policies = rules.map(({ policy }) => `"${policy.name}";q=${policy.capacity};w=${secondsToFill(policy)}`);
+    // Each rule as it applies to this client: an override's limits where one is in force.
+    const policies = rules
+      .map((r) => outcomes.find((o) => o.rule === r)?.policy ?? r.policy)
+      .map((p) => `"${p.name}";q=${p.capacity};w=${secondsToFill(p)}`);
     headers.push(["RateLimit-Policy", policies.join(", ")], ["RateLimit", `"${rule.name}";r=${decision.remaining};t=${seconds}`]);
   }
   if (mode === "all" || mode === "legacy") {
     headers.push(
-      ["X-RateLimit-Limit", String(rule.policy.capacity)],
+      ["X-RateLimit-Limit", String(policy.capacity)],
       ["X-RateLimit-Remaining", String(decision.remaining)],
       ["X-RateLimit-Reset", String(seconds)],
     );

@@ -1,15 +1,17 @@
-import { BackendConfigError, type BucketCharge, type LimiterBackend } from "./backend";
+import { BackendConfigError, type BucketAnswer, type BucketCharge, type BucketRef, type LimiterBackend } from "./backend";
 import { CircuitBreaker, type CircuitBreakerOptions } from "./circuit-breaker";
 import { withDeadline } from "./deadline";
 import { DEFAULTS } from "./defaults";
 import { DenyCache, type CachedRefusal } from "./deny-cache";
 import { mostRestrictive, rateLimitHeaders, type HeaderMode } from "./headers";
-import { hashedClientKey, namedKeyValue, requestKeyValue, type IdentityOptions } from "./identity";
+import { hashedClientKey, requestKeyValue, type IdentityOptions } from "./identity";
 import { keySpec } from "./key-parts";
+import { findRule, parseClient, PrefixOverrides } from "./overrides";
 import { normalizePath } from "./path";
+import type { NamedPolicy } from "./policy";
 import { compileRules, InvalidRulesError, ruleMatches, type FailMode, type Rule, type RuleSpec } from "./rules";
 import type { ClientSubject, RequestSubject, Subject } from "./subject";
-import { waitForTokensMs, type BucketDecision } from "./token-bucket";
+import { waitForTokensMs, type BucketDecision, type BucketPolicy } from "./token-bucket";
 import type { RuleOutcome, Verdict } from "./verdict";
 
 /** What a request lacking its rule's key gets: one shared `anonymous` bucket, or refused (401/400). */
@@ -49,7 +51,7 @@ export interface LimiterOptions {
 
 /** Options of one {@link Limiter.check}. */
 export interface CheckOptions {
-  /** Tokens to charge each applying rule instead of its own `cost`. */
+  /** Tokens to charge each applying rule instead of its own `cost` (a peek may ask about 0: the bucket as it stands). */
   readonly cost?: number;
   /** `charge` (default) takes the tokens; `peek` only looks, changing nothing. */
   readonly mode?: "charge" | "peek";
@@ -64,7 +66,24 @@ export type BackendHealth =
 interface Entry {
   readonly rule: Rule;
   readonly charge: BucketCharge;
+  /** The client's key-part values (canonical), for prefix overrides; none for a caller's client id. */
+  readonly values: readonly string[] | undefined;
 }
+
+/** A named client's bucket under one rule: what reset, peek and overrides address. */
+export interface NamedBucket {
+  readonly rule: Rule;
+  readonly ref: BucketRef;
+  /** The key-part values, canonical, by key part as rules spell them. */
+  readonly client: Readonly<Record<string, string>>;
+  /** The same values in the rule's key order (what prefix overrides match). */
+  readonly values: readonly string[];
+}
+
+/** Prefix overrides are refreshed in the background once this old, and never used older than the maximum. */
+const OVERRIDES_REFRESH_AFTER_MS = 5_000;
+/** The bound the README promises: a prefix override reaches every isolate within 10 s. */
+export const OVERRIDES_MAX_AGE_MS = 10_000;
 
 type Resolution = { readonly kind: "entries"; readonly rules: readonly Rule[]; readonly entries: readonly Entry[] } | { readonly kind: "verdict"; readonly verdict: Verdict };
 
@@ -86,16 +105,19 @@ type Resolution = { readonly kind: "entries"; readonly rules: readonly Rule[]; r
 export class Limiter {
   readonly rules: readonly Rule[];
   readonly backend: LimiterBackend;
-  /** Backend calls this limiter made (health reports it; the benchmark divides it by requests). */
+  /** Backend calls this limiter made: decisions, and reads of the override registry (health reports it; the benchmark divides it by requests). */
   readonly stats = { backendCalls: 0 };
   private readonly denyCache: DenyCache;
   private readonly breaker: CircuitBreaker;
-  private readonly identity: IdentityOptions;
-  private readonly timeoutMs: number;
+  readonly identity: IdentityOptions;
+  /** Budget of one backend call, ms. */
+  readonly timeoutMs: number;
   private readonly headerMode: HeaderMode;
   private readonly missingKey: MissingKeyMode;
   private readonly clock: () => number;
   private readonly log: (event: LimiterEvent) => void;
+  private prefixes: { readonly loadedAtMs: number; readonly overrides: PrefixOverrides } | undefined;
+  private loadingPrefixes: Promise<PrefixOverrides> | undefined;
 
   /** @throws InvalidRulesError when a rule does not check, naming every rule and field. */
   constructor(options: LimiterOptions) {
@@ -122,8 +144,10 @@ export class Limiter {
    * if (verdict.kind === "allowed") forward(verdict.headers);
    */
   async check(subject: Subject, options: CheckOptions = {}): Promise<Verdict> {
-    if (options.cost !== undefined && !(Number.isInteger(options.cost) && options.cost >= 1)) {
-      return { kind: "invalid-subject", field: "cost", message: "must be an integer ≥ 1" };
+    // A peek may cost 0: the bucket as it stands, not as one more request would leave it.
+    const minCost = options.mode === "peek" ? 0 : 1;
+    if (options.cost !== undefined && !(Number.isInteger(options.cost) && options.cost >= minCost && options.cost <= 1_000_000_000)) {
+      return { kind: "invalid-subject", field: "cost", message: `must be an integer from ${minCost} to 1000000000` };
     }
     const resolution = subject.kind === "request" ? await this.resolveRequest(subject, options.cost) : await this.resolveClient(subject, options.cost);
     if (resolution.kind === "verdict") return resolution.verdict;
@@ -159,49 +183,113 @@ export class Limiter {
     const rules = this.rules.filter((rule) => ruleMatches(rule, subject.method, pathname));
     if (rules.length === 0) return { kind: "verdict", verdict: { kind: "unmatched" } };
     // Rules with the same key parts share one hash computation.
-    const keys = new Map<string, Promise<string | undefined>>();
+    const keys = new Map<string, Promise<{ clientKey: string; values: readonly string[] | undefined } | undefined>>();
     const entries: Entry[] = [];
     for (const rule of rules) {
       const keyName = subject.clientId === undefined ? rule.keyName : "client";
       let key = keys.get(keyName);
       if (key === undefined) keys.set(keyName, (key = this.requestKey(subject, rule)));
-      const clientKey = await key;
-      if (clientKey === undefined && this.missingKey === "reject") return { kind: "verdict", verdict: { kind: "missing-key", rule } };
-      entries.push({ rule, charge: chargeFor(rule, clientKey ?? `${keyName}:anonymous`, cost) });
+      const client = await key;
+      if (client === undefined && this.missingKey === "reject") return { kind: "verdict", verdict: { kind: "missing-key", rule } };
+      entries.push({ rule, charge: chargeFor(rule, client?.clientKey ?? `${keyName}:anonymous`, cost), values: client?.values });
     }
     return { kind: "entries", rules, entries };
   }
 
-  private async requestKey(subject: RequestSubject, rule: Rule): Promise<string | undefined> {
-    if (subject.clientId !== undefined) return subject.clientId === "" ? undefined : hashedClientKey("client", [subject.clientId]);
+  private async requestKey(subject: RequestSubject, rule: Rule): Promise<{ clientKey: string; values: readonly string[] | undefined } | undefined> {
+    if (subject.clientId !== undefined) {
+      return subject.clientId === "" ? undefined : { clientKey: await hashedClientKey("client", [subject.clientId]), values: undefined };
+    }
     const values: string[] = [];
     for (const part of rule.key) {
       const value = requestKeyValue(subject, part, this.identity);
       if (value === undefined) return undefined;
       values.push(value);
     }
-    return hashedClientKey(rule.keyName, values);
+    return { clientKey: await hashedClientKey(rule.keyName, values), values };
   }
 
   private async resolveClient(subject: ClientSubject, cost: number | undefined): Promise<Resolution> {
-    const rule = this.rules.find((r) => r.name === subject.rule);
-    const invalid = (field: string, message: string): Resolution => ({ kind: "verdict", verdict: { kind: "invalid-subject", field, message } });
-    if (rule === undefined) return invalid("rule", `"${subject.rule}" is not a rule (known: ${this.rules.map((r) => r.name).join(", ")})`);
-    const specs = rule.key.map(keySpec);
-    for (const name of Object.keys(subject.client)) {
-      if (!specs.includes(name as (typeof specs)[number])) return invalid(`client.${name}`, `is not a key part of rule "${rule.name}" (its key: ${specs.join(", ")})`);
+    const named = await this.named(subject.rule, subject.client);
+    if (!named.ok) return { kind: "verdict", verdict: { kind: "invalid-subject", field: named.field, message: named.message } };
+    const entries = named.buckets.map(({ rule, ref, values }) => ({ rule, charge: chargeFor(rule, ref.clientKey, cost), values }));
+    return { kind: "entries", rules: entries.map((entry) => entry.rule), entries };
+  }
+
+  /**
+   * The buckets of a client named by key-part values, under `rule` or, when it is left out,
+   * under every rule keyed on exactly those parts; canonical and hashed as traffic is.
+   *
+   * @example
+   * await limiter.named("api", { "header:x-api-key": "abc" }); // { ok: true, buckets: [{ rule, ref, client }] }
+   */
+  async named(
+    ruleName: unknown,
+    client: unknown,
+  ): Promise<{ ok: true; buckets: NamedBucket[] } | { ok: false; field: string; message: string }> {
+    let rules: readonly Rule[];
+    if (ruleName === undefined) {
+      const given = typeof client === "object" && client !== null ? Object.keys(client).sort().join(",") : "";
+      rules = this.rules.filter((rule) => rule.key.map(keySpec).sort().join(",") === given);
+      if (rules.length === 0) return { ok: false, field: "client", message: `matches no rule's key parts (rules key on: ${[...new Set(this.rules.map((r) => r.key.map(keySpec).join("+")))].join("; ")})` };
+    } else {
+      const found = findRule(this.rules, ruleName);
+      if (!found.ok) return found;
+      rules = [found.rule];
     }
-    const values: string[] = [];
-    for (const part of rule.key) {
-      const spec = keySpec(part);
-      const text = subject.client[spec];
-      if (typeof text !== "string") return invalid(`client.${spec}`, `is missing: rule "${rule.name}" keys on ${specs.join(", ")}`);
-      const value = namedKeyValue(part, text, this.identity);
-      if (value === undefined) return invalid(`client.${spec}`, `${JSON.stringify(text)} is not a valid ${spec} value`);
-      values.push(value);
+    const buckets: NamedBucket[] = [];
+    for (const rule of rules) {
+      const parsed = parseClient(rule, client, this.identity, { prefixes: false });
+      if (!parsed.ok) return parsed;
+      const values = rule.key.map((part) => parsed.canonical[keySpec(part)] ?? "");
+      buckets.push({ rule, ref: { clientKey: await hashedClientKey(rule.keyName, values), bucket: rule.name }, client: parsed.canonical, values });
     }
-    const clientKey = await hashedClientKey(rule.keyName, values);
-    return { kind: "entries", rules: [rule], entries: [{ rule, charge: chargeFor(rule, clientKey, cost) }] };
+    return { ok: true, buckets };
+  }
+
+  /**
+   * Makes a named client's buckets full again, in the store and in this isolate's deny cache.
+   *
+   * @example
+   * await limiter.reset((await limiter.named("api", { "header:x-api-key": "abc" })).buckets);
+   */
+  async reset(buckets: readonly NamedBucket[]): Promise<void> {
+    await withDeadline((signal) => this.backend.reset(buckets.map((b) => b.ref), signal), this.timeoutMs);
+    this.forget(buckets);
+  }
+
+  /** Drops what this isolate remembers of these buckets (refusals, prefix overrides), so the next request asks the store. */
+  forget(buckets: readonly NamedBucket[] = []): void {
+    for (const { ref } of buckets) this.denyCache.forget(denyCacheKey(ref));
+    this.prefixes = undefined;
+  }
+
+  /**
+   * Prefix overrides as this isolate knows them: at most {@link OVERRIDES_MAX_AGE_MS} old,
+   * refreshed in the background after half that, so traffic waits for the registry only when an
+   * isolate starts or has been idle. Throws when the registry cannot be read and nothing fresh
+   * enough is cached (the caller's fail mode applies).
+   */
+  private async prefixOverrides(): Promise<PrefixOverrides> {
+    const cached = this.prefixes;
+    const age = cached === undefined ? Infinity : this.clock() - cached.loadedAtMs;
+    if (cached !== undefined && age < OVERRIDES_REFRESH_AFTER_MS) return cached.overrides;
+    this.loadingPrefixes ??= this.loadPrefixOverrides().finally(() => (this.loadingPrefixes = undefined));
+    if (cached !== undefined && age < OVERRIDES_MAX_AGE_MS) {
+      this.loadingPrefixes.catch(() => {}); // a failed background refresh is retried by the next request
+      return cached.overrides;
+    }
+    return this.loadingPrefixes;
+  }
+
+  private async loadPrefixOverrides(): Promise<PrefixOverrides> {
+    // Stamped before the read: the list is at least this fresh.
+    const loadedAtMs = this.clock();
+    this.stats.backendCalls += 1;
+    const records = await withDeadline((signal) => this.backend.overrides.list(signal), this.timeoutMs);
+    const overrides = records.length === 0 ? PrefixOverrides.none : PrefixOverrides.from(records, this.rules, this.identity);
+    this.prefixes = { loadedAtMs, overrides };
+    return overrides;
   }
 
   private async charge(rules: readonly Rule[], entries: readonly Entry[]): Promise<Verdict> {
@@ -249,13 +337,17 @@ export class Limiter {
       releaseProbes();
       return { kind: "verdict", verdict: this.failMode(rules, "circuit open: backend skipped during cool-down") };
     }
-    const charges = entries.map((entry) => entry.charge);
     try {
+      const prefixes = await this.prefixOverrides();
+      const charges = entries.map(({ rule, charge, values }) => {
+        const override = values === undefined ? undefined : prefixes.policyFor(rule, values);
+        return override === undefined ? charge : { ...charge, policy: override };
+      });
       this.stats.backendCalls += 1;
-      const decisions = await withDeadline((signal) => this.backend[operation](charges, signal), this.timeoutMs);
+      const answers = await withDeadline((signal) => this.backend[operation](charges, signal), this.timeoutMs);
       this.breaker.recordSuccess();
-      if (decisions.length !== entries.length) throw new Error(`backend answered ${decisions.length} decisions for ${entries.length} charges`);
-      return { kind: "outcomes", outcomes: entries.map(({ rule }, i) => ({ rule, decision: decisions[i] as BucketDecision })) };
+      if (answers.length !== entries.length) throw new Error(`backend answered ${answers.length} decisions for ${entries.length} charges`);
+      return { kind: "outcomes", outcomes: zipOutcomes(entries, answers) };
     } catch (error) {
       releaseProbes(); // before a fail-open request goes on
       if (error instanceof BackendConfigError) {
@@ -312,17 +404,17 @@ export class Limiter {
    * backend call per token, not one per waiting request).
    */
   private rememberEmptyBuckets(entries: readonly Entry[], outcomes: readonly RuleOutcome[], refused: boolean, nowMs: number): void {
-    outcomes.forEach(({ rule, decision }, i) => {
-      const charge = (entries[i] as Entry).charge;
-      if (!this.usesDenyCache(rule, charge)) return;
+    outcomes.forEach(({ rule, policy, decision }, i) => {
+      const charge = entries[i]?.charge;
+      if (charge === undefined || !this.usesDenyCache(rule, charge)) return;
       const waitMs =
         decision.outcome === "denied"
           ? decision.retryAfterMs
           : decision.outcome === "allowed" && !refused
-            ? waitForTokensMs(charge.policy, charge.cost, decision.resetMs)
+            ? waitForTokensMs(policy, charge.cost, decision.resetMs)
             : 0;
       if (waitMs > 0) {
-        this.denyCache.remember(denyCacheKey(charge), { retryAtMs: nowMs + waitMs, resetAtMs: nowMs + decision.resetMs, remaining: decision.remaining });
+        this.denyCache.remember(denyCacheKey(charge), { retryAtMs: nowMs + waitMs, resetAtMs: nowMs + decision.resetMs, remaining: decision.remaining, policy });
       }
     });
   }
@@ -365,15 +457,29 @@ function chargeFor(rule: Rule, clientKey: string, cost: number | undefined): Buc
   return { clientKey, bucket: rule.name, policy: rule.policy, cost: cost ?? rule.policy.cost, enforced: rule.mode === "enforce" };
 }
 
+/** The policy a decision was made under, named for headers: the rule's, or an override's. */
+function effectivePolicy(rule: Rule, policy: BucketPolicy, cost: number): NamedPolicy {
+  const { capacity, refillTokens, refillPeriodMs } = policy;
+  return { name: rule.name, capacity, refillTokens, refillPeriodMs, cost };
+}
+
+function zipOutcomes(entries: readonly Entry[], answers: readonly BucketAnswer[]): RuleOutcome[] {
+  return entries.flatMap(({ rule, charge }, i) => {
+    const answer = answers[i];
+    return answer === undefined ? [] : [{ rule, policy: effectivePolicy(rule, answer.policy, charge.cost), decision: answer.decision }];
+  });
+}
+
 function cachedOutcome(rule: Rule, refusal: CachedRefusal, nowMs: number): RuleOutcome {
   return {
     rule,
+    policy: effectivePolicy(rule, refusal.policy, rule.policy.cost),
     decision: { outcome: "denied", remaining: refusal.remaining, retryAfterMs: refusal.retryAtMs - nowMs, resetMs: refusal.resetAtMs - nowMs },
   };
 }
 
-function denyCacheKey(charge: BucketCharge): string {
-  return `${charge.bucket}|${charge.clientKey}`;
+function denyCacheKey(ref: BucketRef): string {
+  return `${ref.bucket}|${ref.clientKey}`;
 }
 
 function logToConsole(event: LimiterEvent): void {

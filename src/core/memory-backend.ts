@@ -1,5 +1,5 @@
-import type { BucketCharge, LimiterBackend } from "./backend";
-import { ceilDiv, takeBuckets, type BucketState } from "./token-bucket";
+import type { BucketCharge, BucketRef, LimiterBackend, OverrideRecord } from "./backend";
+import { ceilDiv, takeBuckets, type BucketPolicy, type BucketState } from "./token-bucket";
 
 /** Options of {@link memoryBackend}. */
 export interface MemoryBackendOptions {
@@ -28,32 +28,56 @@ const SWEEP_EVERY = 1_000;
 export function memoryBackend(options: MemoryBackendOptions = {}): LimiterBackend {
   const clock = options.clock ?? Date.now;
   const buckets = new Map<string, StoredBucket>();
+  const exactOverrides = new Map<string, BucketPolicy>();
+  const registry = new Map<string, OverrideRecord>();
   let writes = 0;
-  const keyOf = (charge: BucketCharge) => `${charge.bucket}|${charge.clientKey}`;
+  const keyOf = (ref: BucketRef) => `${ref.bucket}|${ref.clientKey}`;
 
   const decide = (charges: readonly BucketCharge[], write: boolean) => {
     const nowMs = clock();
-    const entries = charges.map((charge) => ({ ...charge, state: buckets.get(keyOf(charge))?.state }));
-    const { decisions, next } = takeBuckets(entries, nowMs);
-    if (write) {
-      next.forEach((state, i) => {
-        const charge = charges[i];
-        if (state === undefined || charge === undefined) return;
-        const missing = charge.policy.capacity * charge.policy.refillPeriodMs - state.level;
-        buckets.set(keyOf(charge), { state, fullAtMs: state.updatedAtMs + ceilDiv(missing, charge.policy.refillTokens) });
-        if (++writes % SWEEP_EVERY === 0) sweep(nowMs);
-      });
+    const entries = charges.map((charge) => ({
+      ...charge,
+      policy: exactOverrides.get(keyOf(charge)) ?? charge.policy,
+      state: buckets.get(keyOf(charge))?.state,
+    }));
+    const { results } = takeBuckets(entries, nowMs);
+    for (const { entry, next } of results) {
+      if (!write || next === undefined) continue;
+      const missing = entry.policy.capacity * entry.policy.refillPeriodMs - next.level;
+      buckets.set(keyOf(entry), { state: next, fullAtMs: next.updatedAtMs + ceilDiv(missing, entry.policy.refillTokens) });
+      if (++writes % SWEEP_EVERY === 0) sweep(nowMs);
     }
-    return Promise.resolve(decisions);
+    return results.map(({ entry, decision }) => ({ decision, policy: entry.policy }));
   };
   const sweep = (nowMs: number) => {
     for (const [key, bucket] of buckets) if (bucket.fullAtMs <= nowMs) buckets.delete(key);
   };
+  const ready = async (signal: AbortSignal) => signal.throwIfAborted();
 
   return {
     name: "memory",
-    take: (charges, signal) => (signal.throwIfAborted(), decide(charges, true)),
-    peek: (charges, signal) => (signal.throwIfAborted(), decide(charges, false)),
-    ping: async (signal) => signal.throwIfAborted(),
+    take: async (charges, signal) => (await ready(signal), decide(charges, true)),
+    peek: async (charges, signal) => (await ready(signal), decide(charges, false)),
+    async reset(refs, signal) {
+      await ready(signal);
+      for (const ref of refs) buckets.delete(keyOf(ref));
+    },
+    async setOverride(ref, policy, signal) {
+      await ready(signal);
+      if (policy === null) exactOverrides.delete(keyOf(ref));
+      else exactOverrides.set(keyOf(ref), policy);
+      // Its time to full was reckoned under the old policy: keep the bucket until the next take reckons it anew.
+      const current = buckets.get(keyOf(ref));
+      if (current !== undefined) buckets.set(keyOf(ref), { ...current, fullAtMs: Number.MAX_SAFE_INTEGER });
+    },
+    overrides: {
+      list: async (signal) => (await ready(signal), [...registry.values()]),
+      async put(record, signal) {
+        await ready(signal);
+        registry.set(record.id, record);
+      },
+      remove: async (id, signal) => (await ready(signal), registry.delete(id)),
+    },
+    ping: ready,
   };
 }

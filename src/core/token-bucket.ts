@@ -136,26 +136,28 @@ export interface BucketEntry {
   readonly enforced: boolean;
 }
 
+/** One bucket's result in a multi-bucket take: its entry, its decision, and the state to write (if any). */
+export interface BucketResult<E extends BucketEntry> {
+  readonly entry: E;
+  readonly decision: BucketDecision;
+  /** The state to write back; undefined when nothing is written (a refusal anywhere, or this bucket refused). */
+  readonly next: BucketState | undefined;
+}
+
 /**
  * Charges one request to several buckets, all or nothing: if any enforced bucket refuses,
  * nothing is written to any bucket. Otherwise every bucket that allowed (shadow ones
- * included) is charged. This is the semantics of the Lua script's multi-key form.
+ * included) is charged. This is the semantics of the Lua script's multi-key form. Each result
+ * carries its entry, so callers never align arrays by index.
  *
  * @example
- * const { decisions, next } = takeBuckets([{ state: undefined, policy, cost: 1, enforced: true }], Date.now());
- * // next[0] is the state to write, or undefined when nothing is written
+ * const { results } = takeBuckets([{ state: undefined, policy, cost: 1, enforced: true, bucket: "api" }], Date.now());
+ * for (const { entry, decision, next } of results) if (next) save(entry.bucket, next);
  */
-export function takeBuckets(
-  entries: readonly BucketEntry[],
-  nowMs: number,
-): { decisions: BucketDecision[]; next: (BucketState | undefined)[]; refused: boolean } {
-  const results = entries.map((entry) => ({ enforced: entry.enforced, ...takeTokens(entry.state, entry.policy, entry.cost, nowMs) }));
-  const refused = results.some((result) => result.enforced && result.decision.outcome !== "allowed");
-  return {
-    decisions: results.map((result) => result.decision),
-    next: results.map((result) => (refused ? undefined : result.next)),
-    refused,
-  };
+export function takeBuckets<E extends BucketEntry>(entries: readonly E[], nowMs: number): { results: BucketResult<E>[]; refused: boolean } {
+  const taken = entries.map((entry) => ({ entry, ...takeTokens(entry.state, entry.policy, entry.cost, nowMs) }));
+  const refused = taken.some(({ entry, decision }) => entry.enforced && decision.outcome !== "allowed");
+  return { results: taken.map(({ entry, decision, next }) => ({ entry, decision, next: refused ? undefined : next })), refused };
 }
 
 /**

@@ -1,9 +1,11 @@
+import type { NamedPolicy } from "./policy";
 import type { Rule } from "./rules";
 import type { BucketDecision } from "./token-bucket";
 
-/** One applying rule and its bucket's decision. */
+/** One applying rule and its bucket's decision, with the policy it was made under (the rule's, or an override's). */
 export interface RuleOutcome {
   readonly rule: Rule;
+  readonly policy: NamedPolicy;
   readonly decision: BucketDecision;
 }
 

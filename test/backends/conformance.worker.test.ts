@@ -8,8 +8,8 @@ describe.each(BACKENDS)("$name backend conformance", ({ name, create, vars }) =>
   const backend = create();
   const client = () => `client-${crypto.randomUUID()}`;
   const charge = (clientKey: string, bucketPolicy: BucketPolicy, cost: number) => [{ clientKey, bucket: "default", policy: bucketPolicy, cost, enforced: true }];
-  const take = async (clientKey: string, bucketPolicy: BucketPolicy, cost = 1) => (await backend.take(charge(clientKey, bucketPolicy, cost), new AbortController().signal))[0]!;
-  const peek = async (clientKey: string, bucketPolicy: BucketPolicy, cost = 1) => (await backend.peek(charge(clientKey, bucketPolicy, cost), new AbortController().signal))[0]!;
+  const take = async (clientKey: string, bucketPolicy: BucketPolicy, cost = 1) => (await backend.take(charge(clientKey, bucketPolicy, cost), new AbortController().signal))[0]!.decision;
+  const peek = async (clientKey: string, bucketPolicy: BucketPolicy, cost = 1) => (await backend.peek(charge(clientKey, bucketPolicy, cost), new AbortController().signal))[0]!.decision;
 
   it("a new bucket allows exactly its capacity", async () => {
     const key = client();

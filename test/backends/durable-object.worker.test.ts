@@ -8,7 +8,7 @@ const slow = { capacity: 5, refillTokens: 1, refillPeriodMs: 3_600_000 }; // 1 t
 const fast = { capacity: 5, refillTokens: 1, refillPeriodMs: 1 }; // 1000 tokens a second
 
 async function takeOne(stub: ReturnType<typeof objectFor>, bucket: string, policy: typeof slow, cost: number) {
-  return (await stub.take([{ bucket, policy, cost, enforced: true }])).decisions[0]!;
+  return (await stub.take([{ bucket, policy, cost, enforced: true }]))[0]!.decision;
 }
 
 function objectFor(name: string) {

@@ -3,7 +3,7 @@ import fc from "fast-check";
 import { createClient } from "redis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startRedis } from "../../dev/redis-server.mjs";
-import { decodeReply, scriptArgs } from "../../src/backends/upstash";
+import { decodeReply, overrideKey, scriptArgs, scriptKeys } from "../../src/backends/upstash";
 import { TOKEN_BUCKET_LUA, TOKEN_BUCKET_SHA1 } from "../../src/backends/upstash/token-bucket-script";
 import { parseRatePerSecond } from "../../src/core/rate";
 import { takeBuckets, takeTokens, type BucketPolicy, type BucketState } from "../../src/core/token-bucket";
@@ -44,8 +44,17 @@ const step = fc.record({
   cost: fc.oneof(fc.integer({ min: 1, max: 3 }), fc.integer({ min: 1, max: 1_200 })),
   /** Sometimes the operator changes the rate between requests. */
   newRate: fc.option(rateText, { freq: 10 }),
-  /** Sometimes only a look (an admin peek): the same decision, nothing written. */
+  /** Sometimes only a look (an admin peek, of the rule's cost or of 0): the same decision, nothing written. */
   peek: fc.integer({ min: 0, max: 4 }).map((n) => n === 0),
+  /** Sometimes an operator acts first: an exact override set or removed, or a reset. */
+  admin: fc.option(
+    fc.oneof(
+      fc.record({ kind: fc.constant("override" as const), capacity: fc.integer({ min: 1, max: 1_200 }), rate: rateText }),
+      fc.constant({ kind: "clear" as const }),
+      fc.constant({ kind: "reset" as const }),
+    ),
+    { freq: 6 },
+  ),
 });
 
 describe("the Lua script and the TypeScript bucket agree", () => {
@@ -53,7 +62,7 @@ describe("the Lua script and the TypeScript bucket agree", () => {
     expect(createHash("sha1").update(TOKEN_BUCKET_LUA).digest("hex")).toBe(TOKEN_BUCKET_SHA1);
   });
 
-  it("on random sequences of (time step, cost, capacity, rate, take or peek): same decision, state and expiry at every step", async () => {
+  it("on random sequences of (time step, cost, capacity, rate, take or peek, override, reset): same decision, policy, state and expiry at every step", async () => {
     await fc.assert(
       fc.asyncProperty(
         fc.integer({ min: 1, max: 1_000 }),
@@ -61,21 +70,38 @@ describe("the Lua script and the TypeScript bucket agree", () => {
         fc.array(step, { minLength: 1, maxLength: 25 }),
         fc.integer({ min: 1_600_000_000_000, max: 1_900_000_000_000 }),
         async (capacity, rate, steps, startMs) => {
-          const key = `equivalence:${crypto.randomUUID()}`;
+          const ref = { clientKey: `equivalence:${crypto.randomUUID()}`, bucket: "b" };
+          const [key = "", overrideKeyName = ""] = scriptKeys("p", [ref]);
+          expect(overrideKeyName).toBe(overrideKey("p", ref));
           let policy: BucketPolicy = perSecond(capacity, rate);
+          let override: BucketPolicy | undefined;
           let state: BucketState | undefined;
           let nowMs = startMs;
-          for (const { elapsedMs, cost, newRate, peek } of steps) {
+          for (const { elapsedMs, cost: stepCost, newRate, peek, admin } of steps) {
             nowMs += elapsedMs;
             if (newRate !== null) policy = perSecond(capacity, newRate);
-            const taken = takeTokens(state, policy, cost, nowMs);
+            // The operator's action, as the backend writes it (reset: DEL; override: SET beside the bucket).
+            if (admin?.kind === "reset") {
+              state = undefined;
+              await redis.del(key);
+            } else if (admin?.kind === "override") {
+              override = perSecond(admin.capacity, admin.rate);
+              await redis.set(overrideKeyName, `${override.capacity}:${override.refillTokens}:${override.refillPeriodMs}`);
+            } else if (admin?.kind === "clear") {
+              override = undefined;
+              await redis.del(overrideKeyName);
+            }
+            // A peek may ask about 0 tokens: the bucket as it stands.
+            const cost = peek && stepCost % 2 === 0 ? 0 : stepCost;
+            const inForce = override ?? policy;
+            const taken = takeTokens(state, inForce, cost, nowMs);
             const expected = peek ? { decision: taken.decision, next: undefined } : taken;
             state = expected.next ?? state;
 
-            const charge = { clientKey: "c", bucket: "b", policy, cost, enforced: true };
+            const charge = { ...ref, policy, cost, enforced: true };
             const sentAt = performance.now();
-            const reply = await redis.evalSha(TOKEN_BUCKET_SHA1, { keys: [key], arguments: scriptArgs([charge], !peek, nowMs) });
-            expect(decodeReply(reply)).toEqual([expected.decision]);
+            const reply = await redis.evalSha(TOKEN_BUCKET_SHA1, { keys: [key, overrideKeyName], arguments: scriptArgs([charge], !peek, nowMs) });
+            expect(decodeReply(reply)).toEqual([{ decision: expected.decision, policy: inForce }]);
 
             const expectedValue = state ? `${state.level}:${state.unitsPerToken}:${state.updatedAtMs}` : null;
             // Atomically: read the state and its TTL, then drop the TTL. Simulated time runs ahead of
@@ -97,12 +123,12 @@ describe("the Lua script and the TypeScript bucket agree", () => {
               expect(ttl).toBeGreaterThanOrEqual(fullInMs - Math.ceil(realMs) - 1);
             }
           }
-          await redis.del(key);
+          await redis.del([key, overrideKeyName]);
         },
       ),
       { numRuns: 500 },
     );
-  }, 60_000);
+  }, 90_000);
 
   it("on several buckets at once (take or peek): the same all-or-nothing decisions and writes", async () => {
     const bucket = fc.record({ capacity: fc.integer({ min: 1, max: 50 }), rate: rateText, enforced: fc.boolean() });
@@ -121,22 +147,23 @@ describe("the Lua script and the TypeScript bucket agree", () => {
           },
         ),
         async (buckets, steps) => {
-          const keys = buckets.map(() => `multi:${crypto.randomUUID()}`);
+          const refs = buckets.map(() => ({ clientKey: `multi:${crypto.randomUUID()}`, bucket: "b" }));
+          const keys = refs.map((ref) => scriptKeys("p", [ref])[0] ?? "");
           const policies: BucketPolicy[] = buckets.map((b) => perSecond(b.capacity, b.rate));
           const states: (BucketState | undefined)[] = buckets.map(() => undefined);
           let nowMs = 1_800_000_000_000;
           for (const { elapsedMs, costs, peek } of steps) {
             nowMs += elapsedMs;
             const entries = buckets.map((b, i) => ({ state: states[i], policy: policies[i]!, cost: costs[i]!, enforced: b.enforced }));
-            const taken = takeBuckets(entries, nowMs);
+            const { results } = takeBuckets(entries, nowMs);
             // A peek: the same decisions, nothing written.
-            const expected = peek ? { ...taken, next: taken.next.map(() => undefined) } : taken;
+            const expected = { decisions: results.map((r) => r.decision), next: results.map((r) => (peek ? undefined : r.next)) };
             expected.next.forEach((state, i) => state && (states[i] = state));
 
-            const charges = entries.map((e, i) => ({ clientKey: "c", bucket: String(i), policy: e.policy, cost: e.cost, enforced: e.enforced }));
+            const charges = entries.map((e, i) => ({ ...refs[i]!, policy: e.policy, cost: e.cost, enforced: e.enforced }));
             const sentAt = performance.now();
-            const reply = await redis.evalSha(TOKEN_BUCKET_SHA1, { keys, arguments: scriptArgs(charges, !peek, nowMs) });
-            expect(decodeReply(reply)).toEqual(expected.decisions);
+            const reply = await redis.evalSha(TOKEN_BUCKET_SHA1, { keys: scriptKeys("p", charges), arguments: scriptArgs(charges, !peek, nowMs) });
+            expect(decodeReply(reply)).toEqual(expected.decisions.map((decision, i) => ({ decision, policy: entries[i]!.policy })));
             const stored = await Promise.all(keys.map(async (key) => (await redis.multi().get(key).persist(key).exec())[0] as unknown as string | null));
             const realMs = performance.now() - sentAt;
             for (const [i, value] of stored.entries()) {

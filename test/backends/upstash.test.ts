@@ -21,7 +21,7 @@ afterAll(async () => {
 
 const policy = perSecond(2, "1");
 const take = async (clientKey: string) =>
-  (await backend.take([{ clientKey, bucket: "default", policy, cost: 1, enforced: true }], new AbortController().signal))[0]!;
+  (await backend.take([{ clientKey, bucket: "default", policy, cost: 1, enforced: true }], new AbortController().signal))[0]!.decision;
 
 /** Calls per command since the last CONFIG RESETSTAT, from INFO commandstats. */
 async function commandCalls(): Promise<Record<string, number>> {

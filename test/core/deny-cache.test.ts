@@ -1,7 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { DenyCache } from "../../src/core/deny-cache";
 
-const refusal = { retryAtMs: 1000, resetAtMs: 1000, remaining: 0 };
+const policy = { capacity: 1, refillTokens: 1, refillPeriodMs: 1000 };
+const refusal = { retryAtMs: 1000, resetAtMs: 1000, remaining: 0, policy };
 
 describe("DenyCache", () => {
   it("is bounded in size: the least recently used entry goes first", () => {
@@ -27,7 +28,7 @@ describe("DenyCache", () => {
 
   it("after the retry time one request asks the backend while the others wait for its answer", () => {
     const cache = new DenyCache(10);
-    cache.remember("k", { retryAtMs: 1000, resetAtMs: 5000, remaining: 0 });
+    cache.remember("k", { retryAtMs: 1000, resetAtMs: 5000, remaining: 0, policy });
     expect(cache.peek("k", 1000)).toBeUndefined(); // a peek never starts a probe
     const first = cache.lookup("k", 1000);
     expect(first.kind).toBe("probe");
@@ -38,8 +39,8 @@ describe("DenyCache", () => {
 
   it("answers arriving out of order keep the latest retry time", () => {
     const cache = new DenyCache(10);
-    cache.remember("k", { retryAtMs: 3000, resetAtMs: 5000, remaining: 0 });
-    cache.remember("k", { retryAtMs: 2000, resetAtMs: 5000, remaining: 0 });
+    cache.remember("k", { retryAtMs: 3000, resetAtMs: 5000, remaining: 0, policy });
+    cache.remember("k", { retryAtMs: 2000, resetAtMs: 5000, remaining: 0, policy });
     expect(cache.peek("k", 2500)).toMatchObject({ retryAtMs: 3000 });
   });
 

@@ -19,13 +19,13 @@ export function rateLimitItems(value: string | null): (readonly [unknown, Record
   return parseList(value ?? "").map(([name, params]) => [name, Object.fromEntries(params)] as const);
 }
 
-/** A real backend whose calls (take and peek) are counted. */
+/** A real backend whose calls on the request path (take, peek, reading the override registry) are counted. */
 export function countingBackend(backend: LimiterBackend): { backend: LimiterBackend; counter: { calls: number } } {
   const counter = { calls: 0 };
   return {
     counter,
     backend: {
-      name: backend.name,
+      ...backend,
       take: (charges, signal) => {
         counter.calls += 1;
         return backend.take(charges, signal);
@@ -34,7 +34,13 @@ export function countingBackend(backend: LimiterBackend): { backend: LimiterBack
         counter.calls += 1;
         return backend.peek(charges, signal);
       },
-      ping: (signal) => backend.ping(signal),
+      overrides: {
+        ...backend.overrides,
+        list: (signal) => {
+          counter.calls += 1;
+          return backend.overrides.list(signal);
+        },
+      },
     },
   };
 }

@@ -1,12 +1,6 @@
 import { DurableObject } from "cloudflare:workers";
-import {
-  ceilDiv,
-  refundTokens,
-  takeBuckets,
-  type BucketDecision,
-  type BucketPolicy,
-  type BucketState,
-} from "../../core/token-bucket";
+import type { BucketAnswer, OverrideRecord } from "../../core/backend";
+import { ceilDiv, refundTokens, takeBuckets, type BucketPolicy, type BucketState } from "../../core/token-bucket";
 
 /** What one bucket keeps in storage: its state and when it will be full (then it can go). */
 interface StoredBucket extends BucketState {
@@ -21,13 +15,14 @@ export interface ObjectCharge {
   readonly enforced: boolean;
 }
 
-/** A request's decisions, and for each charge the state it wrote (what a refund needs), or null. */
-export interface ObjectTakeResult {
-  readonly decisions: BucketDecision[];
-  readonly charged: (BucketState | null)[];
+/** One charge's answer: the decision, the policy in force, and the state it wrote (what a refund needs), or null. */
+export interface ObjectAnswer extends BucketAnswer {
+  readonly charged: BucketState | null;
 }
 
 const BUCKET_PREFIX = "bucket:";
+const OVERRIDE_PREFIX = "override:";
+const REGISTRY_PREFIX = "registry:";
 /** The cleanup alarm never runs sooner than this: a busy client must not pay for one per request. */
 export const MIN_CLEANUP_DELAY_MS = 60_000;
 
@@ -41,47 +36,54 @@ export const MIN_CLEANUP_DELAY_MS = 60_000;
  * alarm deletes the storage once every bucket would be full again (at the earliest a minute
  * after it was set, so a busy client does not pay for a cleanup cycle per request).
  *
+ * An exact override of a bucket is kept beside it (`override:<bucket>`) and replaces the
+ * charge's policy in the same call, so it costs no round trip. One object, named
+ * `__limiter_registry`, also keeps the list of every override for the admin API and the
+ * isolates' prefix caches.
+ *
  * @example
  * const stub = env.LIMITER_BUCKETS.get(env.LIMITER_BUCKETS.idFromName(clientKey));
- * const { decisions } = await stub.take([{ bucket: "default", policy, cost: 1, enforced: true }]);
+ * const [answer] = await stub.take([{ bucket: "default", policy, cost: 1, enforced: true }]);
  */
 export class ClientBuckets extends DurableObject<object> {
   private readonly buckets = new Map<string, StoredBucket>();
+  private readonly overrides = new Map<string, BucketPolicy>();
+  private readonly registry = new Map<string, OverrideRecord>();
   /** Whether an alarm is already set; an early alarm just reschedules itself. */
   private alarmSet = false;
 
   constructor(ctx: DurableObjectState, env: object) {
     super(ctx, env);
     void ctx.blockConcurrencyWhile(async () => {
-      const stored = await ctx.storage.list<StoredBucket>({ prefix: BUCKET_PREFIX });
-      for (const [key, bucket] of stored) this.buckets.set(key.slice(BUCKET_PREFIX.length), bucket);
+      const load = async <T>(prefix: string, into: Map<string, T>) => {
+        for (const [key, value] of await ctx.storage.list<T>({ prefix })) into.set(key.slice(prefix.length), value);
+      };
+      await load(BUCKET_PREFIX, this.buckets);
+      await load(OVERRIDE_PREFIX, this.overrides);
+      await load(REGISTRY_PREFIX, this.registry);
       this.alarmSet = (await ctx.storage.getAlarm()) !== null;
     });
   }
 
   /** Charges one request to some of this client's buckets, all or nothing, on this object's clock. */
-  take(charges: readonly ObjectCharge[]): ObjectTakeResult {
-    const nowMs = Date.now();
-    const entries = charges.map((charge) => ({ ...charge, state: this.buckets.get(charge.bucket) }));
-    const { decisions, next } = takeBuckets(entries, nowMs);
-    charges.forEach((charge, i) => {
-      const state = next[i];
-      const decision = decisions[i];
-      if (state !== undefined && decision !== undefined) this.store(charge.bucket, state, state.updatedAtMs + decision.resetMs);
+  take(charges: readonly ObjectCharge[]): ObjectAnswer[] {
+    const { results } = takeBuckets(this.entries(charges), Date.now());
+    return results.map(({ entry, decision, next }) => {
+      if (next !== undefined) this.store(entry.bucket, next, next.updatedAtMs + decision.resetMs);
+      return { decision, policy: entry.policy, charged: next ?? null };
     });
-    return { decisions, charged: next.map((state) => state ?? null) };
   }
 
-  /** What `take` would decide now, changing nothing. */
-  peek(charges: readonly ObjectCharge[]): BucketDecision[] {
-    const entries = charges.map((charge) => ({ ...charge, state: this.buckets.get(charge.bucket) }));
-    return takeBuckets(entries, Date.now()).decisions;
+  /** What `take` would answer now, changing nothing. */
+  peek(charges: readonly ObjectCharge[]): BucketAnswer[] {
+    return takeBuckets(this.entries(charges), Date.now()).results.map(({ entry, decision }) => ({ decision, policy: entry.policy }));
   }
 
   /** Gives back what `take` charged (`charged` is the state it wrote), when another object refused the same request. */
   refund(charges: readonly (ObjectCharge & { readonly charged: BucketState })[]): void {
     const nowMs = Date.now();
-    for (const { bucket, policy, cost, charged } of charges) {
+    for (const { bucket, cost, charged, policy: given } of charges) {
+      const policy = this.overrides.get(bucket) ?? given;
       const before = this.buckets.get(bucket);
       const state = refundTokens(before, policy, cost, charged, nowMs);
       if (state === undefined || state === before) continue;
@@ -90,12 +92,54 @@ export class ClientBuckets extends DurableObject<object> {
     }
   }
 
+  /** Makes these buckets full again. */
+  reset(buckets: readonly string[]): void {
+    for (const name of buckets) {
+      this.buckets.delete(name);
+      void this.ctx.storage.delete(BUCKET_PREFIX + name);
+    }
+  }
+
+  /** Sets or (with null) removes a bucket's exact override; its tokens stay, capped by the next take. */
+  setOverride(bucket: string, policy: BucketPolicy | null): void {
+    if (policy === null) {
+      this.overrides.delete(bucket);
+      void this.ctx.storage.delete(OVERRIDE_PREFIX + bucket);
+    } else {
+      const { capacity, refillTokens, refillPeriodMs } = policy;
+      this.overrides.set(bucket, { capacity, refillTokens, refillPeriodMs });
+      void this.ctx.storage.put(OVERRIDE_PREFIX + bucket, { capacity, refillTokens, refillPeriodMs });
+    }
+    // Its time to full was reckoned under the old policy: keep the bucket until the next take reckons it anew.
+    const current = this.buckets.get(bucket);
+    if (current !== undefined) {
+      const kept: StoredBucket = { ...current, fullAtMs: Number.MAX_SAFE_INTEGER };
+      this.buckets.set(bucket, kept);
+      void this.ctx.storage.put(BUCKET_PREFIX + bucket, kept);
+    }
+  }
+
+  /** The registry object's list of every override. */
+  listOverrides(): OverrideRecord[] {
+    return [...this.registry.values()];
+  }
+
+  putOverride(record: OverrideRecord): void {
+    this.registry.set(record.id, record);
+    void this.ctx.storage.put(REGISTRY_PREFIX + record.id, record);
+  }
+
+  removeOverride(id: string): boolean {
+    void this.ctx.storage.delete(REGISTRY_PREFIX + id);
+    return this.registry.delete(id);
+  }
+
   /** Round trip for health checks: the object's clock. */
   ping(): number {
     return Date.now();
   }
 
-  /** Forgets refilled buckets; deletes everything once all are full. */
+  /** Forgets refilled buckets; deletes everything once all are full and nothing else is kept. */
   override async alarm(): Promise<void> {
     const nowMs = Date.now();
     let latestFullAt = 0;
@@ -107,12 +151,18 @@ export class ClientBuckets extends DurableObject<object> {
         latestFullAt = Math.max(latestFullAt, bucket.fullAtMs);
       }
     }
-    if (this.buckets.size === 0) {
-      this.alarmSet = false;
-      await this.ctx.storage.deleteAll();
-    } else {
+    if (this.buckets.size > 0) {
       await this.ctx.storage.setAlarm(Math.max(latestFullAt, nowMs + MIN_CLEANUP_DELAY_MS));
+      return;
     }
+    this.alarmSet = false;
+    // Overrides and the registry are configuration: they stay until an operator removes them.
+    if (this.overrides.size === 0 && this.registry.size === 0) await this.ctx.storage.deleteAll();
+  }
+
+  /** The charges as the bucket math takes them: current state, and an exact override's policy where one is set. */
+  private entries(charges: readonly ObjectCharge[]) {
+    return charges.map((charge) => ({ ...charge, policy: this.overrides.get(charge.bucket) ?? charge.policy, state: this.buckets.get(charge.bucket) }));
   }
 
   private store(name: string, state: BucketState, fullAtMs: number): void {

@@ -1,13 +1,11 @@
-import type { BucketCharge, LimiterBackend } from "../../core/backend";
-import type { BucketDecision } from "../../core/token-bucket";
-import type { ClientBuckets, ObjectCharge, ObjectTakeResult } from "./client-buckets";
+import type { BucketAnswer, BucketCharge, BucketRef, LimiterBackend } from "../../core/backend";
+import type { ClientBuckets, ObjectAnswer, ObjectCharge } from "./client-buckets";
 
 export { ClientBuckets } from "./client-buckets";
 
 const HEALTH_OBJECT = "__limiter_health";
-
-/** Stands in for the decision of an object that failed while another one refused the request. */
-const UNKNOWN: BucketDecision = { outcome: "denied", remaining: 0, resetMs: 0, retryAfterMs: 0 };
+/** The one object that lists every override (client keys are hashes with a kind prefix: no clash). */
+export const REGISTRY_OBJECT = "__limiter_registry";
 
 /**
  * The default backend: each client key names one {@link ClientBuckets} Durable Object.
@@ -27,32 +25,49 @@ const UNKNOWN: BucketDecision = { outcome: "denied", remaining: 0, resetMs: 0, r
  */
 export function durableObjectBackend(namespace: DurableObjectNamespace<ClientBuckets>): LimiterBackend {
   const stubFor = (name: string) => namespace.get(namespace.idFromName(name));
+  const registry = () => stubFor(REGISTRY_OBJECT);
   return {
     name: "durable-object",
     async take(charges, signal) {
       signal.throwIfAborted();
       const groups = groupByClient(charges);
       const [only] = groups;
-      if (only !== undefined && groups.length === 1) return (await stubFor(only.clientKey).take(only.members.map((m) => m.charge))).decisions;
+      if (only !== undefined && groups.length === 1) return (await stubFor(only.clientKey).take(chargesOf(only))).map(({ decision, policy }) => ({ decision, policy }));
 
-      const calls = await Promise.all(groups.map(async (group) => ({ group, result: await settle(stubFor(group.clientKey).take(group.members.map((m) => m.charge))) })));
-      const answered = calls.flatMap(({ group, result }) => (result.ok ? [{ group, taken: result.value }] : []));
-      const refused = answered.some(({ group, taken }) => zip(group.members, taken.decisions).some(([member, d]) => member.charge.enforced && d.outcome !== "allowed"));
+      const calls = await Promise.all(groups.map(async (group) => ({ group, result: await settle(stubFor(group.clientKey).take(chargesOf(group))) })));
+      const answered = calls.flatMap(({ group, result }) => (result.ok ? [{ group, answers: result.value }] : []));
+      const refused = answered.some(({ group, answers }) => zip(group.members, answers).some(([member, a]) => member.charge.enforced && a.decision.outcome !== "allowed"));
       const failure = calls.find(({ result }) => !result.ok)?.result;
       if (refused || failure) await refundAll(answered, stubFor);
       if (failure && !failure.ok && !refused) throw failure.error;
-
-      const decisions: BucketDecision[] = charges.map(() => UNKNOWN);
-      for (const { group, taken } of answered) for (const [member, decision] of zip(group.members, taken.decisions)) decisions[member.index] = decision;
-      return decisions;
+      return scatter(charges, answered);
     },
     async peek(charges, signal) {
       signal.throwIfAborted();
       const groups = groupByClient(charges);
-      const answers = await Promise.all(groups.map(async (group) => ({ group, decisions: await stubFor(group.clientKey).peek(group.members.map((m) => m.charge)) })));
-      const decisions: BucketDecision[] = charges.map(() => UNKNOWN);
-      for (const { group, decisions: answer } of answers) for (const [member, decision] of zip(group.members, answer)) decisions[member.index] = decision;
-      return decisions;
+      return scatter(charges, await Promise.all(groups.map(async (group) => ({ group, answers: await stubFor(group.clientKey).peek(chargesOf(group)) }))));
+    },
+    async reset(refs, signal) {
+      signal.throwIfAborted();
+      await Promise.all(groupRefs(refs).map(([clientKey, buckets]) => stubFor(clientKey).reset(buckets)));
+    },
+    async setOverride(ref: BucketRef, policy, signal) {
+      signal.throwIfAborted();
+      await stubFor(ref.clientKey).setOverride(ref.bucket, policy);
+    },
+    overrides: {
+      async list(signal) {
+        signal.throwIfAborted();
+        return registry().listOverrides();
+      },
+      async put(record, signal) {
+        signal.throwIfAborted();
+        await registry().putOverride(record);
+      },
+      async remove(id, signal) {
+        signal.throwIfAborted();
+        return registry().removeOverride(id);
+      },
     },
     async ping(signal) {
       signal.throwIfAborted();
@@ -61,13 +76,25 @@ export function durableObjectBackend(namespace: DurableObjectNamespace<ClientBuc
   };
 }
 
+/** Stands in for the answer of an object that failed while another one refused the request. */
+function unknownAnswer(charge: BucketCharge): BucketAnswer {
+  return { decision: { outcome: "denied", remaining: 0, resetMs: 0, retryAfterMs: 0 }, policy: charge.policy };
+}
+
+/** Each object's answers put back in the request's order. */
+function scatter(charges: readonly BucketCharge[], answered: readonly { group: ClientGroup; answers: readonly BucketAnswer[] }[]): BucketAnswer[] {
+  const answers = charges.map(unknownAnswer);
+  for (const { group, answers: got } of answered) for (const [member, { decision, policy }] of zip(group.members, got)) answers[member.index] = { decision, policy };
+  return answers;
+}
+
 /** Gives back every charge the objects made; a failed refund is logged, never thrown. */
 async function refundAll(
-  answered: readonly { group: ClientGroup; taken: ObjectTakeResult }[],
+  answered: readonly { group: ClientGroup; answers: readonly ObjectAnswer[] }[],
   stubFor: (name: string) => DurableObjectStub<ClientBuckets>,
 ): Promise<void> {
-  const refunds = answered.map(({ group, taken }) => {
-    const charged = zip(group.members, taken.charged).flatMap(([member, state]) => (state ? [{ ...member.charge, charged: state }] : []));
+  const refunds = answered.map(({ group, answers }) => {
+    const charged = zip(group.members, answers).flatMap(([member, { charged: state }]) => (state ? [{ ...member.charge, charged: state }] : []));
     return charged.length > 0 ? stubFor(group.clientKey).refund(charged) : undefined;
   });
   for (const outcome of await Promise.allSettled(refunds)) {
@@ -81,6 +108,17 @@ async function refundAll(
 interface ClientGroup {
   readonly clientKey: string;
   readonly members: { readonly index: number; readonly charge: ObjectCharge }[];
+}
+
+function chargesOf(group: ClientGroup): ObjectCharge[] {
+  return group.members.map((member) => member.charge);
+}
+
+/** Bucket names per client key. */
+function groupRefs(refs: readonly BucketRef[]): [string, string[]][] {
+  const byClient = new Map<string, string[]>();
+  for (const { clientKey, bucket } of refs) byClient.set(clientKey, [...(byClient.get(clientKey) ?? []), bucket]);
+  return [...byClient];
 }
 
 function groupByClient(charges: readonly BucketCharge[]): ClientGroup[] {

@@ -1,5 +1,5 @@
 import { Redis } from "@upstash/redis/cloudflare";
-import { BackendConfigError, type BucketCharge, type LimiterBackend } from "../../core/backend";
+import { BackendConfigError, type BucketAnswer, type BucketCharge, type BucketRef, type LimiterBackend, type OverrideRecord } from "../../core/backend";
 import type { BucketDecision } from "../../core/token-bucket";
 import { TOKEN_BUCKET_LUA, TOKEN_BUCKET_SHA1 } from "./token-bucket-script";
 
@@ -21,8 +21,23 @@ const OUTCOMES = { 1: "allowed", 0: "denied", 2: "cost_exceeds_capacity" } as co
  * @example
  * bucketKey("sluice", { bucket: "default", clientKey: "ip:3f2a…" }); // "sluice:default:ip:3f2a…"
  */
-export function bucketKey(prefix: string, charge: Pick<BucketCharge, "bucket" | "clientKey">): string {
-  return `${prefix}:${charge.bucket}:${charge.clientKey}`;
+export function bucketKey(prefix: string, ref: BucketRef): string {
+  return `${prefix}:${ref.bucket}:${ref.clientKey}`;
+}
+
+/**
+ * The Redis key of a bucket's exact override, read by the script beside the bucket.
+ *
+ * @example
+ * overrideKey("sluice", { bucket: "api", clientKey: "header.x-api-key:9f…" }); // "sluice:api:header.x-api-key:9f…:override"
+ */
+export function overrideKey(prefix: string, ref: BucketRef): string {
+  return `${bucketKey(prefix, ref)}:override`;
+}
+
+/** The script's KEYS for some charges: each bucket's key, then its override's. */
+export function scriptKeys(prefix: string, refs: readonly BucketRef[]): string[] {
+  return refs.flatMap((ref) => [bucketKey(prefix, ref), overrideKey(prefix, ref)]);
 }
 
 /**
@@ -41,21 +56,22 @@ export function scriptArgs(charges: readonly BucketCharge[], charge: boolean, no
 }
 
 /**
- * Decodes the script's reply (4 integers per bucket) into decisions.
+ * Decodes the script's reply (7 integers per bucket) into answers: the decision and the policy in force.
  *
  * @example
- * decodeReply([1, 9, 1000, 0]); // [{ outcome: "allowed", remaining: 9, resetMs: 1000 }]
+ * decodeReply([1, 9, 1000, 0, 10, 1, 1000]); // [{ decision: { outcome: "allowed", remaining: 9, resetMs: 1000 }, policy: { capacity: 10, refillTokens: 1, refillPeriodMs: 1000 } }]
  */
-export function decodeReply(reply: unknown): BucketDecision[] {
-  if (!Array.isArray(reply) || reply.length % 4 !== 0) throw new Error(`unexpected script reply: ${JSON.stringify(reply)}`);
-  const decisions: BucketDecision[] = [];
-  for (let i = 0; i < reply.length; i += 4) {
-    const [code, remaining, resetMs, retryAfterMs] = reply.slice(i, i + 4).map(Number) as [number, number, number, number];
+export function decodeReply(reply: unknown): BucketAnswer[] {
+  if (!Array.isArray(reply) || reply.length % 7 !== 0) throw new Error(`unexpected script reply: ${JSON.stringify(reply)}`);
+  const answers: BucketAnswer[] = [];
+  for (let i = 0; i < reply.length; i += 7) {
+    const [code, remaining, resetMs, retryAfterMs, capacity, refillTokens, refillPeriodMs] = reply.slice(i, i + 7).map(Number) as [number, number, number, number, number, number, number];
     const outcome = OUTCOMES[code as keyof typeof OUTCOMES];
     if (outcome === undefined) throw new Error(`unexpected outcome code ${code}`);
-    decisions.push(outcome === "denied" ? { outcome, remaining, resetMs, retryAfterMs } : { outcome, remaining, resetMs });
+    const decision: BucketDecision = outcome === "denied" ? { outcome, remaining, resetMs, retryAfterMs } : { outcome, remaining, resetMs };
+    answers.push({ decision, policy: { capacity, refillTokens, refillPeriodMs } });
   }
-  return decisions;
+  return answers;
 }
 
 /**
@@ -84,16 +100,40 @@ export function upstashBackend(options: UpstashBackendOptions): LimiterBackend {
     });
 
   const decide = async (charges: readonly BucketCharge[], signal: AbortSignal, charge: boolean) => {
-    const keys = charges.map((c) => bucketKey(options.keyPrefix, c));
-    const decisions = decodeReply(await runScript(clientFor(signal), keys, scriptArgs(charges, charge)));
-    if (decisions.length !== charges.length) throw new Error(`script answered ${decisions.length} decisions for ${charges.length} charges`);
-    return decisions;
+    const answers = decodeReply(await runScript(clientFor(signal), scriptKeys(options.keyPrefix, charges), scriptArgs(charges, charge)));
+    if (answers.length !== charges.length) throw new Error(`script answered ${answers.length} decisions for ${charges.length} charges`);
+    return answers;
   };
+  const registryKey = `${options.keyPrefix}:__overrides`;
 
   return {
     name: "upstash",
     take: (charges, signal) => decide(charges, signal, true),
     peek: (charges, signal) => decide(charges, signal, false),
+    async reset(refs, signal) {
+      if (refs.length > 0) await withAuthCheck(() => clientFor(signal).del(...refs.map((ref) => bucketKey(options.keyPrefix, ref))));
+    },
+    async setOverride(ref, policy, signal) {
+      const key = overrideKey(options.keyPrefix, ref);
+      const pipeline = clientFor(signal).pipeline();
+      if (policy === null) pipeline.del(key);
+      else pipeline.set(key, `${policy.capacity}:${policy.refillTokens}:${policy.refillPeriodMs}`);
+      // The bucket's expiry was its time to full under the old policy: drop it, the next take sets the new one.
+      pipeline.persist(bucketKey(options.keyPrefix, ref));
+      await withAuthCheck(() => pipeline.exec());
+    },
+    overrides: {
+      async list(signal) {
+        const all = await withAuthCheck(() => clientFor(signal).hgetall<Record<string, unknown>>(registryKey));
+        return Object.values(all ?? {}).map((value) => (typeof value === "string" ? JSON.parse(value) : value) as OverrideRecord);
+      },
+      async put(record, signal) {
+        await withAuthCheck(() => clientFor(signal).hset(registryKey, { [record.id]: JSON.stringify(record) }));
+      },
+      async remove(id, signal) {
+        return (await withAuthCheck(() => clientFor(signal).hdel(registryKey, id))) > 0;
+      },
+    },
     async ping(signal) {
       await withAuthCheck(() => clientFor(signal).ping());
     },

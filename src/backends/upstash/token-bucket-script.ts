@@ -3,15 +3,17 @@
  * the same integer units (one token = `refillPeriodMs` units, `refillTokens` units per ms).
  * A property test runs both on random sequences and requires identical results.
  *
- * KEYS: one key per bucket the request is charged to.
+ * KEYS: two per bucket the request is charged to: the bucket, then its exact override.
  * ARGV[1]: "" in production (the store's clock, `TIME`); tests may pass a time in ms.
  * ARGV[2]: "1" to charge, "0" to peek (decide, write nothing).
  * ARGV[3 + 5(i-1) …]: capacity, refillTokens, refillPeriodMs, cost, enforced ("1"/"0") of bucket i.
  *
- * Stored value: "level:unitsPerToken:updatedAtMs"; the key expires when the bucket is full.
+ * Stored bucket: "level:unitsPerToken:updatedAtMs"; the key expires when the bucket is full.
+ * Stored override: "capacity:refillTokens:refillPeriodMs", no expiry; when present it replaces
+ * the policy in ARGV (the cost stays), so an exact override costs no extra command.
  * All-or-nothing: if an enforced bucket refuses, nothing is written to any bucket.
- * Reply: 4 integers per bucket: outcome (1 allowed, 0 denied, 2 cost exceeds capacity),
- * remaining, resetMs, retryAfterMs.
+ * Reply: 7 integers per bucket: outcome (1 allowed, 0 denied, 2 cost exceeds capacity),
+ * remaining, resetMs, retryAfterMs, and the policy in force (capacity, refillTokens, refillPeriodMs).
  *
  * Commands run: TIME, MGET, and one SET … PX per bucket that spends tokens (none for a peek).
  * `string.format('%d')` writes integers: Lua's default number format loses digits past 1e14.
@@ -39,15 +41,20 @@ end
 local charge = ARGV[2] == '1'
 local stored = redis.call('MGET', unpack(KEYS))
 local reply, writes, refused = {}, {}, false
-for i, key in ipairs(KEYS) do
+for i = 1, #KEYS / 2 do
+  local key = KEYS[2 * i - 1]
   local at = 3 + (i - 1) * 5
   local capacity, refill_tokens = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
   local units_per_token, cost = tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3])
   local enforced = ARGV[at + 4] == '1'
+  if stored[2 * i] then
+    local c, r, p = string.match(stored[2 * i], '^(%d+):(%d+):(%d+)$')
+    if c then capacity, refill_tokens, units_per_token = tonumber(c), tonumber(r), tonumber(p) end
+  end
   local full = capacity * units_per_token
   local level = full
   local l, u, t
-  if stored[i] then l, u, t = string.match(stored[i], '^(%d+):(%d+):(%d+)$') end
+  if stored[2 * i - 1] then l, u, t = string.match(stored[2 * i - 1], '^(%d+):(%d+):(%d+)$') end
   if l then
     l, u, t = tonumber(l), tonumber(u), tonumber(t)
     if u ~= units_per_token then l = floor_div(l, u) * units_per_token end
@@ -76,6 +83,9 @@ for i, key in ipairs(KEYS) do
   reply[#reply + 1] = floor_div(after, units_per_token)
   reply[#reply + 1] = reset_ms
   reply[#reply + 1] = retry_after
+  reply[#reply + 1] = capacity
+  reply[#reply + 1] = refill_tokens
+  reply[#reply + 1] = units_per_token
 end
 
 if charge and not refused then
@@ -85,4 +95,4 @@ return reply
 `;
 
 /** SHA-1 of {@link TOKEN_BUCKET_LUA}, for EVALSHA; a test pins it to the script text. */
-export const TOKEN_BUCKET_SHA1 = "58cb1be28bd5be4bf475d0528baacad7478d9738";
+export const TOKEN_BUCKET_SHA1 = "27a73f523491b692e24e91c40812d16b8f68a45d";
