@@ -18,6 +18,8 @@ export const PROBLEM_TYPES = {
   costExceedsCapacity: "tag:sluice.dev,2026:cost-exceeds-capacity",
   /** 400 or 401: the request lacks the header or token a rule identifies clients by. */
   missingClientKey: "tag:sluice.dev,2026:missing-client-key",
+  /** 401: an admin or metrics route without the right bearer token. */
+  unauthorized: "tag:sluice.dev,2026:unauthorized",
   /** 400: a body or parameter the limiter cannot use; `field` names it. */
   invalidRequest: "tag:sluice.dev,2026:invalid-request",
   /** 502: the origin could not be reached. */
@@ -61,18 +63,31 @@ export function rateLimitedProblem(violated: readonly string[], retryAfterSecond
 }
 
 /**
- * 503: the store did not answer, and `rule` fails closed.
+ * 503: the store did not answer, and `rule` fails closed (or, for a control operation, `what` could not be done).
  *
  * @example
- * limiterUnavailableProblem("upstash", "payments");
+ * limiterUnavailableProblem("upstash", 'rule "payments" fails closed');
  */
-export function limiterUnavailableProblem(backendName: string, ruleName: string): Response {
+export function limiterUnavailableProblem(backendName: string, consequence: string): Response {
   return problemResponse({
     type: PROBLEM_TYPES.limiterUnavailable,
     title: "Rate limiter unavailable",
     status: 503,
-    detail: `The rate-limit store (${backendName}) did not answer, and rule "${ruleName}" fails closed.`,
+    detail: `The rate-limit store (${backendName}) did not answer, and ${consequence}.`,
   });
+}
+
+/**
+ * 401 with `WWW-Authenticate: Bearer`: a missing or wrong token (which one is not said).
+ *
+ * @example
+ * unauthorizedProblem("the admin API");
+ */
+export function unauthorizedProblem(what: string): Response {
+  return problemResponse(
+    { type: PROBLEM_TYPES.unauthorized, title: "Unauthorized", status: 401, detail: `${what} needs Authorization: Bearer <token>.` },
+    [["WWW-Authenticate", 'Bearer realm="sluice"']],
+  );
 }
 
 /**

@@ -32,7 +32,7 @@ export function verdictResponse(verdict: Verdict): Response | undefined {
         verdict.headers,
       );
     case "fail-closed":
-      return limiterUnavailableProblem(verdict.backend, verdict.rule.name);
+      return limiterUnavailableProblem(verdict.backend, `rule "${verdict.rule.name}" fails closed`);
     case "missing-key":
       return missingClientKeyProblem(verdict.rule);
     case "invalid-subject":

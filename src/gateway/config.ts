@@ -28,11 +28,15 @@ export interface LimiterSettings {
   readonly breaker: { readonly failureThreshold: number; readonly cooldownMs: number };
 }
 
+/** The admin API: off (every admin route is a 404), or on behind a bearer token. */
+export type AdminConfig = { readonly kind: "off" } | { readonly kind: "on"; readonly token: string };
+
 /** The gateway's whole configuration, parsed and checked. */
 export interface GatewayConfig {
   readonly origin: { readonly url: URL; readonly timeoutMs: number };
   readonly backend: BackendConfig;
   readonly limiter: LimiterSettings;
+  readonly admin: AdminConfig;
 }
 
 /** One variable that did not parse: its name, the value as given, and what was expected. */
@@ -129,13 +133,14 @@ export function parseGatewayConfig(env: Env): ConfigResult {
   const ipHeader = isHeaderName(ipHeaderText) ? ipHeaderText.toLowerCase() : fail(ipHeaderField, "must be a header name, e.g. cf-connecting-ip");
   const rules = parseRuleVars(vars, failMode);
   const backend = backendKind === undefined ? undefined : parseBackend(backendKind, vars);
+  const admin = parseAdmin(vars);
 
   const breaker = failureThreshold !== undefined && cooldownMs !== undefined ? { failureThreshold, cooldownMs } : undefined;
   const identity = ipHeader !== undefined && ipv6PrefixLength !== undefined ? { ipHeader, ipv6PrefixLength } : undefined;
   const limiter = allDefined({ rules, failMode, identity, missingKey, timeoutMs, headers, denyCacheSize, breaker });
   const origin = originUrl !== undefined && originTimeoutMs !== undefined ? { url: originUrl, timeoutMs: originTimeoutMs } : undefined;
-  if (errors.length > 0 || limiter === undefined || origin === undefined || backend === undefined) return { ok: false, errors };
-  return { ok: true, config: { origin, backend, limiter } };
+  if (errors.length > 0 || limiter === undefined || origin === undefined || backend === undefined || admin === undefined) return { ok: false, errors };
+  return { ok: true, config: { origin, backend, limiter, admin } };
 }
 
 /** The rules: `LIMITER_RULES` when set, else one `default` rule from the single-policy vars (checked either way). */
@@ -179,6 +184,18 @@ function parseBackend(kind: BackendConfig["kind"], { read, fail }: VarReader): B
   const keyPrefix = /^[A-Za-z0-9_.:-]{1,64}$/.test(prefixText) ? prefixText : fail(prefixField, "must be 1 to 64 characters of letters, digits, _ . : -");
   return url !== undefined && token !== undefined && keyPrefix !== undefined ? { kind, url, token, keyPrefix } : undefined;
 }
+
+/** The admin token: a secret, so an error names it and never echoes it. */
+function parseAdmin({ read, fail }: VarReader): AdminConfig | undefined {
+  const field = read("LIMITER_ADMIN_TOKEN");
+  if (field.text === undefined) return { kind: "off" };
+  const token = field.text.trim();
+  if (token.length >= MIN_TOKEN_LENGTH && /^[\x21-\x7e]+$/.test(token)) return { kind: "on", token };
+  return fail({ ...field, raw: "(set)" }, `must be at least ${MIN_TOKEN_LENGTH} visible ASCII characters (e.g. openssl rand -hex 32), set with wrangler secret put LIMITER_ADMIN_TOKEN; unset it to turn the admin API off`);
+}
+
+/** A bearer token shorter than this is refused: the admin API changes every client's limits. */
+export const MIN_TOKEN_LENGTH = 16;
 
 /**
  * Formats config errors as one line each, naming the variable and the value.

@@ -1,9 +1,12 @@
+import type { MiddlewareHandler } from "hono";
 import { durableObjectBackend } from "../backends/durable-object";
 import { upstashBackend } from "../backends/upstash";
 import type { LimiterBackend } from "../core/backend";
 import { Limiter } from "../core/limiter";
 import { memoryBackend } from "../core/memory-backend";
-import { parseGatewayConfig, type BackendConfig, type ConfigError, type GatewayConfig } from "./config";
+import { invalidConfigurationProblem } from "../core/problems";
+import type { RuleSpec } from "../core/rules";
+import { describeConfigErrors, parseGatewayConfig, type BackendConfig, type ConfigError, type GatewayConfig } from "./config";
 import type { Env } from "./env";
 
 /** The gateway as one isolate runs it: its configuration and the limiter built from it, or what is wrong. */
@@ -14,7 +17,15 @@ export interface ReadyGateway {
   readonly ok: true;
   readonly config: GatewayConfig;
   readonly limiter: Limiter;
+  /** Limits `/__limiter/status` per client, on the same store. */
+  readonly statusLimiter: Limiter;
 }
+
+/** Hono's view of the gateway: the Worker's bindings, and the isolate's gateway once configuration parsed. */
+export type GatewayEnv = { Bindings: Env; Variables: { gateway: ReadyGateway } };
+
+/** How often one client may ask `/__limiter/status`: it must not become a way to hammer the store. */
+export const STATUS_RULE: RuleSpec = { name: "__limiter_status", key: "ip", capacity: 10, rate: "10/1m" };
 
 // The env object is the same for every request of an isolate: parse once.
 const gateways = new WeakMap<Env, Gateway>();
@@ -31,12 +42,42 @@ export function gatewayFor(env: Env): Gateway {
   let gateway = gateways.get(env);
   if (gateway === undefined) {
     const parsed = parseGatewayConfig(env);
-    gateway = parsed.ok
-      ? { ok: true, config: parsed.config, limiter: new Limiter({ ...parsed.config.limiter, backend: createBackend(parsed.config.backend, env) }) }
-      : parsed;
+    if (parsed.ok) {
+      const backend = createBackend(parsed.config.backend, env);
+      const limiter = new Limiter({ ...parsed.config.limiter, backend });
+      const statusLimiter = new Limiter({ ...parsed.config.limiter, rules: [STATUS_RULE], backend });
+      gateway = { ok: true, config: parsed.config, limiter, statusLimiter };
+    } else {
+      gateway = parsed;
+    }
     gateways.set(env, gateway);
   }
   return gateway;
+}
+
+/**
+ * Middleware that puts the isolate's gateway in `c.var.gateway`, or answers the 500 that names
+ * every bad variable while the configuration is invalid.
+ *
+ * @example
+ * app.use("*", withGateway);
+ */
+export const withGateway: MiddlewareHandler<GatewayEnv> = async (c, next) => {
+  const gateway = gatewayFor(c.env);
+  if (!gateway.ok) return configErrorResponse(gateway.errors);
+  c.set("gateway", gateway);
+  return next();
+};
+
+/**
+ * The 500 every request gets while the configuration is invalid: it names each bad variable
+ * and its value, so the operator sees the mistake on the first request.
+ *
+ * @example
+ * configErrorResponse([{ variable: "LIMITER_CAPACITY", value: "abc", message: "must be an integer from 1 to 1000000000" }]);
+ */
+export function configErrorResponse(errors: readonly ConfigError[]): Response {
+  return invalidConfigurationProblem(describeConfigErrors(errors), errors);
 }
 
 function createBackend(config: BackendConfig, env: Env): LimiterBackend {

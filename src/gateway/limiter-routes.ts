@@ -1,18 +1,20 @@
 import { Hono } from "hono";
-import { invalidConfigurationProblem, notFoundProblem } from "../core/problems";
-import { describeConfigErrors, type ConfigError } from "./config";
-import type { Env } from "./env";
-import { gatewayFor } from "./gateway";
+import { notFoundProblem } from "../core/problems";
+import { adminRoutes } from "./admin-routes";
+import { describeConfigErrors } from "./config";
+import { gatewayFor, withGateway, type GatewayEnv } from "./gateway";
+import { statusRoute } from "./status-route";
 
 /**
- * The reserved `/__limiter/*` routes; nothing under this prefix is ever proxied.
- * `GET /__limiter/health` answers 200 with the backend's round-trip time and this isolate's
- * breaker state, or 503 when the configuration is invalid or the backend does not answer.
+ * The reserved `/__limiter/*` routes; nothing under this prefix is ever proxied or charged to a
+ * client's buckets. `GET /__limiter/health` answers 200 with the backend's round-trip time and
+ * this isolate's breaker state, or 503 when the configuration is invalid or the backend does not
+ * answer; `/__limiter/status` and `/__limiter/admin/*` are described where they are defined.
  *
  * @example
  * app.route("/__limiter", limiterRoutes);
  */
-export const limiterRoutes = new Hono<{ Bindings: Env }>();
+export const limiterRoutes = new Hono<GatewayEnv>();
 
 limiterRoutes.get("/health", async (c) => {
   const gateway = gatewayFor(c.env);
@@ -32,15 +34,9 @@ limiterRoutes.get("/health", async (c) => {
   return c.json({ status: "error", config: { ok: true }, backend: { name, ok: false, error: backend.error }, isolate }, 503);
 });
 
-limiterRoutes.all("*", (c) => notFoundProblem(new URL(c.req.url).pathname));
+limiterRoutes.use("/status", withGateway);
+limiterRoutes.get("/status", statusRoute);
+limiterRoutes.use("/admin/*", withGateway);
+limiterRoutes.route("/admin", adminRoutes);
 
-/**
- * The 500 every request gets while the configuration is invalid: it names each bad variable
- * and its value, so the operator sees the mistake on the first request.
- *
- * @example
- * configErrorResponse([{ variable: "LIMITER_CAPACITY", value: "abc", message: "must be an integer from 1 to 1000000000" }]);
- */
-export function configErrorResponse(errors: readonly ConfigError[]): Response {
-  return invalidConfigurationProblem(describeConfigErrors(errors), errors);
-}
+limiterRoutes.all("*", (c) => notFoundProblem(new URL(c.req.url).pathname));
