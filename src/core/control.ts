@@ -113,6 +113,8 @@ export async function checkClient(limiter: Limiter, body: unknown): Promise<Chec
       return { ok: true, allowed: true, rule: String(rule), failure: verdict.reason };
     case "fail-closed":
       return { ok: true, allowed: false, rule: verdict.rule.name, failure: verdict.reason };
+    case "invalid-subject":
+      return { ok: false, field: verdict.field, message: verdict.message };
     default:
       return failure("client", verdict);
   }

@@ -124,8 +124,10 @@ export function upstashBackend(options: UpstashBackendOptions): LimiterBackend {
     },
     overrides: {
       async list(signal) {
-        const all = await withAuthCheck(() => clientFor(signal).hgetall<Record<string, unknown>>(registryKey));
-        return Object.values(all ?? {}).map((value) => (typeof value === "string" ? JSON.parse(value) : value) as OverrideRecord);
+        // Raw (no automatic deserialisation): HGETALL's flat [field, value, …] list.
+        const all: unknown = await withAuthCheck(() => clientFor(signal).hgetall(registryKey));
+        const values = Array.isArray(all) ? all.filter((_, i) => i % 2 === 1) : Object.values(all ?? {});
+        return values.flatMap((value) => parseRecord(value));
       },
       async put(record, signal) {
         await withAuthCheck(() => clientFor(signal).hset(registryKey, { [record.id]: JSON.stringify(record) }));
@@ -138,6 +140,18 @@ export function upstashBackend(options: UpstashBackendOptions): LimiterBackend {
       await withAuthCheck(() => clientFor(signal).ping());
     },
   };
+}
+
+/** One registry entry; one that does not parse is skipped (and logged), never fatal to traffic. */
+function parseRecord(value: unknown): OverrideRecord[] {
+  try {
+    const record: unknown = typeof value === "string" ? JSON.parse(value) : value;
+    if (typeof record === "object" && record !== null && "id" in record && "rule" in record && "client" in record) return [record as OverrideRecord];
+  } catch {
+    // reported below
+  }
+  console.error(JSON.stringify({ event: "limiter.override_unreadable", value: String(value).slice(0, 200) }));
+  return [];
 }
 
 /** EVALSHA, then EVAL only if the script is not cached (NOSCRIPT): never a separate SCRIPT LOAD. */
