@@ -1,5 +1,9 @@
+import { dirname } from "node:path";
 import { cloudflareTest } from "@cloudflare/vitest-plugin";
 import { defineConfig, defineProject } from "vitest/config";
+import { wranglerCompatibility } from "./dev/workerd.mjs";
+
+const compatibility = await wranglerCompatibility();
 
 export default defineConfig({
   test: {
@@ -10,13 +14,28 @@ export default defineConfig({
         plugins: [
           cloudflareTest(({ inject }) => ({
             wrangler: { configPath: "./wrangler.toml" },
-            miniflare: { bindings: { ORIGIN_URL: inject("originUrl") } },
+            miniflare: {
+              bindings: { ORIGIN_URL: inject("originUrl") },
+              // The gateway's deployable bundle as a second Worker, which the tests (a Worker
+              // too) call over a real service binding to its LimiterService entrypoint.
+              serviceBindings: { SLUICE_GATEWAY: { name: "sluice-gateway", entrypoint: "LimiterService" } },
+              workers: [
+                {
+                  name: "sluice-gateway",
+                  modules: [{ type: "ESModule", path: inject("gatewayBundle") }],
+                  modulesRoot: dirname(inject("gatewayBundle")),
+                  ...compatibility,
+                  bindings: { ORIGIN_URL: inject("originUrl") },
+                  durableObjects: { LIMITER_BUCKETS: { className: "ClientBuckets", useSQLite: true } },
+                },
+              ],
+            },
           })),
         ],
         test: {
           name: "workers",
           include: ["test/**/*.worker.test.ts"],
-          globalSetup: ["./test/support/stack.global.ts"],
+          globalSetup: ["./test/support/stack.global.ts", "./test/support/bundle.global.ts"],
         },
       }),
       // Everything else runs in Node: the core, Redis, dev tooling, several gateway processes, the package.
