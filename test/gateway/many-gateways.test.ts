@@ -4,6 +4,7 @@ import { startGateway } from "../../dev/miniflare-gateway.mjs";
 
 const CAPACITY = 20;
 const RATE_PER_SECOND = 10;
+const ADMIN_TOKEN = "many-gateways-admin-token";
 
 let stack: Awaited<ReturnType<typeof startLocalStack>>;
 let gateways: Awaited<ReturnType<typeof startGateway>>[] = [];
@@ -16,6 +17,7 @@ beforeAll(async () => {
     LIMITER_REFILL_RATE: String(RATE_PER_SECOND),
     LIMITER_KEY: "header:x-api-key",
     LIMITER_TIMEOUT_MS: "5000",
+    LIMITER_ADMIN_TOKEN: ADMIN_TOKEN,
   };
   // Three separate workerd processes: three "servers" sharing one Redis through the bridge.
   gateways = await Promise.all([1, 2, 3].map(() => startGateway({ scriptPath: inject("gatewayBundle"), vars })));
@@ -88,4 +90,42 @@ describe("several gateway instances sharing one Redis", () => {
       await Promise.all(burstGateways.map((gateway) => gateway.dispose()));
     }
   });
+
+  it("an override set through one server: exact at once on the others, prefix within 10 s", async () => {
+    const [first, second, third] = gateways;
+    if (!first || !second || !third) throw new Error("three gateways");
+    const limitOf = async (url: string, apiKey: string) => {
+      const response = await fetch(`${url}/`, { headers: { "x-api-key": apiKey } });
+      await response.arrayBuffer();
+      return response.headers.get("X-RateLimit-Limit");
+    };
+    const override = (client: string, capacity: number) =>
+      fetch(`${first.url}/__limiter/admin/overrides`, {
+        method: "PUT",
+        headers: { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" },
+        body: JSON.stringify({ rule: "default", client: { "header:x-api-key": client }, capacity, rate: 10 }),
+      });
+    const tag = crypto.randomUUID().slice(0, 8);
+    // The other servers have read the (empty) override registry already.
+    expect(await limitOf(second.url, `${tag}-vip`)).toBe(String(CAPACITY));
+    expect((await override(`${tag}-vip`, 500)).status).toBe(200);
+    expect(await limitOf(second.url, `${tag}-vip`)).toBe("500");
+    expect(await limitOf(third.url, `${tag}-vip`)).toBe("500");
+
+    expect((await override(`${tag}-team-*`, 300)).status).toBe(200);
+    const started = Date.now();
+    const seenAfter: number[] = [];
+    for (const server of [second, third]) {
+      for (let i = 0; Date.now() - started < 12_000; i++) {
+        if ((await limitOf(server.url, `${tag}-team-${i}`)) === "300") {
+          seenAfter.push(Date.now() - started);
+          break;
+        }
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+    }
+    console.log(JSON.stringify({ event: "prefix override reached other servers", afterMs: seenAfter }));
+    expect(seenAfter).toHaveLength(2);
+    for (const ms of seenAfter) expect(ms).toBeLessThanOrEqual(10_000);
+  }, 20_000);
 });
