@@ -1,0 +1,148 @@
+import { execFile } from "node:child_process";
+import { mkdtemp, readdir, readFile, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { build } from "esbuild";
+import { beforeAll, describe, expect, it } from "vitest";
+import { startWorkerd } from "../../dev/workerd.mjs";
+
+/**
+ * The package as a user gets it: `npm pack` (which builds dist/ with tsdown), installed from the
+ * tarball into a scratch project beside Hono, then run in plain Node, type-checked, and bundled
+ * into a Worker that runs on workerd.
+ */
+const run = promisify(execFile);
+const repo = new URL("../..", import.meta.url).pathname;
+let consumer: string;
+
+beforeAll(async () => {
+  const packed = await mkdtemp(join(tmpdir(), "sluice-pack-"));
+  await run("npm", ["pack", "--silent", "--pack-destination", packed], { cwd: repo });
+  const [tarball] = (await readdir(packed)).filter((name) => name.endsWith(".tgz"));
+  if (tarball === undefined) throw new Error("npm pack made no tarball");
+  const honoVersion = JSON.parse(await readFile(join(repo, "node_modules/hono/package.json"), "utf8")).version as string;
+
+  consumer = await mkdtemp(join(tmpdir(), "sluice-consumer-"));
+  await writeFile(
+    join(consumer, "package.json"),
+    JSON.stringify({ name: "consumer", private: true, type: "module", dependencies: { sluice: `file:${join(packed, tarball)}`, hono: honoVersion } }),
+  );
+  await run("npm", ["install", "--no-audit", "--no-fund", "--prefer-offline", "--ignore-scripts"], { cwd: consumer });
+  await writeFile(
+    join(consumer, "tsconfig.json"),
+    JSON.stringify({
+      compilerOptions: { target: "es2022", module: "nodenext", moduleResolution: "nodenext", lib: ["es2023", "dom"], types: [], strict: true, noEmit: true, skipLibCheck: false },
+      include: ["app.ts"],
+    }),
+  );
+  await writeFile(join(consumer, "app.ts"), APP);
+}, 120_000);
+
+/** The README's library example, as a consumer writes it. */
+const APP = `import { Hono } from "hono";
+import { memoryBackend } from "sluice";
+import { rateLimiter } from "sluice/hono";
+
+const app = new Hono();
+app.use(rateLimiter({ backend: memoryBackend(), rules: [{ name: "api", key: "header:x-api-key", capacity: 5, rate: "1/1m" }] }));
+app.get("/", (c) => c.text("ok"));
+
+const results = [];
+for (let i = 0; i < 6; i++) {
+  const response = await app.request("/", { headers: { "x-api-key": "k" } });
+  results.push({
+    status: response.status,
+    policy: response.headers.get("RateLimit-Policy"),
+    rateLimit: response.headers.get("RateLimit"),
+    contentType: response.headers.get("Content-Type"),
+    body: await response.text(),
+  });
+}
+console.log(JSON.stringify(results));
+`;
+
+describe("the sluice package, installed from its tarball", () => {
+  it("runs a Hono app in plain Node: five 200s, then a 429 with the IETF headers", async () => {
+    const { stdout } = await run(process.execPath, ["app.ts"], { cwd: consumer });
+    const results = JSON.parse(stdout) as { status: number; policy: string; rateLimit: string; contentType: string; body: string }[];
+    expect(results.map((r) => r.status)).toEqual([200, 200, 200, 200, 200, 429]);
+    expect(results[0]).toMatchObject({ policy: '"api";q=5;w=300', rateLimit: '"api";r=4;t=60', body: "ok" });
+    const refused = results[5];
+    expect(refused).toMatchObject({ policy: '"api";q=5;w=300', rateLimit: '"api";r=0;t=60', contentType: "application/problem+json" });
+    expect(JSON.parse(refused?.body ?? "{}")).toMatchObject({ status: 429, "violated-policies": ["api"] });
+  }, 30_000);
+
+  it("type-checks the consumer, and a wrong rule fails to", async () => {
+    const tsc = join(repo, "node_modules/.bin/tsc");
+    await expect(run(tsc, ["-p", "."], { cwd: consumer })).resolves.toBeDefined();
+    await writeFile(join(consumer, "app.ts"), APP.replace('rate: "1/1m"', "rate: {}"));
+    try {
+      const failure = await run(tsc, ["-p", "."], { cwd: consumer }).then(
+        () => "",
+        (error: { stdout: string }) => error.stdout,
+      );
+      expect(failure).toMatch(/app\.ts.*error TS\d+/);
+    } finally {
+      await writeFile(join(consumer, "app.ts"), APP);
+    }
+  }, 60_000);
+
+  it("neither `sluice` nor `sluice/hono` loads cloudflare:workers; `sluice/durable-object` does", async () => {
+    const dist = join(consumer, "node_modules/sluice/dist");
+    const importsOf = async (file: string, seen = new Set<string>()): Promise<string[]> => {
+      if (seen.has(file)) return [];
+      seen.add(file);
+      const text = await readFile(join(dist, file), "utf8");
+      const specifiers = [...text.matchAll(/^import .* from "([^"]+)";$/gm)].map((m) => m[1] ?? "");
+      const nested = await Promise.all(specifiers.filter((s) => s.startsWith("./")).map((s) => importsOf(s.slice(2), seen)));
+      return [...specifiers, ...nested.flat()];
+    };
+    for (const entry of ["index.js", "hono.js"]) expect((await importsOf(entry)).filter((s) => s.startsWith("cloudflare:"))).toEqual([]);
+    expect(await importsOf("durable-object.js")).toContain("cloudflare:workers");
+  });
+
+  it("runs a Worker built on sluice/durable-object on workerd: 200, 200, 429", async () => {
+    await writeFile(
+      join(consumer, "worker.ts"),
+      `import { Hono } from "hono";
+import { Limiter } from "sluice";
+import { ClientBuckets, durableObjectBackend } from "sluice/durable-object";
+import { rateLimiter } from "sluice/hono";
+
+export { ClientBuckets };
+type Env = { Bindings: { BUCKETS: DurableObjectNamespace<ClientBuckets> } };
+let limiter: Limiter | undefined;
+const app = new Hono<Env>();
+app.use(rateLimiter<Env>({ limiter: (c) => (limiter ??= new Limiter({ backend: durableObjectBackend(c.env.BUCKETS), rules: [{ name: "api", capacity: 2, rate: "1/1h" }] })) }));
+app.get("/", (c) => c.text("ok"));
+export default app;
+`,
+    );
+    const outfile = join(consumer, "dist/worker.js");
+    await build({
+      entryPoints: [join(consumer, "worker.ts")],
+      outfile,
+      bundle: true,
+      format: "esm",
+      platform: "neutral",
+      target: "es2022",
+      conditions: ["workerd", "worker", "browser"],
+      mainFields: ["module", "main"],
+      external: ["cloudflare:*", "node:*"],
+      logLevel: "error",
+    });
+    const worker = await startWorkerd({ scriptPath: outfile, vars: {}, durableObjects: { BUCKETS: { className: "ClientBuckets", useSQLite: true } } });
+    try {
+      const statuses = [];
+      for (let i = 0; i < 3; i++) {
+        const response = await fetch(`${worker.url}/`, { headers: { "cf-connecting-ip": "203.0.113.9" } });
+        await response.arrayBuffer();
+        statuses.push(response.status);
+      }
+      expect(statuses).toEqual([200, 200, 429]);
+    } finally {
+      await worker.dispose();
+    }
+  }, 60_000);
+});

@@ -1,0 +1,23 @@
+import { defineConfig } from "tsdown";
+
+/**
+ * The `sluice` package: ES modules and type declarations for each subpath, shared code in
+ * chunks (so `sluice/hono` and `sluice` share one `Limiter` class). Hono, @upstash/redis and the
+ * Workers runtime module stay imports, resolved by the consumer.
+ */
+export default defineConfig({
+  entry: {
+    index: "src/core/index.ts",
+    hono: "src/hono/index.ts",
+    "durable-object": "src/backends/durable-object/index.ts",
+    upstash: "src/backends/upstash/index.ts",
+  },
+  format: "esm",
+  platform: "neutral",
+  target: "es2022",
+  outDir: "dist",
+  clean: true,
+  dts: true,
+  tsconfig: "tsconfig.build.json",
+  deps: { neverBundle: [/^hono(\/.*)?$/, /^@upstash\/redis(\/.*)?$/, /^cloudflare:/] },
+});
