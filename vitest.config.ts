@@ -15,7 +15,8 @@ export default defineConfig({
           cloudflareTest(({ inject }) => ({
             wrangler: { configPath: "./wrangler.toml" },
             miniflare: {
-              bindings: { ORIGIN_URL: inject("originUrl") },
+              // Metrics flush soon after a request, so tests that read them need not wait long.
+              bindings: { ORIGIN_URL: inject("originUrl"), LIMITER_METRICS_FLUSH_MS: "20" },
               // The gateway's deployable bundle as a second Worker, which the tests (a Worker
               // too) call over a real service binding to its LimiterService entrypoint.
               serviceBindings: { SLUICE_GATEWAY: { name: "sluice-gateway", entrypoint: "LimiterService" } },

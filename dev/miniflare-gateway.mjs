@@ -34,5 +34,12 @@ export function buildGatewayBundle() {
  * await gateway.dispose();
  */
 export function startGateway({ scriptPath, vars }) {
-  return startWorkerd({ scriptPath, vars, durableObjects: { LIMITER_BUCKETS: { className: "ClientBuckets", useSQLite: true } } });
+  return startWorkerd({
+    scriptPath,
+    vars,
+    durableObjects: {
+      LIMITER_BUCKETS: { className: "ClientBuckets", useSQLite: true },
+      LIMITER_METRICS_STORE: { className: "GatewayMetrics", useSQLite: true },
+    },
+  });
 }

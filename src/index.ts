@@ -2,10 +2,12 @@ import { Hono } from "hono";
 import { peerAddress } from "./core/identity";
 import { withGateway, type GatewayEnv } from "./gateway/gateway";
 import { limiterRoutes } from "./gateway/limiter-routes";
+import { requestIdOf } from "./gateway/log";
 import { forwardToOrigin } from "./gateway/proxy";
 import { rateLimiter } from "./hono";
 
 export { ClientBuckets } from "./backends/durable-object";
+export { GatewayMetrics } from "./gateway/metrics-object";
 export { LimiterService } from "./gateway/rpc";
 
 /** The sluice Worker: reserved limiter routes, then configuration, rate limiting, and the proxy. */
@@ -13,10 +15,25 @@ const app = new Hono<GatewayEnv>();
 
 app.route("/__limiter", limiterRoutes);
 app.use("*", withGateway);
-app.use("*", rateLimiter<GatewayEnv>({ limiter: (c) => c.var.gateway.limiter }));
-app.all("*", (c) => {
-  const { origin } = c.var.gateway.config;
-  return forwardToOrigin(c.req.raw, { originUrl: origin.url, timeoutMs: origin.timeoutMs, clientIp: peerAddress(c.req.raw.headers) });
+app.use(
+  "*",
+  rateLimiter<GatewayEnv>({
+    limiter: (c) => c.var.gateway.limiter,
+    requestId: (c) => requestIdOf(c.req.raw.headers),
+    onResponse: (c) => c.var.gateway.metrics.afterRequest(c.executionCtx),
+  }),
+);
+app.all("*", async (c) => {
+  const { config, metrics } = c.var.gateway;
+  const started = performance.now();
+  const response = await forwardToOrigin(c.req.raw, {
+    originUrl: config.origin.url,
+    timeoutMs: config.origin.timeoutMs,
+    clientIp: peerAddress(c.req.raw.headers),
+    requestId: requestIdOf(c.req.raw.headers),
+  });
+  metrics.recorder.recordOrigin(response.status, performance.now() - started);
+  return response;
 });
 
 export default app;

@@ -38,10 +38,14 @@ export class CircuitBreaker {
     this.probeStartedAtMs = undefined;
   }
 
-  recordFailure(nowMs: number): void {
+  /** Counts a failure; returns whether it opened the circuit (from closed, or by a failed probe). */
+  recordFailure(nowMs: number): boolean {
+    const probing = this.probeStartedAtMs !== undefined;
     this.consecutiveFailures += 1;
     this.probeStartedAtMs = undefined;
-    if (this.consecutiveFailures >= this.options.failureThreshold) this.openUntilMs = nowMs + this.options.cooldownMs;
+    if (this.consecutiveFailures < this.options.failureThreshold) return false;
+    this.openUntilMs = nowMs + this.options.cooldownMs;
+    return probing || this.consecutiveFailures === this.options.failureThreshold;
   }
 
   /** `closed` (calls go through), `open` (skipped), or `half-open` (a probe may go). */

@@ -1,6 +1,6 @@
 import { BackendConfigError, type BucketAnswer, type BucketCharge, type BucketRef, type LimiterBackend } from "./backend";
 import { CircuitBreaker, type CircuitBreakerOptions } from "./circuit-breaker";
-import { withDeadline } from "./deadline";
+import { BackendTimeoutError, withDeadline } from "./deadline";
 import { DEFAULTS } from "./defaults";
 import { DenyCache, type CachedRefusal } from "./deny-cache";
 import { mostRestrictive, rateLimitHeaders, type HeaderMode } from "./headers";
@@ -21,7 +21,35 @@ export type MissingKeyMode = "anonymous" | "reject";
 export type LimiterEvent =
   | { readonly event: "limiter.shadow_refusal"; readonly rule: string; readonly outcome: BucketDecision["outcome"] }
   | { readonly event: "limiter.backend_failure"; readonly backend: string; readonly failMode: FailMode; readonly reason: string }
-  | { readonly event: "limiter.backend_config_error"; readonly variable: string; readonly reason: string };
+  | { readonly event: "limiter.backend_config_error"; readonly variable: string; readonly reason: string }
+  | { readonly event: "limiter.breaker_opened"; readonly backend: string };
+
+/** How the store call of one check went (none when the deny cache answered or no rule applied). */
+export type BackendCall = { readonly result: "ok" | "error" | "timeout" | "breaker_open" | "misconfigured"; readonly latencyMs: number };
+
+/**
+ * One decision as metrics see it: the verdict and what it took. The limiter hands every one to
+ * `onDecision`, so counting happens in one place whatever asked (traffic, admin, RPC).
+ */
+export interface DecisionEvent {
+  readonly verdict: Verdict;
+  readonly mode: "charge" | "peek";
+  /** Wall time of the whole check, ms. */
+  readonly durationMs: number;
+  readonly backendCall: BackendCall | undefined;
+  /** Whether this check's failure opened the circuit breaker. */
+  readonly breakerOpened: boolean;
+  /** The hashed client of each rule charged (distinct-client estimates, top refused clients). */
+  readonly clients: readonly { readonly rule: string; readonly clientKey: string }[];
+}
+
+/** What a check did besides deciding, filled in as it goes. */
+interface Trace {
+  readonly requestId: string | undefined;
+  backendCall: BackendCall | undefined;
+  breakerOpened: boolean;
+  clients: { rule: string; clientKey: string }[];
+}
 
 /** Options of {@link Limiter}; everything but `backend` and `rules` has a default (see `DEFAULTS`). */
 export interface LimiterOptions {
@@ -45,8 +73,10 @@ export interface LimiterOptions {
   readonly breaker?: CircuitBreakerOptions;
   /** Milliseconds since the epoch; tests inject their own. The buckets themselves use the store's clock. */
   readonly clock?: () => number;
-  /** Where events go. Default: one JSON line on the console. */
-  readonly log?: (event: LimiterEvent) => void;
+  /** Where events go, with the check's request id if it had one. Default: one JSON line on the console. */
+  readonly log?: (event: LimiterEvent, requestId: string | undefined) => void;
+  /** Called with every decision, after it is made (metrics). Must not throw or block. */
+  readonly onDecision?: (event: DecisionEvent) => void;
 }
 
 /** Options of one {@link Limiter.check}. */
@@ -55,6 +85,8 @@ export interface CheckOptions {
   readonly cost?: number;
   /** `charge` (default) takes the tokens; `peek` only looks, changing nothing. */
   readonly mode?: "charge" | "peek";
+  /** Passed to the log with every event this check causes. */
+  readonly requestId?: string;
 }
 
 /** The backend's health as one isolate sees it. */
@@ -115,7 +147,8 @@ export class Limiter {
   private readonly headerMode: HeaderMode;
   private readonly missingKey: MissingKeyMode;
   private readonly clock: () => number;
-  private readonly log: (event: LimiterEvent) => void;
+  private readonly log: (event: LimiterEvent, requestId: string | undefined) => void;
+  private readonly onDecision: ((event: DecisionEvent) => void) | undefined;
   private prefixes: { readonly loadedAtMs: number; readonly overrides: PrefixOverrides } | undefined;
   private loadingPrefixes: Promise<PrefixOverrides> | undefined;
 
@@ -133,6 +166,7 @@ export class Limiter {
     this.missingKey = options.missingKey ?? DEFAULTS.missingKey;
     this.clock = options.clock ?? Date.now;
     this.log = options.log ?? logToConsole;
+    this.onDecision = options.onDecision;
   }
 
   /**
@@ -144,6 +178,14 @@ export class Limiter {
    * if (verdict.kind === "allowed") forward(verdict.headers);
    */
   async check(subject: Subject, options: CheckOptions = {}): Promise<Verdict> {
+    const started = performance.now();
+    const trace: Trace = { requestId: options.requestId, backendCall: undefined, breakerOpened: false, clients: [] };
+    const verdict = await this.decide(subject, options, trace);
+    this.onDecision?.({ verdict, mode: options.mode ?? "charge", durationMs: performance.now() - started, ...trace });
+    return verdict;
+  }
+
+  private async decide(subject: Subject, options: CheckOptions, trace: Trace): Promise<Verdict> {
     // A peek may cost 0: the bucket as it stands, not as one more request would leave it.
     const minCost = options.mode === "peek" ? 0 : 1;
     if (options.cost !== undefined && !(Number.isInteger(options.cost) && options.cost >= minCost && options.cost <= 1_000_000_000)) {
@@ -151,7 +193,8 @@ export class Limiter {
     }
     const resolution = subject.kind === "request" ? await this.resolveRequest(subject, options.cost) : await this.resolveClient(subject, options.cost);
     if (resolution.kind === "verdict") return resolution.verdict;
-    return options.mode === "peek" ? this.peek(resolution.rules, resolution.entries) : this.charge(resolution.rules, resolution.entries);
+    trace.clients = resolution.entries.map(({ rule, charge }) => ({ rule: rule.name, clientKey: charge.clientKey }));
+    return options.mode === "peek" ? this.peek(resolution.rules, resolution.entries, trace) : this.charge(resolution.rules, resolution.entries, trace);
   }
 
   /** This isolate's view: breaker state, deny-cache size, backend calls made, rule names. */
@@ -292,18 +335,18 @@ export class Limiter {
     return overrides;
   }
 
-  private async charge(rules: readonly Rule[], entries: readonly Entry[]): Promise<Verdict> {
+  private async charge(rules: readonly Rule[], entries: readonly Entry[], trace: Trace): Promise<Verdict> {
     // A client this isolate saw refused is refused again until its retry time, with no backend call.
     const cached = await this.consultDenyCache(entries);
     // Requests of the same client waiting on this one's answer may go on.
     const releaseProbes = () => cached.probes.splice(0).forEach((release) => release());
     try {
       if (cached.refusals.length > 0) return this.refusal(rules, cached.refusals, true);
-      const answer = await this.ask(rules, entries, "take", releaseProbes);
+      const answer = await this.ask(rules, entries, "take", releaseProbes, trace);
       if (answer.kind === "verdict") return answer.verdict;
       const outcomes = answer.outcomes;
       for (const { rule, decision } of outcomes) {
-        if (rule.mode === "shadow" && decision.outcome !== "allowed") this.log({ event: "limiter.shadow_refusal", rule: rule.name, outcome: decision.outcome });
+        if (rule.mode === "shadow" && decision.outcome !== "allowed") this.log({ event: "limiter.shadow_refusal", rule: rule.name, outcome: decision.outcome }, trace.requestId);
       }
       const verdict = this.verdictFor(rules, outcomes);
       // Waits count from the answer's arrival: a request queued behind others at the store got
@@ -315,14 +358,14 @@ export class Limiter {
     }
   }
 
-  private async peek(rules: readonly Rule[], entries: readonly Entry[]): Promise<Verdict> {
+  private async peek(rules: readonly Rule[], entries: readonly Entry[], trace: Trace): Promise<Verdict> {
     const nowMs = this.clock();
     const refusals = entries.flatMap(({ rule, charge }) => {
       const refusal = this.usesDenyCache(rule, charge) ? this.denyCache.peek(denyCacheKey(charge), nowMs) : undefined;
       return refusal === undefined ? [] : [cachedOutcome(rule, refusal, nowMs)];
     });
     if (refusals.length > 0) return this.refusal(rules, refusals, true);
-    const answer = await this.ask(rules, entries, "peek", () => {});
+    const answer = await this.ask(rules, entries, "peek", () => {}, trace);
     return answer.kind === "verdict" ? answer.verdict : this.verdictFor(rules, answer.outcomes);
   }
 
@@ -332,11 +375,15 @@ export class Limiter {
     entries: readonly Entry[],
     operation: "take" | "peek",
     releaseProbes: () => void,
+    trace: Trace,
   ): Promise<{ kind: "outcomes"; outcomes: RuleOutcome[] } | { kind: "verdict"; verdict: Verdict }> {
     if (!this.breaker.allowCall(this.clock())) {
       releaseProbes();
-      return { kind: "verdict", verdict: this.failMode(rules, "circuit open: backend skipped during cool-down") };
+      trace.backendCall = { result: "breaker_open", latencyMs: 0 };
+      return { kind: "verdict", verdict: this.failMode(rules, "circuit open: backend skipped during cool-down", trace) };
     }
+    const started = performance.now();
+    const call = (result: BackendCall["result"]) => (trace.backendCall = { result, latencyMs: performance.now() - started });
     try {
       const prefixes = await this.prefixOverrides();
       const charges = entries.map(({ rule, charge, values }) => {
@@ -347,16 +394,20 @@ export class Limiter {
       const answers = await withDeadline((signal) => this.backend[operation](charges, signal), this.timeoutMs);
       this.breaker.recordSuccess();
       if (answers.length !== entries.length) throw new Error(`backend answered ${answers.length} decisions for ${entries.length} charges`);
+      call("ok");
       return { kind: "outcomes", outcomes: zipOutcomes(entries, answers) };
     } catch (error) {
       releaseProbes(); // before a fail-open request goes on
       if (error instanceof BackendConfigError) {
+        call("misconfigured");
         this.breaker.recordSuccess(); // the backend answered: it is misconfigured, not down
-        this.log({ event: "limiter.backend_config_error", variable: error.variable, reason: error.message });
+        this.log({ event: "limiter.backend_config_error", variable: error.variable, reason: error.message }, trace.requestId);
         return { kind: "verdict", verdict: { kind: "backend-misconfigured", variable: error.variable, message: error.message } };
       }
-      this.breaker.recordFailure(this.clock());
-      return { kind: "verdict", verdict: this.failMode(rules, error instanceof Error ? `${error.name}: ${error.message}` : String(error)) };
+      call(error instanceof BackendTimeoutError ? "timeout" : "error");
+      trace.breakerOpened = this.breaker.recordFailure(this.clock());
+      if (trace.breakerOpened) this.log({ event: "limiter.breaker_opened", backend: this.backend.name }, trace.requestId);
+      return { kind: "verdict", verdict: this.failMode(rules, error instanceof Error ? `${error.name}: ${error.message}` : String(error), trace) };
     }
   }
 
@@ -386,9 +437,9 @@ export class Limiter {
   }
 
   /** Backend unreachable: each rule's fail mode decides; one closed enforced rule refuses the request. */
-  private failMode(rules: readonly Rule[], reason: string): Verdict {
+  private failMode(rules: readonly Rule[], reason: string, trace: Trace): Verdict {
     const closed = rules.find((rule) => rule.mode === "enforce" && rule.failMode === "closed");
-    this.log({ event: "limiter.backend_failure", backend: this.backend.name, failMode: closed ? "closed" : "open", reason });
+    this.log({ event: "limiter.backend_failure", backend: this.backend.name, failMode: closed ? "closed" : "open", reason }, trace.requestId);
     return closed === undefined ? { kind: "fail-open", rules, reason } : { kind: "fail-closed", rule: closed, backend: this.backend.name, reason };
   }
 
@@ -482,7 +533,8 @@ function denyCacheKey(ref: BucketRef): string {
   return `${ref.bucket}|${ref.clientKey}`;
 }
 
-function logToConsole(event: LimiterEvent): void {
-  if (event.event === "limiter.shadow_refusal") console.log(JSON.stringify(event));
-  else console.error(JSON.stringify(event));
+function logToConsole(event: LimiterEvent, requestId: string | undefined): void {
+  const line = JSON.stringify({ ...event, ...(requestId !== undefined && { requestId }) });
+  if (event.event === "limiter.shadow_refusal") console.log(line);
+  else console.error(line);
 }

@@ -6,6 +6,7 @@ import { invalidConfigurationProblem, invalidRequestProblem, limiterUnavailableP
 import { bearerMatches } from "./bearer";
 import type { Env } from "./env";
 import type { ReadyGateway } from "./gateway";
+import { logEvent } from "./log";
 
 type AdminEnv = { Bindings: Env; Variables: { gateway: ReadyGateway } };
 
@@ -57,7 +58,7 @@ async function answer(
     return c.json(rest);
   } catch (error) {
     if (error instanceof BackendConfigError) return invalidConfigurationProblem([`${error.variable}: ${error.message}`]);
-    console.error(JSON.stringify({ event: "limiter.admin_failure", path: new URL(c.req.url).pathname, reason: error instanceof Error ? error.message : String(error) }));
+    logEvent("error", { event: "admin.failure", path: new URL(c.req.url).pathname, reason: error instanceof Error ? error.message : String(error) });
     return limiterUnavailableProblem(limiter.backend.name, "the admin operation was not done");
   }
 }

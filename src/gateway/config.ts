@@ -31,12 +31,18 @@ export interface LimiterSettings {
 /** The admin API: off (every admin route is a 404), or on behind a bearer token. */
 export type AdminConfig = { readonly kind: "off" } | { readonly kind: "on"; readonly token: string };
 
+/** Metrics: counted per isolate and flushed to the metrics object every `flushMs`, or off; read with `token`, if any. */
+export type MetricsConfig =
+  | { readonly kind: "off" }
+  | { readonly kind: "on"; readonly flushMs: number; readonly token: string | undefined };
+
 /** The gateway's whole configuration, parsed and checked. */
 export interface GatewayConfig {
   readonly origin: { readonly url: URL; readonly timeoutMs: number };
   readonly backend: BackendConfig;
   readonly limiter: LimiterSettings;
   readonly admin: AdminConfig;
+  readonly metrics: MetricsConfig;
 }
 
 /** One variable that did not parse: its name, the value as given, and what was expected. */
@@ -57,6 +63,8 @@ export const GATEWAY_DEFAULTS = {
   refillRate: "1",
   key: DEFAULTS.rule.key,
   keyPrefix: "sluice",
+  metrics: "on",
+  metricsFlushMs: 5_000,
 } as const;
 
 const BACKEND_KINDS: readonly BackendConfig["kind"][] = ["durable-object", "upstash", "memory"];
@@ -134,13 +142,16 @@ export function parseGatewayConfig(env: Env): ConfigResult {
   const rules = parseRuleVars(vars, failMode);
   const backend = backendKind === undefined ? undefined : parseBackend(backendKind, vars);
   const admin = parseAdmin(vars);
+  const metrics = parseMetrics(vars, admin);
 
   const breaker = failureThreshold !== undefined && cooldownMs !== undefined ? { failureThreshold, cooldownMs } : undefined;
   const identity = ipHeader !== undefined && ipv6PrefixLength !== undefined ? { ipHeader, ipv6PrefixLength } : undefined;
   const limiter = allDefined({ rules, failMode, identity, missingKey, timeoutMs, headers, denyCacheSize, breaker });
   const origin = originUrl !== undefined && originTimeoutMs !== undefined ? { url: originUrl, timeoutMs: originTimeoutMs } : undefined;
-  if (errors.length > 0 || limiter === undefined || origin === undefined || backend === undefined || admin === undefined) return { ok: false, errors };
-  return { ok: true, config: { origin, backend, limiter, admin } };
+  if (errors.length > 0 || limiter === undefined || origin === undefined || backend === undefined || admin === undefined || metrics === undefined) {
+    return { ok: false, errors };
+  }
+  return { ok: true, config: { origin, backend, limiter, admin, metrics } };
 }
 
 /** The rules: `LIMITER_RULES` when set, else one `default` rule from the single-policy vars (checked either way). */
@@ -186,12 +197,28 @@ function parseBackend(kind: BackendConfig["kind"], { read, fail }: VarReader): B
 }
 
 /** The admin token: a secret, so an error names it and never echoes it. */
-function parseAdmin({ read, fail }: VarReader): AdminConfig | undefined {
-  const field = read("LIMITER_ADMIN_TOKEN");
-  if (field.text === undefined) return { kind: "off" };
+function parseAdmin(vars: VarReader): AdminConfig | undefined {
+  const token = parseToken(vars, "LIMITER_ADMIN_TOKEN", "the admin API");
+  return token === null ? { kind: "off" } : token === undefined ? undefined : { kind: "on", token };
+}
+
+/** Metrics: on unless `LIMITER_METRICS=off`; read with the metrics token, else the admin token. */
+function parseMetrics(vars: VarReader, admin: AdminConfig | undefined): MetricsConfig | undefined {
+  const enabled = vars.oneOf("LIMITER_METRICS", GATEWAY_DEFAULTS.metrics, ["on", "off"]);
+  const flushMs = vars.integer("LIMITER_METRICS_FLUSH_MS", GATEWAY_DEFAULTS.metricsFlushMs, 10, 60_000);
+  const token = parseToken(vars, "LIMITER_METRICS_TOKEN", "the metrics endpoint and dashboard");
+  if (enabled === undefined || flushMs === undefined || token === undefined) return undefined;
+  if (enabled === "off") return { kind: "off" };
+  return { kind: "on", flushMs, token: token ?? (admin?.kind === "on" ? admin.token : undefined) };
+}
+
+/** A bearer-token secret: null when unset, undefined when it does not do (the error names the variable, never the value). */
+function parseToken({ read, fail }: VarReader, variable: "LIMITER_ADMIN_TOKEN" | "LIMITER_METRICS_TOKEN", guards: string): string | null | undefined {
+  const field = read(variable);
+  if (field.text === undefined) return null;
   const token = field.text.trim();
-  if (token.length >= MIN_TOKEN_LENGTH && /^[\x21-\x7e]+$/.test(token)) return { kind: "on", token };
-  return fail({ ...field, raw: "(set)" }, `must be at least ${MIN_TOKEN_LENGTH} visible ASCII characters (e.g. openssl rand -hex 32), set with wrangler secret put LIMITER_ADMIN_TOKEN; unset it to turn the admin API off`);
+  if (token.length >= MIN_TOKEN_LENGTH && /^[\x21-\x7e]+$/.test(token)) return token;
+  return fail({ ...field, raw: "(set)" }, `must be at least ${MIN_TOKEN_LENGTH} visible ASCII characters (e.g. openssl rand -hex 32), set with wrangler secret put ${variable}; unset it to turn ${guards} off`);
 }
 
 /** A bearer token shorter than this is refused: the admin API changes every client's limits. */

@@ -1,4 +1,5 @@
 import type { ClientBuckets } from "../backends/durable-object/client-buckets";
+import type { GatewayMetrics } from "./metrics-object";
 
 /** A wrangler var arrives as a string, or as a number/boolean when written bare in TOML. */
 export type VarValue = string | number | boolean | undefined;
@@ -23,10 +24,17 @@ export interface Env {
   LIMITER_BREAKER_THRESHOLD?: VarValue;
   LIMITER_BREAKER_COOLDOWN_MS?: VarValue;
   LIMITER_ADMIN_TOKEN?: VarValue;
+  LIMITER_METRICS_TOKEN?: VarValue;
+  LIMITER_METRICS?: VarValue;
+  LIMITER_METRICS_FLUSH_MS?: VarValue;
   UPSTASH_REDIS_REST_URL?: VarValue;
   UPSTASH_REDIS_REST_TOKEN?: VarValue;
   LIMITER_BUCKETS: DurableObjectNamespace<ClientBuckets>;
+  /** The metrics object's namespace (metrics stay per isolate without it). */
+  LIMITER_METRICS_STORE?: DurableObjectNamespace<GatewayMetrics>;
+  /** Optional Workers Analytics Engine dataset: one data point per decision. */
+  LIMITER_ANALYTICS?: AnalyticsEngineDataset;
 }
 
-/** The names of the Worker's vars and secrets (every binding but the namespace). */
-export type VarName = Exclude<keyof Env, "LIMITER_BUCKETS">;
+/** The names of the Worker's vars and secrets (every binding but the namespaces and datasets). */
+export type VarName = Exclude<keyof Env, "LIMITER_BUCKETS" | "LIMITER_METRICS_STORE" | "LIMITER_ANALYTICS">;

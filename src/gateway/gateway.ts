@@ -2,12 +2,23 @@ import type { MiddlewareHandler } from "hono";
 import { durableObjectBackend } from "../backends/durable-object";
 import { upstashBackend } from "../backends/upstash";
 import type { LimiterBackend } from "../core/backend";
-import { Limiter } from "../core/limiter";
+import { Limiter, type DecisionEvent, type LimiterEvent } from "../core/limiter";
 import { memoryBackend } from "../core/memory-backend";
 import { invalidConfigurationProblem } from "../core/problems";
 import type { RuleSpec } from "../core/rules";
 import { describeConfigErrors, parseGatewayConfig, type BackendConfig, type ConfigError, type GatewayConfig } from "./config";
 import type { Env } from "./env";
+import { logEvent, type LogLevel } from "./log";
+import type { GatewayMetrics } from "./metrics-object";
+import { MetricsPipeline } from "./metrics-pipeline";
+
+/** How loud each of the limiter's events is. */
+const LEVELS: Record<LimiterEvent["event"], LogLevel> = {
+  "limiter.shadow_refusal": "info",
+  "limiter.backend_failure": "error",
+  "limiter.backend_config_error": "error",
+  "limiter.breaker_opened": "warn",
+};
 
 /** The gateway as one isolate runs it: its configuration and the limiter built from it, or what is wrong. */
 export type Gateway = ReadyGateway | { readonly ok: false; readonly errors: readonly ConfigError[] };
@@ -19,6 +30,10 @@ export interface ReadyGateway {
   readonly limiter: Limiter;
   /** Limits `/__limiter/status` per client, on the same store. */
   readonly statusLimiter: Limiter;
+  /** This isolate's counts, on their way to the metrics object. */
+  readonly metrics: MetricsPipeline;
+  /** The metrics object, when bound: totals across every isolate. */
+  readonly metricsStore: DurableObjectStub<GatewayMetrics> | undefined;
 }
 
 /** Hono's view of the gateway: the Worker's bindings, and the isolate's gateway once configuration parsed. */
@@ -43,12 +58,21 @@ export function gatewayFor(env: Env): Gateway {
   if (gateway === undefined) {
     const parsed = parseGatewayConfig(env);
     if (parsed.ok) {
-      const backend = createBackend(parsed.config.backend, env);
-      const limiter = new Limiter({ ...parsed.config.limiter, backend });
-      const statusLimiter = new Limiter({ ...parsed.config.limiter, rules: [STATUS_RULE], backend });
-      gateway = { ok: true, config: parsed.config, limiter, statusLimiter };
+      const { config } = parsed;
+      const backend = createBackend(config.backend, env);
+      const metricsStore = config.metrics.kind === "on" && env.LIMITER_METRICS_STORE ? env.LIMITER_METRICS_STORE.get(env.LIMITER_METRICS_STORE.idFromName("global")) : undefined;
+      const flushMs = config.metrics.kind === "on" ? config.metrics.flushMs : 60_000;
+      const metrics = new MetricsPipeline(metricsStore && ((delta) => metricsStore.add(delta)), flushMs, config.metrics.kind === "on" ? env.LIMITER_ANALYTICS : undefined);
+      const observed = {
+        ...config.limiter,
+        backend,
+        log: (event: LimiterEvent, requestId: string | undefined) => logEvent(LEVELS[event.event], event, requestId),
+        ...(config.metrics.kind === "on" && { onDecision: (event: DecisionEvent) => metrics.recordDecision(event) }),
+      };
+      gateway = { ok: true, config, limiter: new Limiter(observed), statusLimiter: new Limiter({ ...observed, rules: [STATUS_RULE] }), metrics, metricsStore };
     } else {
       gateway = parsed;
+      logEvent("error", { event: "config.invalid", errors: describeConfigErrors(parsed.errors) });
     }
     gateways.set(env, gateway);
   }

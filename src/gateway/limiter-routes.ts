@@ -3,6 +3,7 @@ import { notFoundProblem } from "../core/problems";
 import { adminRoutes } from "./admin-routes";
 import { describeConfigErrors } from "./config";
 import { gatewayFor, withGateway, type GatewayEnv } from "./gateway";
+import { metricsRoutes } from "./metrics-routes";
 import { statusRoute } from "./status-route";
 
 /**
@@ -38,5 +39,9 @@ limiterRoutes.use("/status", withGateway);
 limiterRoutes.get("/status", statusRoute);
 limiterRoutes.use("/admin/*", withGateway);
 limiterRoutes.route("/admin", adminRoutes);
+limiterRoutes.use("/metrics", withGateway);
+limiterRoutes.use("/dashboard", withGateway);
+limiterRoutes.use("/dashboard/*", withGateway);
+limiterRoutes.route("/", metricsRoutes);
 
 limiterRoutes.all("*", (c) => notFoundProblem(new URL(c.req.url).pathname));

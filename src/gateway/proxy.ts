@@ -1,4 +1,5 @@
 import { originTimeoutProblem, originUnreachableProblem } from "../core/problems";
+import { logEvent } from "./log";
 
 /** Options of {@link forwardToOrigin}. */
 export interface ForwardOptions {
@@ -8,6 +9,8 @@ export interface ForwardOptions {
   readonly timeoutMs: number;
   /** The client's address, for `X-Forwarded-For`. */
   readonly clientIp: string;
+  /** Logged with a failure. */
+  readonly requestId?: string;
 }
 
 /** Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus `Host`. */
@@ -60,8 +63,11 @@ export async function forwardToOrigin(request: Request, options: ForwardOptions)
       signal: controller.signal,
     });
   } catch (error) {
-    if (controller.signal.aborted) return originTimeoutProblem(options.timeoutMs);
-    console.error(JSON.stringify({ event: "proxy.origin_unreachable", origin: options.originUrl.origin, reason: String(error) }));
+    if (controller.signal.aborted) {
+      logEvent("error", { event: "proxy.origin_timeout", origin: options.originUrl.origin, timeoutMs: options.timeoutMs }, options.requestId);
+      return originTimeoutProblem(options.timeoutMs);
+    }
+    logEvent("error", { event: "proxy.origin_unreachable", origin: options.originUrl.origin, reason: String(error) }, options.requestId);
     return originUnreachableProblem();
   } finally {
     // Once headers are in, the body streams for as long as it takes.

@@ -20,6 +20,10 @@ export type RateLimiterOptions<E extends Env = Env> = LimiterSource<E> & {
   readonly keyGenerator?: (c: Context<E>) => string | undefined | Promise<string | undefined>;
   /** The connection's peer address, for `ip` keys when the address header is absent (plain Node). */
   readonly peerAddress?: (c: Context<E>) => string | undefined;
+  /** An id the limiter's log events carry (a trace id, Cloudflare's `cf-ray`). */
+  readonly requestId?: (c: Context<E>) => string | undefined;
+  /** Called after the next handler answered (or the limiter refused): metrics flushing, say. */
+  readonly onResponse?: (c: Context<E>) => void;
 };
 
 /**
@@ -41,21 +45,27 @@ export type RateLimiterOptions<E extends Env = Env> = LimiterSource<E> & {
  */
 export function rateLimiter<E extends Env = Env>(options: RateLimiterOptions<E>): MiddlewareHandler<E> {
   const limiterFor = "limiter" in options ? options.limiter : new Limiter(options);
-  const { keyGenerator, peerAddress } = options;
+  const { keyGenerator, peerAddress, requestId, onResponse } = options;
 
   return async (c, next) => {
     const limiter = typeof limiterFor === "function" ? limiterFor(c) : limiterFor;
     const clientId = keyGenerator === undefined ? undefined : ((await keyGenerator(c)) ?? "");
+    const id = requestId?.(c);
     const verdict = await limiter.check(
       requestSubject(c.req.raw, {
         ...(clientId !== undefined && { clientId }),
         ...(peerAddress !== undefined && { peerAddress: peerAddress(c) }),
       }),
+      id === undefined ? {} : { requestId: id },
     );
     const refusal = verdictResponse(verdict);
-    if (refusal !== undefined) return refusal;
+    if (refusal !== undefined) {
+      onResponse?.(c);
+      return refusal;
+    }
     await next();
     if (verdict.kind === "allowed" && verdict.headers.length > 0) setHeaders(c, verdict.headers);
+    onResponse?.(c);
   };
 }
 

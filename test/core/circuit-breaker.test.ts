@@ -17,3 +17,16 @@ describe("CircuitBreaker", () => {
     expect(breaker.state(203)).toBe("closed");
   });
 });
+
+describe("CircuitBreaker openings", () => {
+  it("reports the failure that opens the circuit, and a failed probe that opens it again", () => {
+    const breaker = new CircuitBreaker({ failureThreshold: 2, cooldownMs: 100 });
+    expect(breaker.recordFailure(0)).toBe(false);
+    expect(breaker.recordFailure(1)).toBe(true);
+    expect(breaker.allowCall(50)).toBe(false);
+    expect(breaker.allowCall(101)).toBe(true); // the probe
+    expect(breaker.recordFailure(102)).toBe(true); // it failed: open again
+    breaker.recordSuccess();
+    expect(breaker.recordFailure(300)).toBe(false);
+  });
+});

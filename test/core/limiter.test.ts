@@ -198,7 +198,7 @@ describe("deny cache, breaker and deadline", () => {
     expect(limiter.isolateState().breaker).toBe("open");
     expect(await limiter.check(request())).toMatchObject({ kind: "fail-open", reason: expect.stringContaining("circuit open") });
     expect(limiter.stats.backendCalls).toBe(2);
-    expect(events.map((e) => e.event)).toEqual(["limiter.backend_failure", "limiter.backend_failure", "limiter.backend_failure"]);
+    expect(events.map((e) => e.event)).toEqual(["limiter.backend_failure", "limiter.breaker_opened", "limiter.backend_failure", "limiter.backend_failure"]);
 
     down = false;
     time.now += 1_000;

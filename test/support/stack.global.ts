@@ -1,4 +1,5 @@
 import type { TestProject } from "vitest/node";
+import { buildDashboardAssets } from "../../dev/build-dashboard.mjs";
 import { LOCAL_UPSTASH_TOKEN, startLocalStack } from "../../dev/local-stack.mjs";
 
 declare module "vitest" {
@@ -14,6 +15,8 @@ declare module "vitest" {
  * (global setup runs in Node, not workerd).
  */
 export default async function ({ provide }: TestProject) {
+  // The Worker inlines the dashboard's bundled script (wrangler builds it itself, via [build]).
+  await buildDashboardAssets();
   const stack = await startLocalStack();
   provide("originUrl", stack.origin.url);
   provide("upstashUrl", stack.bridge.url);
