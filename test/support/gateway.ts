@@ -13,8 +13,8 @@ export function randomIp(): string {
  * The real gateway (this repo's Worker, real Durable Objects, the real origin from the test
  * setup) with some vars overridden. One env object per gateway, as in production.
  */
-export function gatewayWith(vars: Partial<Record<VarName, string>> = {}) {
-  const gatewayEnv: Env = { ...env, ...vars };
+export function gatewayWith(vars: Partial<Record<VarName, string>> = {}, bindings: Partial<Pick<Env, "LIMITER_ANALYTICS" | "LIMITER_METRICS_STORE">> = {}) {
+  const gatewayEnv: Env = { ...env, ...vars, ...bindings };
   return async (path: string, init: RequestInit & { ip?: string } = {}): Promise<Response> => {
     const { ip, ...rest } = init;
     const headers = new Headers(rest.headers);
