@@ -32,8 +32,11 @@ export interface ReadyGateway {
   readonly statusLimiter: Limiter;
   /** This isolate's counts, on their way to the metrics object. */
   readonly metrics: MetricsPipeline;
-  /** The metrics object, when bound: totals across every isolate. */
-  readonly metricsStore: DurableObjectStub<GatewayMetrics> | undefined;
+  /**
+   * The metrics object, when bound: totals across every isolate. A function, because a stub is
+   * an I/O object of the request that made it: each request (or flush) makes its own.
+   */
+  readonly metricsStore: (() => DurableObjectStub<GatewayMetrics>) | undefined;
 }
 
 /** Hono's view of the gateway: the Worker's bindings, and the isolate's gateway once configuration parsed. */
@@ -60,9 +63,10 @@ export function gatewayFor(env: Env): Gateway {
     if (parsed.ok) {
       const { config } = parsed;
       const backend = createBackend(config.backend, env);
-      const metricsStore = config.metrics.kind === "on" && env.LIMITER_METRICS_STORE ? env.LIMITER_METRICS_STORE.get(env.LIMITER_METRICS_STORE.idFromName("global")) : undefined;
+      const namespace = config.metrics.kind === "on" ? env.LIMITER_METRICS_STORE : undefined;
+      const metricsStore = namespace && (() => namespace.get(namespace.idFromName("global")));
       const flushMs = config.metrics.kind === "on" ? config.metrics.flushMs : 60_000;
-      const metrics = new MetricsPipeline(metricsStore && ((delta) => metricsStore.add(delta)), flushMs, config.metrics.kind === "on" ? env.LIMITER_ANALYTICS : undefined);
+      const metrics = new MetricsPipeline(metricsStore && ((delta) => metricsStore().add(delta)), flushMs, config.metrics.kind === "on" ? env.LIMITER_ANALYTICS : undefined);
       const observed = {
         ...config.limiter,
         backend,

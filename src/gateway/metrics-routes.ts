@@ -57,7 +57,7 @@ async function readSnapshot(c: Context<GatewayEnv>): Promise<MetricsSnapshot | R
   }
   if (!(await bearerMatches(c.req.raw.headers, config.metrics.token))) return unauthorizedProblem("The metrics endpoint");
   await metrics.flush();
-  return metricsStore.snapshot();
+  return metricsStore().snapshot();
 }
 
 /** What the dashboard draws: per-slot series for the last hour, and the last hour's top refused clients. */
