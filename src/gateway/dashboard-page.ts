@@ -15,7 +15,7 @@ body { font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #222; max-widt
 h1 { font-size: 20px; margin: 0 0 12px; }
 .tiles { display: grid; grid-template-columns: repeat(auto-fit, minmax(170px, 1fr)); gap: 12px; margin-bottom: 16px; }
 .tile { border: 1px solid #ddd; border-radius: 6px; padding: 8px 12px; }
-.tile b { display: block; font-size: 20px; }
+.tile b { display: block; font-size: 18px; }
 .ok { color: #2e7d32; } .bad { color: #c62828; }
 table { border-collapse: collapse; } td, th { border-bottom: 1px solid #eee; padding: 4px 12px 4px 0; text-align: left; }
 .chart { margin-bottom: 16px; } #status { color: #777; }
@@ -32,7 +32,7 @@ table { border-collapse: collapse; } td, th { border-bottom: 1px solid #eee; pad
     <div class="tile">requests <b id="total-requests">0</b></div>
     <div class="tile">refused <b id="total-refused">0</b></div>
     <div class="tile">clients (min / hour) <b id="clients">0</b></div>
-    <div class="tile">breaker (this isolate) <b id="breaker">-</b></div>
+    <div class="tile">circuit breaker <b id="breaker">-</b></div>
     <div class="tile">store <b id="backend">-</b></div>
   </div>
   <section id="rules"></section>

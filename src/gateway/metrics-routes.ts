@@ -60,31 +60,39 @@ async function readSnapshot(c: Context<GatewayEnv>): Promise<MetricsSnapshot | R
   return metricsStore().snapshot();
 }
 
-/** What the dashboard draws: per-slot series for the last hour, and the last hour's top refused clients. */
+/** The dashboard shows this much history, one point per slot (slots without traffic are zeros). */
+const DASHBOARD_WINDOW_MS = 15 * 60_000;
+
+/** What the dashboard draws: per-slot series for the last 15 minutes, and the last hour's top refused clients. */
 function dashboardData(snapshot: MetricsSnapshot) {
   const rules = new Set<string>();
   for (const slot of snapshot.history) for (const series of Object.keys(slot.delta.counters)) {
     const rule = /^sluice_rule_decisions_total\{rule="([^"]+)"/.exec(series)?.[1];
     if (rule !== undefined) rules.add(rule);
   }
-  const count = (delta: MetricsDelta, rule: string, outcome: string) => delta.counters[`sluice_rule_decisions_total{rule="${rule}",outcome="${outcome}"}`] ?? 0;
+  const nowMs = Date.now();
+  const lastSlot = nowMs - (nowMs % snapshot.slotMs);
+  const bySlot = new Map(snapshot.history.map((slot) => [slot.atMs, slot.delta]));
+  const slots = Array.from({ length: DASHBOARD_WINDOW_MS / snapshot.slotMs }, (_, i) => lastSlot - (DASHBOARD_WINDOW_MS / snapshot.slotMs - 1 - i) * snapshot.slotMs);
+  const deltas = slots.map((atMs) => bySlot.get(atMs));
+  const count = (delta: MetricsDelta | undefined, rule: string, outcome: string) => delta?.counters[`sluice_rule_decisions_total{rule="${rule}",outcome="${outcome}"}`] ?? 0;
   const ms = (histogram: Histogram | undefined, q: number) => {
     const seconds = histogram === undefined ? undefined : quantile(histogram, q);
     return seconds === undefined ? null : Math.round(seconds * 100_000) / 100;
   };
   return {
     slotMs: snapshot.slotMs,
-    times: snapshot.history.map((slot) => slot.atMs / 1000),
+    times: slots.map((atMs) => atMs / 1000),
     rules: [...rules].sort().map((rule) => ({
       rule,
-      allowed: snapshot.history.map((slot) => count(slot.delta, rule, "allowed")),
-      refused: snapshot.history.map((slot) => count(slot.delta, rule, "refused")),
+      allowed: deltas.map((delta) => count(delta, rule, "allowed")),
+      refused: deltas.map((delta) => count(delta, rule, "refused")),
     })),
     latency: {
-      decisionP50: snapshot.history.map((slot) => ms(slot.delta.histograms.sluice_decision_duration_seconds, 0.5)),
-      decisionP99: snapshot.history.map((slot) => ms(slot.delta.histograms.sluice_decision_duration_seconds, 0.99)),
-      originP50: snapshot.history.map((slot) => ms(slot.delta.histograms.sluice_origin_duration_seconds, 0.5)),
-      originP99: snapshot.history.map((slot) => ms(slot.delta.histograms.sluice_origin_duration_seconds, 0.99)),
+      decisionP50: deltas.map((delta) => ms(delta?.histograms.sluice_decision_duration_seconds, 0.5)),
+      decisionP99: deltas.map((delta) => ms(delta?.histograms.sluice_decision_duration_seconds, 0.99)),
+      originP50: deltas.map((delta) => ms(delta?.histograms.sluice_origin_duration_seconds, 0.5)),
+      originP99: deltas.map((delta) => ms(delta?.histograms.sluice_origin_duration_seconds, 0.99)),
     },
     totals: {
       requests: Object.entries(snapshot.totals.counters).filter(([series]) => series.startsWith("sluice_requests_total")).reduce((sum, [, v]) => sum + v, 0),

@@ -48,8 +48,9 @@ function render(data) {
   $("total-requests").textContent = String(data.totals.requests);
   $("total-refused").textContent = String(data.totals.refused);
   $("clients").textContent = `${data.clients.lastMinute} / ${data.clients.lastHour}`;
-  $("breaker").textContent = `${data.isolate.breaker} (${data.totals.breakerOpenings} openings in all)`;
-  $("backend").textContent = data.backend.ok ? `${data.backend.name}: ok, ${data.backend.latencyMs} ms` : `${data.backend.name}: down (${data.backend.error})`;
+  $("breaker").textContent = `${data.isolate.breaker}, ${data.totals.breakerOpenings} opened`;
+  $("backend").textContent = data.backend.ok ? `${data.backend.name}: ok` : `${data.backend.name}: down`;
+  $("backend").title = data.backend.ok ? `${data.backend.latencyMs} ms` : data.backend.error;
   $("backend").className = data.backend.ok ? "ok" : "bad";
   $("status").textContent = `updated ${new Date().toLocaleTimeString()}`;
 
@@ -80,7 +81,7 @@ function chart(id, parent, title, series, lines) {
   holder.className = "chart";
   parent.append(holder);
   const width = Math.max(320, Math.min(900, parent.clientWidth || 900));
-  const plot = new uPlot({ title, width, height: 220, series: [{}, ...lines.map((l) => ({ ...l, width: 2, spanGaps: true }))], axes: [{}, { size: 50 }] }, series, holder);
+  const plot = new uPlot({ title, width, height: 220, series: [{}, ...lines.map((l) => ({ ...l, width: 2, spanGaps: true, points: { show: true, size: 5 } }))], axes: [{}, { size: 50 }] }, series, holder);
   charts.set(id, plot);
 }
 
