@@ -70,6 +70,13 @@ export async function prepareLimiters(stack) {
       start: (policy) => startGateway({ scriptPath: sluice, vars: sluiceVars(policy) }),
     },
     {
+      id: "sluice-do-no-metrics",
+      label: "sluice, Durable Object, metrics off",
+      store: "durable-object",
+      sharesStateAcrossProcesses: false,
+      start: (policy) => startGateway({ scriptPath: sluice, vars: { ...sluiceVars(policy), LIMITER_METRICS: "off" } }),
+    },
+    {
       id: "sluice-upstash",
       label: "sluice, Upstash",
       store: "redis",

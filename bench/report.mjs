@@ -53,6 +53,11 @@ export function compare({ bareRuns, rows, accuracy }) {
       calls === null ? "n/a" : calls.toFixed(3),
     );
   }
+  // Metrics on (the default) against off, same run: the recording and flushing must cost no more than noise.
+  for (const scenario of ["allowed", "flood"]) {
+    const r = ratio(row("sluice-do", scenario)?.rps, row("sluice-do-no-metrics", scenario)?.rps);
+    check(`metrics cost within noise: req/s with metrics ≥ 0.9 × without (Durable Object, ${scenario})`, r === null ? null : r >= 0.9, x(r));
+  }
   for (const [id, name] of [["sluice-do", "Durable Object"], ["sluice-upstash", "Upstash"]]) {
     const a = accuracy.find((r) => r.limiter === id);
     check(

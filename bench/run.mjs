@@ -27,6 +27,8 @@ const outputs = quick
   ? { json: `${resultsDir}quick.json`, svg: `${resultsDir}accuracy-quick.svg` }
   : { json: `${resultsDir}latest.json`, svg: `${resultsDir}accuracy.svg` };
 const LIMITERS_UNDER_TEST = ["sluice-do", "sluice-upstash", "upstash-ratelimit", "hono-rate-limiter"];
+/** Measured for throughput only: what metrics cost, same run. */
+const THROUGHPUT_ONLY = ["sluice-do-no-metrics"];
 
 /** Everything started that must be stopped, newest last. @type {Set<() => Promise<void>>} */
 const running = new Set();
@@ -89,7 +91,7 @@ try {
   progress("ceiling: bare proxy");
   bareRuns.push(await measureThroughput(byId("bare"), "allowed", context));
   for (const scenario of /** @type {const} */ (["allowed", "flood"])) {
-    for (const id of LIMITERS_UNDER_TEST) {
+    for (const id of [...LIMITERS_UNDER_TEST, ...THROUGHPUT_ONLY]) {
       progress(`${scenario}: ${labels[id]}`);
       rows.push(await measureThroughput(byId(id), scenario, context));
     }
