@@ -205,16 +205,21 @@ function observe(histogram: Histogram, seconds: number): void {
 }
 
 function addToSketch(registers: number[], key: string): void {
-  const [high, low] = [fnv1a(key, 0x811c9dc5), fnv1a(key, 0x01000193)];
+  const [high, low] = [fnv1a(key, 0x811c9dc5), fnv1a(key, 0x9e3779b9)];
   const index = high >>> (32 - HLL_BITS);
   const rank = Math.clz32(low) + 1;
   if (rank > (registers[index] ?? 0)) registers[index] = rank;
 }
 
+/** FNV-1a, then murmur3's finaliser so that every output bit depends on every input bit. */
 function fnv1a(text: string, seed: number): number {
   let hash = seed >>> 0;
   for (let i = 0; i < text.length; i++) hash = Math.imul(hash ^ text.charCodeAt(i), 0x01000193) >>> 0;
-  return hash;
+  hash ^= hash >>> 16;
+  hash = Math.imul(hash, 0x85ebca6b);
+  hash ^= hash >>> 13;
+  hash = Math.imul(hash, 0xc2b2ae35);
+  return (hash ^ (hash >>> 16)) >>> 0;
 }
 
 /** The whole request's outcome. */
