@@ -1,14 +1,13 @@
 // @ts-check
 /**
- * The benchmark's own workers (bench/workers/*.ts): bundled with esbuild the way wrangler would,
+ * The benchmark's own workers (bench/workers/*.ts): bundled the way wrangler would,
  * and each run on its own workerd process through the launcher dev and tests share
  * (dev/workerd.mjs).
  */
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { build } from "esbuild";
-import { startWorkerd } from "../dev/workerd.mjs";
+import { bundleForWorkers, startWorkerd } from "../dev/workerd.mjs";
 
 const workersDir = new URL("./workers/", import.meta.url).pathname;
 
@@ -21,21 +20,7 @@ const workersDir = new URL("./workers/", import.meta.url).pathname;
  */
 export async function bundleWorker(name) {
   const outdir = mkdtempSync(join(tmpdir(), `sluice-bench-${name}-`));
-  const outfile = join(outdir, "index.js");
-  await build({
-    entryPoints: [join(workersDir, `${name}.ts`)],
-    outfile,
-    bundle: true,
-    format: "esm",
-    platform: "neutral",
-    target: "es2022",
-    // The package entry points a Worker gets (wrangler uses the same conditions).
-    conditions: ["workerd", "worker", "browser"],
-    mainFields: ["module", "main"],
-    external: ["cloudflare:*", "node:*"],
-    logLevel: "error",
-  });
-  return outfile;
+  return bundleForWorkers(join(workersDir, `${name}.ts`), join(outdir, "index.js"));
 }
 
 /**

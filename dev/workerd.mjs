@@ -5,6 +5,7 @@
  * compatibility date and flags of wrangler.toml, read by wrangler itself.
  */
 import { join } from "node:path";
+import { build } from "esbuild";
 import { Miniflare } from "miniflare";
 
 const projectRoot = new URL("..", import.meta.url).pathname;
@@ -48,4 +49,29 @@ export async function startWorkerd({ scriptPath, vars, durableObjects = {} }) {
   });
   const url = await mf.ready;
   return { url: url.origin, dispose: () => mf.dispose() };
+}
+
+/**
+ * Bundles a Worker's entry module into one ES module the way wrangler would (the same package
+ * conditions; the runtime's own modules left as imports).
+ * @param {string} entry the entry file
+ * @param {string} outfile where the bundle goes
+ * @returns {Promise<string>} `outfile`
+ * @example
+ * await bundleForWorkers("bench/workers/bare.ts", "/tmp/bare/index.js");
+ */
+export async function bundleForWorkers(entry, outfile) {
+  await build({
+    entryPoints: [entry],
+    outfile,
+    bundle: true,
+    format: "esm",
+    platform: "neutral",
+    target: "es2022",
+    conditions: ["workerd", "worker", "browser"],
+    mainFields: ["module", "main"],
+    external: ["cloudflare:*", "node:*"],
+    logLevel: "error",
+  });
+  return outfile;
 }

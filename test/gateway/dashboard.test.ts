@@ -2,8 +2,7 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import puppeteer, { type Browser } from "puppeteer-core";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { startGateway } from "../../dev/miniflare-gateway.mjs";
-import { startOrigin } from "../../dev/origin.mjs";
+import { startGatewayProcess } from "../support/processes";
 
 /**
  * The dashboard in a real headless Chromium (Debian's `chromium`, driven by puppeteer-core: no
@@ -13,31 +12,26 @@ import { startOrigin } from "../../dev/origin.mjs";
 const TOKEN = "dashboard-token-0123456789";
 const CHROMIUM = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].find((path) => existsSync(path)) ?? "chromium";
 const SCREENSHOT = join(new URL("../..", import.meta.url).pathname, "docs/dashboard.png");
-let origin: Awaited<ReturnType<typeof startOrigin>>;
-let gateway: Awaited<ReturnType<typeof startGateway>>;
+let stack: Awaited<ReturnType<typeof startGatewayProcess>> | undefined;
+let gateway: Awaited<ReturnType<typeof startGatewayProcess>>["gateway"];
 let browser: Browser | undefined;
 
 beforeAll(async () => {
-  origin = await startOrigin();
-  gateway = await startGateway({
-    scriptPath: inject("gatewayBundle"),
-    vars: {
-      ORIGIN_URL: origin.url,
-      LIMITER_METRICS_TOKEN: TOKEN,
-      LIMITER_METRICS_FLUSH_MS: "50",
-      LIMITER_RULES: JSON.stringify([
-        { name: "api", key: "header:x-api-key", capacity: 20, rate: "5/1s" },
-        { name: "login", match: { path: "/login" }, key: "ip", capacity: 3, rate: "1/10s" },
-      ]),
-    },
+  stack = await startGatewayProcess(inject("gatewayBundle"), {
+    LIMITER_METRICS_TOKEN: TOKEN,
+    LIMITER_METRICS_FLUSH_MS: "50",
+    LIMITER_RULES: JSON.stringify([
+      { name: "api", key: "header:x-api-key", capacity: 20, rate: "5/1s" },
+      { name: "login", match: { path: "/login" }, key: "ip", capacity: 3, rate: "1/10s" },
+    ]),
   });
+  gateway = stack.gateway;
   browser = await puppeteer.launch({ executablePath: CHROMIUM, headless: true, args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"] });
 }, 60_000);
 
 afterAll(async () => {
   await browser?.close();
-  await gateway?.dispose();
-  await origin?.close();
+  await stack?.stop();
 });
 
 describe("the dashboard in Chromium", () => {

@@ -4,33 +4,28 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { startGateway } from "../../dev/miniflare-gateway.mjs";
-import { startOrigin } from "../../dev/origin.mjs";
+import { startGatewayProcess } from "../support/processes";
 
 /**
  * A real Prometheus server (Debian's `prometheus`) scrapes a running gateway's metrics endpoint
  * with the bearer token; its query API must then hold exactly the decisions this test caused.
  */
 const TOKEN = "prometheus-scrape-token-0123";
-let origin: Awaited<ReturnType<typeof startOrigin>>;
-let gateway: Awaited<ReturnType<typeof startGateway>>;
+let stack: Awaited<ReturnType<typeof startGatewayProcess>> | undefined;
+let gateway: Awaited<ReturnType<typeof startGatewayProcess>>["gateway"];
 let prometheus: ChildProcess | undefined;
 let prometheusUrl: string;
 
 beforeAll(async () => {
-  origin = await startOrigin();
-  gateway = await startGateway({
-    scriptPath: inject("gatewayBundle"),
-    vars: {
-      ORIGIN_URL: origin.url,
-      LIMITER_METRICS_TOKEN: TOKEN,
-      LIMITER_METRICS_FLUSH_MS: "50",
-      LIMITER_RULES: JSON.stringify([
-        { name: "api", key: "header:x-api-key", capacity: 5, rate: "1/1h" },
-        { name: "login", match: { path: "/login" }, key: "ip", capacity: 2, rate: "1/1h" },
-      ]),
-    },
+  stack = await startGatewayProcess(inject("gatewayBundle"), {
+    LIMITER_METRICS_TOKEN: TOKEN,
+    LIMITER_METRICS_FLUSH_MS: "50",
+    LIMITER_RULES: JSON.stringify([
+      { name: "api", key: "header:x-api-key", capacity: 5, rate: "1/1h" },
+      { name: "login", match: { path: "/login" }, key: "ip", capacity: 2, rate: "1/1h" },
+    ]),
   });
+  gateway = stack.gateway;
   const dir = await mkdtemp(join(tmpdir(), "sluice-prometheus-"));
   const port = await freePort();
   const target = new URL(gateway.url).host;
@@ -53,8 +48,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   prometheus?.kill("SIGTERM");
-  await gateway?.dispose();
-  await origin?.close();
+  await stack?.stop();
 });
 
 describe("Prometheus scraping the gateway", () => {

@@ -3,9 +3,8 @@ import { mkdtemp, readdir, readFile, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { build } from "esbuild";
 import { beforeAll, describe, expect, it } from "vitest";
-import { startWorkerd } from "../../dev/workerd.mjs";
+import { bundleForWorkers, startWorkerd } from "../../dev/workerd.mjs";
 
 /**
  * The package as a user gets it: `npm pack` (which builds dist/ with tsdown), installed from the
@@ -120,18 +119,7 @@ export default app;
 `,
     );
     const outfile = join(consumer, "dist/worker.js");
-    await build({
-      entryPoints: [join(consumer, "worker.ts")],
-      outfile,
-      bundle: true,
-      format: "esm",
-      platform: "neutral",
-      target: "es2022",
-      conditions: ["workerd", "worker", "browser"],
-      mainFields: ["module", "main"],
-      external: ["cloudflare:*", "node:*"],
-      logLevel: "error",
-    });
+    await bundleForWorkers(join(consumer, "worker.ts"), outfile);
     const worker = await startWorkerd({ scriptPath: outfile, vars: {}, durableObjects: { BUCKETS: { className: "ClientBuckets", useSQLite: true } } });
     try {
       const statuses = [];
