@@ -20,6 +20,7 @@ export {
   parseRulesJson,
   ruleMatches,
   type FailMode,
+  type MatchableRequest,
   type RouteMatch,
   type Rule,
   type RuleError,

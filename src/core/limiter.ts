@@ -223,7 +223,9 @@ export class Limiter {
 
   private async resolveRequest(subject: RequestSubject, cost: number | undefined): Promise<Resolution> {
     const pathname = normalizePath(subject.path);
-    const rules = this.rules.filter((rule) => ruleMatches(rule, subject.method, pathname));
+    const host = (subject.host ?? subject.headers.get("host") ?? "").replace(/:\d+$/, "");
+    const request = { method: subject.method, pathname, headers: subject.headers, host };
+    const rules = this.rules.filter((rule) => ruleMatches(rule, request));
     if (rules.length === 0) return { kind: "verdict", verdict: { kind: "unmatched" } };
     // Rules with the same key parts share one hash computation.
     const keys = new Map<string, Promise<{ clientKey: string; values: readonly string[] | undefined } | undefined>>();

@@ -1,5 +1,5 @@
 import { DEFAULTS } from "./defaults";
-import { describeKey, keySpec, parseKeyPart, type KeyPart, type KeySpec } from "./key-parts";
+import { describeKey, isHeaderName, keySpec, parseKeyPart, type KeyPart, type KeySpec } from "./key-parts";
 import type { NamedPolicy } from "./policy";
 import { parseRatePerSecond, parseRateShorthand, type RefillRate } from "./rate";
 import { MAX_SAFE_UNITS } from "./token-bucket";
@@ -20,7 +20,14 @@ export interface RuleSpec {
   /** Unique, 1–64 of `A-Z a-z 0-9 _ . -`; names the bucket and appears in headers. */
   readonly name: string;
   /** Which requests it covers; every request when left out. */
-  readonly match?: { readonly path?: string; readonly methods?: readonly string[] };
+  readonly match?: {
+    readonly path?: string;
+    readonly methods?: readonly string[];
+    /** Header values the request must carry: an exact value, or `*` for "present" (e.g. a plan an auth layer set). */
+    readonly headers?: Readonly<Record<string, string>>;
+    /** Hosts the request must be for (`api.example.com`, or `*.example.com` for its subdomains). */
+    readonly hosts?: readonly string[];
+  };
   /** Whose bucket: one key part or several combined. Default `ip`. */
   readonly key?: KeySpec | readonly KeySpec[];
   /** Bucket size (largest burst), integer 1–1000000000. */
@@ -41,6 +48,20 @@ export interface RouteMatch {
   readonly path?: string;
   /** Upper-case methods; absent = any method. */
   readonly methods?: readonly string[];
+  /** Lower-case header names and the value each must have (`*`: any value, but present). */
+  readonly headers?: Readonly<Record<string, string>>;
+  /** Lower-case hosts; `*.example.com` covers subdomains of example.com. */
+  readonly hosts?: readonly string[];
+}
+
+/** What rule matching looks at in a request. */
+export interface MatchableRequest {
+  readonly method: string;
+  /** As `normalizePath` returns it. */
+  readonly pathname: string;
+  readonly headers: Headers;
+  /** The host the request was for, without port; empty when unknown. */
+  readonly host: string;
 }
 
 /** A checked rule, ready to apply: what {@link compileRules} makes of a {@link RuleSpec}. */
@@ -75,7 +96,8 @@ export class InvalidRulesError extends Error {
 }
 
 const RULE_FIELDS = ["name", "match", "key", "capacity", "rate", "cost", "mode", "failMode"] as const;
-const MATCH_FIELDS = ["path", "methods"] as const;
+const MATCH_FIELDS = ["path", "methods", "headers", "hosts"] as const;
+const HOST = /^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/;
 const NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 const METHOD = /^[A-Z]{1,16}$/;
 
@@ -168,20 +190,32 @@ export function describeRuleError(error: RuleError): string {
 const patterns = new Map<string, URLPattern>();
 
 /**
- * Whether a rule covers a request, given its method and its path as `normalizePath` returns it.
+ * Whether a rule covers a request: method, path (as `normalizePath` returns it), headers and host.
  * Paths match case-insensitively: many origins route `/LOGIN` to `/login`, and a limit must not
  * be dodged by spelling.
  *
  * @example
- * ruleMatches({ ...rule, match: { path: "/login", methods: ["POST"] } }, "POST", "/login"); // true
+ * ruleMatches(rule, { method: "POST", pathname: "/login", headers, host: "api.example.com" }); // true
  */
-export function ruleMatches(rule: Rule, method: string, pathname: string): boolean {
-  const { path, methods } = rule.match;
-  if (methods !== undefined && !methods.includes(method.toUpperCase())) return false;
+export function ruleMatches(rule: Rule, request: MatchableRequest): boolean {
+  const { path, methods, headers, hosts } = rule.match;
+  if (methods !== undefined && !methods.includes(request.method.toUpperCase())) return false;
+  if (hosts !== undefined && !hosts.some((host) => hostMatches(host, request.host))) return false;
+  if (headers !== undefined) {
+    for (const [name, value] of Object.entries(headers)) {
+      const given = request.headers.get(name);
+      if (given === null || (value !== "*" && given.trim() !== value)) return false;
+    }
+  }
   if (path === undefined) return true;
   let pattern = patterns.get(path);
   if (pattern === undefined) patterns.set(path, (pattern = new URLPattern({ pathname: path }, { ignoreCase: true })));
-  return pattern.test({ pathname });
+  return pattern.test({ pathname: request.pathname });
+}
+
+function hostMatches(pattern: string, host: string): boolean {
+  const name = host.toLowerCase();
+  return pattern.startsWith("*.") ? name.endsWith(pattern.slice(1)) && name.length > pattern.length - 1 : name === pattern;
 }
 
 function parseKeyParts(value: unknown): KeyPart[] | undefined {
@@ -204,9 +238,26 @@ function parseRuleRate(value: unknown): RefillRate | undefined {
 
 function parseMatch(value: unknown, fail: (field: string, message: string) => undefined): RouteMatch | undefined {
   if (value === undefined) return {};
-  if (!isObject(value)) return fail("match", "must be an object with path and/or methods");
+  if (!isObject(value)) return fail("match", "must be an object with path, methods, headers and/or hosts");
   for (const field of Object.keys(value)) {
-    if (!(MATCH_FIELDS as readonly string[]).includes(field)) fail(`match.${field}`, "is not a match field (known: path, methods)");
+    if (!(MATCH_FIELDS as readonly string[]).includes(field)) fail(`match.${field}`, `is not a match field (known: ${MATCH_FIELDS.join(", ")})`);
+  }
+  let headers: Record<string, string> | undefined;
+  if (value.headers !== undefined) {
+    if (!isObject(value.headers) || Object.keys(value.headers).length === 0) return fail("match.headers", 'must be an object of header names and values, e.g. {"x-plan": "free"} ("*": present)');
+    headers = {};
+    for (const [name, wanted] of Object.entries(value.headers)) {
+      if (!isHeaderName(name)) return fail(`match.headers.${name}`, "is not a header name");
+      if (typeof wanted !== "string" || wanted.trim() === "") return fail(`match.headers.${name}`, 'must be a value to match, or "*" for any');
+      headers[name.toLowerCase()] = wanted.trim();
+    }
+  }
+  let hosts: string[] | undefined;
+  if (value.hosts !== undefined) {
+    const list: unknown[] = Array.isArray(value.hosts) ? value.hosts : [];
+    const lower = list.map((h) => (typeof h === "string" ? h.trim().toLowerCase() : ""));
+    if (lower.length === 0 || !lower.every((h) => HOST.test(h))) return fail("match.hosts", 'must be a non-empty list of host names, e.g. ["api.example.com", "*.example.com"]');
+    hosts = lower;
   }
   let path: string | undefined;
   if (value.path !== undefined) {
@@ -227,7 +278,7 @@ function parseMatch(value: unknown, fail: (field: string, message: string) => un
     }
     methods = upper;
   }
-  return { ...(path !== undefined && { path }), ...(methods !== undefined && { methods }) };
+  return { ...(path !== undefined && { path }), ...(methods !== undefined && { methods }), ...(headers !== undefined && { headers }), ...(hosts !== undefined && { hosts }) };
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {

@@ -9,6 +9,8 @@ export interface RequestSubject {
   /** The URL's pathname as sent (rules see it normalised). */
   readonly path: string;
   readonly headers: Headers;
+  /** The host the request was for (rules with `match.hosts`); the `Host` header when left out. */
+  readonly host?: string;
   /** The connection's peer, used for `ip` keys when the configured address header is absent. */
   readonly peerAddress?: string;
   /**
@@ -41,5 +43,7 @@ export function requestSubject(request: Request, extra: Pick<RequestSubject, "pe
   const start = url.indexOf("/", url.indexOf("//") + 2);
   const end = url.search(/[?#]/);
   const path = start === -1 ? "/" : url.slice(start, end === -1 || end < start ? undefined : end);
-  return { kind: "request", method: request.method, path, headers: request.headers, ...extra };
+  const authority = url.slice(url.indexOf("//") + 2, start === -1 ? undefined : start);
+  const host = authority.slice(authority.lastIndexOf("@") + 1).replace(/:\d+$/, "");
+  return { kind: "request", method: request.method, path, headers: request.headers, host, ...extra };
 }

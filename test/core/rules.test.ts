@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { compileRules, parseRulesJson, type RuleSpec } from "../../src/core/rules";
+import { compileRules, parseRulesJson, ruleMatches, type RuleSpec } from "../../src/core/rules";
 
 describe("one rule schema for code and LIMITER_RULES", () => {
   const specs = [
@@ -30,5 +30,45 @@ describe("one rule schema for code and LIMITER_RULES", () => {
   it("the fail mode given applies to rules that set none", () => {
     const compiled = compileRules([{ name: "a", capacity: 1, rate: 1 }], "closed");
     expect(compiled.ok && compiled.rules[0]?.failMode).toBe("closed");
+  });
+});
+
+describe("richer matching: headers and hosts", () => {
+  const compile = (match: object) => {
+    const compiled = compileRules([{ name: "r", match, capacity: 1, rate: 1 }]);
+    if (!compiled.ok) throw new Error(JSON.stringify(compiled.errors));
+    return compiled.rules[0]!;
+  };
+  const request = (headers: Record<string, string>, host = "api.example.com") => ({ method: "GET", pathname: "/", headers: new Headers(headers), host });
+
+  it("matches an exact header value, or any value with *", () => {
+    const free = compile({ headers: { "X-Plan": "free" } });
+    expect(free.match.headers).toEqual({ "x-plan": "free" });
+    expect(ruleMatches(free, request({ "x-plan": "free" }))).toBe(true);
+    expect(ruleMatches(free, request({ "x-plan": "pro" }))).toBe(false);
+    expect(ruleMatches(free, request({}))).toBe(false);
+    const present = compile({ headers: { "x-plan": "*" } });
+    expect(ruleMatches(present, request({ "x-plan": "anything" }))).toBe(true);
+    expect(ruleMatches(present, request({}))).toBe(false);
+  });
+
+  it("matches hosts exactly or by subdomain, case-insensitively", () => {
+    const rule = compile({ hosts: ["API.example.com", "*.internal.example"] });
+    expect(ruleMatches(rule, request({}, "api.example.com"))).toBe(true);
+    expect(ruleMatches(rule, request({}, "Api.Example.Com"))).toBe(true);
+    expect(ruleMatches(rule, request({}, "a.internal.example"))).toBe(true);
+    expect(ruleMatches(rule, request({}, "internal.example"))).toBe(false);
+    expect(ruleMatches(rule, request({}, "www.example.com"))).toBe(false);
+  });
+
+  it.each([
+    [{ headers: {} }, "match.headers"],
+    [{ headers: { "bad header": "x" } }, "match.headers.bad header"],
+    [{ headers: { "x-plan": "" } }, "match.headers.x-plan"],
+    [{ hosts: [] }, "match.hosts"],
+    [{ hosts: ["http://api.example.com"] }, "match.hosts"],
+    [{ cookies: {} }, "match.cookies"],
+  ])("refuses %j naming %s", (match, field) => {
+    expect(compileRules([{ name: "r", match, capacity: 1, rate: 1 }])).toMatchObject({ ok: false, errors: [{ field }] });
   });
 });

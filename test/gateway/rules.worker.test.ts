@@ -83,6 +83,26 @@ describe.each(BACKENDS)("rules on the $name backend", ({ vars }) => {
     expect(fieldItems((await shadowOnly("/", { ip: shadowIp })).headers.get("RateLimit"))).toEqual([["dark", { r: 0, t: 1000 }]]);
   });
 
+  it("tiers set upstream (match.headers) and several APIs behind one gateway (match.hosts) have their own rules", async () => {
+    const gateway = gatewayWith({
+      ...vars,
+      LIMITER_RULES: rules([
+        { name: "free", match: { headers: { "x-plan": "free" } }, key: "header:x-api-key", capacity: 1, rate: "1/1h" },
+        { name: "paid", match: { headers: { "x-plan": "*" } }, key: "header:x-api-key", capacity: 3, rate: "1/1h" },
+        { name: "other-api", match: { hosts: ["other.test"] }, key: "ip", capacity: 1, rate: "1/1h" },
+      ]),
+    });
+    const key = `k-${crypto.randomUUID()}`;
+    const free = await gateway("/", { headers: { "x-api-key": key, "x-plan": "free" } });
+    expect(fieldItems(free.headers.get("RateLimit-Policy")).map(([name]) => name)).toEqual(["free", "paid"]);
+    expect((await gateway("/", { headers: { "x-api-key": key, "x-plan": "free" } })).status).toBe(429);
+    const pro = await gateway("/", { headers: { "x-api-key": key, "x-plan": "pro" } });
+    expect(pro.status).toBe(200);
+    expect(fieldItems(pro.headers.get("RateLimit-Policy")).map(([name]) => name)).toEqual(["paid"]);
+    // gateway.test is not other.test: no rule applies without a plan.
+    expect((await gateway("/", { headers: { "x-api-key": key } })).headers.get("RateLimit")).toBeNull();
+  });
+
   it("Retry-After is the time until every refusing rule would allow", async () => {
     const gateway = gatewayWith({
       ...vars,
