@@ -9,11 +9,18 @@
  *   GET  /status/CODE      an empty answer with that status
  *   GET  /slow?ms=N        answers after N ms
  *   GET  /hop              answers with hop-by-hop headers the gateway must drop
+ *   WS   /ws                a WebSocket that answers each message with "echo: <message>", and
+ *                           first says "hello <x-api-key header>" so a test sees what was forwarded
  *
  * Run alone: `node dev/origin.mjs [port]` (default 8788).
  */
 import { createServer } from "node:http";
 import { pathToFileURL } from "node:url";
+import { createRequire } from "node:module";
+
+// Node's resolution, not a bundler's: `ws`'s "browser" entry is a stub.
+/** @type {typeof import("ws")} */
+const { WebSocketServer } = createRequire(import.meta.url)("ws");
 
 /**
  * Starts the origin on loopback.
@@ -62,6 +69,11 @@ export async function startOrigin({ port = 0, host = "127.0.0.1" } = {}) {
       res.end(JSON.stringify({ hello: "from the demo origin", method: req.method, path: url.pathname }) + "\n");
     }
   });
+  const sockets = new WebSocketServer({ server, path: "/ws" });
+  sockets.on("connection", (socket, request) => {
+    socket.send(`hello ${request.headers["x-api-key"] ?? "anonymous"}`);
+    socket.on("message", (data) => socket.send(`echo: ${String(data)}`));
+  });
   await new Promise((resolve) => server.listen(port, host, () => resolve(undefined)));
   const address = server.address();
   if (address === null || typeof address === "string") throw new Error("origin did not bind a TCP port");
@@ -69,6 +81,8 @@ export async function startOrigin({ port = 0, host = "127.0.0.1" } = {}) {
     url: `http://${host}:${address.port}`,
     port: address.port,
     close: () => {
+      for (const socket of sockets.clients) socket.terminate();
+      sockets.close();
       server.closeAllConnections();
       return new Promise((resolve) => server.close(() => resolve(undefined)));
     },

@@ -33,7 +33,8 @@ const INTERNAL_REQUEST_HEADERS = /^(x-sluice-|cf-)/i;
 /**
  * Forwards a request to the origin, streaming both bodies, and returns the origin's answer
  * (status, headers including every `Set-Cookie`, body) with hop-by-hop headers removed.
- * An unreachable origin gives 502 and a slow one 504, both as problem+json.
+ * An unreachable origin gives 502 and a slow one 504, both as problem+json. A WebSocket upgrade
+ * is passed through: the origin's 101 comes back with its socket, which the runtime connects.
  *
  * @example
  * const response = await forwardToOrigin(c.req.raw, { originUrl: new URL("https://api.example.com/v1"), timeoutMs: 30000, clientIp: "203.0.113.7" });
@@ -46,6 +47,12 @@ export async function forwardToOrigin(request: Request, options: ForwardOptions)
 
   const headers = withoutHopByHop(request.headers);
   for (const name of [...headers.keys()]) if (INTERNAL_REQUEST_HEADERS.test(name)) headers.delete(name);
+  // A WebSocket upgrade keeps its Upgrade: the runtime then connects the socket through to the origin.
+  const upgrade = request.headers.get("upgrade")?.toLowerCase() === "websocket";
+  if (upgrade) {
+    headers.set("Upgrade", "websocket");
+    headers.set("Connection", "Upgrade");
+  }
   const forwardedFor = request.headers.get("x-forwarded-for");
   headers.set("X-Forwarded-For", forwardedFor ? `${forwardedFor}, ${options.clientIp}` : options.clientIp);
   headers.set("X-Forwarded-Proto", incoming.protocol.replace(":", ""));
@@ -58,7 +65,7 @@ export async function forwardToOrigin(request: Request, options: ForwardOptions)
     response = await fetch(target, {
       method: request.method,
       headers,
-      body: request.body,
+      body: upgrade ? null : request.body,
       redirect: "manual",
       signal: controller.signal,
     });
@@ -74,6 +81,7 @@ export async function forwardToOrigin(request: Request, options: ForwardOptions)
     clearTimeout(timer);
   }
 
+  if (response.webSocket) return new Response(null, { status: 101, webSocket: response.webSocket, headers: withoutHopByHop(response.headers) });
   return new Response(response.body, {
     status: response.status,
     statusText: response.statusText,

@@ -73,8 +73,10 @@ function setHeaders(c: Context, headers: RateLimitHeaders): void {
   try {
     for (const [name, value] of headers) c.res.headers.set(name, value);
   } catch {
-    // A response straight from fetch() has immutable headers: copy it (the body still streams).
-    c.res = new Response(c.res.body, c.res);
+    // A response straight from fetch() has immutable headers: copy it (the body still streams;
+    // a WebSocket upgrade, in Workers, keeps its socket).
+    const { webSocket } = c.res as Response & { webSocket?: unknown };
+    c.res = webSocket ? new Response(null, { status: 101, webSocket, headers: c.res.headers } as ResponseInit) : new Response(c.res.body, c.res);
     for (const [name, value] of headers) c.res.headers.set(name, value);
   }
 }
