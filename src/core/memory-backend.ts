@@ -1,5 +1,5 @@
 import type { BucketCharge, BucketRef, LimiterBackend, OverrideRecord } from "./backend";
-import { ceilDiv, takeBuckets, type BucketPolicy, type BucketState } from "./token-bucket";
+import { takeBuckets, type BucketPolicy, type BucketState } from "./token-bucket";
 
 /** Options of {@link memoryBackend}. */
 export interface MemoryBackendOptions {
@@ -37,14 +37,14 @@ export function memoryBackend(options: MemoryBackendOptions = {}): LimiterBacken
     const nowMs = clock();
     const entries = charges.map((charge) => ({
       ...charge,
-      policy: exactOverrides.get(keyOf(charge)) ?? charge.policy,
+      // An override replaces capacity and refill; the rule's block period stays.
+      policy: { ...charge.policy, ...exactOverrides.get(keyOf(charge)) },
       state: buckets.get(keyOf(charge))?.state,
     }));
     const { results } = takeBuckets(entries, nowMs);
-    for (const { entry, next } of results) {
+    for (const { entry, next, expiresInMs } of results) {
       if (!write || next === undefined) continue;
-      const missing = entry.policy.capacity * entry.policy.refillPeriodMs - next.level;
-      buckets.set(keyOf(entry), { state: next, fullAtMs: next.updatedAtMs + ceilDiv(missing, entry.policy.refillTokens) });
+      buckets.set(keyOf(entry), { state: next, fullAtMs: nowMs + expiresInMs });
       if (++writes % SWEEP_EVERY === 0) sweep(nowMs);
     }
     return results.map(({ entry, decision }) => ({ decision, policy: entry.policy }));

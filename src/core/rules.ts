@@ -40,6 +40,8 @@ export interface RuleSpec {
   readonly mode?: RuleMode;
   /** Default: the limiter's fail mode (`LIMITER_FAIL_MODE`, else `open`). */
   readonly failMode?: FailMode;
+  /** After this rule refuses a client, refuse all its requests for this long: `"10m"`, `"30s"`, `"1h"` (ms, s, m, h, d). */
+  readonly blockFor?: string;
 }
 
 /** Which requests a rule covers; an empty match covers every request. */
@@ -95,7 +97,11 @@ export class InvalidRulesError extends Error {
   }
 }
 
-const RULE_FIELDS = ["name", "match", "key", "capacity", "rate", "cost", "mode", "failMode"] as const;
+const RULE_FIELDS = ["name", "match", "key", "capacity", "rate", "cost", "mode", "failMode", "blockFor"] as const;
+const DURATION = /^(\d{1,9})\s*(ms|s|m|h|d)$/;
+const DURATION_MS = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
+/** The longest block: 30 days. */
+const MAX_BLOCK_MS = 30 * 86_400_000;
 const MATCH_FIELDS = ["path", "methods", "headers", "hosts"] as const;
 const HOST = /^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/;
 const NAME = /^[A-Za-z0-9_.-]{1,64}$/;
@@ -151,9 +157,22 @@ export function compileRules(specs: unknown, defaultFailMode: FailMode = DEFAULT
     const failMode =
       raw.failMode === undefined ? defaultFailMode : raw.failMode === "open" || raw.failMode === "closed" ? raw.failMode : fail("failMode", "must be open or closed");
 
-    if (name && match && key && capacity && rate && cost && mode && failMode) {
-      const spec: RuleSpec = { name, match, key: key.map(keySpec), capacity, rate: typeof raw.rate === "number" ? raw.rate : String(raw.rate), cost, mode, failMode };
-      rules.push({ name, match, key, keyName: describeKey(key), policy: { name, capacity, ...rate, cost }, mode, failMode, spec });
+    const blockForMs = raw.blockFor === undefined ? 0 : (parseDuration(raw.blockFor) ?? fail("blockFor", 'must be a duration from 1 ms to 30 days, e.g. "10m", "30s", "1h"'));
+
+    if (name && match && key && capacity && rate && cost && mode && failMode && blockForMs !== undefined) {
+      const spec: RuleSpec = {
+        name,
+        match,
+        key: key.map(keySpec),
+        capacity,
+        rate: typeof raw.rate === "number" ? raw.rate : String(raw.rate),
+        cost,
+        mode,
+        failMode,
+        ...(typeof raw.blockFor === "string" && { blockFor: raw.blockFor }),
+      };
+      const policy = { name, capacity, ...rate, cost, ...(blockForMs > 0 && { blockForMs }) };
+      rules.push({ name, match, key, keyName: describeKey(key), policy, mode, failMode, spec });
     }
     return undefined;
   });
@@ -228,6 +247,13 @@ function parseKeyParts(value: unknown): KeyPart[] | undefined {
     parts.push(part);
   }
   return parts;
+}
+
+function parseDuration(value: unknown): number | undefined {
+  const match = typeof value === "string" ? DURATION.exec(value.trim()) : null;
+  if (match === null) return undefined;
+  const ms = Number(match[1]) * DURATION_MS[match[2] as keyof typeof DURATION_MS];
+  return ms >= 1 && ms <= MAX_BLOCK_MS ? ms : undefined;
 }
 
 function parseRuleRate(value: unknown): RefillRate | undefined {

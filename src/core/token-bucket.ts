@@ -19,6 +19,8 @@ export interface BucketPolicy {
   readonly refillTokens: number;
   /** Period of `refillTokens`, integer milliseconds ≥ 1. */
   readonly refillPeriodMs: number;
+  /** After a refusal, refuse everything for this long (ms), whatever the bucket refills. Absent or 0: no block. */
+  readonly blockForMs?: number;
 }
 
 /** What a bucket stores between decisions. A missing state means "full". */
@@ -29,6 +31,8 @@ export interface BucketState {
   readonly unitsPerToken: number;
   /** Store clock (ms) at which `level` was measured. */
   readonly updatedAtMs: number;
+  /** Store clock (ms) until which a block (`blockForMs`) refuses every request; absent: none. */
+  readonly blockedUntilMs?: number;
 }
 
 /** The outcome of one `take`; times are whole milliseconds on the store's clock. */
@@ -50,8 +54,10 @@ export const MAX_SAFE_UNITS = 2 ** 50;
 /**
  * Charges `cost` tokens against a bucket at `nowMs` (the store's clock).
  *
- * Returns the decision and, only when tokens were spent, the state to write back: a denied
- * request changes nothing.
+ * Returns the decision and the state to write back, if any: the spent tokens when allowed; when
+ * a refusal starts a block (`blockForMs`), the unchanged tokens with the block's end. Otherwise
+ * a denied request changes nothing. `expiresInMs` is how long the written state matters (until
+ * the bucket is full and any block is over): a store may forget it after that.
  *
  * @example
  * const policy = { capacity: 10, refillTokens: 1, refillPeriodMs: 1000 }; // 1 token/s
@@ -63,36 +69,44 @@ export function takeTokens(
   policy: BucketPolicy,
   cost: number,
   nowMs: number,
-): { decision: BucketDecision; next: BucketState | undefined } {
+): { decision: BucketDecision; next: BucketState | undefined; expiresInMs: number } {
   const unitsPerToken = policy.refillPeriodMs;
   const fullLevel = policy.capacity * unitsPerToken;
   const level = currentLevel(state, policy, nowMs);
   const remainingAfter = (units: number) => floorDiv(units, unitsPerToken);
   const msUntil = (units: number) => ceilDiv(units, policy.refillTokens);
+  const blockForMs = policy.blockForMs ?? 0;
+  const blockedUntilMs = blockForMs > 0 ? (state?.blockedUntilMs ?? 0) : 0;
+  const unchanged = (decision: BucketDecision) => ({ decision, next: undefined, expiresInMs: 0 });
 
   if (cost > policy.capacity) {
-    return {
-      decision: { outcome: "cost_exceeds_capacity", remaining: remainingAfter(level), resetMs: msUntil(fullLevel - level) },
-      next: undefined,
-    };
+    return unchanged({ outcome: "cost_exceeds_capacity", remaining: remainingAfter(level), resetMs: msUntil(fullLevel - level) });
+  }
+  const resetMs = msUntil(fullLevel - level);
+  if (nowMs < blockedUntilMs) {
+    // Blocked: refused until the block ends, whatever the bucket holds.
+    return unchanged({ outcome: "denied", remaining: remainingAfter(level), resetMs, retryAfterMs: blockedUntilMs - nowMs });
   }
   const costUnits = cost * unitsPerToken;
   if (level < costUnits) {
+    const waitMs = msUntil(costUnits - level);
+    if (blockForMs === 0 || state === undefined) return unchanged({ outcome: "denied", remaining: remainingAfter(level), resetMs, retryAfterMs: waitMs });
+    // This refusal starts a block: the tokens stay as stored, the block's end is written beside them.
+    const until = nowMs + blockForMs;
     return {
-      decision: {
-        outcome: "denied",
-        remaining: remainingAfter(level),
-        resetMs: msUntil(fullLevel - level),
-        retryAfterMs: msUntil(costUnits - level),
-      },
-      next: undefined,
+      decision: { outcome: "denied", remaining: remainingAfter(level), resetMs, retryAfterMs: Math.max(waitMs, blockForMs) },
+      next: { level: state.level, unitsPerToken: state.unitsPerToken, updatedAtMs: state.updatedAtMs, blockedUntilMs: until },
+      expiresInMs: Math.max(resetMs, blockForMs),
     };
   }
   const after = level - costUnits;
+  // A clock that stepped back must not refill the same stretch of time twice.
+  const stamp = Math.max(nowMs, state?.updatedAtMs ?? nowMs);
+  const afterResetMs = msUntil(fullLevel - after);
   return {
-    decision: { outcome: "allowed", remaining: remainingAfter(after), resetMs: msUntil(fullLevel - after) },
-    // A clock that stepped back must not refill the same stretch of time twice.
-    next: { level: after, unitsPerToken, updatedAtMs: Math.max(nowMs, state?.updatedAtMs ?? nowMs) },
+    decision: { outcome: "allowed", remaining: remainingAfter(after), resetMs: afterResetMs },
+    next: { level: after, unitsPerToken, updatedAtMs: stamp },
+    expiresInMs: Math.max(1, stamp - nowMs + afterResetMs),
   };
 }
 
@@ -140,24 +154,31 @@ export interface BucketEntry {
 export interface BucketResult<E extends BucketEntry> {
   readonly entry: E;
   readonly decision: BucketDecision;
-  /** The state to write back; undefined when nothing is written (a refusal anywhere, or this bucket refused). */
+  /** The state to write back; undefined when nothing is written. */
   readonly next: BucketState | undefined;
+  /** How long the written state matters (see {@link takeTokens}). */
+  readonly expiresInMs: number;
 }
 
 /**
- * Charges one request to several buckets, all or nothing: if any enforced bucket refuses,
- * nothing is written to any bucket. Otherwise every bucket that allowed (shadow ones
- * included) is charged. This is the semantics of the Lua script's multi-key form. Each result
- * carries its entry, so callers never align arrays by index.
+ * Charges one request to several buckets, all or nothing: if any enforced bucket refuses, no
+ * tokens are taken from any bucket (a refusal that starts a block still writes its block).
+ * Otherwise every bucket that allowed (shadow ones included) is charged. This is the semantics
+ * of the Lua script's multi-key form. Each result carries its entry, so callers never align
+ * arrays by index.
  *
  * @example
  * const { results } = takeBuckets([{ state: undefined, policy, cost: 1, enforced: true, bucket: "api" }], Date.now());
- * for (const { entry, decision, next } of results) if (next) save(entry.bucket, next);
+ * for (const { entry, next } of results) if (next) save(entry.bucket, next);
  */
 export function takeBuckets<E extends BucketEntry>(entries: readonly E[], nowMs: number): { results: BucketResult<E>[]; refused: boolean } {
   const taken = entries.map((entry) => ({ entry, ...takeTokens(entry.state, entry.policy, entry.cost, nowMs) }));
   const refused = taken.some(({ entry, decision }) => entry.enforced && decision.outcome !== "allowed");
-  return { results: taken.map(({ entry, decision, next }) => ({ entry, decision, next: refused ? undefined : next })), refused };
+  const writes = (result: (typeof taken)[number]) => !refused || result.decision.outcome !== "allowed";
+  return {
+    results: taken.map((result) => (writes(result) ? result : { ...result, next: undefined, expiresInMs: 0 })),
+    refused,
+  };
 }
 
 /**
@@ -188,7 +209,8 @@ export function refundTokens(
       : Math.min(cost * policy.refillPeriodMs, gapAtCharge - sinceCharge * policy.refillTokens);
   if (withheld === 0) return state;
   const level = Math.min(full, currentLevel(state, policy, nowMs) + withheld);
-  return { level, unitsPerToken: policy.refillPeriodMs, updatedAtMs: Math.max(nowMs, state.updatedAtMs) };
+  const refunded = { level, unitsPerToken: policy.refillPeriodMs, updatedAtMs: Math.max(nowMs, state.updatedAtMs) };
+  return state.blockedUntilMs === undefined ? refunded : { ...refunded, blockedUntilMs: state.blockedUntilMs };
 }
 
 /**

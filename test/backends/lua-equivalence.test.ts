@@ -57,35 +57,45 @@ const step = fc.record({
   ),
 });
 
+/** A bucket state as the script stores it. */
+function stored(state: BucketState | undefined): string | null {
+  if (state === undefined) return null;
+  const value = `${state.level}:${state.unitsPerToken}:${state.updatedAtMs}`;
+  return state.blockedUntilMs === undefined ? value : `${value}:${state.blockedUntilMs}`;
+}
+
 describe("the Lua script and the TypeScript bucket agree", () => {
   it("pins the script's SHA-1 (EVALSHA calls it by this name)", () => {
     expect(createHash("sha1").update(TOKEN_BUCKET_LUA).digest("hex")).toBe(TOKEN_BUCKET_SHA1);
   });
 
-  it("on random sequences of (time step, cost, capacity, rate, take or peek, override, reset): same decision, policy, state and expiry at every step", async () => {
+  it("on random sequences of (time step, cost, capacity, rate, take or peek, override, reset): same decision, policy, state, block and expiry at every step", async () => {
     await fc.assert(
       fc.asyncProperty(
         fc.integer({ min: 1, max: 1_000 }),
         rateText,
         fc.array(step, { minLength: 1, maxLength: 25 }),
         fc.integer({ min: 1_600_000_000_000, max: 1_900_000_000_000 }),
-        async (capacity, rate, steps, startMs) => {
+        // Often no block period; else one from a millisecond to a day.
+        fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 5_000 }), fc.integer({ min: 1, max: 86_400_000 })),
+        async (capacity, rate, steps, startMs, blockForMs) => {
           const ref = { clientKey: `equivalence:${crypto.randomUUID()}`, bucket: "b" };
           const [key = "", overrideKeyName = ""] = scriptKeys("p", [ref]);
           expect(overrideKeyName).toBe(overrideKey("p", ref));
-          let policy: BucketPolicy = perSecond(capacity, rate);
+          const withBlock = (p: BucketPolicy): BucketPolicy => (blockForMs > 0 ? { ...p, blockForMs } : p);
+          let policy: BucketPolicy = withBlock(perSecond(capacity, rate));
           let override: BucketPolicy | undefined;
           let state: BucketState | undefined;
           let nowMs = startMs;
           for (const { elapsedMs, cost: stepCost, newRate, peek, admin } of steps) {
             nowMs += elapsedMs;
-            if (newRate !== null) policy = perSecond(capacity, newRate);
+            if (newRate !== null) policy = withBlock(perSecond(capacity, newRate));
             // The operator's action, as the backend writes it (reset: DEL; override: SET beside the bucket).
             if (admin?.kind === "reset") {
               state = undefined;
               await redis.del(key);
             } else if (admin?.kind === "override") {
-              override = perSecond(admin.capacity, admin.rate);
+              override = perSecond(admin.capacity, admin.rate); // capacity and refill only: the block period stays the rule's
               await redis.set(overrideKeyName, `${override.capacity}:${override.refillTokens}:${override.refillPeriodMs}`);
             } else if (admin?.kind === "clear") {
               override = undefined;
@@ -93,34 +103,34 @@ describe("the Lua script and the TypeScript bucket agree", () => {
             }
             // A peek may ask about 0 tokens: the bucket as it stands.
             const cost = peek && stepCost % 2 === 0 ? 0 : stepCost;
-            const inForce = override ?? policy;
+            const inForce = override === undefined ? policy : { ...policy, ...override };
             const taken = takeTokens(state, inForce, cost, nowMs);
-            const expected = peek ? { decision: taken.decision, next: undefined } : taken;
+            const expected = peek ? { decision: taken.decision, next: undefined, expiresInMs: 0 } : taken;
             state = expected.next ?? state;
 
             const charge = { ...ref, policy, cost, enforced: true };
             const sentAt = performance.now();
             const reply = await redis.evalSha(TOKEN_BUCKET_SHA1, { keys: [key, overrideKeyName], arguments: scriptArgs([charge], !peek, nowMs) });
-            expect(decodeReply(reply)).toEqual([{ decision: expected.decision, policy: inForce }]);
+            const { capacity: c, refillTokens, refillPeriodMs } = inForce;
+            expect(decodeReply(reply)).toEqual([{ decision: expected.decision, policy: { capacity: c, refillTokens, refillPeriodMs } }]);
 
-            const expectedValue = state ? `${state.level}:${state.unitsPerToken}:${state.updatedAtMs}` : null;
+            const expectedValue = stored(state);
             // Atomically: read the state and its TTL, then drop the TTL. Simulated time runs ahead of
             // Redis's real clock, so the key must not expire in real time between steps.
-            const [stored, ttl] = (await redis.multi().get(key).pTTL(key).persist(key).exec()) as unknown as [string | null, number];
+            const [value, ttl] = (await redis.multi().get(key).pTTL(key).persist(key).exec()) as unknown as [string | null, number];
             const realMs = performance.now() - sentAt;
-            if (stored === null && expectedValue !== null && expected.decision.resetMs <= realMs + 1) {
+            if (value === null && expectedValue !== null && expected.expiresInMs <= realMs + 1) {
               // The key's TTL (real time) ran out before we looked: put the state back for the
               // next simulated step.
               await redis.set(key, expectedValue);
             } else {
-              expect(stored).toBe(expectedValue);
+              expect(value).toBe(expectedValue);
             }
-            if (expected.next !== undefined && stored !== null) {
-              // The key lives exactly until the bucket is full (minus the real time this step took),
-              // counted from its own stamp when the clock stepped back.
-              const fullInMs = expected.next.updatedAtMs - nowMs + expected.decision.resetMs;
-              expect(ttl).toBeLessThanOrEqual(fullInMs);
-              expect(ttl).toBeGreaterThanOrEqual(fullInMs - Math.ceil(realMs) - 1);
+            if (expected.next !== undefined && value !== null) {
+              // The key lives exactly until the bucket is full and any block is over (minus the real
+              // time this step took), counted from its own stamp when the clock stepped back.
+              expect(ttl).toBeLessThanOrEqual(expected.expiresInMs);
+              expect(ttl).toBeGreaterThanOrEqual(expected.expiresInMs - Math.ceil(realMs) - 1);
             }
           }
           await redis.del([key, overrideKeyName]);
@@ -130,8 +140,13 @@ describe("the Lua script and the TypeScript bucket agree", () => {
     );
   }, 90_000);
 
-  it("on several buckets at once (take or peek): the same all-or-nothing decisions and writes", async () => {
-    const bucket = fc.record({ capacity: fc.integer({ min: 1, max: 50 }), rate: rateText, enforced: fc.boolean() });
+  it("on several buckets at once (take or peek, with blocks): the same all-or-nothing decisions and writes", async () => {
+    const bucket = fc.record({
+      capacity: fc.integer({ min: 1, max: 50 }),
+      rate: rateText,
+      enforced: fc.boolean(),
+      blockForMs: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 10_000 })),
+    });
     await fc.assert(
       fc.asyncProperty(
         fc.array(bucket, { minLength: 1, maxLength: 4 }),
@@ -149,7 +164,7 @@ describe("the Lua script and the TypeScript bucket agree", () => {
         async (buckets, steps) => {
           const refs = buckets.map(() => ({ clientKey: `multi:${crypto.randomUUID()}`, bucket: "b" }));
           const keys = refs.map((ref) => scriptKeys("p", [ref])[0] ?? "");
-          const policies: BucketPolicy[] = buckets.map((b) => perSecond(b.capacity, b.rate));
+          const policies: BucketPolicy[] = buckets.map((b) => (b.blockForMs > 0 ? { ...perSecond(b.capacity, b.rate), blockForMs: b.blockForMs } : perSecond(b.capacity, b.rate)));
           const states: (BucketState | undefined)[] = buckets.map(() => undefined);
           let nowMs = 1_800_000_000_000;
           for (const { elapsedMs, costs, peek } of steps) {
@@ -163,15 +178,20 @@ describe("the Lua script and the TypeScript bucket agree", () => {
             const charges = entries.map((e, i) => ({ ...refs[i]!, policy: e.policy, cost: e.cost, enforced: e.enforced }));
             const sentAt = performance.now();
             const reply = await redis.evalSha(TOKEN_BUCKET_SHA1, { keys: scriptKeys("p", charges), arguments: scriptArgs(charges, !peek, nowMs) });
-            expect(decodeReply(reply)).toEqual(expected.decisions.map((decision, i) => ({ decision, policy: entries[i]!.policy })));
-            const stored = await Promise.all(keys.map(async (key) => (await redis.multi().get(key).persist(key).exec())[0] as unknown as string | null));
+            expect(decodeReply(reply)).toEqual(
+              expected.decisions.map((decision, i) => {
+                const { capacity, refillTokens, refillPeriodMs } = entries[i]!.policy;
+                return { decision, policy: { capacity, refillTokens, refillPeriodMs } };
+              }),
+            );
+            const values = await Promise.all(keys.map(async (key) => (await redis.multi().get(key).persist(key).exec())[0] as unknown as string | null));
             const realMs = performance.now() - sentAt;
-            for (const [i, value] of stored.entries()) {
+            for (const [i, value] of values.entries()) {
               const state = states[i];
-              const expectedValue = state ? `${state.level}:${state.unitsPerToken}:${state.updatedAtMs}` : null;
+              const expectedValue = stored(state);
               // A key written this step may already have expired in real time (its TTL is the
               // time to full, sometimes 1 ms): then put the expected state back.
-              const expiredInRealTime = value === null && expected.next[i] !== undefined && expected.decisions[i]!.resetMs <= realMs + 1;
+              const expiredInRealTime = value === null && expected.next[i] !== undefined && (results[i]?.expiresInMs ?? 0) <= realMs + 1;
               if (expiredInRealTime) await redis.set(keys[i]!, expectedValue!);
               else expect(value).toBe(expectedValue);
             }

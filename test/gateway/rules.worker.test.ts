@@ -103,6 +103,27 @@ describe.each(BACKENDS)("rules on the $name backend", ({ vars }) => {
     expect((await gateway("/", { headers: { "x-api-key": key } })).headers.get("RateLimit")).toBeNull();
   });
 
+  it("blockFor: once refused, refused for the whole period whatever the bucket refills", async () => {
+    const gateway = gatewayWith({
+      ...vars,
+      LIMITER_DENY_CACHE_SIZE: "0", // the store must hold the block, not the isolate's memory
+      LIMITER_RULES: rules([{ name: "guard", key: "ip", capacity: 2, rate: "20/1s", blockFor: "1500ms" }]),
+    });
+    const ip = randomIp();
+    expect((await gateway("/", { ip })).status).toBe(200);
+    expect((await gateway("/", { ip })).status).toBe(200);
+    const refused = await gateway("/", { ip });
+    expect(refused.status).toBe(429);
+    expect(refused.headers.get("Retry-After")).toBe("2"); // the block's end, 1.5 s, rounded up
+    expect(fieldItems(refused.headers.get("RateLimit"))).toEqual([["guard", { r: 0, t: 2 }]]);
+    await new Promise((resolve) => setTimeout(resolve, 300)); // the bucket is full again by now
+    const blocked = await gateway("/", { ip });
+    expect(blocked.status).toBe(429);
+    expect(remaining(blocked)).toBe(2);
+    await new Promise((resolve) => setTimeout(resolve, 1_300));
+    expect((await gateway("/", { ip })).status).toBe(200);
+  });
+
   it("Retry-After is the time until every refusing rule would allow", async () => {
     const gateway = gatewayWith({
       ...vars,

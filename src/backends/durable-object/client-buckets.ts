@@ -67,10 +67,12 @@ export class ClientBuckets extends DurableObject<object> {
 
   /** Charges one request to some of this client's buckets, all or nothing, on this object's clock. */
   take(charges: readonly ObjectCharge[]): ObjectAnswer[] {
-    const { results } = takeBuckets(this.entries(charges), Date.now());
-    return results.map(({ entry, decision, next }) => {
-      if (next !== undefined) this.store(entry.bucket, next, next.updatedAtMs + decision.resetMs);
-      return { decision, policy: entry.policy, charged: next ?? null };
+    const nowMs = Date.now();
+    const { results } = takeBuckets(this.entries(charges), nowMs);
+    return results.map(({ entry, decision, next, expiresInMs }) => {
+      if (next !== undefined) this.store(entry.bucket, next, nowMs + expiresInMs);
+      // Only spent tokens are something to refund; a block is not.
+      return { decision, policy: entry.policy, charged: decision.outcome === "allowed" ? (next ?? null) : null };
     });
   }
 
@@ -162,7 +164,11 @@ export class ClientBuckets extends DurableObject<object> {
 
   /** The charges as the bucket math takes them: current state, and an exact override's policy where one is set. */
   private entries(charges: readonly ObjectCharge[]) {
-    return charges.map((charge) => ({ ...charge, policy: this.overrides.get(charge.bucket) ?? charge.policy, state: this.buckets.get(charge.bucket) }));
+    return charges.map((charge) => {
+      // An override replaces capacity and refill; the rule's block period stays.
+      const override = this.overrides.get(charge.bucket);
+      return { ...charge, policy: override === undefined ? charge.policy : { ...charge.policy, ...override }, state: this.buckets.get(charge.bucket) };
+    });
   }
 
   private store(name: string, state: BucketState, fullAtMs: number): void {

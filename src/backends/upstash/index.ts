@@ -45,12 +45,12 @@ export function scriptKeys(prefix: string, refs: readonly BucketRef[]): string[]
  * only in tests (production uses Redis's clock).
  *
  * @example
- * scriptArgs([charge], true); // ["", "1", "60", "1", "1000", "1", "1"]
+ * scriptArgs([charge], true); // ["", "1", "60", "1", "1000", "1", "1", "0"]
  */
 export function scriptArgs(charges: readonly BucketCharge[], charge: boolean, nowMs?: number): string[] {
   const args = [nowMs === undefined ? "" : String(nowMs), charge ? "1" : "0"];
   for (const { policy, cost, enforced } of charges) {
-    args.push(String(policy.capacity), String(policy.refillTokens), String(policy.refillPeriodMs), String(cost), enforced ? "1" : "0");
+    args.push(String(policy.capacity), String(policy.refillTokens), String(policy.refillPeriodMs), String(cost), enforced ? "1" : "0", String(policy.blockForMs ?? 0));
   }
   return args;
 }

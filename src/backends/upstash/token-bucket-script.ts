@@ -6,16 +6,20 @@
  * KEYS: two per bucket the request is charged to: the bucket, then its exact override.
  * ARGV[1]: "" in production (the store's clock, `TIME`); tests may pass a time in ms.
  * ARGV[2]: "1" to charge, "0" to peek (decide, write nothing).
- * ARGV[3 + 5(i-1) …]: capacity, refillTokens, refillPeriodMs, cost, enforced ("1"/"0") of bucket i.
+ * ARGV[3 + 6(i-1) …]: capacity, refillTokens, refillPeriodMs, cost, enforced ("1"/"0"), blockForMs
+ * of bucket i.
  *
- * Stored bucket: "level:unitsPerToken:updatedAtMs"; the key expires when the bucket is full.
+ * Stored bucket: "level:unitsPerToken:updatedAtMs", plus ":blockedUntilMs" while a block
+ * (`blockForMs`) holds; the key expires when the bucket is full and any block is over.
  * Stored override: "capacity:refillTokens:refillPeriodMs", no expiry; when present it replaces
  * the policy in ARGV (the cost stays), so an exact override costs no extra command.
- * All-or-nothing: if an enforced bucket refuses, nothing is written to any bucket.
+ * All-or-nothing: if an enforced bucket refuses, no tokens are taken from any bucket (a refusal
+ * that starts a block still writes its block).
  * Reply: 7 integers per bucket: outcome (1 allowed, 0 denied, 2 cost exceeds capacity),
  * remaining, resetMs, retryAfterMs, and the policy in force (capacity, refillTokens, refillPeriodMs).
  *
- * Commands run: TIME, MGET, and one SET … PX per bucket that spends tokens (none for a peek).
+ * Commands run: TIME, MGET, and one SET … PX per bucket that spends tokens or starts a block
+ * (none for a peek).
  * `string.format('%d')` writes integers: Lua's default number format loses digits past 1e14.
  */
 export const TOKEN_BUCKET_LUA = `
@@ -43,20 +47,24 @@ local stored = redis.call('MGET', unpack(KEYS))
 local reply, writes, refused = {}, {}, false
 for i = 1, #KEYS / 2 do
   local key = KEYS[2 * i - 1]
-  local at = 3 + (i - 1) * 5
+  local at = 3 + (i - 1) * 6
   local capacity, refill_tokens = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
   local units_per_token, cost = tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3])
   local enforced = ARGV[at + 4] == '1'
+  local block_ms = tonumber(ARGV[at + 5])
   if stored[2 * i] then
     local c, r, p = string.match(stored[2 * i], '^(%d+):(%d+):(%d+)$')
     if c then capacity, refill_tokens, units_per_token = tonumber(c), tonumber(r), tonumber(p) end
   end
   local full = capacity * units_per_token
   local level = full
-  local l, u, t
-  if stored[2 * i - 1] then l, u, t = string.match(stored[2 * i - 1], '^(%d+):(%d+):(%d+)$') end
+  local l, u, t, b, raw
+  if stored[2 * i - 1] then l, u, t, b = string.match(stored[2 * i - 1], '^(%d+):(%d+):(%d+):?(%d*)$') end
+  local blocked_until = 0
   if l then
+    raw = string.format('%s:%s:%s', l, u, t)
     l, u, t = tonumber(l), tonumber(u), tonumber(t)
+    if block_ms > 0 and b ~= '' then blocked_until = tonumber(b) end
     if u ~= units_per_token then l = floor_div(l, u) * units_per_token end
     local missing = full - math.min(l, full)
     local elapsed = math.max(0, now_ms - t)
@@ -67,18 +75,24 @@ for i = 1, #KEYS / 2 do
   -- A clock that stepped back must not refill the same stretch of time twice.
   local stamp = math.max(now_ms, t or now_ms)
   local outcome, after, retry_after = 1, level, 0
+  local reset_ms = ceil_div(full - level, refill_tokens)
   if cost > capacity then
     outcome = 2
+  elseif now_ms < blocked_until then
+    outcome, retry_after = 0, blocked_until - now_ms
   elseif level < cost_units then
     outcome, retry_after = 0, ceil_div(cost_units - level, refill_tokens)
+    if block_ms > 0 and raw then
+      -- This refusal starts a block: the tokens stay as stored, the block's end is written beside them.
+      retry_after = math.max(retry_after, block_ms)
+      writes[#writes + 1] = { key, string.format('%s:%d', raw, now_ms + block_ms), math.max(reset_ms, block_ms), true }
+    end
   else
     after = level - cost_units
+    reset_ms = ceil_div(full - after, refill_tokens)
+    writes[#writes + 1] = { key, string.format('%d:%d:%d', after, units_per_token, stamp), math.max(1, stamp - now_ms + reset_ms), false }
   end
   if outcome ~= 1 and enforced then refused = true end
-  local reset_ms = ceil_div(full - after, refill_tokens)
-  if outcome == 1 then
-    writes[#writes + 1] = { key, string.format('%d:%d:%d', after, units_per_token, stamp), math.max(1, stamp - now_ms + reset_ms) }
-  end
   reply[#reply + 1] = outcome
   reply[#reply + 1] = floor_div(after, units_per_token)
   reply[#reply + 1] = reset_ms
@@ -88,11 +102,13 @@ for i = 1, #KEYS / 2 do
   reply[#reply + 1] = units_per_token
 end
 
-if charge and not refused then
-  for _, write in ipairs(writes) do redis.call('SET', write[1], write[2], 'PX', write[3]) end
+if charge then
+  for _, write in ipairs(writes) do
+    if write[4] or not refused then redis.call('SET', write[1], write[2], 'PX', write[3]) end
+  end
 end
 return reply
 `;
 
 /** SHA-1 of {@link TOKEN_BUCKET_LUA}, for EVALSHA; a test pins it to the script text. */
-export const TOKEN_BUCKET_SHA1 = "27a73f523491b692e24e91c40812d16b8f68a45d";
+export const TOKEN_BUCKET_SHA1 = "f7803538e5bfbf5ea9d80973eba4c8150ae13016";
