@@ -22,7 +22,8 @@ export type LimiterEvent =
   | { readonly event: "limiter.shadow_refusal"; readonly rule: string; readonly outcome: BucketDecision["outcome"] }
   | { readonly event: "limiter.backend_failure"; readonly backend: string; readonly failMode: FailMode; readonly reason: string }
   | { readonly event: "limiter.backend_config_error"; readonly variable: string; readonly reason: string }
-  | { readonly event: "limiter.breaker_opened"; readonly backend: string };
+  | { readonly event: "limiter.breaker_opened"; readonly backend: string }
+  | { readonly event: "limiter.breaker_closed"; readonly backend: string };
 
 /** How the store call of one check went (none when the deny cache answered or no rule applied). */
 export type BackendCall = { readonly result: "ok" | "error" | "timeout" | "breaker_open" | "misconfigured"; readonly latencyMs: number };
@@ -46,6 +47,7 @@ export interface DecisionEvent {
 /** What a check did besides deciding, filled in as it goes. */
 interface Trace {
   readonly requestId: string | undefined;
+  readonly background: ((task: Promise<unknown>) => void) | undefined;
   backendCall: BackendCall | undefined;
   breakerOpened: boolean;
   clients: { rule: string; clientKey: string }[];
@@ -87,6 +89,12 @@ export interface CheckOptions {
   readonly mode?: "charge" | "peek";
   /** Passed to the log with every event this check causes. */
   readonly requestId?: string;
+  /**
+   * Runs work after the answer (a Worker's `ctx.waitUntil`). With it, while the circuit breaker
+   * is open the limiter probes the store in the background, so decisions come from it again
+   * soon after it answers, and no request waits for a probe.
+   */
+  readonly background?: (task: Promise<unknown>) => void;
 }
 
 /** The backend's health as one isolate sees it. */
@@ -111,6 +119,9 @@ export interface NamedBucket {
   /** The same values in the rule's key order (what prefix overrides match). */
   readonly values: readonly string[];
 }
+
+/** While the breaker is open, the store is probed in the background at most this often. */
+export const BACKGROUND_PROBE_MS = 250;
 
 /** Prefix overrides are refreshed in the background once this old, and never used older than the maximum. */
 const OVERRIDES_REFRESH_AFTER_MS = 5_000;
@@ -150,6 +161,9 @@ export class Limiter {
   private readonly log: (event: LimiterEvent, requestId: string | undefined) => void;
   private readonly onDecision: ((event: DecisionEvent) => void) | undefined;
   private prefixes: { readonly loadedAtMs: number; readonly overrides: PrefixOverrides } | undefined;
+  /** When the last background probe started; one at a time. */
+  private lastProbeMs = 0;
+  private probing = false;
   private loadingPrefixes: Promise<PrefixOverrides> | undefined;
 
   /** @throws InvalidRulesError when a rule does not check, naming every rule and field. */
@@ -179,7 +193,7 @@ export class Limiter {
    */
   async check(subject: Subject, options: CheckOptions = {}): Promise<Verdict> {
     const started = performance.now();
-    const trace: Trace = { requestId: options.requestId, backendCall: undefined, breakerOpened: false, clients: [] };
+    const trace: Trace = { requestId: options.requestId, background: options.background, backendCall: undefined, breakerOpened: false, clients: [] };
     const verdict = await this.decide(subject, options, trace);
     this.onDecision?.({ verdict, mode: options.mode ?? "charge", durationMs: performance.now() - started, ...trace });
     return verdict;
@@ -381,6 +395,7 @@ export class Limiter {
   ): Promise<{ kind: "outcomes"; outcomes: RuleOutcome[] } | { kind: "verdict"; verdict: Verdict }> {
     if (!this.breaker.allowCall(this.clock())) {
       releaseProbes();
+      this.probeInBackground(trace);
       trace.backendCall = { result: "breaker_open", latencyMs: 0 };
       return { kind: "verdict", verdict: this.failMode(rules, "circuit open: backend skipped during cool-down", trace) };
     }
@@ -411,6 +426,28 @@ export class Limiter {
       if (trace.breakerOpened) this.log({ event: "limiter.breaker_opened", backend: this.backend.name }, trace.requestId);
       return { kind: "verdict", verdict: this.failMode(rules, error instanceof Error ? `${error.name}: ${error.message}` : String(error), trace) };
     }
+  }
+
+  /**
+   * While the breaker is open: a ping of the store, off the request path, at most every
+   * {@link BACKGROUND_PROBE_MS}; its success closes the breaker, so the next request asks the
+   * store again (rather than after the whole cool-down).
+   */
+  private probeInBackground(trace: Trace): void {
+    const nowMs = this.clock();
+    if (trace.background === undefined || this.probing || nowMs - this.lastProbeMs < BACKGROUND_PROBE_MS) return;
+    this.probing = true;
+    this.lastProbeMs = nowMs;
+    const probe = withDeadline((signal) => this.backend.ping(signal), this.timeoutMs)
+      .then(() => {
+        if (this.breaker.state(this.clock()) !== "closed") this.log({ event: "limiter.breaker_closed", backend: this.backend.name }, trace.requestId);
+        this.breaker.recordSuccess();
+      })
+      .catch(() => {
+        // Still down: the breaker stays open; the next request after the interval probes again.
+      })
+      .finally(() => (this.probing = false));
+    trace.background(probe);
   }
 
   private verdictFor(rules: readonly Rule[], outcomes: readonly RuleOutcome[]): Verdict {

@@ -18,6 +18,7 @@ const LEVELS: Record<LimiterEvent["event"], LogLevel> = {
   "limiter.backend_failure": "error",
   "limiter.backend_config_error": "error",
   "limiter.breaker_opened": "warn",
+  "limiter.breaker_closed": "info",
 };
 
 /** The gateway as one isolate runs it: its configuration and the limiter built from it, or what is wrong. */

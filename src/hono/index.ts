@@ -56,7 +56,7 @@ export function rateLimiter<E extends Env = Env>(options: RateLimiterOptions<E>)
         ...(clientId !== undefined && { clientId }),
         ...(peerAddress !== undefined && { peerAddress: peerAddress(c) }),
       }),
-      id === undefined ? {} : { requestId: id },
+      { ...(id !== undefined && { requestId: id }), background: (task) => runInBackground(c, task) },
     );
     const refusal = verdictResponse(verdict);
     if (refusal !== undefined) {
@@ -67,6 +67,15 @@ export function rateLimiter<E extends Env = Env>(options: RateLimiterOptions<E>)
     if (verdict.kind === "allowed" && verdict.headers.length > 0) setHeaders(c, verdict.headers);
     onResponse?.(c);
   };
+}
+
+/** `ctx.waitUntil` where the runtime has one (Workers); elsewhere the task just runs. */
+function runInBackground(c: Context, task: Promise<unknown>): void {
+  try {
+    c.executionCtx.waitUntil(task);
+  } catch {
+    // No execution context (plain Node): the promise runs on its own.
+  }
 }
 
 function setHeaders(c: Context, headers: RateLimitHeaders): void {

@@ -135,4 +135,35 @@ describe("Upstash backend failures", () => {
       await gateway.dispose();
     }
   });
+
+  it("after an outage, decisions come from the store again within 1 s of it answering, though the cool-down is a minute", async () => {
+    const gateway = await startGateway({
+      scriptPath: inject("gatewayBundle"),
+      vars: { ...upstashVars(stack), LIMITER_TIMEOUT_MS: String(TIMEOUT_MS), LIMITER_BREAKER_THRESHOLD: "2", LIMITER_BREAKER_COOLDOWN_MS: "60000" },
+    });
+    try {
+      await stack.redis.stop();
+      for (let i = 0; i < 4; i++) await timed(`${gateway.url}/echo`); // fails open; the breaker opens
+      const health = (await (await fetch(`${gateway.url}/__limiter/health`)).json()) as { isolate: { breaker: string } };
+      expect(health.isolate.breaker).toBe("open");
+
+      await stack.redis.start(); // resolves once redis-server answers
+      const answering = performance.now();
+      let recoveredAfterMs = -1;
+      while (performance.now() - answering < 5_000) {
+        const { response, ms } = await timed(`${gateway.url}/echo`);
+        expect(ms).toBeLessThan(TIMEOUT_MS / 2 + 100); // no request waits for a probe
+        if (response.headers.get("RateLimit") !== null) {
+          recoveredAfterMs = performance.now() - answering;
+          break;
+        }
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      console.log(JSON.stringify({ event: "recovery after the store answers", ms: Math.round(recoveredAfterMs) }));
+      expect(recoveredAfterMs).toBeGreaterThanOrEqual(0);
+      expect(recoveredAfterMs).toBeLessThan(1_000);
+    } finally {
+      await gateway.dispose();
+    }
+  });
 });
