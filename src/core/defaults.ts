@@ -15,6 +15,12 @@ export const DEFAULTS = {
   identity: { ipHeader: "cf-connecting-ip", ipv6PrefixLength: 64 },
   /** What a rule does when the backend cannot decide. */
   failMode: "open",
+  /**
+   * Share of a `failMode: "local"` rule each isolate enforces alone during an outage. A tenth: a
+   * client reaching up to ten isolates gets no more than its limit, and one reaching one isolate
+   * still gets a tenth of it (at least one token) rather than nothing.
+   */
+  localFraction: 0.1,
   /** A rule's fields when left out. */
   rule: { key: "ip", cost: 1, mode: "enforce" },
 } as const;

@@ -11,7 +11,7 @@ import { normalizePath } from "./path";
 import type { NamedPolicy } from "./policy";
 import { compileRules, InvalidRulesError, ruleMatches, type FailMode, type Rule, type RuleSpec } from "./rules";
 import type { ClientSubject, RequestSubject, Subject } from "./subject";
-import { waitForTokensMs, type BucketDecision, type BucketPolicy } from "./token-bucket";
+import { MAX_SAFE_UNITS, takeBuckets, waitForTokensMs, type BucketDecision, type BucketPolicy, type BucketState } from "./token-bucket";
 import type { RuleOutcome, Verdict } from "./verdict";
 
 /** What a request lacking its rule's key gets: one shared `anonymous` bucket, or refused (401/400). */
@@ -73,6 +73,8 @@ export interface LimiterOptions {
   readonly denyCacheSize?: number;
   /** Default: opens after 5 consecutive failures, for 5 s. */
   readonly breaker?: CircuitBreakerOptions;
+  /** Share of each `failMode: "local"` rule an isolate enforces on its own while the store is unreachable, 0.01–1. Default 0.1. */
+  readonly localFraction?: number;
   /** Milliseconds since the epoch; tests inject their own. The buckets themselves use the store's clock. */
   readonly clock?: () => number;
   /** Where events go, with the check's request id if it had one. Default: one JSON line on the console. */
@@ -120,6 +122,26 @@ export interface NamedBucket {
   readonly values: readonly string[];
 }
 
+/** Says that a decision was made on the isolate's local buckets, the store being unreachable. */
+const DEGRADED_HEADER = ["X-Sluice-Degraded", "local"] as const;
+/** Local (degraded-mode) buckets kept per limiter. */
+const MAX_LOCAL_BUCKETS = 10_000;
+
+/**
+ * A rule's policy scaled to `fraction` for one isolate's degraded decisions: capacity rounded
+ * down (at least 1 token), refill slowed by the same fraction (its period rounded up: never faster).
+ *
+ * @example
+ * localPolicy({ capacity: 100, refillTokens: 1, refillPeriodMs: 100 }, 0.1); // { capacity: 10, refillTokens: 1, refillPeriodMs: 1000 }
+ */
+export function localPolicy(policy: BucketPolicy, fraction: number): BucketPolicy {
+  const capacity = Math.max(1, Math.floor(policy.capacity * fraction));
+  const slowed = Math.ceil(policy.refillPeriodMs / fraction);
+  // Keep capacity × period exact for the bucket's integer arithmetic.
+  const refillPeriodMs = Math.min(slowed, Math.floor(MAX_SAFE_UNITS / capacity));
+  return { ...policy, capacity, refillPeriodMs };
+}
+
 /** While the breaker is open, the store is probed in the background at most this often. */
 export const BACKGROUND_PROBE_MS = 250;
 
@@ -164,6 +186,9 @@ export class Limiter {
   /** When the last background probe started; one at a time. */
   private lastProbeMs = 0;
   private probing = false;
+  private readonly localFraction: number;
+  /** Degraded-mode buckets (`failMode: "local"`), this isolate's only. */
+  private readonly localBuckets = new Map<string, BucketState>();
   private loadingPrefixes: Promise<PrefixOverrides> | undefined;
 
   /** @throws InvalidRulesError when a rule does not check, naming every rule and field. */
@@ -179,6 +204,7 @@ export class Limiter {
     this.headerMode = options.headers ?? DEFAULTS.headers;
     this.missingKey = options.missingKey ?? DEFAULTS.missingKey;
     this.clock = options.clock ?? Date.now;
+    this.localFraction = options.localFraction ?? DEFAULTS.localFraction;
     this.log = options.log ?? logToConsole;
     this.onDecision = options.onDecision;
   }
@@ -397,7 +423,7 @@ export class Limiter {
       releaseProbes();
       this.probeInBackground(trace);
       trace.backendCall = { result: "breaker_open", latencyMs: 0 };
-      return { kind: "verdict", verdict: this.failMode(rules, "circuit open: backend skipped during cool-down", trace) };
+      return { kind: "verdict", verdict: this.failMode(rules, entries, operation, "circuit open: backend skipped during cool-down", trace) };
     }
     const started = performance.now();
     const call = (result: BackendCall["result"]) => (trace.backendCall = { result, latencyMs: performance.now() - started });
@@ -424,7 +450,7 @@ export class Limiter {
       call(error instanceof BackendTimeoutError ? "timeout" : "error");
       trace.breakerOpened = this.breaker.recordFailure(this.clock());
       if (trace.breakerOpened) this.log({ event: "limiter.breaker_opened", backend: this.backend.name }, trace.requestId);
-      return { kind: "verdict", verdict: this.failMode(rules, error instanceof Error ? `${error.name}: ${error.message}` : String(error), trace) };
+      return { kind: "verdict", verdict: this.failMode(rules, entries, operation, error instanceof Error ? `${error.name}: ${error.message}` : String(error), trace) };
     }
   }
 
@@ -450,15 +476,21 @@ export class Limiter {
     trace.background(probe);
   }
 
-  private verdictFor(rules: readonly Rule[], outcomes: readonly RuleOutcome[]): Verdict {
+  private verdictFor(rules: readonly Rule[], outcomes: readonly RuleOutcome[], degraded = false): Verdict {
     const impossible = outcomes.find(({ rule, decision }) => rule.mode === "enforce" && decision.outcome === "cost_exceeds_capacity");
     if (impossible !== undefined) return { kind: "cost-exceeds-capacity", rule: impossible.rule };
     const refused = outcomes.some(({ rule, decision }) => rule.mode === "enforce" && decision.outcome === "denied");
-    if (refused) return this.refusal(rules, outcomes, false);
-    return { kind: "allowed", outcomes, headers: rateLimitHeaders(rules, outcomes, this.headerMode) };
+    if (refused) return this.refusal(rules, outcomes, false, degraded);
+    return { kind: "allowed", outcomes, headers: this.headersFor(rules, outcomes, degraded), degraded };
   }
 
-  private refusal(rules: readonly Rule[], outcomes: readonly RuleOutcome[], cached: boolean): Verdict {
+  /** The rate-limit headers, and on a local decision the header that says so. */
+  private headersFor(rules: readonly Rule[], outcomes: readonly RuleOutcome[], degraded: boolean) {
+    const headers = rateLimitHeaders(rules, outcomes, this.headerMode);
+    return degraded ? [...headers, DEGRADED_HEADER] : headers;
+  }
+
+  private refusal(rules: readonly Rule[], outcomes: readonly RuleOutcome[], cached: boolean, degraded = false): Verdict {
     const violated = outcomes.filter(({ rule, decision }) => rule.mode === "enforce" && decision.outcome === "denied");
     // Retry-After: until every refusing rule would allow.
     const retryAfterMs = Math.max(0, ...violated.map(({ decision }) => (decision.outcome === "denied" ? decision.retryAfterMs : 0)));
@@ -470,16 +502,56 @@ export class Limiter {
       outcomes,
       violated: ordered.map(({ rule }) => rule),
       retryAfterMs,
-      headers: rateLimitHeaders(rules, outcomes, this.headerMode),
+      headers: this.headersFor(rules, outcomes, degraded),
       cached,
+      degraded,
     };
   }
 
-  /** Backend unreachable: each rule's fail mode decides; one closed enforced rule refuses the request. */
-  private failMode(rules: readonly Rule[], reason: string, trace: Trace): Verdict {
+  /**
+   * Backend unreachable: each rule's fail mode decides. One closed enforced rule refuses the
+   * request; else rules that fail `local` decide on this isolate's own buckets holding
+   * `localFraction` of their limits; else the request goes on.
+   */
+  private failMode(rules: readonly Rule[], entries: readonly Entry[], operation: "take" | "peek", reason: string, trace: Trace): Verdict {
     const closed = rules.find((rule) => rule.mode === "enforce" && rule.failMode === "closed");
-    this.log({ event: "limiter.backend_failure", backend: this.backend.name, failMode: closed ? "closed" : "open", reason }, trace.requestId);
-    return closed === undefined ? { kind: "fail-open", rules, reason } : { kind: "fail-closed", rule: closed, backend: this.backend.name, reason };
+    const local = entries.filter(({ rule }) => rule.failMode === "local");
+    const failMode = closed ? "closed" : local.length > 0 ? "local" : "open";
+    this.log({ event: "limiter.backend_failure", backend: this.backend.name, failMode, reason }, trace.requestId);
+    if (closed !== undefined) return { kind: "fail-closed", rule: closed, backend: this.backend.name, reason };
+    if (local.length === 0) return { kind: "fail-open", rules, reason };
+    return this.decideLocally(local, operation);
+  }
+
+  /**
+   * The degraded decision: the `local` rules on buckets in this isolate's memory, each a
+   * `localFraction` of the rule (capacity rounded down, at least 1; refill slowed to match). With
+   * k isolates serving a client, the client gets at most k × the fraction during the outage.
+   */
+  private decideLocally(entries: readonly Entry[], operation: "take" | "peek"): Verdict {
+    const nowMs = this.clock();
+    const keyed = entries.map((entry) => ({
+      ...entry,
+      key: `${entry.charge.bucket}|${entry.charge.clientKey}`,
+      policy: localPolicy(entry.charge.policy, this.localFraction),
+    }));
+    const { results } = takeBuckets(
+      keyed.map((e) => ({ ...e, state: this.localBuckets.get(e.key), cost: e.charge.cost, enforced: e.charge.enforced })),
+      nowMs,
+    );
+    if (operation === "take") for (const { entry, next } of results) if (next !== undefined) this.rememberLocal(entry.key, next);
+    const outcomes = results.map(({ entry, decision }) => ({ rule: entry.rule, policy: effectivePolicy(entry.rule, entry.policy, entry.charge.cost), decision }));
+    return this.verdictFor(entries.map((e) => e.rule), outcomes, true);
+  }
+
+  /** Local buckets are bounded like the deny cache: the oldest goes first. */
+  private rememberLocal(key: string, state: BucketState): void {
+    this.localBuckets.delete(key);
+    this.localBuckets.set(key, state);
+    for (const oldest of this.localBuckets.keys()) {
+      if (this.localBuckets.size <= MAX_LOCAL_BUCKETS) break;
+      this.localBuckets.delete(oldest);
+    }
   }
 
   /** The deny cache knows waits for a rule's own cost; a check with another cost asks the store. */

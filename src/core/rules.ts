@@ -4,8 +4,8 @@ import type { NamedPolicy } from "./policy";
 import { parseRatePerSecond, parseRateShorthand, type RefillRate } from "./rate";
 import { MAX_SAFE_UNITS } from "./token-bucket";
 
-/** What a backend failure does to a request a rule covers: allow it, or refuse with 503. */
-export type FailMode = "open" | "closed";
+/** What a backend failure does to a request a rule covers: allow it, refuse with 503, or decide on the isolate's local share of the limit. */
+export type FailMode = "open" | "closed" | "local";
 
 /** Whether a rule refuses (`enforce`) or is charged and reported only (`shadow`). */
 export type RuleMode = "enforce" | "shadow";
@@ -155,7 +155,11 @@ export function compileRules(specs: unknown, defaultFailMode: FailMode = DEFAULT
     }
     const mode = raw.mode === undefined ? DEFAULTS.rule.mode : raw.mode === "enforce" || raw.mode === "shadow" ? raw.mode : fail("mode", "must be enforce or shadow");
     const failMode =
-      raw.failMode === undefined ? defaultFailMode : raw.failMode === "open" || raw.failMode === "closed" ? raw.failMode : fail("failMode", "must be open or closed");
+      raw.failMode === undefined
+        ? defaultFailMode
+        : raw.failMode === "open" || raw.failMode === "closed" || raw.failMode === "local"
+          ? raw.failMode
+          : fail("failMode", "must be open, closed or local");
 
     const blockForMs = raw.blockFor === undefined ? 0 : (parseDuration(raw.blockFor) ?? fail("blockFor", 'must be a duration from 1 ms to 30 days, e.g. "10m", "30s", "1h"'));
 

@@ -20,8 +20,11 @@ export type RateLimitHeaders = readonly (readonly [string, string])[];
 export type Verdict =
   /** No rule covers the request. */
   | { readonly kind: "unmatched" }
-  /** Every enforced rule allowed (or, for a peek, would allow); `headers` describe the buckets. */
-  | { readonly kind: "allowed"; readonly outcomes: readonly RuleOutcome[]; readonly headers: RateLimitHeaders }
+  /**
+   * Every enforced rule allowed (or, for a peek, would allow); `headers` describe the buckets.
+   * `degraded`: decided on the isolate's local buckets (`failMode: "local"`), the store being unreachable.
+   */
+  | { readonly kind: "allowed"; readonly outcomes: readonly RuleOutcome[]; readonly headers: RateLimitHeaders; readonly degraded: boolean }
   /**
    * An enforced rule refused: nothing was charged. `violated` lists the refusing rules;
    * `retryAfterMs` is the wait until every one of them would allow; `cached` when the isolate's
@@ -34,6 +37,7 @@ export type Verdict =
       readonly retryAfterMs: number;
       readonly headers: RateLimitHeaders;
       readonly cached: boolean;
+      readonly degraded: boolean;
     }
   /** The store could not decide and every applying rule fails open: let the request through. */
   | { readonly kind: "fail-open"; readonly rules: readonly Rule[]; readonly reason: string }

@@ -20,6 +20,7 @@ export interface LimiterSettings {
   /** From `LIMITER_RULES`, or the one `default` rule the single-policy vars describe. */
   readonly rules: readonly RuleSpec[];
   readonly failMode: FailMode;
+  readonly localFraction: number;
   readonly identity: IdentityOptions;
   readonly missingKey: MissingKeyMode;
   readonly timeoutMs: number;
@@ -128,7 +129,11 @@ export function parseGatewayConfig(env: Env): ConfigResult {
       : (parseHttpUrl(originField.text) ?? fail(originField, "must be an absolute http(s) URL, e.g. https://api.example.com"));
   const originTimeoutMs = integer("ORIGIN_TIMEOUT_MS", GATEWAY_DEFAULTS.originTimeoutMs, 1, 600_000);
   const backendKind = oneOf("LIMITER_BACKEND", GATEWAY_DEFAULTS.backend, BACKEND_KINDS);
-  const failMode = oneOf<FailMode>("LIMITER_FAIL_MODE", DEFAULTS.failMode, ["open", "closed"]);
+  const failMode = oneOf<FailMode>("LIMITER_FAIL_MODE", DEFAULTS.failMode, ["open", "closed", "local"]);
+  const fractionField = read("LIMITER_LOCAL_FRACTION", DEFAULTS.localFraction);
+  const fractionText = (fractionField.text ?? "").trim();
+  const fraction = /^(0(\.\d{1,2})?|1(\.0{1,2})?)$/.test(fractionText) ? Number(fractionText) : NaN;
+  const localFraction = fraction >= 0.01 && fraction <= 1 ? fraction : fail(fractionField, "must be a decimal from 0.01 to 1 with at most 2 decimals (the share of a rule each isolate enforces alone during an outage)");
   const timeoutMs = integer("LIMITER_TIMEOUT_MS", DEFAULTS.timeoutMs, 1, 60_000);
   const headers = oneOf("LIMITER_HEADERS", DEFAULTS.headers, HEADER_MODES);
   const missingKey = oneOf<MissingKeyMode>("LIMITER_MISSING_KEY", DEFAULTS.missingKey, ["anonymous", "reject"]);
@@ -146,7 +151,7 @@ export function parseGatewayConfig(env: Env): ConfigResult {
 
   const breaker = failureThreshold !== undefined && cooldownMs !== undefined ? { failureThreshold, cooldownMs } : undefined;
   const identity = ipHeader !== undefined && ipv6PrefixLength !== undefined ? { ipHeader, ipv6PrefixLength } : undefined;
-  const limiter = allDefined({ rules, failMode, identity, missingKey, timeoutMs, headers, denyCacheSize, breaker });
+  const limiter = allDefined({ rules, failMode, localFraction, identity, missingKey, timeoutMs, headers, denyCacheSize, breaker });
   const origin = originUrl !== undefined && originTimeoutMs !== undefined ? { url: originUrl, timeoutMs: originTimeoutMs } : undefined;
   if (errors.length > 0 || limiter === undefined || origin === undefined || backend === undefined || admin === undefined || metrics === undefined) {
     return { ok: false, errors };

@@ -13,6 +13,7 @@ export interface Env {
   LIMITER_REFILL_RATE?: VarValue;
   LIMITER_KEY?: VarValue;
   LIMITER_FAIL_MODE?: VarValue;
+  LIMITER_LOCAL_FRACTION?: VarValue;
   LIMITER_TIMEOUT_MS?: VarValue;
   LIMITER_HEADERS?: VarValue;
   LIMITER_RULES?: VarValue;

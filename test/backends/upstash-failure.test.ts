@@ -166,4 +166,30 @@ describe("Upstash backend failures", () => {
       await gateway.dispose();
     }
   });
+
+  it("failMode local: with the store frozen, each gateway enforces its fraction of the limit and says so", async () => {
+    const gateway = await startGateway({
+      scriptPath: inject("gatewayBundle"),
+      vars: {
+        ...upstashVars(stack),
+        LIMITER_TIMEOUT_MS: String(TIMEOUT_MS),
+        LIMITER_LOCAL_FRACTION: "0.3",
+        LIMITER_RULES: JSON.stringify([{ name: "api", key: "header:x-api-key", capacity: 10, rate: "10/1h", failMode: "local" }]),
+      },
+    });
+    try {
+      stack.bridge.setHang(true);
+      const responses = [];
+      for (let i = 0; i < 5; i++) {
+        const response = await fetch(`${gateway.url}/echo`, { headers: { "x-api-key": "frozen" } });
+        await response.arrayBuffer();
+        responses.push(response);
+      }
+      expect(responses.map((r) => r.status)).toEqual([200, 200, 200, 429, 429]);
+      for (const response of responses) expect(response.headers.get("X-Sluice-Degraded")).toBe("local");
+      expect(responses[0]?.headers.get("RateLimit-Policy")).toBe('"api";q=3;w=3600') // 3 tokens at 3 an hour;
+    } finally {
+      await gateway.dispose();
+    }
+  });
 });

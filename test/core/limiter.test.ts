@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { BackendConfigError, type LimiterBackend } from "../../src/core/backend";
-import { Limiter, type LimiterEvent, type LimiterOptions } from "../../src/core/limiter";
+import { Limiter, localPolicy, type LimiterEvent, type LimiterOptions } from "../../src/core/limiter";
 import { memoryBackend } from "../../src/core/memory-backend";
 import { InvalidRulesError, type RuleSpec } from "../../src/core/rules";
 import type { RequestSubject } from "../../src/core/subject";
@@ -232,5 +232,35 @@ describe("construction", () => {
     const build = () => new Limiter({ backend: memoryBackend(), rules: [{ name: "api", capacity: 0, rate: "1/1w" }] });
     expect(build).toThrow(InvalidRulesError);
     expect(build).toThrow('rule "api" (#1): field "capacity" must be an integer from 1 to 1000000000; rule "api" (#1): field "rate" must be');
+  });
+});
+
+describe("degraded mode (failMode: local)", () => {
+  it("while the store is down, each isolate enforces its fraction of the rule, and says so", async () => {
+    const backend = switchableBackend(memoryBackend(), () => new Error("store down"));
+    const events: LimiterEvent[] = [];
+    const limiter = new Limiter({
+      backend,
+      rules: [
+        { name: "api", key: "header:x-api-key", capacity: 10, rate: "10/1h", failMode: "local" },
+        { name: "loose", capacity: 1, rate: "1/1h", failMode: "open" },
+      ],
+      localFraction: 0.5,
+      log: (event) => events.push(event),
+    });
+    const verdicts = [];
+    for (let i = 0; i < 7; i++) verdicts.push(await limiter.check(request({ "x-api-key": "k" })));
+    expect(verdicts.map((v) => v.kind)).toEqual(["allowed", "allowed", "allowed", "allowed", "allowed", "refused", "refused"]);
+    const [first] = verdicts;
+    expect(first).toMatchObject({ degraded: true, outcomes: [{ rule: { name: "api" }, policy: { capacity: 5 } }] });
+    if (first?.kind === "allowed") expect(first.headers).toContainEqual(["X-Sluice-Degraded", "local"]);
+    expect(events[0]).toMatchObject({ event: "limiter.backend_failure", failMode: "local" });
+    // Another client has its own local bucket.
+    expect(await limiter.check(request({ "x-api-key": "other" }))).toMatchObject({ kind: "allowed", degraded: true });
+  });
+
+  it("scales a policy down, never refilling faster and never below one token", () => {
+    expect(localPolicy({ capacity: 100, refillTokens: 1, refillPeriodMs: 100 }, 0.1)).toEqual({ capacity: 10, refillTokens: 1, refillPeriodMs: 1000 });
+    expect(localPolicy({ capacity: 3, refillTokens: 2, refillPeriodMs: 1000 }, 0.1)).toEqual({ capacity: 1, refillTokens: 2, refillPeriodMs: 10_000 });
   });
 });

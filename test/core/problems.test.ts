@@ -53,7 +53,7 @@ describe("the problem catalogue", () => {
     expect(verdictResponse({ kind: "missing-key", rule: rule! })?.headers.get("WWW-Authenticate")).toBe("Bearer");
   });
 
-  it.each<Verdict>([{ kind: "unmatched" }, { kind: "fail-open", rules: [], reason: "down" }, { kind: "allowed", outcomes: [], headers: [] }])(
+  it.each<Verdict>([{ kind: "unmatched" }, { kind: "fail-open", rules: [], reason: "down" }, { kind: "allowed", outcomes: [], headers: [], degraded: false }])(
     "%j lets the request through",
     (verdict) => expect(verdictResponse(verdict)).toBeUndefined(),
   );
