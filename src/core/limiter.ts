@@ -189,7 +189,7 @@ export class Limiter {
   private readonly localFraction: number;
   /** Degraded-mode buckets (`failMode: "local"`), this isolate's only. */
   private readonly localBuckets = new Map<string, BucketState>();
-  private loadingPrefixes: Promise<PrefixOverrides> | undefined;
+  private loadingPrefixes: { readonly startedMs: number; readonly load: Promise<PrefixOverrides> } | undefined;
 
   /** @throws InvalidRulesError when a rule does not check, naming every rule and field. */
   constructor(options: LimiterOptions) {
@@ -357,15 +357,25 @@ export class Limiter {
    */
   private async prefixOverrides(): Promise<PrefixOverrides> {
     const cached = this.prefixes;
-    const age = cached === undefined ? Infinity : this.clock() - cached.loadedAtMs;
+    const nowMs = this.clock();
+    const age = cached === undefined ? Infinity : nowMs - cached.loadedAtMs;
     if (cached !== undefined && age < OVERRIDES_REFRESH_AFTER_MS) return cached.overrides;
-    this.loadingPrefixes ??= this.loadPrefixOverrides().finally(() => (this.loadingPrefixes = undefined));
-    if (cached !== undefined && age < OVERRIDES_MAX_AGE_MS) {
-      this.loadingPrefixes.catch(() => {}); // a failed background refresh is retried by the next request
-      return cached.overrides;
+    // One read at a time; one older than the budget was lost with the request that started it
+    // (a cancelled request's I/O never settles), so start another.
+    let loading = this.loadingPrefixes;
+    if (loading === undefined || nowMs - loading.startedMs > this.timeoutMs) {
+      const started = { startedMs: nowMs, load: this.loadPrefixOverrides() };
+      this.loadingPrefixes = loading = started;
+      void started.load.catch(() => {}).finally(() => {
+        if (this.loadingPrefixes === started) this.loadingPrefixes = undefined;
+      });
     }
-    return this.loadingPrefixes;
+    if (cached !== undefined && age < OVERRIDES_MAX_AGE_MS) return cached.overrides; // refreshing in the background
+    // Waited for under this request's own deadline, whoever started the read.
+    const { load } = loading;
+    return withDeadline(() => load, this.timeoutMs);
   }
+
 
   private async loadPrefixOverrides(): Promise<PrefixOverrides> {
     // Stamped before the read: the list is at least this fresh.
