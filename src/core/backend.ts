@@ -1,4 +1,4 @@
-import type { BucketDecision, BucketPolicy } from "./token-bucket";
+import type { BucketDecision, BucketPolicy, BucketState } from "./token-bucket";
 
 /** One bucket of one client, as stores name it. */
 export interface BucketRef {
@@ -21,6 +21,14 @@ export interface BucketCharge extends BucketRef {
 export interface BucketAnswer {
   readonly decision: BucketDecision;
   readonly policy: BucketPolicy;
+  /** The state the charge wrote when it took tokens (what a refund needs), else null. */
+  readonly charged: BucketState | null;
+}
+
+/** Giving back one charge: the charge as it was made and the state its take wrote. */
+export interface Refund {
+  readonly charge: BucketCharge;
+  readonly charged: BucketState;
 }
 
 /** An override as an operator wrote it: a client (values may end in `*`) of a rule, and its limits. */
@@ -65,6 +73,11 @@ export interface LimiterBackend {
   take(charges: readonly BucketCharge[], signal: AbortSignal): Promise<BucketAnswer[]>;
   /** What `take` would answer now, changing nothing. */
   peek(charges: readonly BucketCharge[], signal: AbortSignal): Promise<BucketAnswer[]>;
+  /**
+   * Gives charges back (a response a `count` rule does not count): only what each charge still
+   * withholds, as `refundTokens` defines it, so a refund never over-admits.
+   */
+  refund(refunds: readonly Refund[], signal: AbortSignal): Promise<void>;
   /** Makes buckets full again (their state is forgotten; overrides stay). */
   reset(buckets: readonly BucketRef[], signal: AbortSignal): Promise<void>;
   /**

@@ -1,4 +1,4 @@
-import { BackendConfigError, type BucketAnswer, type BucketCharge, type BucketRef, type LimiterBackend } from "./backend";
+import { BackendConfigError, type BucketAnswer, type BucketCharge, type BucketRef, type LimiterBackend, type Refund } from "./backend";
 import { CircuitBreaker, type CircuitBreakerOptions } from "./circuit-breaker";
 import { BackendTimeoutError, withDeadline } from "./deadline";
 import { DEFAULTS } from "./defaults";
@@ -9,7 +9,7 @@ import { keySpec } from "./key-parts";
 import { findRule, parseClient, PrefixOverrides } from "./overrides";
 import { normalizePath } from "./path";
 import type { NamedPolicy } from "./policy";
-import { compileRules, InvalidRulesError, ruleMatches, type FailMode, type Rule, type RuleSpec } from "./rules";
+import { compileRules, countsStatus, InvalidRulesError, ruleMatches, type FailMode, type Rule, type RuleSpec } from "./rules";
 import type { ClientSubject, RequestSubject, Subject } from "./subject";
 import { MAX_SAFE_UNITS, takeBuckets, waitForTokensMs, type BucketDecision, type BucketPolicy, type BucketState } from "./token-bucket";
 import type { RuleOutcome, Verdict } from "./verdict";
@@ -23,7 +23,8 @@ export type LimiterEvent =
   | { readonly event: "limiter.backend_failure"; readonly backend: string; readonly failMode: FailMode; readonly reason: string }
   | { readonly event: "limiter.backend_config_error"; readonly variable: string; readonly reason: string }
   | { readonly event: "limiter.breaker_opened"; readonly backend: string }
-  | { readonly event: "limiter.breaker_closed"; readonly backend: string };
+  | { readonly event: "limiter.breaker_closed"; readonly backend: string }
+  | { readonly event: "limiter.refund_failure"; readonly backend: string; readonly reason: string };
 
 /** How the store call of one check went (none when the deny cache answered or no rule applied). */
 export type BackendCall = { readonly result: "ok" | "error" | "timeout" | "breaker_open" | "misconfigured"; readonly latencyMs: number };
@@ -112,6 +113,12 @@ interface Entry {
   readonly values: readonly string[] | undefined;
 }
 
+/** A charge a `count` rule may give back. */
+interface Receipt {
+  readonly rule: Rule;
+  readonly refund: Refund;
+}
+
 /** A named client's bucket under one rule: what reset, peek and overrides address. */
 export interface NamedBucket {
   readonly rule: Rule;
@@ -187,6 +194,8 @@ export class Limiter {
   private lastProbeMs = 0;
   private probing = false;
   private readonly localFraction: number;
+  /** Charges `count` rules may give back, by the verdict that made them (see {@link Limiter.settle}). */
+  private readonly receipts = new WeakMap<Verdict, Receipt[]>();
   /** Degraded-mode buckets (`failMode: "local"`), this isolate's only. */
   private readonly localBuckets = new Map<string, BucketState>();
   private loadingPrefixes: { readonly startedMs: number; readonly load: Promise<PrefixOverrides> } | undefined;
@@ -235,6 +244,30 @@ export class Limiter {
     if (resolution.kind === "verdict") return resolution.verdict;
     trace.clients = resolution.entries.map(({ rule, charge }) => ({ rule: rule.name, clientKey: charge.clientKey }));
     return options.mode === "peek" ? this.peek(resolution.rules, resolution.entries, trace) : this.charge(resolution.rules, resolution.entries, trace);
+  }
+
+  /**
+   * Once the response to an allowed request is known: gives back the charges of `count` rules
+   * whose statuses it does not match (only what each charge still withholds, so nothing is ever
+   * over-admitted). Run it off the request path (`ctx.waitUntil`); it never throws.
+   *
+   * @example
+   * const verdict = await limiter.check(requestSubject(request));
+   * const response = await fetch(request);
+   * ctx.waitUntil(limiter.settle(verdict, response.status));
+   */
+  async settle(verdict: Verdict, status: number): Promise<void> {
+    const receipts = this.receipts.get(verdict);
+    if (receipts === undefined) return;
+    this.receipts.delete(verdict);
+    const refunds = receipts.filter(({ rule }) => !countsStatus(rule, status)).map((receipt) => receipt.refund);
+    if (refunds.length === 0) return;
+    try {
+      this.stats.backendCalls += 1;
+      await withDeadline((signal) => this.backend.refund(refunds, signal), this.timeoutMs);
+    } catch (error) {
+      this.log({ event: "limiter.refund_failure", backend: this.backend.name, reason: error instanceof Error ? error.message : String(error) }, undefined);
+    }
   }
 
   /** This isolate's view: breaker state, deny-cache size, backend calls made, rule names. */
@@ -401,6 +434,7 @@ export class Limiter {
         if (rule.mode === "shadow" && decision.outcome !== "allowed") this.log({ event: "limiter.shadow_refusal", rule: rule.name, outcome: decision.outcome }, trace.requestId);
       }
       const verdict = this.verdictFor(rules, outcomes);
+      if (verdict.kind === "allowed" && answer.receipts.length > 0) this.receipts.set(verdict, answer.receipts);
       // Waits count from the answer's arrival: a request queued behind others at the store got
       // its retry time later than it started (this errs by one response's transit, not by a queue).
       this.rememberEmptyBuckets(entries, outcomes, verdict.kind === "refused", this.clock());
@@ -428,7 +462,7 @@ export class Limiter {
     operation: "take" | "peek",
     releaseProbes: () => void,
     trace: Trace,
-  ): Promise<{ kind: "outcomes"; outcomes: RuleOutcome[] } | { kind: "verdict"; verdict: Verdict }> {
+  ): Promise<{ kind: "outcomes"; outcomes: RuleOutcome[]; receipts: Receipt[] } | { kind: "verdict"; verdict: Verdict }> {
     if (!this.breaker.allowCall(this.clock())) {
       releaseProbes();
       this.probeInBackground(trace);
@@ -448,7 +482,12 @@ export class Limiter {
       this.breaker.recordSuccess();
       if (answers.length !== entries.length) throw new Error(`backend answered ${answers.length} decisions for ${entries.length} charges`);
       call("ok");
-      return { kind: "outcomes", outcomes: zipOutcomes(entries, answers) };
+      // What a `count` rule may give back once the response is known: the charge as made and the state it wrote.
+      const receipts = entries.flatMap(({ rule }, i) => {
+        const [charge, answer] = [charges[i], answers[i]];
+        return rule.count !== undefined && charge !== undefined && answer?.charged ? [{ rule, refund: { charge, charged: answer.charged } }] : [];
+      });
+      return { kind: "outcomes", outcomes: zipOutcomes(entries, answers), receipts };
     } catch (error) {
       releaseProbes(); // before a fail-open request goes on
       if (error instanceof BackendConfigError) {
@@ -564,9 +603,12 @@ export class Limiter {
     }
   }
 
-  /** The deny cache knows waits for a rule's own cost; a check with another cost asks the store. */
+  /**
+   * The deny cache knows waits for a rule's own cost; a check with another cost asks the store,
+   * and so does a `count` rule (refunds refill its bucket sooner than any remembered wait).
+   */
   private usesDenyCache(rule: Rule, charge: BucketCharge): boolean {
-    return rule.mode === "enforce" && charge.cost === rule.policy.cost;
+    return rule.mode === "enforce" && charge.cost === rule.policy.cost && rule.count === undefined;
   }
 
   /**

@@ -1,5 +1,5 @@
 import type { BucketCharge, BucketRef, LimiterBackend, OverrideRecord } from "./backend";
-import { takeBuckets, type BucketPolicy, type BucketState } from "./token-bucket";
+import { ceilDiv, refundTokens, takeBuckets, type BucketPolicy, type BucketState } from "./token-bucket";
 
 /** Options of {@link memoryBackend}. */
 export interface MemoryBackendOptions {
@@ -47,7 +47,7 @@ export function memoryBackend(options: MemoryBackendOptions = {}): LimiterBacken
       buckets.set(keyOf(entry), { state: next, fullAtMs: nowMs + expiresInMs });
       if (++writes % SWEEP_EVERY === 0) sweep(nowMs);
     }
-    return results.map(({ entry, decision }) => ({ decision, policy: entry.policy }));
+    return results.map(({ entry, decision, next }) => ({ decision, policy: entry.policy, charged: write && decision.outcome === "allowed" ? (next ?? null) : null }));
   };
   const sweep = (nowMs: number) => {
     for (const [key, bucket] of buckets) if (bucket.fullAtMs <= nowMs) buckets.delete(key);
@@ -58,6 +58,19 @@ export function memoryBackend(options: MemoryBackendOptions = {}): LimiterBacken
     name: "memory",
     take: async (charges, signal) => (await ready(signal), decide(charges, true)),
     peek: async (charges, signal) => (await ready(signal), decide(charges, false)),
+    async refund(refunds, signal) {
+      await ready(signal);
+      const nowMs = clock();
+      for (const { charge, charged } of refunds) {
+        const key = keyOf(charge);
+        const policy = { ...charge.policy, ...exactOverrides.get(key) };
+        const before = buckets.get(key);
+        const state = refundTokens(before?.state, policy, charge.cost, charged, nowMs);
+        if (state === undefined || state === before?.state) continue;
+        const missing = policy.capacity * policy.refillPeriodMs - state.level;
+        buckets.set(key, { state, fullAtMs: Math.max(state.updatedAtMs + ceilDiv(missing, policy.refillTokens), state.blockedUntilMs ?? 0) });
+      }
+    },
     async reset(refs, signal) {
       await ready(signal);
       for (const ref of refs) buckets.delete(keyOf(ref));

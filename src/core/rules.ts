@@ -42,6 +42,8 @@ export interface RuleSpec {
   readonly failMode?: FailMode;
   /** After this rule refuses a client, refuse all its requests for this long: `"10m"`, `"30s"`, `"1h"` (ms, s, m, h, d). */
   readonly blockFor?: string;
+  /** Charge only responses with these statuses (`401`) or classes (`"5xx"`); others are given back. Default: every response. */
+  readonly count?: readonly (number | string)[];
 }
 
 /** Which requests a rule covers; an empty match covers every request. */
@@ -76,6 +78,8 @@ export interface Rule {
   readonly policy: NamedPolicy;
   readonly mode: RuleMode;
   readonly failMode: FailMode;
+  /** Statuses (`"401"`) and classes (`"5xx"`) that are charged; undefined: every response. */
+  readonly count: readonly string[] | undefined;
   /** The rule as written, with every default filled in. */
   readonly spec: RuleSpec;
 }
@@ -97,7 +101,7 @@ export class InvalidRulesError extends Error {
   }
 }
 
-const RULE_FIELDS = ["name", "match", "key", "capacity", "rate", "cost", "mode", "failMode", "blockFor"] as const;
+const RULE_FIELDS = ["name", "match", "key", "capacity", "rate", "cost", "mode", "failMode", "blockFor", "count"] as const;
 const DURATION = /^(\d{1,9})\s*(ms|s|m|h|d)$/;
 const DURATION_MS = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
 /** The longest block: 30 days. */
@@ -162,8 +166,9 @@ export function compileRules(specs: unknown, defaultFailMode: FailMode = DEFAULT
           : fail("failMode", "must be open, closed or local");
 
     const blockForMs = raw.blockFor === undefined ? 0 : (parseDuration(raw.blockFor) ?? fail("blockFor", 'must be a duration from 1 ms to 30 days, e.g. "10m", "30s", "1h"'));
+    const count = raw.count === undefined ? null : (parseCount(raw.count) ?? fail("count", 'must be a non-empty list of statuses or classes, e.g. [401, 403] or ["4xx", "5xx"]'));
 
-    if (name && match && key && capacity && rate && cost && mode && failMode && blockForMs !== undefined) {
+    if (name && match && key && capacity && rate && cost && mode && failMode && blockForMs !== undefined && count !== undefined) {
       const spec: RuleSpec = {
         name,
         match,
@@ -174,9 +179,10 @@ export function compileRules(specs: unknown, defaultFailMode: FailMode = DEFAULT
         mode,
         failMode,
         ...(typeof raw.blockFor === "string" && { blockFor: raw.blockFor }),
+        ...(count !== null && { count }),
       };
       const policy = { name, capacity, ...rate, cost, ...(blockForMs > 0 && { blockForMs }) };
-      rules.push({ name, match, key, keyName: describeKey(key), policy, mode, failMode, spec });
+      rules.push({ name, match, key, keyName: describeKey(key), policy, mode, failMode, count: count ?? undefined, spec });
     }
     return undefined;
   });
@@ -251,6 +257,27 @@ function parseKeyParts(value: unknown): KeyPart[] | undefined {
     parts.push(part);
   }
   return parts;
+}
+
+/**
+ * Whether a rule charges a response with this status (`count`; every status when unset).
+ *
+ * @example
+ * countsStatus(rule, 401); // true for count: [401, 403] or ["4xx"]
+ */
+export function countsStatus(rule: Pick<Rule, "count">, status: number): boolean {
+  return rule.count === undefined || rule.count.some((entry) => entry === String(status) || entry === `${Math.floor(status / 100)}xx`);
+}
+
+function parseCount(value: unknown): string[] | undefined {
+  if (!Array.isArray(value) || value.length === 0) return undefined;
+  const entries: string[] = [];
+  for (const entry of value) {
+    const text = typeof entry === "number" ? String(entry) : typeof entry === "string" ? entry.trim().toLowerCase() : "";
+    if (!/^[1-5](\d\d|xx)$/.test(text)) return undefined;
+    entries.push(text);
+  }
+  return entries;
 }
 
 function parseDuration(value: unknown): number | undefined {

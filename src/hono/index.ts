@@ -65,6 +65,8 @@ export function rateLimiter<E extends Env = Env>(options: RateLimiterOptions<E>)
     }
     await next();
     if (verdict.kind === "allowed" && verdict.headers.length > 0) setHeaders(c, verdict.headers);
+    // Rules that count only some responses give the others back, off the request path.
+    if (verdict.kind === "allowed") runInBackground(c, limiter.settle(verdict, c.res.status));
     onResponse?.(c);
   };
 }

@@ -80,6 +80,23 @@ describe.each(BACKENDS)("$name backend conformance", ({ name, create, vars }) =>
     expect(await peek(key, slow)).toMatchObject({ outcome: "denied", remaining: 0 });
   });
 
+  it("a refund gives back what a charge still withholds, never more", async () => {
+    const key = client();
+    const slow = policy(3, "0.001");
+    const signal = new AbortController().signal;
+    const charges = charge(key, slow, 2);
+    const [answer] = await backend.take(charges, signal);
+    expect(answer?.charged).not.toBeNull();
+    expect(await peek(key, slow, 0)).toMatchObject({ remaining: 1 });
+    await backend.refund([{ charge: charges[0]!, charged: answer!.charged! }], signal);
+    expect(await peek(key, slow, 0)).toMatchObject({ remaining: 3 });
+    // The same refund again would over-admit: the bucket is full, so nothing more comes back.
+    await backend.refund([{ charge: charges[0]!, charged: answer!.charged! }], signal);
+    expect(await peek(key, slow, 0)).toMatchObject({ remaining: 3 });
+    // A refusal charged nothing: nothing to refund.
+    expect((await backend.take(charge(key, slow, 4), signal))[0]?.charged).toBeNull();
+  });
+
   it("200 concurrent requests against capacity 50 allow exactly 50", async () => {
     const key = client();
     const fifty = policy(50, "0.001");

@@ -6,7 +6,7 @@ import { startRedis } from "../../dev/redis-server.mjs";
 import { decodeReply, overrideKey, scriptArgs, scriptKeys } from "../../src/backends/upstash";
 import { TOKEN_BUCKET_LUA, TOKEN_BUCKET_SHA1 } from "../../src/backends/upstash/token-bucket-script";
 import { parseRatePerSecond } from "../../src/core/rate";
-import { takeBuckets, takeTokens, type BucketPolicy, type BucketState } from "../../src/core/token-bucket";
+import { ceilDiv, refundTokens, takeBuckets, takeTokens, type BucketPolicy, type BucketState } from "../../src/core/token-bucket";
 import { policy as perSecond } from "../support/helpers";
 
 let redisServer: Awaited<ReturnType<typeof startRedis>>;
@@ -46,6 +46,8 @@ const step = fc.record({
   newRate: fc.option(rateText, { freq: 10 }),
   /** Sometimes only a look (an admin peek, of the rule's cost or of 0): the same decision, nothing written. */
   peek: fc.integer({ min: 0, max: 4 }).map((n) => n === 0),
+  /** Sometimes the last charge is given back instead (a response a `count` rule does not count). */
+  refund: fc.integer({ min: 0, max: 3 }).map((n) => n === 0),
   /** Sometimes an operator acts first: an exact override set or removed, or a reset. */
   admin: fc.option(
     fc.oneof(
@@ -69,7 +71,7 @@ describe("the Lua script and the TypeScript bucket agree", () => {
     expect(createHash("sha1").update(TOKEN_BUCKET_LUA).digest("hex")).toBe(TOKEN_BUCKET_SHA1);
   });
 
-  it("on random sequences of (time step, cost, capacity, rate, take or peek, override, reset): same decision, policy, state, block and expiry at every step", async () => {
+  it("on random sequences of (time step, cost, capacity, rate, take, peek or refund, override, reset): same decision, policy, state, block and expiry at every step", async () => {
     await fc.assert(
       fc.asyncProperty(
         fc.integer({ min: 1, max: 1_000 }),
@@ -87,7 +89,8 @@ describe("the Lua script and the TypeScript bucket agree", () => {
           let override: BucketPolicy | undefined;
           let state: BucketState | undefined;
           let nowMs = startMs;
-          for (const { elapsedMs, cost: stepCost, newRate, peek, admin } of steps) {
+          let last: { charged: BucketState; cost: number } | undefined;
+          for (const { elapsedMs, cost: stepCost, newRate, peek, admin, refund } of steps) {
             nowMs += elapsedMs;
             if (newRate !== null) policy = withBlock(perSecond(capacity, newRate));
             // The operator's action, as the backend writes it (reset: DEL; override: SET beside the bucket).
@@ -101,9 +104,22 @@ describe("the Lua script and the TypeScript bucket agree", () => {
               override = undefined;
               await redis.del(overrideKeyName);
             }
+            const inForce = override === undefined ? policy : { ...policy, ...override };
+            if (refund && last !== undefined) {
+              // The script's refund mode against refundTokens: what the charge still withholds comes back.
+              state = refundTokens(state, inForce, last.cost, last.charged, nowMs);
+              const sentAt = performance.now();
+              await redis.evalSha(TOKEN_BUCKET_SHA1, { keys: [key, overrideKeyName], arguments: scriptArgs([{ ...ref, policy, cost: last.cost, enforced: true }], false, nowMs, [last.charged]) });
+              const [value] = (await redis.multi().get(key).persist(key).exec()) as unknown as [string | null];
+              const expectedValue = stored(state);
+              const fullInMs = state === undefined ? 0 : state.updatedAtMs - nowMs + ceilDiv(inForce.capacity * inForce.refillPeriodMs - state.level, inForce.refillTokens);
+              if (value === null && expectedValue !== null && fullInMs <= performance.now() - sentAt + 1) await redis.set(key, expectedValue);
+              else expect(value).toBe(expectedValue);
+              last = undefined;
+              continue;
+            }
             // A peek may ask about 0 tokens: the bucket as it stands.
             const cost = peek && stepCost % 2 === 0 ? 0 : stepCost;
-            const inForce = override === undefined ? policy : { ...policy, ...override };
             const taken = takeTokens(state, inForce, cost, nowMs);
             const expected = peek ? { decision: taken.decision, next: undefined, expiresInMs: 0 } : taken;
             state = expected.next ?? state;
@@ -112,7 +128,9 @@ describe("the Lua script and the TypeScript bucket agree", () => {
             const sentAt = performance.now();
             const reply = await redis.evalSha(TOKEN_BUCKET_SHA1, { keys: [key, overrideKeyName], arguments: scriptArgs([charge], !peek, nowMs) });
             const { capacity: c, refillTokens, refillPeriodMs } = inForce;
-            expect(decodeReply(reply)).toEqual([{ decision: expected.decision, policy: { capacity: c, refillTokens, refillPeriodMs } }]);
+            const charged = !peek && expected.decision.outcome === "allowed" ? (expected.next ?? null) : null;
+            expect(decodeReply(reply)).toEqual([{ decision: expected.decision, policy: { capacity: c, refillTokens, refillPeriodMs }, charged }]);
+            if (charged !== null) last = { charged, cost };
 
             const expectedValue = stored(state);
             // Atomically: read the state and its TTL, then drop the TTL. Simulated time runs ahead of
@@ -170,7 +188,8 @@ describe("the Lua script and the TypeScript bucket agree", () => {
           for (const { elapsedMs, costs, peek } of steps) {
             nowMs += elapsedMs;
             const entries = buckets.map((b, i) => ({ state: states[i], policy: policies[i]!, cost: costs[i]!, enforced: b.enforced }));
-            const { results } = takeBuckets(entries, nowMs);
+            const taken = takeBuckets(entries, nowMs);
+            const { results } = taken;
             // A peek: the same decisions, nothing written.
             const expected = { decisions: results.map((r) => r.decision), next: results.map((r) => (peek ? undefined : r.next)) };
             expected.next.forEach((state, i) => state && (states[i] = state));
@@ -181,7 +200,8 @@ describe("the Lua script and the TypeScript bucket agree", () => {
             expect(decodeReply(reply)).toEqual(
               expected.decisions.map((decision, i) => {
                 const { capacity, refillTokens, refillPeriodMs } = entries[i]!.policy;
-                return { decision, policy: { capacity, refillTokens, refillPeriodMs } };
+                const charged = !peek && !taken.refused && decision.outcome === "allowed" ? (results[i]?.next ?? null) : null;
+                return { decision, policy: { capacity, refillTokens, refillPeriodMs }, charged };
               }),
             );
             const values = await Promise.all(keys.map(async (key) => (await redis.multi().get(key).persist(key).exec())[0] as unknown as string | null));

@@ -21,6 +21,8 @@ describe("LIMITER_RULES validation names the rule and the field", () => {
     ["bad methods", JSON.stringify([{ ...valid, match: { methods: [] } }]), '"api" (#1)', "match.methods"],
     ["an unnamed rule", JSON.stringify([{ capacity: 1, rate: 1 }]), "#1", "name"],
     ["a bad block period", JSON.stringify([{ ...valid, blockFor: "10 minutes" }]), '"api" (#1)', "blockFor"],
+    ["a bad count", JSON.stringify([{ ...valid, count: ["4xx", 700] }]), '"api" (#1)', "count"],
+    ["an empty count", JSON.stringify([{ ...valid, count: [] }]), '"api" (#1)', "count"],
     ["a block longer than 30 days", JSON.stringify([{ ...valid, blockFor: "31d" }]), '"api" (#1)', "blockFor"],
   ])("%s", async (_, text, rule, field) => {
     const parsed = parseRulesJson(text, "open");

@@ -124,6 +124,21 @@ describe.each(BACKENDS)("rules on the $name backend", ({ vars }) => {
     expect((await gateway("/", { ip })).status).toBe(200);
   });
 
+  it("count: only responses with those statuses are charged (5 failed logins, however many succeed)", async () => {
+    const gateway = gatewayWith({
+      ...vars,
+      LIMITER_RULES: rules([{ name: "failed-logins", match: { path: "/status/*" }, key: "ip", capacity: 3, rate: "3/15m", count: [401, "5xx"] }]),
+    });
+    const ip = randomIp();
+    // Successful answers are charged on the way in and given back after (the refund runs after
+    // the response; the test helper waits for it).
+    for (let i = 0; i < 6; i++) expect((await gateway("/status/200", { ip })).status).toBe(200);
+    for (let i = 0; i < 3; i++) expect((await gateway("/status/401", { ip })).status).toBe(401);
+    const refused = await gateway("/status/200", { ip });
+    expect(refused.status).toBe(429); // three failures spent the bucket, whatever comes next
+    expect(await refused.json()).toMatchObject({ "violated-policies": ["failed-logins"] });
+  });
+
   it("Retry-After is the time until every refusing rule would allow", async () => {
     const gateway = gatewayWith({
       ...vars,

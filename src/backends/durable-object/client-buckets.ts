@@ -78,7 +78,7 @@ export class ClientBuckets extends DurableObject<object> {
 
   /** What `take` would answer now, changing nothing. */
   peek(charges: readonly ObjectCharge[]): BucketAnswer[] {
-    return takeBuckets(this.entries(charges), Date.now()).results.map(({ entry, decision }) => ({ decision, policy: entry.policy }));
+    return takeBuckets(this.entries(charges), Date.now()).results.map(({ entry, decision }) => ({ decision, policy: entry.policy, charged: null }));
   }
 
   /** Gives back what `take` charged (`charged` is the state it wrote), when another object refused the same request. */
@@ -90,7 +90,7 @@ export class ClientBuckets extends DurableObject<object> {
       const state = refundTokens(before, policy, cost, charged, nowMs);
       if (state === undefined || state === before) continue;
       const missing = policy.capacity * policy.refillPeriodMs - state.level;
-      this.store(bucket, state, state.updatedAtMs + ceilDiv(missing, policy.refillTokens));
+      this.store(bucket, state, Math.max(state.updatedAtMs + ceilDiv(missing, policy.refillTokens), state.blockedUntilMs ?? 0));
     }
   }
 

@@ -1,4 +1,5 @@
 import type { BucketAnswer, BucketCharge, BucketRef, LimiterBackend } from "../../core/backend";
+import type { BucketState } from "../../core/token-bucket";
 import type { ClientBuckets, ObjectAnswer, ObjectCharge } from "./client-buckets";
 
 export { ClientBuckets } from "./client-buckets";
@@ -32,7 +33,7 @@ export function durableObjectBackend(namespace: DurableObjectNamespace<ClientBuc
       signal.throwIfAborted();
       const groups = groupByClient(charges);
       const [only] = groups;
-      if (only !== undefined && groups.length === 1) return (await stubFor(only.clientKey).take(chargesOf(only))).map(({ decision, policy }) => ({ decision, policy }));
+      if (only !== undefined && groups.length === 1) return (await stubFor(only.clientKey).take(chargesOf(only))).map(({ decision, policy, charged }) => ({ decision, policy, charged }));
 
       const calls = await Promise.all(groups.map(async (group) => ({ group, result: await settle(stubFor(group.clientKey).take(chargesOf(group))) })));
       const answered = calls.flatMap(({ group, result }) => (result.ok ? [{ group, answers: result.value }] : []));
@@ -46,6 +47,15 @@ export function durableObjectBackend(namespace: DurableObjectNamespace<ClientBuc
       signal.throwIfAborted();
       const groups = groupByClient(charges);
       return scatter(charges, await Promise.all(groups.map(async (group) => ({ group, answers: await stubFor(group.clientKey).peek(chargesOf(group)) }))));
+    },
+    async refund(refunds, signal) {
+      signal.throwIfAborted();
+      const byClient = new Map<string, (ObjectCharge & { charged: BucketState })[]>();
+      for (const { charge, charged } of refunds) {
+        const { clientKey, bucket, policy, cost, enforced } = charge;
+        byClient.set(clientKey, [...(byClient.get(clientKey) ?? []), { bucket, policy, cost, enforced, charged }]);
+      }
+      await Promise.all([...byClient].map(([clientKey, charges]) => stubFor(clientKey).refund(charges)));
     },
     async reset(refs, signal) {
       signal.throwIfAborted();
@@ -78,13 +88,13 @@ export function durableObjectBackend(namespace: DurableObjectNamespace<ClientBuc
 
 /** Stands in for the answer of an object that failed while another one refused the request. */
 function unknownAnswer(charge: BucketCharge): BucketAnswer {
-  return { decision: { outcome: "denied", remaining: 0, resetMs: 0, retryAfterMs: 0 }, policy: charge.policy };
+  return { decision: { outcome: "denied", remaining: 0, resetMs: 0, retryAfterMs: 0 }, policy: charge.policy, charged: null };
 }
 
 /** Each object's answers put back in the request's order. */
 function scatter(charges: readonly BucketCharge[], answered: readonly { group: ClientGroup; answers: readonly BucketAnswer[] }[]): BucketAnswer[] {
   const answers = charges.map(unknownAnswer);
-  for (const { group, answers: got } of answered) for (const [member, { decision, policy }] of zip(group.members, got)) answers[member.index] = { decision, policy };
+  for (const { group, answers: got } of answered) for (const [member, { decision, policy, charged }] of zip(group.members, got)) answers[member.index] = { decision, policy, charged };
   return answers;
 }
 

@@ -1,6 +1,6 @@
 import { Redis } from "@upstash/redis/cloudflare";
 import { BackendConfigError, type BucketAnswer, type BucketCharge, type BucketRef, type LimiterBackend, type OverrideRecord } from "../../core/backend";
-import type { BucketDecision } from "../../core/token-bucket";
+import type { BucketDecision, BucketState } from "../../core/token-bucket";
 import { TOKEN_BUCKET_LUA, TOKEN_BUCKET_SHA1 } from "./token-bucket-script";
 
 /** Options of {@link upstashBackend}. */
@@ -45,31 +45,38 @@ export function scriptKeys(prefix: string, refs: readonly BucketRef[]): string[]
  * only in tests (production uses Redis's clock).
  *
  * @example
- * scriptArgs([charge], true); // ["", "1", "60", "1", "1000", "1", "1", "0"]
+ * scriptArgs([charge], true); // ["", "1", "60", "1", "1000", "1", "1", "0", "0", "0", "0"]
  */
-export function scriptArgs(charges: readonly BucketCharge[], charge: boolean, nowMs?: number): string[] {
-  const args = [nowMs === undefined ? "" : String(nowMs), charge ? "1" : "0"];
-  for (const { policy, cost, enforced } of charges) {
+export function scriptArgs(charges: readonly BucketCharge[], charge: boolean, nowMs?: number, refunds?: readonly BucketState[]): string[] {
+  const args = [nowMs === undefined ? "" : String(nowMs), refunds !== undefined ? "2" : charge ? "1" : "0"];
+  for (const [index, { policy, cost, enforced }] of charges.entries()) {
     args.push(String(policy.capacity), String(policy.refillTokens), String(policy.refillPeriodMs), String(cost), enforced ? "1" : "0", String(policy.blockForMs ?? 0));
+    const charged = refunds?.[index];
+    args.push(...(charged === undefined ? ["0", "0", "0"] : [String(charged.level), String(charged.unitsPerToken), String(charged.updatedAtMs)]));
   }
   return args;
 }
 
 /**
- * Decodes the script's reply (7 integers per bucket) into answers: the decision and the policy in force.
+ * Decodes the script's reply (10 integers per bucket) into answers: the decision, the policy in
+ * force, and the state a charge wrote.
  *
  * @example
- * decodeReply([1, 9, 1000, 0, 10, 1, 1000]); // [{ decision: { outcome: "allowed", remaining: 9, resetMs: 1000 }, policy: { capacity: 10, refillTokens: 1, refillPeriodMs: 1000 } }]
+ * decodeReply([1, 9, 1000, 0, 10, 1, 1000, 9000, 1000, 1700000000000]);
+ * // [{ decision: { outcome: "allowed", remaining: 9, resetMs: 1000 }, policy: { capacity: 10, … }, charged: { level: 9000, … } }]
  */
 export function decodeReply(reply: unknown): BucketAnswer[] {
-  if (!Array.isArray(reply) || reply.length % 7 !== 0) throw new Error(`unexpected script reply: ${JSON.stringify(reply)}`);
+  if (!Array.isArray(reply) || reply.length % 10 !== 0) throw new Error(`unexpected script reply: ${JSON.stringify(reply)}`);
   const answers: BucketAnswer[] = [];
-  for (let i = 0; i < reply.length; i += 7) {
-    const [code, remaining, resetMs, retryAfterMs, capacity, refillTokens, refillPeriodMs] = reply.slice(i, i + 7).map(Number) as [number, number, number, number, number, number, number];
+  for (let i = 0; i < reply.length; i += 10) {
+    const [code, remaining, resetMs, retryAfterMs, capacity, refillTokens, refillPeriodMs, level, unitsPerToken, updatedAtMs] = reply.slice(i, i + 10).map(Number) as [
+      number, number, number, number, number, number, number, number, number, number,
+    ];
     const outcome = OUTCOMES[code as keyof typeof OUTCOMES];
     if (outcome === undefined) throw new Error(`unexpected outcome code ${code}`);
     const decision: BucketDecision = outcome === "denied" ? { outcome, remaining, resetMs, retryAfterMs } : { outcome, remaining, resetMs };
-    answers.push({ decision, policy: { capacity, refillTokens, refillPeriodMs } });
+    const charged = level >= 0 ? { level, unitsPerToken, updatedAtMs } : null;
+    answers.push({ decision, policy: { capacity, refillTokens, refillPeriodMs }, charged });
   }
   return answers;
 }
@@ -110,6 +117,12 @@ export function upstashBackend(options: UpstashBackendOptions): LimiterBackend {
     name: "upstash",
     take: (charges, signal) => decide(charges, signal, true),
     peek: (charges, signal) => decide(charges, signal, false),
+    async refund(refunds, signal) {
+      if (refunds.length === 0) return;
+      const charges = refunds.map((r) => r.charge);
+      const args = scriptArgs(charges, false, undefined, refunds.map((r) => r.charged));
+      await runScript(clientFor(signal), scriptKeys(options.keyPrefix, charges), args);
+    },
     async reset(refs, signal) {
       if (refs.length > 0) await withAuthCheck(() => clientFor(signal).del(...refs.map((ref) => bucketKey(options.keyPrefix, ref))));
     },
