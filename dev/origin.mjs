@@ -8,6 +8,7 @@
  *   GET  /cookies          two Set-Cookie headers
  *   GET  /status/CODE      an empty answer with that status
  *   GET  /slow?ms=N        answers after N ms
+ *   GET  /stream?ms=N      sends its headers and a first chunk at once, the rest after N ms
  *   GET  /hop              answers with hop-by-hop headers the gateway must drop
  *   WS   /ws                a WebSocket that answers each message with "echo: <message>", and
  *                           first says "hello <x-api-key header>" so a test sees what was forwarded
@@ -61,6 +62,10 @@ export async function startOrigin({ port = 0, host = "127.0.0.1" } = {}) {
       res.end(`status ${url.pathname.slice("/status/".length)}`);
     } else if (url.pathname === "/slow") {
       setTimeout(() => res.end("slow"), Number(url.searchParams.get("ms") ?? "1000"));
+    } else if (url.pathname === "/stream") {
+      res.writeHead(200, { "content-type": "text/plain" });
+      res.write("first;");
+      setTimeout(() => res.end("last"), Number(url.searchParams.get("ms") ?? "1000"));
     } else if (url.pathname === "/hop") {
       res.writeHead(200, { connection: "x-hop-custom", "x-hop-custom": "1", "keep-alive": "timeout=5", "x-end-to-end": "kept" });
       res.end("hop");

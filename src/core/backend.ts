@@ -1,3 +1,4 @@
+import type { SlotDecision } from "./slots";
 import type { BucketDecision, BucketPolicy, BucketState } from "./token-bucket";
 
 /** One bucket of one client, as stores name it. */
@@ -29,6 +30,18 @@ export interface BucketAnswer {
 export interface Refund {
   readonly charge: BucketCharge;
   readonly charged: BucketState;
+}
+
+/**
+ * One request's claim on a client's concurrency slots under one rule (`bucket` is the rule's
+ * name): the lease `id` (one per request), the rule's `limit`, and how long a lease lasts.
+ */
+export interface SlotClaim extends BucketRef {
+  readonly id: string;
+  readonly limit: number;
+  readonly leaseMs: number;
+  /** A shadow claim (false) is reported but never refuses the request. */
+  readonly enforced: boolean;
 }
 
 /** An override as an operator wrote it: a client (values may end in `*`) of a rule, and its limits. */
@@ -78,6 +91,13 @@ export interface LimiterBackend {
    * withholds, as `refundTokens` defines it, so a refund never over-admits.
    */
   refund(refunds: readonly Refund[], signal: AbortSignal): Promise<void>;
+  /**
+   * Takes (or renews, for an id that holds one) a concurrency slot per claim, all or nothing:
+   * when an enforced claim is refused, no claim keeps its slot. One answer per claim, in order.
+   */
+  acquire(claims: readonly SlotClaim[], signal: AbortSignal): Promise<SlotDecision[]>;
+  /** Gives slots back (the response ended or the client went away); an unknown id is ignored. */
+  release(claims: readonly SlotClaim[], signal: AbortSignal): Promise<void>;
   /** Makes buckets full again (their state is forgotten; overrides stay). */
   reset(buckets: readonly BucketRef[], signal: AbortSignal): Promise<void>;
   /**

@@ -23,4 +23,6 @@ export const DEFAULTS = {
   localFraction: 0.1,
   /** A rule's fields when left out. */
   rule: { key: "ip", cost: 1, mode: "enforce" },
+  /** A concurrency rule's lease when left out: a slot an isolate lost (it died mid-response) frees itself within this. */
+  leaseMs: 30_000,
 } as const;

@@ -1,5 +1,6 @@
 import { secondsToFill } from "./policy";
-import type { Rule } from "./rules";
+import type { ConcurrencyRule, Rule } from "./rules";
+import type { SlotDecision } from "./slots";
 import type { RateLimitHeaders, RuleOutcome } from "./verdict";
 
 /** Which rate-limit headers responses carry: IETF draft -10, legacy `X-RateLimit-*`, both, or none. */
@@ -65,4 +66,31 @@ export function mostRestrictive(outcomes: readonly RuleOutcome[]): RuleOutcome |
  */
 export function retryAfterSeconds(retryAfterMs: number): number {
   return Math.max(1, Math.ceil(retryAfterMs / 1000));
+}
+
+/**
+ * Adds concurrency rules to a response's rate-limit headers: each joins `RateLimit-Policy` with
+ * `qu="concurrent-requests"` (IETF draft); when no bucket rule gave a `RateLimit`, the first one
+ * gives it, with the slots left. `extra` headers (the degraded marker) are appended.
+ *
+ * @example
+ * withConcurrencyHeaders([], [{ rule, decision: { granted: false, inFlight: 2 } }], "all", []);
+ * // [["RateLimit-Policy", '"inflight";q=2;qu="concurrent-requests"'], ["RateLimit", '"inflight";r=0']]
+ */
+export function withConcurrencyHeaders(
+  headers: RateLimitHeaders,
+  slots: readonly { readonly rule: ConcurrencyRule; readonly decision: SlotDecision }[],
+  mode: HeaderMode,
+  extra: RateLimitHeaders,
+): RateLimitHeaders {
+  if (slots.length === 0 || (mode !== "all" && mode !== "ietf")) return [...headers, ...extra];
+  const items = slots.map(({ rule }) => `"${rule.name}";q=${rule.limit};qu="concurrent-requests"`).join(", ");
+  const policy = headers.find(([name]) => name === "RateLimit-Policy");
+  const merged: [string, string][] = headers.map(([name, value]) => [name, name === "RateLimit-Policy" ? `${value}, ${items}` : value]);
+  if (policy === undefined) {
+    const [first] = slots;
+    merged.unshift(["RateLimit-Policy", items]);
+    if (first !== undefined) merged.push(["RateLimit", `"${first.rule.name}";r=${Math.max(0, first.rule.limit - first.decision.inFlight)}`]);
+  }
+  return [...merged, ...extra];
 }

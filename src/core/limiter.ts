@@ -1,18 +1,19 @@
-import { BackendConfigError, type BucketAnswer, type BucketCharge, type BucketRef, type LimiterBackend, type Refund } from "./backend";
+import { BackendConfigError, type BucketAnswer, type BucketCharge, type BucketRef, type LimiterBackend, type Refund, type SlotClaim } from "./backend";
 import { CircuitBreaker, type CircuitBreakerOptions } from "./circuit-breaker";
 import { BackendTimeoutError, withDeadline } from "./deadline";
 import { DEFAULTS } from "./defaults";
 import { DenyCache, type CachedRefusal } from "./deny-cache";
-import { mostRestrictive, rateLimitHeaders, type HeaderMode } from "./headers";
+import { mostRestrictive, rateLimitHeaders, withConcurrencyHeaders, type HeaderMode } from "./headers";
 import { hashedClientKey, requestKeyValue, type IdentityOptions } from "./identity";
 import { keySpec } from "./key-parts";
 import { findRule, parseClient, PrefixOverrides } from "./overrides";
 import { normalizePath } from "./path";
 import type { NamedPolicy } from "./policy";
-import { compileRules, countsStatus, InvalidRulesError, ruleMatches, type FailMode, type Rule, type RuleSpec } from "./rules";
+import { compileRules, countsStatus, InvalidRulesError, ruleMatches, type ConcurrencyRule, type FailMode, type Rule, type RuleSpec } from "./rules";
+import { acquireSlots, releaseSlot, type SlotDecision, type SlotState } from "./slots";
 import type { ClientSubject, RequestSubject, Subject } from "./subject";
 import { MAX_SAFE_UNITS, takeBuckets, waitForTokensMs, type BucketDecision, type BucketPolicy, type BucketState } from "./token-bucket";
-import type { RuleOutcome, Verdict } from "./verdict";
+import { passes, type RuleOutcome, type Verdict } from "./verdict";
 
 /** What a request lacking its rule's key gets: one shared `anonymous` bucket, or refused (401/400). */
 export type MissingKeyMode = "anonymous" | "reject";
@@ -24,7 +25,8 @@ export type LimiterEvent =
   | { readonly event: "limiter.backend_config_error"; readonly variable: string; readonly reason: string }
   | { readonly event: "limiter.breaker_opened"; readonly backend: string }
   | { readonly event: "limiter.breaker_closed"; readonly backend: string }
-  | { readonly event: "limiter.refund_failure"; readonly backend: string; readonly reason: string };
+  | { readonly event: "limiter.refund_failure"; readonly backend: string; readonly reason: string }
+  | { readonly event: "limiter.slot_release_failure"; readonly backend: string; readonly reason: string };
 
 /** How the store call of one check went (none when the deny cache answered or no rule applied). */
 export type BackendCall = { readonly result: "ok" | "error" | "timeout" | "breaker_open" | "misconfigured"; readonly latencyMs: number };
@@ -113,6 +115,18 @@ interface Entry {
   readonly values: readonly string[] | undefined;
 }
 
+/** One concurrency rule's claim in a check. */
+interface ClaimEntry {
+  readonly rule: ConcurrencyRule;
+  readonly claim: SlotClaim;
+}
+
+/** Slots an allowed request holds until its response ends: in the store, or (degraded) in this isolate. */
+interface HeldSlots {
+  readonly claims: readonly SlotClaim[];
+  readonly local: boolean;
+}
+
 /** A charge a `count` rule may give back. */
 interface Receipt {
   readonly rule: Rule;
@@ -157,7 +171,9 @@ const OVERRIDES_REFRESH_AFTER_MS = 5_000;
 /** The bound the README promises: a prefix override reaches every isolate within 10 s. */
 export const OVERRIDES_MAX_AGE_MS = 10_000;
 
-type Resolution = { readonly kind: "entries"; readonly rules: readonly Rule[]; readonly entries: readonly Entry[] } | { readonly kind: "verdict"; readonly verdict: Verdict };
+type Resolution =
+  | { readonly kind: "entries"; readonly rules: readonly Rule[]; readonly entries: readonly Entry[]; readonly claims: readonly ClaimEntry[] }
+  | { readonly kind: "verdict"; readonly verdict: Verdict };
 
 /**
  * The rate limiter, free of any framework: rule matching, client identity, the deny cache and
@@ -175,7 +191,10 @@ type Resolution = { readonly kind: "entries"; readonly rules: readonly Rule[]; r
  * const peek = await limiter.check({ kind: "client", rule: "api", client: { "header:x-api-key": "abc" } }, { mode: "peek" });
  */
 export class Limiter {
+  /** Bucket rules. */
   readonly rules: readonly Rule[];
+  /** Concurrency rules. */
+  readonly concurrencyRules: readonly ConcurrencyRule[];
   readonly backend: LimiterBackend;
   /** Backend calls this limiter made: decisions, and reads of the override registry (health reports it; the benchmark divides it by requests). */
   readonly stats = { backendCalls: 0 };
@@ -196,6 +215,10 @@ export class Limiter {
   private readonly localFraction: number;
   /** Charges `count` rules may give back, by the verdict that made them (see {@link Limiter.settle}). */
   private readonly receipts = new WeakMap<Verdict, Receipt[]>();
+  /** Concurrency slots an allowed verdict holds, until {@link Limiter.release}. */
+  private readonly held = new WeakMap<Verdict, HeldSlots>();
+  /** Degraded-mode concurrency slots, this isolate's only. */
+  private readonly localSlots = new Map<string, SlotState>();
   /** Degraded-mode buckets (`failMode: "local"`), this isolate's only. */
   private readonly localBuckets = new Map<string, BucketState>();
   private loadingPrefixes: { readonly startedMs: number; readonly load: Promise<PrefixOverrides> } | undefined;
@@ -205,6 +228,7 @@ export class Limiter {
     const compiled = compileRules(options.rules, options.failMode ?? DEFAULTS.failMode);
     if (!compiled.ok) throw new InvalidRulesError(compiled.errors);
     this.rules = compiled.rules;
+    this.concurrencyRules = compiled.concurrency;
     this.backend = options.backend;
     this.denyCache = new DenyCache(options.denyCacheSize ?? DEFAULTS.denyCacheSize);
     this.breaker = new CircuitBreaker(options.breaker ?? DEFAULTS.breaker);
@@ -242,8 +266,179 @@ export class Limiter {
     }
     const resolution = subject.kind === "request" ? await this.resolveRequest(subject, options.cost) : await this.resolveClient(subject, options.cost);
     if (resolution.kind === "verdict") return resolution.verdict;
-    trace.clients = resolution.entries.map(({ rule, charge }) => ({ rule: rule.name, clientKey: charge.clientKey }));
-    return options.mode === "peek" ? this.peek(resolution.rules, resolution.entries, trace) : this.charge(resolution.rules, resolution.entries, trace);
+    const { rules, entries, claims } = resolution;
+    trace.clients = [...claims.map(({ claim }) => claim), ...entries.map(({ charge }) => charge)].map(({ bucket, clientKey }) => ({ rule: bucket, clientKey }));
+    // Concurrency slots are not buckets: a peek looks at buckets only.
+    if (options.mode === "peek") return entries.length === 0 ? { kind: "unmatched" } : this.peek(rules, entries, trace);
+    if (claims.length === 0) return this.charge(rules, entries, trace);
+    return this.chargeWithSlots(rules, entries, claims, trace);
+  }
+
+  /**
+   * Takes the request's concurrency slots first, then charges its buckets; a refusal or failure
+   * of the buckets gives the slots back at once. An allowed verdict holds them until {@link Limiter.release}.
+   */
+  private async chargeWithSlots(rules: readonly Rule[], entries: readonly Entry[], claims: readonly ClaimEntry[], trace: Trace): Promise<Verdict> {
+    const slots = await this.acquire(claims, trace);
+    if (slots.kind === "verdict") return slots.verdict;
+    const verdict: Verdict = entries.length === 0 ? { kind: "allowed", outcomes: [], headers: [], degraded: slots.held.local } : await this.charge(rules, entries, trace);
+    if (!passes(verdict)) {
+      const release = this.releaseHeld(slots.held, trace.requestId);
+      if (trace.background !== undefined) trace.background(release);
+      else await release;
+      return verdict;
+    }
+    if (verdict.kind !== "allowed") {
+      this.held.set(verdict, slots.held);
+      return verdict;
+    }
+    const headers = withConcurrencyHeaders(verdict.headers, slots.decisions, this.headerMode, slots.held.local && !verdict.degraded ? [DEGRADED_HEADER] : []);
+    const withSlots: Verdict = { ...verdict, headers };
+    const receipts = this.receipts.get(verdict);
+    if (receipts !== undefined) this.receipts.set(withSlots, receipts);
+    this.held.set(withSlots, slots.held);
+    return withSlots;
+  }
+
+  /**
+   * Takes one slot per claim, under the breaker and the deadline. A refusal of an enforced rule
+   * becomes `concurrency-refused`; an unreachable store, each rule's fail mode (`local`: slots in
+   * this isolate's memory, `localFraction` of the limit, at least one).
+   */
+  private async acquire(
+    claims: readonly ClaimEntry[],
+    trace: Trace,
+  ): Promise<{ kind: "held"; held: HeldSlots; decisions: { rule: ConcurrencyRule; decision: SlotDecision }[] } | { kind: "verdict"; verdict: Verdict }> {
+    const answered = (decisions: readonly SlotDecision[], local: boolean) => {
+      const paired = claims.map(({ rule }, i) => ({ rule, decision: decisions[i] ?? { granted: false, inFlight: rule.limit } }));
+      for (const { rule, decision } of paired) if (rule.mode === "shadow" && !decision.granted) this.log({ event: "limiter.shadow_refusal", rule: rule.name, outcome: "denied" }, trace.requestId);
+      const refused = paired.find(({ rule, decision }) => rule.mode === "enforce" && !decision.granted);
+      if (refused !== undefined) {
+        const headers = withConcurrencyHeaders([], [refused], this.headerMode, local ? [DEGRADED_HEADER] : []);
+        return { kind: "verdict" as const, verdict: { kind: "concurrency-refused" as const, rule: refused.rule, inFlight: refused.decision.inFlight, headers, degraded: local } };
+      }
+      // Degraded, only `local` rules hold a slot (the others are let through without one).
+      const held = { claims: claims.filter(({ rule }, i) => decisions[i]?.granted && (!local || rule.failMode === "local")).map(({ claim }) => claim), local };
+      return { kind: "held" as const, held, decisions: paired };
+    };
+    const failed = (reason: string) => {
+      const closed = claims.find(({ rule }) => rule.mode === "enforce" && rule.failMode === "closed");
+      const local = claims.filter(({ rule }) => rule.failMode === "local");
+      this.log({ event: "limiter.backend_failure", backend: this.backend.name, failMode: closed ? "closed" : local.length > 0 ? "local" : "open", reason }, trace.requestId);
+      if (closed !== undefined) return { kind: "verdict" as const, verdict: { kind: "fail-closed" as const, rule: closed.rule, backend: this.backend.name, reason } };
+      if (local.length === 0) return { kind: "held" as const, held: { claims: [], local: false }, decisions: [] };
+      return answered(this.acquireLocally(claims), true);
+    };
+    if (!this.breaker.allowCall(this.clock())) {
+      this.probeInBackground(trace);
+      trace.backendCall = { result: "breaker_open", latencyMs: 0 };
+      return failed("circuit open: backend skipped during cool-down");
+    }
+    const started = performance.now();
+    const call = (result: BackendCall["result"]) => (trace.backendCall = { result, latencyMs: performance.now() - started });
+    try {
+      this.stats.backendCalls += 1;
+      const decisions = await withDeadline((signal) => this.backend.acquire(claims.map(({ claim }) => claim), signal), this.timeoutMs);
+      this.breaker.recordSuccess();
+      call("ok");
+      return answered(decisions, false);
+    } catch (error) {
+      if (error instanceof BackendConfigError) {
+        call("misconfigured");
+        this.breaker.recordSuccess();
+        this.log({ event: "limiter.backend_config_error", variable: error.variable, reason: error.message }, trace.requestId);
+        return { kind: "verdict", verdict: { kind: "backend-misconfigured", variable: error.variable, message: error.message } };
+      }
+      call(error instanceof BackendTimeoutError ? "timeout" : "error");
+      trace.breakerOpened = this.breaker.recordFailure(this.clock());
+      if (trace.breakerOpened) this.log({ event: "limiter.breaker_opened", backend: this.backend.name }, trace.requestId);
+      return failed(error instanceof Error ? `${error.name}: ${error.message}` : String(error));
+    }
+  }
+
+  /** Degraded concurrency: `local` rules' slots in this isolate's memory, each `localFraction` of the limit (at least 1). */
+  private acquireLocally(claims: readonly ClaimEntry[]): SlotDecision[] {
+    const nowMs = this.clock();
+    const entries = claims.map(({ rule, claim }) => ({
+      rule,
+      key: `${claim.bucket}|${claim.clientKey}`,
+      enforced: claim.enforced,
+      claim: { ...claim, limit: Math.max(1, Math.floor(claim.limit * this.localFraction)) },
+      state: this.localSlots.get(`${claim.bucket}|${claim.clientKey}`),
+    }));
+    const local = entries.filter(({ rule }) => rule.failMode === "local");
+    const { decisions, writes } = acquireSlots(local, nowMs);
+    for (const { entry, next } of writes) this.localSlots.set(entry.key, next);
+    // Rules that fail open pass without a slot.
+    return entries.map((entry) => (entry.rule.failMode === "local" ? (decisions[local.indexOf(entry)] ?? { granted: false, inFlight: 0 }) : { granted: true, inFlight: 0 }));
+  }
+
+  /**
+   * Whether an allowed verdict holds concurrency slots (then the response must {@link Limiter.release}
+   * them once sent), and how often a long response should {@link Limiter.renew} them (ms;
+   * `undefined` for slots in this isolate's memory, which need no renewal).
+   *
+   * @example
+   * const holding = limiter.holding(verdict); // { renewEveryMs: 10000 } for a 30 s lease, undefined when none
+   */
+  holding(verdict: Verdict): { readonly renewEveryMs: number | undefined } | undefined {
+    const held = this.held.get(verdict);
+    if (held === undefined || held.claims.length === 0) return undefined;
+    return { renewEveryMs: held.local ? undefined : Math.min(...held.claims.map((claim) => claim.leaseMs)) / 3 };
+  }
+
+  /**
+   * Extends the leases of the slots an allowed verdict holds (a long response keeps its slots);
+   * never throws.
+   *
+   * @example
+   * const timer = setInterval(() => void limiter.renew(verdict), limiter.holding(verdict)?.renewEveryMs);
+   */
+  async renew(verdict: Verdict): Promise<void> {
+    const held = this.held.get(verdict);
+    if (held === undefined || held.local || held.claims.length === 0) return;
+    try {
+      this.stats.backendCalls += 1;
+      await withDeadline((signal) => this.backend.acquire(held.claims, signal), this.timeoutMs);
+    } catch {
+      // The next renewal tries again; a lease that lapses meanwhile errs for one lease period.
+    }
+  }
+
+  /**
+   * Gives back the concurrency slots an allowed verdict holds: call it once the response has
+   * been sent (its body fully read) or the client went away. Idempotent; never throws.
+   *
+   * @example
+   * const verdict = await limiter.check(requestSubject(request));
+   * try { return await fetch(request); } finally { ctx.waitUntil(limiter.release(verdict)); }
+   */
+  async release(verdict: Verdict): Promise<void> {
+    const held = this.held.get(verdict);
+    if (held === undefined) return;
+    this.held.delete(verdict);
+    await this.releaseHeld(held, undefined);
+  }
+
+  private async releaseHeld(held: HeldSlots, requestId: string | undefined): Promise<void> {
+    if (held.claims.length === 0) return;
+    if (held.local) {
+      const nowMs = this.clock();
+      for (const claim of held.claims) {
+        const key = `${claim.bucket}|${claim.clientKey}`;
+        const next = releaseSlot(this.localSlots.get(key), claim.id, nowMs);
+        if (next.length === 0) this.localSlots.delete(key);
+        else this.localSlots.set(key, next);
+      }
+      return;
+    }
+    try {
+      this.stats.backendCalls += 1;
+      await withDeadline((signal) => this.backend.release(held.claims, signal), this.timeoutMs);
+    } catch (error) {
+      // The lease's expiry frees the slot instead.
+      this.log({ event: "limiter.slot_release_failure", backend: this.backend.name, reason: error instanceof Error ? error.message : String(error) }, requestId);
+    }
   }
 
   /**
@@ -299,7 +494,8 @@ export class Limiter {
     const host = (subject.host ?? subject.headers.get("host") ?? "").replace(/:\d+$/, "");
     const request = { method: subject.method, pathname, headers: subject.headers, host };
     const rules = this.rules.filter((rule) => ruleMatches(rule, request));
-    if (rules.length === 0) return { kind: "verdict", verdict: { kind: "unmatched" } };
+    const concurrent = this.concurrencyRules.filter((rule) => ruleMatches(rule, request));
+    if (rules.length === 0 && concurrent.length === 0) return { kind: "verdict", verdict: { kind: "unmatched" } };
     // Rules with the same key parts share one hash computation.
     const keys = new Map<string, Promise<{ clientKey: string; values: readonly string[] | undefined } | undefined>>();
     const entries: Entry[] = [];
@@ -311,10 +507,19 @@ export class Limiter {
       if (client === undefined && this.missingKey === "reject") return { kind: "verdict", verdict: { kind: "missing-key", rule } };
       entries.push({ rule, charge: chargeFor(rule, client?.clientKey ?? `${keyName}:anonymous`, cost), values: client?.values });
     }
-    return { kind: "entries", rules, entries };
+    const claims: ClaimEntry[] = [];
+    for (const rule of concurrent) {
+      const keyName = subject.clientId === undefined ? rule.keyName : "client";
+      let key = keys.get(keyName);
+      if (key === undefined) keys.set(keyName, (key = this.requestKey(subject, rule)));
+      const client = await key;
+      if (client === undefined && this.missingKey === "reject") return { kind: "verdict", verdict: { kind: "missing-key", rule } };
+      claims.push({ rule, claim: claimFor(rule, client?.clientKey ?? `${keyName}:anonymous`) });
+    }
+    return { kind: "entries", rules, entries, claims };
   }
 
-  private async requestKey(subject: RequestSubject, rule: Rule): Promise<{ clientKey: string; values: readonly string[] | undefined } | undefined> {
+  private async requestKey(subject: RequestSubject, rule: Pick<Rule, "key" | "keyName">): Promise<{ clientKey: string; values: readonly string[] | undefined } | undefined> {
     if (subject.clientId !== undefined) {
       return subject.clientId === "" ? undefined : { clientKey: await hashedClientKey("client", [subject.clientId]), values: undefined };
     }
@@ -331,7 +536,7 @@ export class Limiter {
     const named = await this.named(subject.rule, subject.client);
     if (!named.ok) return { kind: "verdict", verdict: { kind: "invalid-subject", field: named.field, message: named.message } };
     const entries = named.buckets.map(({ rule, ref, values }) => ({ rule, charge: chargeFor(rule, ref.clientKey, cost), values }));
-    return { kind: "entries", rules: entries.map((entry) => entry.rule), entries };
+    return { kind: "entries", rules: entries.map((entry) => entry.rule), entries, claims: [] };
   }
 
   /**
@@ -665,6 +870,10 @@ export class Limiter {
     }
     return { refusals, probes };
   }
+}
+
+function claimFor(rule: ConcurrencyRule, clientKey: string): SlotClaim {
+  return { clientKey, bucket: rule.name, id: crypto.randomUUID(), limit: rule.limit, leaseMs: rule.leaseMs, enforced: rule.mode === "enforce" };
 }
 
 function chargeFor(rule: Rule, clientKey: string, cost: number | undefined): BucketCharge {

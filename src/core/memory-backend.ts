@@ -1,4 +1,5 @@
 import type { BucketCharge, BucketRef, LimiterBackend, OverrideRecord } from "./backend";
+import { acquireSlots, releaseSlot, type SlotState } from "./slots";
 import { ceilDiv, refundTokens, takeBuckets, type BucketPolicy, type BucketState } from "./token-bucket";
 
 /** Options of {@link memoryBackend}. */
@@ -30,6 +31,7 @@ export function memoryBackend(options: MemoryBackendOptions = {}): LimiterBacken
   const buckets = new Map<string, StoredBucket>();
   const exactOverrides = new Map<string, BucketPolicy>();
   const registry = new Map<string, OverrideRecord>();
+  const slots = new Map<string, SlotState>();
   let writes = 0;
   const keyOf = (ref: BucketRef) => `${ref.bucket}|${ref.clientKey}`;
 
@@ -69,6 +71,21 @@ export function memoryBackend(options: MemoryBackendOptions = {}): LimiterBacken
         if (state === undefined || state === before?.state) continue;
         const missing = policy.capacity * policy.refillPeriodMs - state.level;
         buckets.set(key, { state, fullAtMs: Math.max(state.updatedAtMs + ceilDiv(missing, policy.refillTokens), state.blockedUntilMs ?? 0) });
+      }
+    },
+    async acquire(claims, signal) {
+      await ready(signal);
+      const nowMs = clock();
+      const { decisions, writes } = acquireSlots(claims.map((claim) => ({ claim, state: slots.get(keyOf(claim)), enforced: claim.enforced })), nowMs);
+      for (const { entry, next } of writes) slots.set(keyOf(entry.claim), next);
+      return decisions;
+    },
+    async release(claims, signal) {
+      await ready(signal);
+      for (const claim of claims) {
+        const next = releaseSlot(slots.get(keyOf(claim)), claim.id, clock());
+        if (next.length === 0) slots.delete(keyOf(claim));
+        else slots.set(keyOf(claim), next);
       }
     },
     async reset(refs, signal) {

@@ -70,6 +70,9 @@ export class MetricsRecorder {
         if (decision.outcome === "allowed") this.count(`sluice_tokens_charged_total{rule="${rule.name}"}`, policy.cost);
       }
     }
+    if (verdict.kind === "concurrency-refused") {
+      for (const { rule, clientKey } of event.clients) if (rule === verdict.rule.name) this.refused(`${rule} ${clientKey}`);
+    }
     if (verdict.kind === "refused") {
       const violated = new Set(verdict.violated.map((rule) => rule.name));
       for (const { rule, clientKey } of event.clients) if (violated.has(rule)) this.refused(`${rule} ${clientKey}`);
@@ -229,6 +232,8 @@ function requestOutcome({ verdict }: DecisionEvent): RequestOutcome {
     case "refused":
     case "unmatched":
       return verdict.kind;
+    case "concurrency-refused":
+      return "refused";
     case "fail-open":
       return "fail_open";
     case "fail-closed":
@@ -263,6 +268,8 @@ function ruleOutcomes({ verdict, clients }: DecisionEvent): [string, string][] {
       return verdict.rules.map((rule) => [rule.name, "fail_open"]);
     case "fail-closed":
       return clients.map(({ rule }) => [rule, "fail_closed"]);
+    case "concurrency-refused":
+      return [[verdict.rule.name, "refused"]];
     case "missing-key":
       return [[verdict.rule.name, "missing_key"]];
     case "cost-exceeds-capacity":

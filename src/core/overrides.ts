@@ -53,7 +53,7 @@ export function compileOverride(rules: readonly Rule[], input: unknown, identity
   const [checked] = compiled.rules;
   if (checked === undefined) return fail("(override)", "does not check");
   const { capacity, refillTokens, refillPeriodMs } = checked.policy;
-  const rate = checked.spec.rate;
+  const rate = typeof input.rate === "number" ? input.rate : String(input.rate);
   const kind = client.parts.every((part) => part.kind === "exact") ? "exact" : "prefix";
   const record: OverrideRecord = { id: overrideId(rule.rule.name, client.canonical), rule: rule.rule.name, client: client.canonical, capacity, rate };
   const length = client.parts.reduce((sum, part) => sum + (part.kind === "exact" ? part.value.length : part.prefix.length), 0);

@@ -30,10 +30,10 @@ export interface RuleSpec {
   };
   /** Whose bucket: one key part or several combined. Default `ip`. */
   readonly key?: KeySpec | readonly KeySpec[];
-  /** Bucket size (largest burst), integer 1–1000000000. */
-  readonly capacity: number;
-  /** Tokens per second (`10`, `0.5`), or `"N/period"` with period ms, s, m, h, d (`"100/1m"`). */
-  readonly rate: number | string;
+  /** Bucket size (largest burst), integer 1–1000000000. Not with `concurrency`. */
+  readonly capacity?: number;
+  /** Tokens per second (`10`, `0.5`), or `"N/period"` with period ms, s, m, h, d (`"100/1m"`). Not with `concurrency`. */
+  readonly rate?: number | string;
   /** Tokens one request costs, ≤ capacity. Default 1. */
   readonly cost?: number;
   /** Default `enforce`. */
@@ -44,6 +44,13 @@ export interface RuleSpec {
   readonly blockFor?: string;
   /** Charge only responses with these statuses (`401`) or classes (`"5xx"`); others are given back. Default: every response. */
   readonly count?: readonly (number | string)[];
+  /**
+   * Makes this a concurrency rule instead of a bucket: at most this many requests of one client
+   * in flight at the origin at once (integer 1–100000). Takes no capacity, rate, cost, blockFor or count.
+   */
+  readonly concurrency?: number;
+  /** A concurrency rule's lease: how long a slot an isolate lost stays taken (`"30s"`, 1 s–1 h). Default 30 s. */
+  readonly lease?: string;
 }
 
 /** Which requests a rule covers; an empty match covers every request. */
@@ -68,7 +75,7 @@ export interface MatchableRequest {
   readonly host: string;
 }
 
-/** A checked rule, ready to apply: what {@link compileRules} makes of a {@link RuleSpec}. */
+/** A checked bucket rule, ready to apply: what {@link compileRules} makes of a {@link RuleSpec} with a capacity and rate. */
 export interface Rule {
   readonly name: string;
   readonly match: RouteMatch;
@@ -84,6 +91,20 @@ export interface Rule {
   readonly spec: RuleSpec;
 }
 
+/** A checked concurrency rule: at most `limit` requests of one client in flight at once. */
+export interface ConcurrencyRule {
+  readonly name: string;
+  readonly match: RouteMatch;
+  readonly key: readonly KeyPart[];
+  readonly keyName: string;
+  readonly limit: number;
+  /** How long a slot lasts unless renewed; a slot an isolate lost frees itself after this. */
+  readonly leaseMs: number;
+  readonly mode: RuleMode;
+  readonly failMode: FailMode;
+  readonly spec: RuleSpec;
+}
+
 /** A rule that did not parse: which rule (name or position), which field, and why. */
 export interface RuleError {
   readonly rule: string;
@@ -91,7 +112,10 @@ export interface RuleError {
   readonly message: string;
 }
 
-export type RulesResult = { readonly ok: true; readonly rules: Rule[] } | { readonly ok: false; readonly errors: RuleError[] };
+/** Bucket rules and concurrency rules, each in the order written; names are unique across both. */
+export type RulesResult =
+  | { readonly ok: true; readonly rules: Rule[]; readonly concurrency: ConcurrencyRule[] }
+  | { readonly ok: false; readonly errors: RuleError[] };
 
 /** Thrown where rules are given in code and do not check: the message lists every error. */
 export class InvalidRulesError extends Error {
@@ -101,7 +125,12 @@ export class InvalidRulesError extends Error {
   }
 }
 
-const RULE_FIELDS = ["name", "match", "key", "capacity", "rate", "cost", "mode", "failMode", "blockFor", "count"] as const;
+const RULE_FIELDS = ["name", "match", "key", "capacity", "rate", "cost", "mode", "failMode", "blockFor", "count", "concurrency", "lease"] as const;
+/** Fields only a bucket rule has, and only a concurrency rule has. */
+const BUCKET_FIELDS = ["capacity", "rate", "cost", "blockFor", "count"] as const;
+const CONCURRENCY_FIELDS = ["lease"] as const;
+const MIN_LEASE_MS = 1_000;
+const MAX_LEASE_MS = 3_600_000;
 const DURATION = /^(\d{1,9})\s*(ms|s|m|h|d)$/;
 const DURATION_MS = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
 /** The longest block: 30 days. */
@@ -127,6 +156,7 @@ export function compileRules(specs: unknown, defaultFailMode: FailMode = DEFAULT
   }
   const errors: RuleError[] = [];
   const rules: Rule[] = [];
+  const concurrency: ConcurrencyRule[] = [];
   const seen = new Set<string>();
   specs.forEach((raw: unknown, index) => {
     const label = isObject(raw) && typeof raw.name === "string" ? `"${raw.name}" (#${index + 1})` : `#${index + 1}`;
@@ -145,9 +175,29 @@ export function compileRules(specs: unknown, defaultFailMode: FailMode = DEFAULT
 
     const match = parseMatch(raw.match, fail);
     const key = parseKeyParts(raw.key ?? DEFAULTS.rule.key) ?? fail("key", "must be ip, bearer, route, header:<name>, or a list of them");
+    const mode = raw.mode === undefined ? DEFAULTS.rule.mode : raw.mode === "enforce" || raw.mode === "shadow" ? raw.mode : fail("mode", "must be enforce or shadow");
+    const failMode =
+      raw.failMode === undefined
+        ? defaultFailMode
+        : raw.failMode === "open" || raw.failMode === "closed" || raw.failMode === "local"
+          ? raw.failMode
+          : fail("failMode", "must be open, closed or local");
+
+    if (raw.concurrency !== undefined) {
+      for (const field of BUCKET_FIELDS) if (raw[field] !== undefined) fail(field, "is not used by a concurrency rule (it has concurrency instead of a bucket)");
+      const limit = isInteger(raw.concurrency, 1, 100_000) ? raw.concurrency : fail("concurrency", "must be an integer from 1 to 100000 (requests in flight at once)");
+      const leaseMs = raw.lease === undefined ? DEFAULTS.leaseMs : parseDuration(raw.lease);
+      const lease = leaseMs !== undefined && leaseMs >= MIN_LEASE_MS && leaseMs <= MAX_LEASE_MS ? leaseMs : fail("lease", 'must be a duration from 1s to 1h, e.g. "30s"');
+      if (name && match && key && limit && lease && mode && failMode) {
+        const spec: RuleSpec = { name, match, key: key.map(keySpec), concurrency: limit, lease: typeof raw.lease === "string" ? raw.lease : `${lease / 1000}s`, mode, failMode };
+        concurrency.push({ name, match, key, keyName: describeKey(key), limit, leaseMs: lease, mode, failMode, spec });
+      }
+      return undefined;
+    }
+    for (const field of CONCURRENCY_FIELDS) if (raw[field] !== undefined) fail(field, "is only for concurrency rules (set concurrency, or leave it out)");
     const capacity = isInteger(raw.capacity, 1, 1_000_000_000)
       ? raw.capacity
-      : fail("capacity", raw.capacity === undefined ? "is missing" : "must be an integer from 1 to 1000000000");
+      : fail("capacity", raw.capacity === undefined ? "is missing (a bucket rule needs capacity and rate; a concurrency rule sets concurrency)" : "must be an integer from 1 to 1000000000");
     const rate =
       raw.rate === undefined
         ? fail("rate", "is missing")
@@ -157,14 +207,6 @@ export function compileRules(specs: unknown, defaultFailMode: FailMode = DEFAULT
     if (capacity !== undefined && rate !== undefined && capacity * rate.refillPeriodMs > MAX_SAFE_UNITS) {
       fail("rate", "is too fine-grained for this capacity to compute exactly");
     }
-    const mode = raw.mode === undefined ? DEFAULTS.rule.mode : raw.mode === "enforce" || raw.mode === "shadow" ? raw.mode : fail("mode", "must be enforce or shadow");
-    const failMode =
-      raw.failMode === undefined
-        ? defaultFailMode
-        : raw.failMode === "open" || raw.failMode === "closed" || raw.failMode === "local"
-          ? raw.failMode
-          : fail("failMode", "must be open, closed or local");
-
     const blockForMs = raw.blockFor === undefined ? 0 : (parseDuration(raw.blockFor) ?? fail("blockFor", 'must be a duration from 1 ms to 30 days, e.g. "10m", "30s", "1h"'));
     const count = raw.count === undefined ? null : (parseCount(raw.count) ?? fail("count", 'must be a non-empty list of statuses or classes, e.g. [401, 403] or ["4xx", "5xx"]'));
 
@@ -186,7 +228,7 @@ export function compileRules(specs: unknown, defaultFailMode: FailMode = DEFAULT
     }
     return undefined;
   });
-  return errors.length > 0 ? { ok: false, errors } : { ok: true, rules };
+  return errors.length > 0 ? { ok: false, errors } : { ok: true, rules, concurrency };
 }
 
 /**
@@ -226,7 +268,7 @@ const patterns = new Map<string, URLPattern>();
  * @example
  * ruleMatches(rule, { method: "POST", pathname: "/login", headers, host: "api.example.com" }); // true
  */
-export function ruleMatches(rule: Rule, request: MatchableRequest): boolean {
+export function ruleMatches(rule: Pick<Rule, "match">, request: MatchableRequest): boolean {
   const { path, methods, headers, hosts } = rule.match;
   if (methods !== undefined && !methods.includes(request.method.toUpperCase())) return false;
   if (hosts !== undefined && !hosts.some((host) => hostMatches(host, request.host))) return false;

@@ -31,6 +31,9 @@ export function verdictResponse(verdict: Verdict): Response | undefined {
         retryAfterSeconds(verdict.retryAfterMs),
         verdict.headers,
       );
+    case "concurrency-refused":
+      // No wait is known (a slot frees when some response ends): a short one.
+      return rateLimitedProblem([verdict.rule.name], 1, verdict.headers);
     case "fail-closed":
       return limiterUnavailableProblem(verdict.backend, `rule "${verdict.rule.name}" fails closed`);
     case "missing-key":

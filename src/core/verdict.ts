@@ -1,5 +1,5 @@
 import type { NamedPolicy } from "./policy";
-import type { Rule } from "./rules";
+import type { ConcurrencyRule, Rule } from "./rules";
 import type { BucketDecision } from "./token-bucket";
 
 /** One applying rule and its bucket's decision, with the policy it was made under (the rule's, or an override's). */
@@ -39,12 +39,23 @@ export type Verdict =
       readonly cached: boolean;
       readonly degraded: boolean;
     }
+  /**
+   * A concurrency rule refused: the client already has `limit` requests in flight (`inFlight`
+   * as the store counted them). Nothing was charged and no slot is held.
+   */
+  | {
+      readonly kind: "concurrency-refused";
+      readonly rule: ConcurrencyRule;
+      readonly inFlight: number;
+      readonly headers: RateLimitHeaders;
+      readonly degraded: boolean;
+    }
   /** The store could not decide and every applying rule fails open: let the request through. */
-  | { readonly kind: "fail-open"; readonly rules: readonly Rule[]; readonly reason: string }
+  | { readonly kind: "fail-open"; readonly rules: readonly (Rule | ConcurrencyRule)[]; readonly reason: string }
   /** The store (`backend`) could not decide and `rule` (enforced) fails closed. */
-  | { readonly kind: "fail-closed"; readonly rule: Rule; readonly backend: string; readonly reason: string }
+  | { readonly kind: "fail-closed"; readonly rule: Rule | ConcurrencyRule; readonly backend: string; readonly reason: string }
   /** The request lacks `rule`'s key (no API-key header, no bearer token) and missing keys are rejected. */
-  | { readonly kind: "missing-key"; readonly rule: Rule }
+  | { readonly kind: "missing-key"; readonly rule: Rule | ConcurrencyRule }
   /** A subject that does not fit: an unknown rule, a missing or extra key part, a bad value or cost. */
   | { readonly kind: "invalid-subject"; readonly field: string; readonly message: string }
   /** An enforced rule charges more than its bucket holds: no wait cures it. */

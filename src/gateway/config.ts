@@ -178,7 +178,7 @@ function parseRuleVars({ read, fail, integer }: VarReader, failMode: FailMode | 
   }
   if (rulesField.text !== undefined) {
     const parsed = parseRulesJson(rulesField.text, failMode ?? DEFAULTS.failMode);
-    if (parsed.ok) return parsed.rules.map((rule) => rule.spec);
+    if (parsed.ok) return [...parsed.rules, ...parsed.concurrency].map((rule) => rule.spec);
     const shown = rulesField.text.length > 120 ? `${rulesField.text.slice(0, 117)}...` : rulesField.text;
     for (const error of parsed.errors) fail({ variable: "LIMITER_RULES", raw: shown }, describeRuleError(error));
     return undefined;

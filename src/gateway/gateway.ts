@@ -20,6 +20,7 @@ const LEVELS: Record<LimiterEvent["event"], LogLevel> = {
   "limiter.breaker_opened": "warn",
   "limiter.breaker_closed": "info",
   "limiter.refund_failure": "warn",
+  "limiter.slot_release_failure": "warn",
 };
 
 /** The gateway as one isolate runs it: its configuration and the limiter built from it, or what is wrong. */

@@ -70,7 +70,7 @@ export class MetricsPipeline {
 function writeDataPoint(dataset: AnalyticsEngineDataset, event: DecisionEvent): void {
   const { verdict } = event;
   const [first] = event.clients;
-  const rule = verdict.kind === "refused" ? (verdict.violated[0]?.name ?? "") : (first?.rule ?? "");
+  const rule = verdict.kind === "refused" ? (verdict.violated[0]?.name ?? "") : verdict.kind === "concurrency-refused" ? verdict.rule.name : (first?.rule ?? "");
   const client = event.clients.find((c) => c.rule === rule)?.clientKey ?? first?.clientKey ?? "";
   const charged = verdict.kind === "allowed" ? verdict.outcomes.reduce((sum, o) => sum + (o.decision.outcome === "allowed" ? o.policy.cost : 0), 0) : 0;
   const source = verdict.kind === "refused" && verdict.cached ? "deny_cache" : event.backendCall === undefined ? "none" : "backend";

@@ -1,7 +1,7 @@
 import type { Context, Env, MiddlewareHandler } from "hono";
 import { Limiter, type LimiterOptions } from "../core/limiter";
 import { requestSubject } from "../core/subject";
-import type { RateLimitHeaders } from "../core/verdict";
+import type { RateLimitHeaders, Verdict } from "../core/verdict";
 import { verdictResponse } from "../core/verdict-response";
 
 /** Where the middleware's limiter comes from: options to build one, or one built elsewhere. */
@@ -63,12 +63,65 @@ export function rateLimiter<E extends Env = Env>(options: RateLimiterOptions<E>)
       onResponse?.(c);
       return refusal;
     }
-    await next();
+    try {
+      await next();
+    } catch (error) {
+      runInBackground(c, limiter.release(verdict));
+      throw error;
+    }
     if (verdict.kind === "allowed" && verdict.headers.length > 0) setHeaders(c, verdict.headers);
     // Rules that count only some responses give the others back, off the request path.
     if (verdict.kind === "allowed") runInBackground(c, limiter.settle(verdict, c.res.status));
+    holdSlotsUntilSent(c, limiter, verdict);
     onResponse?.(c);
   };
+}
+
+/**
+ * Concurrency slots stay taken while the response body streams, renewed before their lease
+ * ends, and are given back when the body has been fully read or the client went away (the
+ * stream is cancelled). A response without a body (a WebSocket upgrade too) gives them back now.
+ */
+function holdSlotsUntilSent(c: Context, limiter: Limiter, verdict: Verdict): void {
+  const holding = limiter.holding(verdict);
+  if (holding === undefined) return;
+  const { renewEveryMs } = holding;
+  const body = c.res.body;
+  if (body === null || c.res.status === 101) {
+    runInBackground(c, limiter.release(verdict));
+    return;
+  }
+  let finish: (() => void) | undefined;
+  const finished = new Promise<void>((resolve) => (finish = resolve));
+  const timer = renewEveryMs === undefined ? undefined : setInterval(() => void limiter.renew(verdict), renewEveryMs);
+  let released = false;
+  const release = () => {
+    if (released) return;
+    released = true;
+    clearInterval(timer);
+    void limiter.release(verdict).finally(finish);
+  };
+  const reader = body.getReader();
+  const tracked = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      try {
+        const { done, value } = await reader.read();
+        if (done) {
+          controller.close();
+          release();
+        } else controller.enqueue(value);
+      } catch (error) {
+        release();
+        controller.error(error);
+      }
+    },
+    cancel(reason) {
+      release();
+      return reader.cancel(reason);
+    },
+  });
+  runInBackground(c, finished);
+  c.res = new Response(tracked, c.res);
 }
 
 /** `ctx.waitUntil` where the runtime has one (Workers); elsewhere the task just runs. */

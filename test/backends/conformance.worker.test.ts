@@ -119,3 +119,41 @@ describe.each(BACKENDS)("$name backend conformance", ({ name, create, vars }) =>
     expect(await health.json()).toMatchObject({ status: "ok", backend: { name } });
   });
 });
+
+describe.each(BACKENDS)("$name backend: concurrency slots", ({ create }) => {
+  const backend = create();
+  const signal = () => new AbortController().signal;
+  const claim = (clientKey: string, id: string, limit = 2, leaseMs = 30_000, enforced = true) => ({ clientKey, bucket: "inflight", id, limit, leaseMs, enforced });
+  const acquire = async (...claims: ReturnType<typeof claim>[]) => backend.acquire(claims, signal());
+
+  it("grants up to the limit, renews a held lease, and frees a slot on release", async () => {
+    const key = `client-${crypto.randomUUID()}`;
+    expect(await acquire(claim(key, "a"))).toEqual([{ granted: true, inFlight: 1 }]);
+    expect(await acquire(claim(key, "b"))).toEqual([{ granted: true, inFlight: 2 }]);
+    expect(await acquire(claim(key, "c"))).toEqual([{ granted: false, inFlight: 2 }]);
+    expect(await acquire(claim(key, "a"))).toEqual([{ granted: true, inFlight: 2 }]); // a renewal is never refused
+    await backend.release([claim(key, "a")], signal());
+    expect(await acquire(claim(key, "c"))).toEqual([{ granted: true, inFlight: 2 }]);
+    await backend.release([claim(key, "unknown")], signal()); // ignored
+    expect(await acquire(claim(key, "d"))).toEqual([{ granted: false, inFlight: 2 }]);
+  });
+
+  it("all or nothing: a refused enforced claim leaves no slot taken by the request's other claims", async () => {
+    const [full, free] = [`client-${crypto.randomUUID()}`, `client-${crypto.randomUUID()}`];
+    await acquire(claim(full, "x", 1));
+    const both = await acquire(claim(free, "r", 1), claim(full, "r", 1));
+    expect(both.map((d) => d.granted)).toEqual([true, false]);
+    expect(await acquire(claim(free, "other", 1))).toEqual([{ granted: true, inFlight: 1 }]); // "r" took nothing
+    // A shadow claim that is refused does not refuse the others.
+    const shadow = await acquire(claim(`client-${crypto.randomUUID()}`, "s", 1), claim(full, "s", 1, 30_000, false));
+    expect(shadow.map((d) => d.granted)).toEqual([true, false]);
+  });
+
+  it("a lease nobody releases (its isolate died) frees its slot when it expires", async () => {
+    const key = `client-${crypto.randomUUID()}`;
+    await acquire(claim(key, "lost", 1, 1_000));
+    expect(await acquire(claim(key, "next", 1, 1_000))).toEqual([{ granted: false, inFlight: 1 }]);
+    await sleep(1_100);
+    expect(await acquire(claim(key, "next", 1, 1_000))).toEqual([{ granted: true, inFlight: 1 }]);
+  });
+});

@@ -1,5 +1,6 @@
 import { DurableObject } from "cloudflare:workers";
 import type { BucketAnswer, OverrideRecord } from "../../core/backend";
+import { acquireSlots, releaseSlot, slotsExpireInMs, type SlotDecision, type SlotState } from "../../core/slots";
 import { ceilDiv, refundTokens, takeBuckets, type BucketPolicy, type BucketState } from "../../core/token-bucket";
 
 /** What one bucket keeps in storage: its state and when it will be full (then it can go). */
@@ -15,6 +16,15 @@ export interface ObjectCharge {
   readonly enforced: boolean;
 }
 
+/** One slot claim as the object sees it: the concurrency rule's name, the lease id, limit and duration. */
+export interface ObjectSlotClaim {
+  readonly bucket: string;
+  readonly id: string;
+  readonly limit: number;
+  readonly leaseMs: number;
+  readonly enforced: boolean;
+}
+
 /** One charge's answer: the decision, the policy in force, and the state it wrote (what a refund needs), or null. */
 export interface ObjectAnswer extends BucketAnswer {
   readonly charged: BucketState | null;
@@ -23,6 +33,7 @@ export interface ObjectAnswer extends BucketAnswer {
 const BUCKET_PREFIX = "bucket:";
 const OVERRIDE_PREFIX = "override:";
 const REGISTRY_PREFIX = "registry:";
+const SLOTS_PREFIX = "slots:";
 /** The cleanup alarm never runs sooner than this: a busy client must not pay for one per request. */
 export const MIN_CLEANUP_DELAY_MS = 60_000;
 
@@ -49,6 +60,8 @@ export class ClientBuckets extends DurableObject<object> {
   private readonly buckets = new Map<string, StoredBucket>();
   private readonly overrides = new Map<string, BucketPolicy>();
   private readonly registry = new Map<string, OverrideRecord>();
+  /** Concurrency rules' leases, by rule name; written through like buckets, so a restart forgets no request in flight. */
+  private readonly slots = new Map<string, SlotState>();
   /** Whether an alarm is already set; an early alarm just reschedules itself. */
   private alarmSet = false;
 
@@ -61,6 +74,7 @@ export class ClientBuckets extends DurableObject<object> {
       await load(BUCKET_PREFIX, this.buckets);
       await load(OVERRIDE_PREFIX, this.overrides);
       await load(REGISTRY_PREFIX, this.registry);
+      await load(SLOTS_PREFIX, this.slots);
       this.alarmSet = (await ctx.storage.getAlarm()) !== null;
     });
   }
@@ -136,6 +150,20 @@ export class ClientBuckets extends DurableObject<object> {
     return this.registry.delete(id);
   }
 
+  /** Takes (or renews) one slot per claim, all or nothing over enforced claims (`acquireSlots`). */
+  acquireSlots(claims: readonly ObjectSlotClaim[]): SlotDecision[] {
+    const nowMs = Date.now();
+    const { decisions, writes } = acquireSlots(claims.map((claim) => ({ claim, enforced: claim.enforced, state: this.slots.get(claim.bucket) })), nowMs);
+    for (const { entry, next } of writes) this.storeSlots(entry.claim.bucket, next, nowMs);
+    return decisions;
+  }
+
+  /** Gives slots back; an id that holds none is ignored. */
+  releaseSlots(claims: readonly { readonly bucket: string; readonly id: string }[]): void {
+    const nowMs = Date.now();
+    for (const { bucket, id } of claims) this.storeSlots(bucket, releaseSlot(this.slots.get(bucket), id, nowMs), nowMs);
+  }
+
   /** Round trip for health checks: the object's clock. */
   ping(): number {
     return Date.now();
@@ -153,7 +181,12 @@ export class ClientBuckets extends DurableObject<object> {
         latestFullAt = Math.max(latestFullAt, bucket.fullAtMs);
       }
     }
-    if (this.buckets.size > 0) {
+    for (const [name, leases] of this.slots) {
+      const expiresInMs = slotsExpireInMs(leases, nowMs);
+      if (expiresInMs > 0) latestFullAt = Math.max(latestFullAt, nowMs + expiresInMs);
+      else this.storeSlots(name, [], nowMs);
+    }
+    if (this.buckets.size > 0 || this.slots.size > 0) {
       await this.ctx.storage.setAlarm(Math.max(latestFullAt, nowMs + MIN_CLEANUP_DELAY_MS));
       return;
     }
@@ -169,6 +202,19 @@ export class ClientBuckets extends DurableObject<object> {
       const override = this.overrides.get(charge.bucket);
       return { ...charge, policy: override === undefined ? charge.policy : { ...charge.policy, ...override }, state: this.buckets.get(charge.bucket) };
     });
+  }
+
+  private storeSlots(name: string, leases: SlotState, nowMs: number): void {
+    if (leases.length === 0) {
+      if (this.slots.delete(name)) void this.ctx.storage.delete(SLOTS_PREFIX + name);
+      return;
+    }
+    this.slots.set(name, leases);
+    void this.ctx.storage.put(SLOTS_PREFIX + name, leases);
+    if (!this.alarmSet) {
+      this.alarmSet = true;
+      void this.ctx.storage.setAlarm(nowMs + Math.max(slotsExpireInMs(leases, nowMs), MIN_CLEANUP_DELAY_MS));
+    }
   }
 
   private store(name: string, state: BucketState, fullAtMs: number): void {

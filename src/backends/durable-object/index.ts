@@ -1,4 +1,5 @@
-import type { BucketAnswer, BucketCharge, BucketRef, LimiterBackend } from "../../core/backend";
+import type { BucketAnswer, BucketCharge, BucketRef, LimiterBackend, SlotClaim } from "../../core/backend";
+import type { SlotDecision } from "../../core/slots";
 import type { BucketState } from "../../core/token-bucket";
 import type { ClientBuckets, ObjectAnswer, ObjectCharge } from "./client-buckets";
 
@@ -27,6 +28,8 @@ export const REGISTRY_OBJECT = "__limiter_registry";
 export function durableObjectBackend(namespace: DurableObjectNamespace<ClientBuckets>): LimiterBackend {
   const stubFor = (name: string) => namespace.get(namespace.idFromName(name));
   const registry = () => stubFor(REGISTRY_OBJECT);
+  const releaseSlots = (claims: readonly SlotClaim[]) =>
+    Promise.all(groupClaims(claims).map(([clientKey, group]) => stubFor(clientKey).releaseSlots(group.map(({ claim }) => ({ bucket: claim.bucket, id: claim.id })))));
   return {
     name: "durable-object",
     async take(charges, signal) {
@@ -56,6 +59,30 @@ export function durableObjectBackend(namespace: DurableObjectNamespace<ClientBuc
         byClient.set(clientKey, [...(byClient.get(clientKey) ?? []), { bucket, policy, cost, enforced, charged }]);
       }
       await Promise.all([...byClient].map(([clientKey, charges]) => stubFor(clientKey).refund(charges)));
+    },
+    async acquire(claims, signal) {
+      signal.throwIfAborted();
+      // One object per client key; with several, all or nothing by giving back what was granted.
+      const byClient = groupClaims(claims);
+      const answers = await Promise.allSettled(byClient.map(([clientKey, group]) => stubFor(clientKey).acquireSlots(group.map(({ claim }) => objectClaim(claim)))));
+      const decisions: (SlotDecision | undefined)[] = claims.map(() => undefined);
+      byClient.forEach(([, group], g) => {
+        const answer = answers[g];
+        if (answer?.status === "fulfilled") group.forEach(({ index }, i) => (decisions[index] = answer.value[i]));
+      });
+      const failure = answers.find((answer) => answer.status === "rejected");
+      // A known refusal wins over a failed object, as in `take`.
+      const refused = claims.some((claim, i) => claim.enforced && decisions[i]?.granted === false);
+      if (failure !== undefined || refused) {
+        const granted = claims.filter((_, i) => decisions[i]?.granted === true);
+        if (granted.length > 0) await releaseSlots(granted).catch(() => {}); // a lost release frees itself at the lease's end
+        if (failure?.status === "rejected" && !refused) throw failure.reason;
+      }
+      return decisions.map((decision) => decision ?? { granted: false, inFlight: 0 });
+    },
+    release: async (claims, signal) => {
+      signal.throwIfAborted();
+      await releaseSlots(claims);
     },
     async reset(refs, signal) {
       signal.throwIfAborted();
@@ -122,6 +149,17 @@ interface ClientGroup {
 
 function chargesOf(group: ClientGroup): ObjectCharge[] {
   return group.members.map((member) => member.charge);
+}
+
+/** Claims per client key, each with its position in the request's list. */
+function groupClaims(claims: readonly SlotClaim[]): [string, { index: number; claim: SlotClaim }[]][] {
+  const byClient = new Map<string, { index: number; claim: SlotClaim }[]>();
+  claims.forEach((claim, index) => byClient.set(claim.clientKey, [...(byClient.get(claim.clientKey) ?? []), { index, claim }]));
+  return [...byClient];
+}
+
+function objectClaim({ bucket, id, limit, leaseMs, enforced }: SlotClaim) {
+  return { bucket, id, limit, leaseMs, enforced };
 }
 
 /** Bucket names per client key. */

@@ -1,7 +1,17 @@
 import { Redis } from "@upstash/redis/cloudflare";
-import { BackendConfigError, type BucketAnswer, type BucketCharge, type BucketRef, type LimiterBackend, type OverrideRecord } from "../../core/backend";
+import { BackendConfigError, type BucketAnswer, type BucketCharge, type BucketRef, type LimiterBackend, type OverrideRecord, type SlotClaim } from "../../core/backend";
+import type { SlotDecision } from "../../core/slots";
 import type { BucketDecision, BucketState } from "../../core/token-bucket";
+import { SLOTS_LUA, SLOTS_SHA1 } from "./slots-script";
 import { TOKEN_BUCKET_LUA, TOKEN_BUCKET_SHA1 } from "./token-bucket-script";
+
+/** A script the backend runs: its text, and the SHA-1 EVALSHA names it by. */
+interface Script {
+  readonly lua: string;
+  readonly sha1: string;
+}
+const TOKEN_BUCKET: Script = { lua: TOKEN_BUCKET_LUA, sha1: TOKEN_BUCKET_SHA1 };
+const SLOTS: Script = { lua: SLOTS_LUA, sha1: SLOTS_SHA1 };
 
 /** Options of {@link upstashBackend}. */
 export interface UpstashBackendOptions {
@@ -58,6 +68,29 @@ export function scriptArgs(charges: readonly BucketCharge[], charge: boolean, no
 }
 
 /**
+ * The slots script's arguments: `acquire` false releases; `nowMs` only in tests.
+ *
+ * @example
+ * slotArgs([{ clientKey, bucket: "inflight", id: "r1", limit: 2, leaseMs: 30000, enforced: true }], true); // ["", "1", "r1", "2", "30000", "1"]
+ */
+export function slotArgs(claims: readonly SlotClaim[], acquire: boolean, nowMs?: number): string[] {
+  return [nowMs === undefined ? "" : String(nowMs), acquire ? "1" : "0", ...claims.flatMap(({ id, limit, leaseMs, enforced }) => [id, String(limit), String(leaseMs), enforced ? "1" : "0"])];
+}
+
+/**
+ * Decodes the slots script's reply (2 integers per claim).
+ *
+ * @example
+ * decodeSlotReply([1, 2]); // [{ granted: true, inFlight: 2 }]
+ */
+export function decodeSlotReply(reply: unknown): SlotDecision[] {
+  if (!Array.isArray(reply) || reply.length % 2 !== 0) throw new Error(`unexpected slots reply: ${JSON.stringify(reply)}`);
+  const decisions: SlotDecision[] = [];
+  for (let i = 0; i < reply.length; i += 2) decisions.push({ granted: Number(reply[i]) === 1, inFlight: Number(reply[i + 1]) });
+  return decisions;
+}
+
+/**
  * Decodes the script's reply (10 integers per bucket) into answers: the decision, the policy in
  * force, and the state a charge wrote.
  *
@@ -107,7 +140,7 @@ export function upstashBackend(options: UpstashBackendOptions): LimiterBackend {
     });
 
   const decide = async (charges: readonly BucketCharge[], signal: AbortSignal, charge: boolean) => {
-    const answers = decodeReply(await runScript(clientFor(signal), scriptKeys(options.keyPrefix, charges), scriptArgs(charges, charge)));
+    const answers = decodeReply(await runScript(clientFor(signal), TOKEN_BUCKET, scriptKeys(options.keyPrefix, charges), scriptArgs(charges, charge)));
     if (answers.length !== charges.length) throw new Error(`script answered ${answers.length} decisions for ${charges.length} charges`);
     return answers;
   };
@@ -121,7 +154,17 @@ export function upstashBackend(options: UpstashBackendOptions): LimiterBackend {
       if (refunds.length === 0) return;
       const charges = refunds.map((r) => r.charge);
       const args = scriptArgs(charges, false, undefined, refunds.map((r) => r.charged));
-      await runScript(clientFor(signal), scriptKeys(options.keyPrefix, charges), args);
+      await runScript(clientFor(signal), TOKEN_BUCKET, scriptKeys(options.keyPrefix, charges), args);
+    },
+    async acquire(claims, signal) {
+      const keys = claims.map((claim) => bucketKey(options.keyPrefix, claim));
+      const decisions = decodeSlotReply(await runScript(clientFor(signal), SLOTS, keys, slotArgs(claims, true)));
+      if (decisions.length !== claims.length) throw new Error(`slots script answered ${decisions.length} decisions for ${claims.length} claims`);
+      return decisions;
+    },
+    async release(claims, signal) {
+      if (claims.length === 0) return;
+      await runScript(clientFor(signal), SLOTS, claims.map((claim) => bucketKey(options.keyPrefix, claim)), slotArgs(claims, false));
     },
     async reset(refs, signal) {
       if (refs.length > 0) await withAuthCheck(() => clientFor(signal).del(...refs.map((ref) => bucketKey(options.keyPrefix, ref))));
@@ -168,12 +211,12 @@ function parseRecord(value: unknown): OverrideRecord[] {
 }
 
 /** EVALSHA, then EVAL only if the script is not cached (NOSCRIPT): never a separate SCRIPT LOAD. */
-async function runScript(redis: Redis, keys: string[], args: string[]): Promise<unknown> {
+async function runScript(redis: Redis, script: Script, keys: string[], args: string[]): Promise<unknown> {
   return withAuthCheck(async () => {
     try {
-      return await redis.evalsha(TOKEN_BUCKET_SHA1, keys, args);
+      return await redis.evalsha(script.sha1, keys, args);
     } catch (error) {
-      if (error instanceof Error && error.message.includes("NOSCRIPT")) return redis.eval(TOKEN_BUCKET_LUA, keys, args);
+      if (error instanceof Error && error.message.includes("NOSCRIPT")) return redis.eval(script.lua, keys, args);
       throw error;
     }
   });

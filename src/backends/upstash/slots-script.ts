@@ -1,0 +1,65 @@
+/**
+ * Concurrency slots as one Redis script: the Lua twin of `src/core/slots.ts`. A property test
+ * runs both on random sequences and requires identical decisions.
+ *
+ * KEYS: one sorted set per claim (the concurrency rule's key for the client): members are lease
+ * ids, scores the store-clock ms each lease expires at.
+ * ARGV[1]: "" in production (the store's clock, `TIME`); tests may pass a time in ms.
+ * ARGV[2]: "1" to acquire (or renew), "0" to release.
+ * ARGV[3 + 4(i-1) …]: lease id, limit, leaseMs, enforced ("1"/"0") of claim i.
+ * An acquisition first drops expired leases (score ≤ now). It is all or nothing: when an
+ * enforced claim is refused, no lease is added or renewed. The set expires with its last lease.
+ * Reply: 2 integers per claim (acquire): granted (1/0), requests in flight after it.
+ */
+export const SLOTS_LUA = `
+local now_ms
+if ARGV[1] == '' then
+  local time = redis.call('TIME')
+  now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+else
+  now_ms = tonumber(ARGV[1])
+end
+local now = string.format('%d', now_ms)
+
+if ARGV[2] == '0' then
+  for i = 1, #KEYS do
+    redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
+    redis.call('ZREM', KEYS[i], ARGV[3 + (i - 1) * 4])
+  end
+  return {}
+end
+
+local reply, granted, refused = {}, {}, false
+for i = 1, #KEYS do
+  local at = 3 + (i - 1) * 4
+  local id, limit, enforced = ARGV[at], tonumber(ARGV[at + 1]), ARGV[at + 3] == '1'
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
+  local held = redis.call('ZCARD', KEYS[i])
+  local mine = redis.call('ZSCORE', KEYS[i], id)
+  if mine then
+    granted[i] = true
+  elseif held < limit then
+    granted[i] = true
+    held = held + 1
+  else
+    granted[i] = false
+    if enforced then refused = true end
+  end
+  reply[2 * i - 1] = granted[i] and 1 or 0
+  reply[2 * i] = held
+end
+if not refused then
+  for i = 1, #KEYS do
+    if granted[i] then
+      local at = 3 + (i - 1) * 4
+      local lease_ms = tonumber(ARGV[at + 2])
+      redis.call('ZADD', KEYS[i], string.format('%d', now_ms + lease_ms), ARGV[at])
+      if redis.call('PTTL', KEYS[i]) < lease_ms then redis.call('PEXPIRE', KEYS[i], lease_ms) end
+    end
+  end
+end
+return reply
+`;
+
+/** SHA-1 of {@link SLOTS_LUA}, for EVALSHA; a test pins it. */
+export const SLOTS_SHA1 = "85164f8b78b8fd959d3ce9ee0534de30c63321ad";
