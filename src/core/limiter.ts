@@ -292,8 +292,9 @@ export class Limiter {
       this.held.set(verdict, slots.held);
       return verdict;
     }
-    const headers = withConcurrencyHeaders(verdict.headers, slots.decisions, this.headerMode, slots.held.local && !verdict.degraded ? [DEGRADED_HEADER] : []);
-    const withSlots: Verdict = { ...verdict, headers };
+    const marked = verdict.headers.some(([name]) => name === DEGRADED_HEADER[0]);
+    const headers = withConcurrencyHeaders(verdict.headers, slots.decisions, this.headerMode, slots.held.local && !marked ? [DEGRADED_HEADER] : []);
+    const withSlots: Verdict = { ...verdict, headers, degraded: verdict.degraded || slots.held.local };
     const receipts = this.receipts.get(verdict);
     if (receipts !== undefined) this.receipts.set(withSlots, receipts);
     this.held.set(withSlots, slots.held);
@@ -555,6 +556,8 @@ export class Limiter {
       const given = typeof client === "object" && client !== null ? Object.keys(client).sort().join(",") : "";
       rules = this.rules.filter((rule) => rule.key.map(keySpec).sort().join(",") === given);
       if (rules.length === 0) return { ok: false, field: "client", message: `matches no rule's key parts (rules key on: ${[...new Set(this.rules.map((r) => r.key.map(keySpec).join("+")))].join("; ")})` };
+    } else if (this.concurrencyRules.some((rule) => rule.name === ruleName)) {
+      return { ok: false, field: "rule", message: `"${String(ruleName)}" is a concurrency rule: peek, reset, check and overrides address bucket rules` };
     } else {
       const found = findRule(this.rules, ruleName);
       if (!found.ok) return found;

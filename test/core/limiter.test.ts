@@ -29,6 +29,8 @@ function switchableBackend(inner: LimiterBackend, failure: () => Error | undefin
     name: "switchable",
     take: (charges, signal) => guard(() => inner.take(charges, signal)),
     peek: (charges, signal) => guard(() => inner.peek(charges, signal)),
+    acquire: (claims, signal) => guard(() => inner.acquire(claims, signal)),
+    release: (claims, signal) => guard(() => inner.release(claims, signal)),
     overrides: { ...inner.overrides, list: (signal) => guard(() => inner.overrides.list(signal)) },
     ping: (signal) => guard(() => inner.ping(signal)),
   };
@@ -262,5 +264,68 @@ describe("degraded mode (failMode: local)", () => {
   it("scales a policy down, never refilling faster and never below one token", () => {
     expect(localPolicy({ capacity: 100, refillTokens: 1, refillPeriodMs: 100 }, 0.1)).toEqual({ capacity: 10, refillTokens: 1, refillPeriodMs: 1000 });
     expect(localPolicy({ capacity: 3, refillTokens: 2, refillPeriodMs: 1000 }, 0.1)).toEqual({ capacity: 1, refillTokens: 2, refillPeriodMs: 10_000 });
+  });
+});
+
+describe("concurrency rules", () => {
+  const rules: RuleSpec[] = [
+    { name: "inflight", key: "header:x-api-key", concurrency: 2 },
+    { name: "api", key: "header:x-api-key", capacity: 3, rate: "3/1h" },
+  ];
+  const alice = request({ "x-api-key": "alice" });
+
+  it("holds a slot per allowed request until it is released; the limit+1th is refused with concurrent-requests headers", async () => {
+    const { limiter } = setup(rules);
+    const [first, second] = [await limiter.check(alice), await limiter.check(alice)];
+    expect([first.kind, second.kind]).toEqual(["allowed", "allowed"]);
+    expect(limiter.holding(first)).toEqual({ renewEveryMs: 10_000 });
+    if (second.kind === "allowed") expect(second.headers).toContainEqual(["RateLimit-Policy", '"api";q=3;w=3600, "inflight";q=2;qu="concurrent-requests"']);
+    const third = await limiter.check(alice);
+    expect(third).toMatchObject({ kind: "concurrency-refused", rule: { name: "inflight" }, inFlight: 2 });
+    if (third.kind === "concurrency-refused") expect(third.headers).toEqual([["RateLimit-Policy", '"inflight";q=2;qu="concurrent-requests"'], ["RateLimit", '"inflight";r=0']]);
+    expect(limiter.holding(third)).toBeUndefined();
+    // The refusal charged no token: releasing one slot lets exactly the bucket's last token through.
+    await limiter.release(first);
+    await limiter.release(first); // idempotent
+    expect((await limiter.check(alice)).kind).toBe("allowed");
+    expect(await limiter.check(request({ "x-api-key": "bob" }))).toMatchObject({ kind: "allowed" });
+  });
+
+  it("gives the slot back when a bucket rule refuses", async () => {
+    const { limiter } = setup([{ name: "inflight", key: "header:x-api-key", concurrency: 1 }, { name: "tiny", key: "header:x-api-key", capacity: 1, rate: "1/1h" }]);
+    const first = await limiter.check(alice);
+    await limiter.release(first);
+    for (let i = 0; i < 3; i++) expect(await limiter.check(alice)).toMatchObject({ kind: "refused", violated: [{ name: "tiny" }] });
+  });
+
+  it("a request only a concurrency rule covers is allowed with its headers; a peek does not look at slots", async () => {
+    const { limiter } = setup([{ name: "inflight", concurrency: 1 }]);
+    const verdict = await limiter.check(request());
+    expect(verdict).toMatchObject({ kind: "allowed", headers: [["RateLimit-Policy", '"inflight";q=1;qu="concurrent-requests"'], ["RateLimit", '"inflight";r=0']] });
+    expect(await limiter.check(request(), { mode: "peek" })).toEqual({ kind: "unmatched" });
+  });
+
+  it("shadow concurrency rules never refuse", async () => {
+    const { limiter, events } = setup([{ name: "inflight", concurrency: 1, mode: "shadow" }]);
+    await limiter.check(request());
+    expect(await limiter.check(request())).toMatchObject({ kind: "allowed" });
+    expect(events).toContainEqual({ event: "limiter.shadow_refusal", rule: "inflight", outcome: "denied" });
+  });
+
+  it("while the store is down: local slots (the fraction, at least one) or closed, as each rule says", async () => {
+    const down = switchableBackend(memoryBackend(), () => new Error("store down"));
+    const local = new Limiter({ backend: down, rules: [{ name: "inflight", concurrency: 4, failMode: "local" }], localFraction: 0.5, log: () => {} });
+    const held = [await local.check(request()), await local.check(request())];
+    expect(held.map((v) => v.kind)).toEqual(["allowed", "allowed"]);
+    expect(held[0]).toMatchObject({ degraded: true });
+    if (held[0]?.kind === "allowed") expect(held[0].headers).toContainEqual(["X-Sluice-Degraded", "local"]);
+    expect(await local.check(request())).toMatchObject({ kind: "concurrency-refused", degraded: true });
+    await local.release(held[0]!);
+    expect(await local.check(request())).toMatchObject({ kind: "allowed" });
+
+    const closed = new Limiter({ backend: down, rules: [{ name: "inflight", concurrency: 4, failMode: "closed" }], log: () => {} });
+    expect(await closed.check(request())).toMatchObject({ kind: "fail-closed", rule: { name: "inflight" } });
+    const open = new Limiter({ backend: down, rules: [{ name: "inflight", concurrency: 1 }], log: () => {} });
+    expect([(await open.check(request())).kind, (await open.check(request())).kind]).toEqual(["allowed", "allowed"]);
   });
 });

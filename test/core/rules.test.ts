@@ -72,3 +72,26 @@ describe("richer matching: headers and hosts", () => {
     expect(compileRules([{ name: "r", match, capacity: 1, rate: 1 }])).toMatchObject({ ok: false, errors: [{ field }] });
   });
 });
+
+describe("concurrency rules", () => {
+  it("compile with a limit and a lease (default 30 s), their own kind beside bucket rules", () => {
+    const compiled = compileRules([{ name: "inflight", key: "header:x-api-key", concurrency: 2 }, { name: "api", capacity: 1, rate: 1 }]);
+    expect(compiled).toMatchObject({ ok: true, rules: [{ name: "api" }], concurrency: [{ name: "inflight", limit: 2, leaseMs: 30_000, spec: { concurrency: 2, lease: "30s" } }] });
+    if (compiled.ok) expect(compileRules([...compiled.rules, ...compiled.concurrency].map((rule) => rule.spec))).toEqual(compiled);
+    expect(compileRules([{ name: "inflight", concurrency: 5, lease: "2m" }])).toMatchObject({ ok: true, concurrency: [{ leaseMs: 120_000 }] });
+  });
+
+  it("errors name the rule and the field", () => {
+    const errors = (spec: object) => {
+      const compiled = compileRules([spec]);
+      return compiled.ok ? [] : compiled.errors.map(({ rule, field }) => `${rule} ${field}`);
+    };
+    expect(errors({ name: "c", concurrency: 0 })).toEqual(['"c" (#1) concurrency']);
+    expect(errors({ name: "c", concurrency: 2.5 })).toEqual(['"c" (#1) concurrency']);
+    expect(errors({ name: "c", concurrency: 2, capacity: 5, rate: 1 })).toEqual(['"c" (#1) capacity', '"c" (#1) rate']);
+    expect(errors({ name: "c", concurrency: 2, lease: "500ms" })).toEqual(['"c" (#1) lease']);
+    expect(errors({ name: "c", concurrency: 2, lease: "2h" })).toEqual(['"c" (#1) lease']);
+    expect(errors({ name: "b", capacity: 5, rate: 1, lease: "30s" })).toEqual(['"b" (#1) lease']);
+    expect(compileRules([{ name: "x", concurrency: 1 }, { name: "x", capacity: 1, rate: 1 }])).toMatchObject({ ok: false, errors: [{ field: "name", message: "is used by another rule" }] });
+  });
+});
