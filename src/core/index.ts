@@ -19,6 +19,7 @@ export {
   InvalidRulesError,
   parseRulesJson,
   ruleMatches,
+  type ConcurrencyRule,
   type FailMode,
   type MatchableRequest,
   type RouteMatch,
@@ -31,9 +32,10 @@ export {
 export { describeKey, keySpec, parseKeyPart, type KeyPart, type KeySpec } from "./key-parts";
 export { clientIp, groupAddress, ipv6Prefix, type IdentityOptions } from "./identity";
 export { normalizePath } from "./path";
-export { mostRestrictive, rateLimitHeaders, retryAfterSeconds, type HeaderMode } from "./headers";
+export { mostRestrictive, rateLimitHeaders, retryAfterSeconds, withConcurrencyHeaders, type HeaderMode } from "./headers";
 export * from "./problems";
-export { BackendConfigError, type BucketCharge, type LimiterBackend } from "./backend";
+export { BackendConfigError, type BucketAnswer, type BucketCharge, type BucketRef, type LimiterBackend, type OverrideRecord, type OverrideRegistry, type Refund, type SlotClaim } from "./backend";
+export { acquireSlot, acquireSlots, releaseSlot, type SlotDecision, type SlotLease, type SlotState } from "./slots";
 export { BackendTimeoutError, withDeadline } from "./deadline";
 export { memoryBackend, type MemoryBackendOptions } from "./memory-backend";
 export { takeBuckets, takeTokens, refundTokens, type BucketDecision, type BucketPolicy, type BucketState } from "./token-bucket";
