@@ -61,4 +61,50 @@ describe("rateLimiter (Hono, plain Node, memory backend)", () => {
     expect(response.status).toBe(200);
     expect(response.headers.get("RateLimit")).toBeNull();
   });
+
+  it("a concurrency rule holds a slot while the body streams and gives it back when it ends or is cancelled", async () => {
+    let finish: (() => void) | undefined;
+    const app = new Hono()
+      .use(rateLimiter({ backend: memoryBackend(), rules: [{ name: "inflight", concurrency: 1 }] }))
+      .get("/stream", () => {
+        const body = new ReadableStream<Uint8Array>({
+          start(controller) {
+            controller.enqueue(new TextEncoder().encode("first;"));
+            finish = () => {
+              controller.enqueue(new TextEncoder().encode("last"));
+              controller.close();
+            };
+          },
+        });
+        return new Response(body);
+      })
+      .get("/quick", (c) => c.text("quick"))
+      .get("/boom", () => {
+        throw new Error("handler failed");
+      });
+    const streaming = await app.request("/stream");
+    expect(streaming.status).toBe(200);
+    expect(streaming.headers.get("RateLimit-Policy")).toBe('"inflight";q=1;qu="concurrent-requests"');
+    expect((await app.request("/quick")).status).toBe(429);
+    finish?.();
+    expect(await streaming.text()).toBe("first;last");
+    await new Promise((resolve) => setTimeout(resolve, 10)); // the release runs after the last chunk
+    const quick = await app.request("/quick");
+    expect(await quick.text()).toBe("quick");
+    await new Promise((resolve) => setTimeout(resolve, 10));
+
+    const cancelled = await app.request("/stream");
+    await cancelled.body?.cancel();
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    const afterCancel = await app.request("/quick");
+    expect(afterCancel.status).toBe(200);
+    await afterCancel.text(); // read to the end: the slot is given back
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    // A handler that throws gives its slot back too (Hono answers 500).
+    const failed = await app.request("/boom");
+    expect(failed.status).toBe(500);
+    await failed.text();
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    expect((await app.request("/quick")).status).toBe(200);
+  });
 });
