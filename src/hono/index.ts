@@ -101,6 +101,9 @@ function holdSlotsUntilSent(c: Context, limiter: Limiter, verdict: Verdict): voi
     clearInterval(timer);
     void limiter.release(verdict).finally(finish);
   };
+  // The client went away: Workers abort the request's signal (flag `enable_request_signal`);
+  // the response stream itself is only cancelled at the next write, which may be much later.
+  c.req.raw.signal?.addEventListener("abort", release, { once: true });
   const reader = body.getReader();
   const tracked = new ReadableStream<Uint8Array>({
     async pull(controller) {

@@ -192,4 +192,41 @@ describe("Upstash backend failures", () => {
       await gateway.dispose();
     }
   });
+
+  it("failMode local for a concurrency rule: with the store frozen, each gateway keeps its own share of the slots, freed when a response ends", async () => {
+    const gateway = await startGateway({
+      scriptPath: inject("gatewayBundle"),
+      vars: {
+        ...upstashVars(stack),
+        LIMITER_TIMEOUT_MS: String(TIMEOUT_MS),
+        LIMITER_LOCAL_FRACTION: "0.5",
+        LIMITER_RULES: JSON.stringify([{ name: "inflight", key: "header:x-api-key", concurrency: 4, failMode: "local" }]),
+      },
+    });
+    const open = (path: string) => fetch(`${gateway.url}${path}`, { headers: { "x-api-key": "frozen" } });
+    try {
+      stack.bridge.setHang(true);
+      const long = await open("/stream?ms=60000");
+      const short = await open("/stream?ms=1500");
+      expect([long.status, short.status]).toEqual([200, 200]);
+      expect(long.headers.get("X-Sluice-Degraded")).toBe("local");
+      const refused = await open("/echo");
+      await refused.arrayBuffer();
+      expect(refused.status).toBe(429); // 2 of 4 slots in this isolate
+      expect(refused.headers.get("X-Sluice-Degraded")).toBe("local");
+      // The short response ends: its slot is free again.
+      expect(await short.text()).toBe("first;last");
+      let status = 0;
+      for (let attempt = 0; attempt < 40 && status !== 200; attempt++) {
+        const next = await open("/echo");
+        await next.arrayBuffer();
+        status = next.status;
+        if (status !== 200) await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      expect(status).toBe(200);
+      await long.body?.cancel();
+    } finally {
+      await gateway.dispose();
+    }
+  });
 });
