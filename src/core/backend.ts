@@ -96,6 +96,11 @@ export interface LimiterBackend {
    * when an enforced claim is refused, no claim keeps its slot. One answer per claim, in order.
    */
   acquire(claims: readonly SlotClaim[], signal: AbortSignal): Promise<SlotDecision[]>;
+  /**
+   * Extends the leases these ids still hold (a long response keeps its slots); never takes a
+   * slot and never gives one back, whatever else happens. An id that holds none is ignored.
+   */
+  renew(claims: readonly SlotClaim[], signal: AbortSignal): Promise<void>;
   /** Gives slots back (the response ended or the client went away); an unknown id is ignored. */
   release(claims: readonly SlotClaim[], signal: AbortSignal): Promise<void>;
   /** Makes buckets full again (their state is forgotten; overrides stay). */

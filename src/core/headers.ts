@@ -68,29 +68,36 @@ export function retryAfterSeconds(retryAfterMs: number): number {
   return Math.max(1, Math.ceil(retryAfterMs / 1000));
 }
 
+/** A concurrency rule's decision as headers show it, with the limit in force (a degraded isolate's share, or the rule's). */
+export interface SlotHeader {
+  readonly rule: ConcurrencyRule;
+  readonly limit: number;
+  readonly decision: SlotDecision;
+}
+
 /**
  * Adds concurrency rules to a response's rate-limit headers: each joins `RateLimit-Policy` with
  * `qu="concurrent-requests"` (IETF draft); when no bucket rule gave a `RateLimit`, the first one
  * gives it, with the slots left. `extra` headers (the degraded marker) are appended.
  *
  * @example
- * withConcurrencyHeaders([], [{ rule, decision: { granted: false, inFlight: 2 } }], "all", []);
+ * withConcurrencyHeaders([], [{ rule, limit: 2, decision: { granted: false, inFlight: 2 } }], "all", []);
  * // [["RateLimit-Policy", '"inflight";q=2;qu="concurrent-requests"'], ["RateLimit", '"inflight";r=0']]
  */
 export function withConcurrencyHeaders(
   headers: RateLimitHeaders,
-  slots: readonly { readonly rule: ConcurrencyRule; readonly decision: SlotDecision }[],
+  slots: readonly SlotHeader[],
   mode: HeaderMode,
   extra: RateLimitHeaders,
 ): RateLimitHeaders {
   if (slots.length === 0 || (mode !== "all" && mode !== "ietf")) return [...headers, ...extra];
-  const items = slots.map(({ rule }) => `"${rule.name}";q=${rule.limit};qu="concurrent-requests"`).join(", ");
+  const items = slots.map(({ rule, limit }) => `"${rule.name}";q=${limit};qu="concurrent-requests"`).join(", ");
   const policy = headers.find(([name]) => name === "RateLimit-Policy");
   const merged: [string, string][] = headers.map(([name, value]) => [name, name === "RateLimit-Policy" ? `${value}, ${items}` : value]);
   if (policy === undefined) {
     const [first] = slots;
     merged.unshift(["RateLimit-Policy", items]);
-    if (first !== undefined) merged.push(["RateLimit", `"${first.rule.name}";r=${Math.max(0, first.rule.limit - first.decision.inFlight)}`]);
+    if (first !== undefined) merged.push(["RateLimit", `"${first.rule.name}";r=${Math.max(0, first.limit - first.decision.inFlight)}`]);
   }
   return [...merged, ...extra];
 }

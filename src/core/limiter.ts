@@ -3,14 +3,14 @@ import { CircuitBreaker, type CircuitBreakerOptions } from "./circuit-breaker";
 import { BackendTimeoutError, withDeadline } from "./deadline";
 import { DEFAULTS } from "./defaults";
 import { DenyCache, type CachedRefusal } from "./deny-cache";
-import { mostRestrictive, rateLimitHeaders, withConcurrencyHeaders, type HeaderMode } from "./headers";
+import { mostRestrictive, rateLimitHeaders, withConcurrencyHeaders, type HeaderMode, type SlotHeader } from "./headers";
 import { hashedClientKey, requestKeyValue, type IdentityOptions } from "./identity";
 import { keySpec } from "./key-parts";
 import { findRule, parseClient, PrefixOverrides } from "./overrides";
 import { normalizePath } from "./path";
 import type { NamedPolicy } from "./policy";
 import { compileRules, countsStatus, InvalidRulesError, ruleMatches, type ConcurrencyRule, type FailMode, type Rule, type RuleSpec } from "./rules";
-import { acquireSlots, releaseSlot, type SlotDecision, type SlotState } from "./slots";
+import { acquireSlots, releaseSlot, renewSlot, type SlotDecision, type SlotState } from "./slots";
 import type { ClientSubject, RequestSubject, Subject } from "./subject";
 import { MAX_SAFE_UNITS, takeBuckets, waitForTokensMs, type BucketDecision, type BucketPolicy, type BucketState } from "./token-bucket";
 import { passes, type RuleOutcome, type Verdict } from "./verdict";
@@ -150,13 +150,14 @@ const MAX_LOCAL_BUCKETS = 10_000;
 
 /**
  * A rule's policy scaled to `fraction` for one isolate's degraded decisions: capacity rounded
- * down (at least 1 token), refill slowed by the same fraction (its period rounded up: never faster).
+ * down (at least one request's `cost`, so a request can still pass), refill slowed by the same
+ * fraction (its period rounded up: never faster).
  *
  * @example
  * localPolicy({ capacity: 100, refillTokens: 1, refillPeriodMs: 100 }, 0.1); // { capacity: 10, refillTokens: 1, refillPeriodMs: 1000 }
  */
-export function localPolicy(policy: BucketPolicy, fraction: number): BucketPolicy {
-  const capacity = Math.max(1, Math.floor(policy.capacity * fraction));
+export function localPolicy(policy: BucketPolicy, fraction: number, cost = 1): BucketPolicy {
+  const capacity = Math.min(policy.capacity, Math.max(cost, Math.floor(policy.capacity * fraction)));
   const slowed = Math.ceil(policy.refillPeriodMs / fraction);
   // Keep capacity × period exact for the bucket's integer arithmetic.
   const refillPeriodMs = Math.min(slowed, Math.floor(MAX_SAFE_UNITS / capacity));
@@ -219,6 +220,11 @@ export class Limiter {
   private readonly held = new WeakMap<Verdict, HeldSlots>();
   /** Degraded-mode concurrency slots, this isolate's only. */
   private readonly localSlots = new Map<string, SlotState>();
+  /**
+   * Exact overrides the store answered with, by bucket (`failMode: "local"` rules only): what a
+   * degraded decision scales, so an outage does not lift a client's lowered limit. Bounded like the local buckets.
+   */
+  private readonly knownOverrides = new Map<string, BucketPolicy>();
   /** Degraded-mode buckets (`failMode: "local"`), this isolate's only. */
   private readonly localBuckets = new Map<string, BucketState>();
   private loadingPrefixes: { readonly startedMs: number; readonly load: Promise<PrefixOverrides> } | undefined;
@@ -277,10 +283,14 @@ export class Limiter {
   /**
    * Takes the request's concurrency slots first, then charges its buckets; a refusal or failure
    * of the buckets gives the slots back at once. An allowed verdict holds them until {@link Limiter.release}.
+   * A client the deny cache already refuses is refused before any slot is asked for.
    */
   private async chargeWithSlots(rules: readonly Rule[], entries: readonly Entry[], claims: readonly ClaimEntry[], trace: Trace): Promise<Verdict> {
+    const cached = this.cachedRefusals(entries);
+    if (cached.length > 0) return this.refusal(rules, cached, true);
     const slots = await this.acquire(claims, trace);
     if (slots.kind === "verdict") return slots.verdict;
+    if (entries.length === 0 && slots.failedOpen !== undefined) return { kind: "fail-open", rules: claims.map(({ rule }) => rule), reason: slots.failedOpen };
     const verdict: Verdict = entries.length === 0 ? { kind: "allowed", outcomes: [], headers: [], degraded: slots.held.local } : await this.charge(rules, entries, trace);
     if (!passes(verdict)) {
       const release = this.releaseHeld(slots.held, trace.requestId);
@@ -309,9 +319,12 @@ export class Limiter {
   private async acquire(
     claims: readonly ClaimEntry[],
     trace: Trace,
-  ): Promise<{ kind: "held"; held: HeldSlots; decisions: { rule: ConcurrencyRule; decision: SlotDecision }[] } | { kind: "verdict"; verdict: Verdict }> {
+  ): Promise<
+    | { kind: "held"; held: HeldSlots; decisions: SlotHeader[]; failedOpen?: string }
+    | { kind: "verdict"; verdict: Verdict }
+  > {
     const answered = (decisions: readonly SlotDecision[], local: boolean) => {
-      const paired = claims.map(({ rule }, i) => ({ rule, decision: decisions[i] ?? { granted: false, inFlight: rule.limit } }));
+      const paired = claims.map(({ rule }, i) => ({ rule, limit: local ? this.localLimit(rule) : rule.limit, decision: decisions[i] ?? { granted: false, inFlight: rule.limit } }));
       for (const { rule, decision } of paired) if (rule.mode === "shadow" && !decision.granted) this.log({ event: "limiter.shadow_refusal", rule: rule.name, outcome: "denied" }, trace.requestId);
       const refused = paired.find(({ rule, decision }) => rule.mode === "enforce" && !decision.granted);
       if (refused !== undefined) {
@@ -327,7 +340,7 @@ export class Limiter {
       const local = claims.filter(({ rule }) => rule.failMode === "local");
       this.log({ event: "limiter.backend_failure", backend: this.backend.name, failMode: closed ? "closed" : local.length > 0 ? "local" : "open", reason }, trace.requestId);
       if (closed !== undefined) return { kind: "verdict" as const, verdict: { kind: "fail-closed" as const, rule: closed.rule, backend: this.backend.name, reason } };
-      if (local.length === 0) return { kind: "held" as const, held: { claims: [], local: false }, decisions: [] };
+      if (local.length === 0) return { kind: "held" as const, held: { claims: [], local: false }, decisions: [], failedOpen: reason };
       return answered(this.acquireLocally(claims), true);
     };
     if (!this.breaker.allowCall(this.clock())) {
@@ -337,9 +350,10 @@ export class Limiter {
     }
     const started = performance.now();
     const call = (result: BackendCall["result"]) => (trace.backendCall = { result, latencyMs: performance.now() - started });
+    const asked = claims.map(({ claim }) => claim);
     try {
       this.stats.backendCalls += 1;
-      const decisions = await withDeadline((signal) => this.backend.acquire(claims.map(({ claim }) => claim), signal), this.timeoutMs);
+      const decisions = await withDeadline((signal) => this.backend.acquire(asked, signal), this.timeoutMs);
       this.breaker.recordSuccess();
       call("ok");
       return answered(decisions, false);
@@ -351,58 +365,87 @@ export class Limiter {
         return { kind: "verdict", verdict: { kind: "backend-misconfigured", variable: error.variable, message: error.message } };
       }
       call(error instanceof BackendTimeoutError ? "timeout" : "error");
+      // The store may have taken the slots after all (an RPC cannot be recalled): give them back.
+      const giveBack = this.releaseHeld({ claims: asked, local: false }, trace.requestId);
+      if (trace.background !== undefined) trace.background(giveBack);
+      else void giveBack;
       trace.breakerOpened = this.breaker.recordFailure(this.clock());
       if (trace.breakerOpened) this.log({ event: "limiter.breaker_opened", backend: this.backend.name }, trace.requestId);
       return failed(error instanceof Error ? `${error.name}: ${error.message}` : String(error));
     }
   }
 
-  /** Degraded concurrency: `local` rules' slots in this isolate's memory, each `localFraction` of the limit (at least 1). */
+  /** A concurrency rule's limit in one isolate while the store is unreachable: `localFraction` of it, at least 1. */
+  private localLimit(rule: ConcurrencyRule): number {
+    return Math.max(1, Math.floor(rule.limit * this.localFraction));
+  }
+
+  /** Degraded concurrency: `local` rules' slots in this isolate's memory ({@link Limiter.localLimit}). */
   private acquireLocally(claims: readonly ClaimEntry[]): SlotDecision[] {
     const nowMs = this.clock();
     const entries = claims.map(({ rule, claim }) => ({
       rule,
-      key: `${claim.bucket}|${claim.clientKey}`,
+      key: slotKey(claim),
       enforced: claim.enforced,
-      claim: { ...claim, limit: Math.max(1, Math.floor(claim.limit * this.localFraction)) },
-      state: this.localSlots.get(`${claim.bucket}|${claim.clientKey}`),
+      claim: { ...claim, limit: this.localLimit(rule) },
+      state: this.localSlots.get(slotKey(claim)),
     }));
     const local = entries.filter(({ rule }) => rule.failMode === "local");
     const { decisions, writes } = acquireSlots(local, nowMs);
-    for (const { entry, next } of writes) this.localSlots.set(entry.key, next);
+    for (const { entry, next } of writes) this.rememberLocalSlots(entry.key, next);
     // Rules that fail open pass without a slot.
     return entries.map((entry) => (entry.rule.failMode === "local" ? (decisions[local.indexOf(entry)] ?? { granted: false, inFlight: 0 }) : { granted: true, inFlight: 0 }));
   }
 
+  /** Local slots are bounded like local buckets: the oldest set goes first; an empty one goes at once. */
+  private rememberLocalSlots(key: string, leases: SlotState): void {
+    this.localSlots.delete(key);
+    if (leases.length === 0) return;
+    this.localSlots.set(key, leases);
+    for (const oldest of this.localSlots.keys()) {
+      if (this.localSlots.size <= MAX_LOCAL_BUCKETS) break;
+      this.localSlots.delete(oldest);
+    }
+  }
+
   /**
    * Whether an allowed verdict holds concurrency slots (then the response must {@link Limiter.release}
-   * them once sent), and how often a long response should {@link Limiter.renew} them (ms;
-   * `undefined` for slots in this isolate's memory, which need no renewal).
+   * them once sent), and how often a long response must {@link Limiter.renew} them, ms: a third
+   * of the shortest lease.
    *
    * @example
    * const holding = limiter.holding(verdict); // { renewEveryMs: 10000 } for a 30 s lease, undefined when none
    */
-  holding(verdict: Verdict): { readonly renewEveryMs: number | undefined } | undefined {
+  holding(verdict: Verdict): { readonly renewEveryMs: number } | undefined {
     const held = this.held.get(verdict);
     if (held === undefined || held.claims.length === 0) return undefined;
-    return { renewEveryMs: held.local ? undefined : Math.min(...held.claims.map((claim) => claim.leaseMs)) / 3 };
+    return { renewEveryMs: Math.min(...held.claims.map((claim) => claim.leaseMs)) / 3 };
   }
 
   /**
-   * Extends the leases of the slots an allowed verdict holds (a long response keeps its slots);
-   * never throws.
+   * Extends the leases of the slots an allowed verdict still holds (a long response keeps its
+   * slots). A renewal never takes a slot, so one that arrives after the release changes nothing.
+   * Never throws.
    *
    * @example
    * const timer = setInterval(() => void limiter.renew(verdict), limiter.holding(verdict)?.renewEveryMs);
    */
   async renew(verdict: Verdict): Promise<void> {
     const held = this.held.get(verdict);
-    if (held === undefined || held.local || held.claims.length === 0) return;
+    if (held === undefined || held.claims.length === 0) return;
+    if (held.local) {
+      const nowMs = this.clock();
+      for (const claim of held.claims) {
+        const current = this.localSlots.get(slotKey(claim));
+        if (current !== undefined) this.rememberLocalSlots(slotKey(claim), renewSlot(current, claim, nowMs));
+      }
+      return;
+    }
     try {
       this.stats.backendCalls += 1;
-      await withDeadline((signal) => this.backend.acquire(held.claims, signal), this.timeoutMs);
+      await withDeadline((signal) => this.backend.renew(held.claims, signal), this.timeoutMs);
     } catch {
-      // The next renewal tries again; a lease that lapses meanwhile errs for one lease period.
+      // The next renewal tries again (each comes a third of the lease before it would lapse).
     }
   }
 
@@ -425,12 +468,7 @@ export class Limiter {
     if (held.claims.length === 0) return;
     if (held.local) {
       const nowMs = this.clock();
-      for (const claim of held.claims) {
-        const key = `${claim.bucket}|${claim.clientKey}`;
-        const next = releaseSlot(this.localSlots.get(key), claim.id, nowMs);
-        if (next.length === 0) this.localSlots.delete(key);
-        else this.localSlots.set(key, next);
-      }
+      for (const claim of held.claims) this.rememberLocalSlots(slotKey(claim), releaseSlot(this.localSlots.get(slotKey(claim)), claim.id, nowMs));
       return;
     }
     try {
@@ -596,7 +634,7 @@ export class Limiter {
    * isolate starts or has been idle. Throws when the registry cannot be read and nothing fresh
    * enough is cached (the caller's fail mode applies).
    */
-  private async prefixOverrides(): Promise<PrefixOverrides> {
+  private async prefixOverrides(trace: Trace): Promise<PrefixOverrides> {
     const cached = this.prefixes;
     const nowMs = this.clock();
     const age = cached === undefined ? Infinity : nowMs - cached.loadedAtMs;
@@ -604,8 +642,12 @@ export class Limiter {
     // One read at a time; one older than the budget was lost with the request that started it
     // (a cancelled request's I/O never settles), so start another.
     let loading = this.loadingPrefixes;
+    let own = false;
     if (loading === undefined || nowMs - loading.startedMs > this.timeoutMs) {
+      own = true;
       const started = { startedMs: nowMs, load: this.loadPrefixOverrides() };
+      // Kept alive past its starter's response, so a cancelled request does not strand the waiters.
+      trace.background?.(started.load.catch(() => {}));
       this.loadingPrefixes = loading = started;
       void started.load.catch(() => {}).finally(() => {
         if (this.loadingPrefixes === started) this.loadingPrefixes = undefined;
@@ -614,7 +656,14 @@ export class Limiter {
     if (cached !== undefined && age < OVERRIDES_MAX_AGE_MS) return cached.overrides; // refreshing in the background
     // Waited for under this request's own deadline, whoever started the read.
     const { load } = loading;
-    return withDeadline(() => load, this.timeoutMs);
+    try {
+      return await withDeadline(() => load, this.timeoutMs);
+    } catch (error) {
+      // Another request's read that did not answer in time may have been lost with that request:
+      // this request gets its fail mode, but the breaker only counts reads a request made itself.
+      if (!own && error instanceof BackendTimeoutError) throw new OverridesWaitError(error.message);
+      throw error;
+    }
   }
 
 
@@ -653,14 +702,19 @@ export class Limiter {
   }
 
   private async peek(rules: readonly Rule[], entries: readonly Entry[], trace: Trace): Promise<Verdict> {
-    const nowMs = this.clock();
-    const refusals = entries.flatMap(({ rule, charge }) => {
-      const refusal = this.usesDenyCache(rule, charge) ? this.denyCache.peek(denyCacheKey(charge), nowMs) : undefined;
-      return refusal === undefined ? [] : [cachedOutcome(rule, refusal, nowMs)];
-    });
+    const refusals = this.cachedRefusals(entries);
     if (refusals.length > 0) return this.refusal(rules, refusals, true);
     const answer = await this.ask(rules, entries, "peek", () => {}, trace);
     return answer.kind === "verdict" ? answer.verdict : this.verdictFor(rules, answer.outcomes);
+  }
+
+  /** The refusals the deny cache holds for these charges, without waiting on or starting a probe. */
+  private cachedRefusals(entries: readonly Entry[]): RuleOutcome[] {
+    const nowMs = this.clock();
+    return entries.flatMap(({ rule, charge }) => {
+      const refusal = this.usesDenyCache(rule, charge) ? this.denyCache.peek(denyCacheKey(charge), nowMs) : undefined;
+      return refusal === undefined ? [] : [cachedOutcome(rule, refusal, nowMs)];
+    });
   }
 
   /** One backend call under the breaker and the deadline; a failure becomes the fail mode's verdict. */
@@ -680,7 +734,7 @@ export class Limiter {
     const started = performance.now();
     const call = (result: BackendCall["result"]) => (trace.backendCall = { result, latencyMs: performance.now() - started });
     try {
-      const prefixes = await this.prefixOverrides();
+      const prefixes = await this.prefixOverrides(trace);
       const charges = entries.map(({ rule, charge, values }) => {
         const override = values === undefined ? undefined : prefixes.policyFor(rule, values);
         return override === undefined ? charge : { ...charge, policy: override };
@@ -695,6 +749,7 @@ export class Limiter {
         const [charge, answer] = [charges[i], answers[i]];
         return rule.count !== undefined && charge !== undefined && answer?.charged ? [{ rule, refund: { charge, charged: answer.charged } }] : [];
       });
+      this.rememberOverrides(entries, charges, answers);
       return { kind: "outcomes", outcomes: zipOutcomes(entries, answers), receipts };
     } catch (error) {
       releaseProbes(); // before a fail-open request goes on
@@ -705,7 +760,7 @@ export class Limiter {
         return { kind: "verdict", verdict: { kind: "backend-misconfigured", variable: error.variable, message: error.message } };
       }
       call(error instanceof BackendTimeoutError ? "timeout" : "error");
-      trace.breakerOpened = this.breaker.recordFailure(this.clock());
+      if (!(error instanceof OverridesWaitError)) trace.breakerOpened = this.breaker.recordFailure(this.clock());
       if (trace.breakerOpened) this.log({ event: "limiter.breaker_opened", backend: this.backend.name }, trace.requestId);
       return { kind: "verdict", verdict: this.failMode(rules, entries, operation, error instanceof Error ? `${error.name}: ${error.message}` : String(error), trace) };
     }
@@ -787,11 +842,14 @@ export class Limiter {
    */
   private decideLocally(entries: readonly Entry[], operation: "take" | "peek"): Verdict {
     const nowMs = this.clock();
-    const keyed = entries.map((entry) => ({
-      ...entry,
-      key: `${entry.charge.bucket}|${entry.charge.clientKey}`,
-      policy: localPolicy(entry.charge.policy, this.localFraction),
-    }));
+    const keyed = entries.map((entry) => {
+      const key = `${entry.charge.bucket}|${entry.charge.clientKey}`;
+      // The policy in force for this client as last known: an exact override the store answered
+      // with, else a cached prefix override, else the rule's.
+      const prefix = entry.values === undefined ? undefined : this.prefixes?.overrides.policyFor(entry.rule, entry.values);
+      const inForce = this.knownOverrides.get(key) ?? prefix ?? entry.charge.policy;
+      return { ...entry, key, policy: localPolicy(inForce, this.localFraction, entry.charge.cost) };
+    });
     const { results } = takeBuckets(
       keyed.map((e) => ({ ...e, state: this.localBuckets.get(e.key), cost: e.charge.cost, enforced: e.charge.enforced })),
       nowMs,
@@ -799,6 +857,27 @@ export class Limiter {
     if (operation === "take") for (const { entry, next } of results) if (next !== undefined) this.rememberLocal(entry.key, next);
     const outcomes = results.map(({ entry, decision }) => ({ rule: entry.rule, policy: effectivePolicy(entry.rule, entry.policy, entry.charge.cost), decision }));
     return this.verdictFor(entries.map((e) => e.rule), outcomes, true);
+  }
+
+  /** Notes which `local` rules' buckets the store answered under an exact override (see `knownOverrides`). */
+  private rememberOverrides(entries: readonly Entry[], charges: readonly BucketCharge[], answers: readonly BucketAnswer[]): void {
+    entries.forEach(({ rule }, i) => {
+      const [charge, answer] = [charges[i], answers[i]];
+      if (rule.failMode !== "local" || charge === undefined || answer === undefined) return;
+      const key = `${charge.bucket}|${charge.clientKey}`;
+      const { capacity, refillTokens, refillPeriodMs } = answer.policy;
+      const overridden = capacity !== charge.policy.capacity || refillTokens !== charge.policy.refillTokens || refillPeriodMs !== charge.policy.refillPeriodMs;
+      if (!overridden) {
+        this.knownOverrides.delete(key);
+        return;
+      }
+      this.knownOverrides.delete(key);
+      this.knownOverrides.set(key, { ...charge.policy, capacity, refillTokens, refillPeriodMs });
+      for (const oldest of this.knownOverrides.keys()) {
+        if (this.knownOverrides.size <= MAX_LOCAL_BUCKETS) break;
+        this.knownOverrides.delete(oldest);
+      }
+    });
   }
 
   /** Local buckets are bounded like the deny cache: the oldest goes first. */
@@ -875,6 +954,11 @@ export class Limiter {
   }
 }
 
+/** Where a client's slots under one concurrency rule are kept in this isolate (degraded mode). */
+function slotKey(ref: BucketRef): string {
+  return `${ref.bucket}|${ref.clientKey}`;
+}
+
 function claimFor(rule: ConcurrencyRule, clientKey: string): SlotClaim {
   return { clientKey, bucket: rule.name, id: crypto.randomUUID(), limit: rule.limit, leaseMs: rule.leaseMs, enforced: rule.mode === "enforce" };
 }
@@ -907,6 +991,9 @@ function cachedOutcome(rule: Rule, refusal: CachedRefusal, nowMs: number): RuleO
 function denyCacheKey(ref: BucketRef): string {
   return `${ref.bucket}|${ref.clientKey}`;
 }
+
+/** Waiting for another request's read of the override registry took the whole budget. */
+class OverridesWaitError extends BackendTimeoutError {}
 
 function logToConsole(event: LimiterEvent, requestId: string | undefined): void {
   const line = JSON.stringify({ ...event, ...(requestId !== undefined && { requestId }) });

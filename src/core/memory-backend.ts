@@ -1,5 +1,5 @@
 import type { BucketCharge, BucketRef, LimiterBackend, OverrideRecord } from "./backend";
-import { acquireSlots, releaseSlot, type SlotState } from "./slots";
+import { acquireSlots, releaseSlot, renewSlot, type SlotState } from "./slots";
 import { ceilDiv, refundTokens, takeBuckets, type BucketPolicy, type BucketState } from "./token-bucket";
 
 /** Options of {@link memoryBackend}. */
@@ -79,6 +79,13 @@ export function memoryBackend(options: MemoryBackendOptions = {}): LimiterBacken
       const { decisions, writes } = acquireSlots(claims.map((claim) => ({ claim, state: slots.get(keyOf(claim)), enforced: claim.enforced })), nowMs);
       for (const { entry, next } of writes) slots.set(keyOf(entry.claim), next);
       return decisions;
+    },
+    async renew(claims, signal) {
+      await ready(signal);
+      for (const claim of claims) {
+        const current = slots.get(keyOf(claim));
+        if (current !== undefined) slots.set(keyOf(claim), renewSlot(current, claim, clock()));
+      }
     },
     async release(claims, signal) {
       await ready(signal);

@@ -139,6 +139,21 @@ export function emptyHistogram(): Histogram {
 }
 
 /**
+ * Keeps the `MAX_REFUSED_CLIENTS` most refused clients of a delta (a store keeps deltas: they must
+ * not grow with every client ever refused).
+ *
+ * @example
+ * trimRefusedClients(slot.delta);
+ */
+export function trimRefusedClients(delta: MetricsDelta): void {
+  const entries = Object.entries(delta.refusedClients);
+  if (entries.length <= MAX_REFUSED_CLIENTS) return;
+  const kept = entries.sort(([, a], [, b]) => b - a).slice(0, MAX_REFUSED_CLIENTS);
+  for (const key of Object.keys(delta.refusedClients)) delete delta.refusedClients[key];
+  for (const [key, count] of kept) delta.refusedClients[key] = count;
+}
+
+/**
  * Adds `delta` into `into`: counters and histograms summed, client sketches merged (max per
  * register), refused clients summed.
  *

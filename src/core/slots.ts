@@ -4,8 +4,8 @@
  * is its Lua twin (a property test proves they agree step for step).
  *
  * A slot is a lease: an id (one per request) and the store-clock time it expires. Taking a slot
- * first forgets expired leases; an id that already holds one only has it renewed (a long response
- * keeps its slot that way), so a renewal is never refused. A lease held by an isolate that died
+ * first forgets expired leases; an id that already holds one keeps it (and its lease is extended).
+ * A long response renews its lease with `renewSlot`, which never takes a slot. A lease held by an isolate that died
  * frees itself when it expires: that is the bound on a lost release.
  */
 
@@ -45,6 +45,18 @@ export function acquireSlot(state: SlotState | undefined, claim: SlotClaimPolicy
   if (!mine && live.length >= claim.limit) return { decision: { granted: false, inFlight: live.length }, next: live };
   const next = [...live.filter((lease) => lease.id !== claim.id), { id: claim.id, expiresAtMs: nowMs + claim.leaseMs }];
   return { decision: { granted: true, inFlight: next.length }, next };
+}
+
+/**
+ * Extends the lease `id` holds, if it still holds one; never takes a slot (a renewal that comes
+ * after the release, or after the lease lapsed, changes nothing).
+ *
+ * @example
+ * renewSlot([{ id: "a", expiresAtMs: 30_000 }], { id: "a", limit: 1, leaseMs: 30_000 }, 20_000); // [{ id: "a", expiresAtMs: 50_000 }]
+ */
+export function renewSlot(state: SlotState | undefined, claim: SlotClaimPolicy, nowMs: number): SlotState {
+  const live = (state ?? []).filter((lease) => lease.expiresAtMs > nowMs);
+  return live.map((lease) => (lease.id === claim.id ? { id: lease.id, expiresAtMs: Math.max(lease.expiresAtMs, nowMs + claim.leaseMs) } : lease));
 }
 
 /**

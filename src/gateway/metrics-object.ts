@@ -1,5 +1,5 @@
 import { DurableObject } from "cloudflare:workers";
-import { emptyDelta, estimateClients, mergeDelta, type MetricsDelta } from "../core/metrics";
+import { emptyDelta, estimateClients, mergeDelta, trimRefusedClients, type MetricsDelta } from "../core/metrics";
 
 /** One slot of history: what every isolate flushed during it. */
 export interface HistorySlot {
@@ -49,7 +49,9 @@ export class GatewayMetrics extends DurableObject<object> {
   /** Adds one isolate's deltas to the totals and to the current slot of history. */
   add(delta: MetricsDelta): void {
     const nowMs = Date.now();
-    mergeDelta(this.totals, delta);
+    // Top refused clients are shown for the last hour only: the totals do not keep them.
+    mergeDelta(this.totals, { ...delta, refusedClients: {} });
+    for (const key of Object.keys(this.totals.refusedClients)) delete this.totals.refusedClients[key]; // totals stored before this fix
     const atMs = nowMs - (nowMs % SLOT_MS);
     let slot = this.history.at(-1);
     if (slot === undefined || slot.atMs !== atMs) {
@@ -57,6 +59,7 @@ export class GatewayMetrics extends DurableObject<object> {
       this.history.push(slot);
     }
     mergeDelta(slot.delta, delta);
+    trimRefusedClients(slot.delta);
     this.history = this.history.filter((s) => s.atMs > nowMs - SLOTS * SLOT_MS);
     void this.ctx.storage.put({ [TOTALS_KEY]: this.totals, [HISTORY_KEY]: this.history });
   }

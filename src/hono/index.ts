@@ -63,37 +63,34 @@ export function rateLimiter<E extends Env = Env>(options: RateLimiterOptions<E>)
       onResponse?.(c);
       return refusal;
     }
+    // Concurrency slots are renewed from now on (the origin may take long to answer) until given back.
+    const slots = holdSlots(c, limiter, verdict);
     try {
       await next();
     } catch (error) {
-      runInBackground(c, limiter.release(verdict));
+      slots?.release();
       throw error;
     }
     if (verdict.kind === "allowed" && verdict.headers.length > 0) setHeaders(c, verdict.headers);
     // Rules that count only some responses give the others back, off the request path.
     if (verdict.kind === "allowed") runInBackground(c, limiter.settle(verdict, c.res.status));
-    holdSlotsUntilSent(c, limiter, verdict);
+    slots?.untilSent();
     onResponse?.(c);
   };
 }
 
 /**
- * Concurrency slots stay taken while the response body streams, renewed before their lease
- * ends, and are given back when the body has been fully read or the client went away (the
- * stream is cancelled). A response without a body (a WebSocket upgrade too) gives them back now.
+ * Keeps the concurrency slots an allowed verdict holds: renewed before their lease ends, and given
+ * back once the response body has been fully read, its stream cancelled, or the client went away
+ * (`request.signal`). A response without a body to stream (HEAD, a WebSocket upgrade) gives them
+ * back at once. Undefined when the verdict holds none.
  */
-function holdSlotsUntilSent(c: Context, limiter: Limiter, verdict: Verdict): void {
+function holdSlots(c: Context, limiter: Limiter, verdict: Verdict): { release: () => void; untilSent: () => void } | undefined {
   const holding = limiter.holding(verdict);
-  if (holding === undefined) return;
-  const { renewEveryMs } = holding;
-  const body = c.res.body;
-  if (body === null || c.res.status === 101) {
-    runInBackground(c, limiter.release(verdict));
-    return;
-  }
+  if (holding === undefined) return undefined;
   let finish: (() => void) | undefined;
-  const finished = new Promise<void>((resolve) => (finish = resolve));
-  const timer = renewEveryMs === undefined ? undefined : setInterval(() => void limiter.renew(verdict), renewEveryMs);
+  runInBackground(c, new Promise<void>((resolve) => (finish = resolve)));
+  const timer = setInterval(() => void limiter.renew(verdict), holding.renewEveryMs);
   let released = false;
   const release = () => {
     if (released) return;
@@ -104,27 +101,31 @@ function holdSlotsUntilSent(c: Context, limiter: Limiter, verdict: Verdict): voi
   // The client went away: Workers abort the request's signal (flag `enable_request_signal`);
   // the response stream itself is only cancelled at the next write, which may be much later.
   c.req.raw.signal?.addEventListener("abort", release, { once: true });
-  const reader = body.getReader();
-  const tracked = new ReadableStream<Uint8Array>({
-    async pull(controller) {
-      try {
-        const { done, value } = await reader.read();
-        if (done) {
-          controller.close();
+  const untilSent = () => {
+    const body = c.res.body;
+    if (body === null || c.res.status === 101 || c.req.method === "HEAD") return release();
+    const reader = body.getReader();
+    const tracked = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        try {
+          const { done, value } = await reader.read();
+          if (done) {
+            controller.close();
+            release();
+          } else controller.enqueue(value);
+        } catch (error) {
           release();
-        } else controller.enqueue(value);
-      } catch (error) {
+          controller.error(error);
+        }
+      },
+      cancel(reason) {
         release();
-        controller.error(error);
-      }
-    },
-    cancel(reason) {
-      release();
-      return reader.cancel(reason);
-    },
-  });
-  runInBackground(c, finished);
-  c.res = new Response(tracked, c.res);
+        return reader.cancel(reason);
+      },
+    });
+    c.res = new Response(tracked, c.res);
+  };
+  return { release, untilSent };
 }
 
 /** `ctx.waitUntil` where the runtime has one (Workers); elsewhere the task just runs. */

@@ -157,3 +157,23 @@ describe.each(BACKENDS)("$name backend: concurrency slots", ({ create }) => {
     expect(await acquire(claim(key, "next", 1, 1_000))).toEqual([{ granted: true, inFlight: 1 }]);
   });
 });
+
+describe.each(BACKENDS)("$name backend: renewing slots", ({ create }) => {
+  const backend = create();
+  const signal = () => new AbortController().signal;
+  const claim = (clientKey: string, id: string, leaseMs = 1_000) => ({ clientKey, bucket: "inflight", id, limit: 1, leaseMs, enforced: true });
+
+  it("a renewal extends a held lease, and never takes a slot: not after the release, not after the lease lapsed", async () => {
+    const key = `client-${crypto.randomUUID()}`;
+    await backend.acquire([claim(key, "a")], signal());
+    await sleep(600);
+    await backend.renew([claim(key, "a")], signal()); // now lasts until ~1.6 s
+    await sleep(600);
+    expect(await backend.acquire([claim(key, "b")], signal())).toEqual([{ granted: false, inFlight: 1 }]); // "a" would have lapsed at 1 s
+    await backend.release([claim(key, "a")], signal());
+    await backend.renew([claim(key, "a")], signal()); // late: changes nothing
+    expect(await backend.acquire([claim(key, "b")], signal())).toEqual([{ granted: true, inFlight: 1 }]);
+    await backend.renew([claim(key, "stranger")], signal()); // holds none: takes none
+    expect(await backend.acquire([claim(key, "c")], signal())).toEqual([{ granted: false, inFlight: 1 }]);
+  });
+});

@@ -6,7 +6,7 @@ import { startRedis } from "../../dev/redis-server.mjs";
 import { decodeSlotReply, slotArgs } from "../../src/backends/upstash";
 import { SLOTS_LUA, SLOTS_SHA1 } from "../../src/backends/upstash/slots-script";
 import type { SlotClaim } from "../../src/core/backend";
-import { acquireSlots, releaseSlot, type SlotState } from "../../src/core/slots";
+import { acquireSlots, releaseSlot, renewSlot, type SlotState } from "../../src/core/slots";
 
 let redisServer: Awaited<ReturnType<typeof startRedis>>;
 let redis: ReturnType<typeof createClient>;
@@ -26,7 +26,7 @@ const step = fc.record({
   elapsedMs: fc.oneof(fc.integer({ min: 0, max: 50 }), fc.integer({ min: 0, max: 12_000 })),
   /** Which of a few lease ids (requests) acts: a held id renews. */
   ids: fc.array(fc.integer({ min: 0, max: 5 }), { minLength: 1, maxLength: 3 }),
-  release: fc.boolean(),
+  operation: fc.constantFrom("acquire" as const, "acquire" as const, "renew" as const, "release" as const),
   limit: fc.integer({ min: 1, max: 4 }),
   // Redis expires a whole set by its real clock while this test steps a clock of its own: leases
   // stay long enough that a run ends before any set's TTL does (in production both are one clock).
@@ -40,23 +40,27 @@ describe("the slots script and the TypeScript slots agree", () => {
     expect(createHash("sha1").update(SLOTS_LUA).digest("hex")).toBe(SLOTS_SHA1);
   });
 
-  it("on random sequences of acquire, renew and release over several sets (all or nothing, expiry): the same decisions and the same live leases", async () => {
+  it("on random sequences of acquire, renew and release over several sets (all or nothing, expiry): the same decisions and the same live leases and expiries", async () => {
     await fc.assert(
       fc.asyncProperty(fc.array(step, { minLength: 1, maxLength: 40 }), async (steps) => {
         const prefix = `slots-${crypto.randomUUID()}`;
         const sets = [0, 1, 2].map((i) => `${prefix}:${i}`);
         const model = new Map<string, SlotState>();
         let nowMs = 1_700_000_000_000;
-        for (const { elapsedMs, ids, release, limit, leaseMs, shadow } of steps) {
+        for (const { elapsedMs, ids, operation, limit, leaseMs, shadow } of steps) {
           nowMs += elapsedMs;
           // Claim i goes to set i: one request, several concurrency rules.
           const claims: SlotClaim[] = ids.map((id, i) => ({ clientKey: "c", bucket: sets[i]!, id: `r${id}`, limit, leaseMs, enforced: !shadow[i] }));
           const keys = claims.map((claim) => claim.bucket);
-          if (release) {
-            await redis.evalSha(SLOTS_SHA1, { keys, arguments: slotArgs(claims, false, nowMs) });
+          if (operation === "release") {
+            await redis.evalSha(SLOTS_SHA1, { keys, arguments: slotArgs(claims, "release", nowMs) });
             for (const claim of claims) model.set(claim.bucket, releaseSlot(model.get(claim.bucket), claim.id, nowMs));
+          } else if (operation === "renew") {
+            // A renewal never takes a slot: an id that holds none (released, lapsed) changes nothing.
+            await redis.evalSha(SLOTS_SHA1, { keys, arguments: slotArgs(claims, "renew", nowMs) });
+            for (const claim of claims) model.set(claim.bucket, renewSlot(model.get(claim.bucket), claim, nowMs));
           } else {
-            const reply = decodeSlotReply(await redis.evalSha(SLOTS_SHA1, { keys, arguments: slotArgs(claims, true, nowMs) }));
+            const reply = decodeSlotReply(await redis.evalSha(SLOTS_SHA1, { keys, arguments: slotArgs(claims, "acquire", nowMs) }));
             const { decisions, writes } = acquireSlots(claims.map((claim) => ({ claim, enforced: claim.enforced, state: model.get(claim.bucket) })), nowMs);
             for (const { entry, next } of writes) model.set(entry.claim.bucket, next);
             expect(reply).toEqual(decisions);

@@ -261,6 +261,28 @@ describe("degraded mode (failMode: local)", () => {
     expect(await limiter.check(request({ "x-api-key": "other" }))).toMatchObject({ kind: "allowed", degraded: true });
   });
 
+  it("an outage does not lift a client's lowered limit: the local bucket scales the exact override the store last answered with", async () => {
+    let down = false;
+    const inner = memoryBackend();
+    const backend = switchableBackend(inner, () => (down ? new Error("store down") : undefined));
+    const limiter = new Limiter({ backend, rules: [{ name: "api", key: "header:x-api-key", capacity: 1000, rate: "1000/1h", failMode: "local" }], localFraction: 0.5, log: () => {} });
+    const trial = request({ "x-api-key": "trial" });
+    const named = await limiter.named("api", { "header:x-api-key": "trial" });
+    if (!named.ok) throw new Error(named.message);
+    await inner.setOverride(named.buckets[0]!.ref, { capacity: 10, refillTokens: 10, refillPeriodMs: 3_600_000 }, new AbortController().signal);
+    expect(await limiter.check(trial)).toMatchObject({ kind: "allowed", outcomes: [{ policy: { capacity: 10 } }] });
+    down = true;
+    const kinds = [];
+    for (let i = 0; i < 8; i++) kinds.push((await limiter.check(trial)).kind);
+    expect(kinds).toEqual(["allowed", "allowed", "allowed", "allowed", "allowed", "refused", "refused", "refused"]); // half of 10, not of 1000
+  });
+
+  it("a local bucket holds at least one request's cost, so an outage never turns into a 500", async () => {
+    expect(localPolicy({ capacity: 50, refillTokens: 1, refillPeriodMs: 1000 }, 0.1, 10)).toMatchObject({ capacity: 10 });
+    const limiter = new Limiter({ backend: switchableBackend(memoryBackend(), () => new Error("down")), rules: [{ name: "big", capacity: 50, rate: 1, cost: 10, failMode: "local" }], log: () => {} });
+    expect(await limiter.check(request())).toMatchObject({ kind: "allowed", degraded: true });
+  });
+
   it("scales a policy down, never refilling faster and never below one token", () => {
     expect(localPolicy({ capacity: 100, refillTokens: 1, refillPeriodMs: 100 }, 0.1)).toEqual({ capacity: 10, refillTokens: 1, refillPeriodMs: 1000 });
     expect(localPolicy({ capacity: 3, refillTokens: 2, refillPeriodMs: 1000 }, 0.1)).toEqual({ capacity: 1, refillTokens: 2, refillPeriodMs: 10_000 });
@@ -326,6 +348,6 @@ describe("concurrency rules", () => {
     const closed = new Limiter({ backend: down, rules: [{ name: "inflight", concurrency: 4, failMode: "closed" }], log: () => {} });
     expect(await closed.check(request())).toMatchObject({ kind: "fail-closed", rule: { name: "inflight" } });
     const open = new Limiter({ backend: down, rules: [{ name: "inflight", concurrency: 1 }], log: () => {} });
-    expect([(await open.check(request())).kind, (await open.check(request())).kind]).toEqual(["allowed", "allowed"]);
+    expect([(await open.check(request())).kind, (await open.check(request())).kind]).toEqual(["fail-open", "fail-open"]);
   });
 });

@@ -107,4 +107,25 @@ describe("rateLimiter (Hono, plain Node, memory backend)", () => {
     await new Promise((resolve) => setTimeout(resolve, 10));
     expect((await app.request("/quick")).status).toBe(200);
   });
+
+  it("a slot's lease is renewed while the origin works, and a HEAD gives its slot back at once", async () => {
+    const app = new Hono()
+      .use(rateLimiter({ backend: memoryBackend(), rules: [{ name: "inflight", concurrency: 1, lease: "1s" }] }))
+      .get("/slow", async (c) => {
+        await new Promise((resolve) => setTimeout(resolve, 1_600));
+        return c.text("done");
+      })
+      .get("/quick", (c) => c.text("quick"));
+    const slow = app.request("/slow");
+    await new Promise((resolve) => setTimeout(resolve, 1_200)); // past the lease: only a renewal keeps it
+    expect((await app.request("/quick")).status).toBe(429);
+    expect(await (await slow).text()).toBe("done");
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    const head = await app.request("/quick", { method: "HEAD" });
+    expect(head.status).toBe(200);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    const after = await app.request("/quick");
+    expect(after.status).toBe(200);
+    await after.text();
+  });
 });

@@ -1,6 +1,6 @@
 import { DurableObject } from "cloudflare:workers";
 import type { BucketAnswer, OverrideRecord } from "../../core/backend";
-import { acquireSlots, releaseSlot, slotsExpireInMs, type SlotDecision, type SlotState } from "../../core/slots";
+import { acquireSlots, releaseSlot, renewSlot, slotsExpireInMs, type SlotDecision, type SlotState } from "../../core/slots";
 import { ceilDiv, refundTokens, takeBuckets, type BucketPolicy, type BucketState } from "../../core/token-bucket";
 
 /** What one bucket keeps in storage: its state and when it will be full (then it can go). */
@@ -156,6 +156,15 @@ export class ClientBuckets extends DurableObject<object> {
     const { decisions, writes } = acquireSlots(claims.map((claim) => ({ claim, enforced: claim.enforced, state: this.slots.get(claim.bucket) })), nowMs);
     for (const { entry, next } of writes) this.storeSlots(entry.claim.bucket, next, nowMs);
     return decisions;
+  }
+
+  /** Extends the leases these ids still hold; never takes a slot. */
+  renewSlots(claims: readonly ObjectSlotClaim[]): void {
+    const nowMs = Date.now();
+    for (const claim of claims) {
+      const current = this.slots.get(claim.bucket);
+      if (current !== undefined) this.storeSlots(claim.bucket, renewSlot(current, claim, nowMs), nowMs);
+    }
   }
 
   /** Gives slots back; an id that holds none is ignored. */

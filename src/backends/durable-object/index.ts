@@ -80,6 +80,10 @@ export function durableObjectBackend(namespace: DurableObjectNamespace<ClientBuc
       }
       return decisions.map((decision) => decision ?? { granted: false, inFlight: 0 });
     },
+    async renew(claims, signal) {
+      signal.throwIfAborted();
+      await Promise.all(groupClaims(claims).map(([clientKey, group]) => stubFor(clientKey).renewSlots(group.map(({ claim }) => objectClaim(claim)))));
+    },
     release: async (claims, signal) => {
       signal.throwIfAborted();
       await releaseSlots(claims);

@@ -12,6 +12,7 @@ interface Script {
 }
 const TOKEN_BUCKET: Script = { lua: TOKEN_BUCKET_LUA, sha1: TOKEN_BUCKET_SHA1 };
 const SLOTS: Script = { lua: SLOTS_LUA, sha1: SLOTS_SHA1 };
+const SLOT_OPERATIONS = { acquire: "1", release: "0", renew: "2" } as const;
 
 /** Options of {@link upstashBackend}. */
 export interface UpstashBackendOptions {
@@ -68,13 +69,13 @@ export function scriptArgs(charges: readonly BucketCharge[], charge: boolean, no
 }
 
 /**
- * The slots script's arguments: `acquire` false releases; `nowMs` only in tests.
+ * The slots script's arguments; `nowMs` only in tests.
  *
  * @example
- * slotArgs([{ clientKey, bucket: "inflight", id: "r1", limit: 2, leaseMs: 30000, enforced: true }], true); // ["", "1", "r1", "2", "30000", "1"]
+ * slotArgs([{ clientKey, bucket: "inflight", id: "r1", limit: 2, leaseMs: 30000, enforced: true }], "acquire"); // ["", "1", "r1", "2", "30000", "1"]
  */
-export function slotArgs(claims: readonly SlotClaim[], acquire: boolean, nowMs?: number): string[] {
-  return [nowMs === undefined ? "" : String(nowMs), acquire ? "1" : "0", ...claims.flatMap(({ id, limit, leaseMs, enforced }) => [id, String(limit), String(leaseMs), enforced ? "1" : "0"])];
+export function slotArgs(claims: readonly SlotClaim[], operation: "acquire" | "renew" | "release", nowMs?: number): string[] {
+  return [nowMs === undefined ? "" : String(nowMs), SLOT_OPERATIONS[operation], ...claims.flatMap(({ id, limit, leaseMs, enforced }) => [id, String(limit), String(leaseMs), enforced ? "1" : "0"])];
 }
 
 /**
@@ -158,13 +159,17 @@ export function upstashBackend(options: UpstashBackendOptions): LimiterBackend {
     },
     async acquire(claims, signal) {
       const keys = claims.map((claim) => bucketKey(options.keyPrefix, claim));
-      const decisions = decodeSlotReply(await runScript(clientFor(signal), SLOTS, keys, slotArgs(claims, true)));
+      const decisions = decodeSlotReply(await runScript(clientFor(signal), SLOTS, keys, slotArgs(claims, "acquire")));
       if (decisions.length !== claims.length) throw new Error(`slots script answered ${decisions.length} decisions for ${claims.length} claims`);
       return decisions;
     },
+    async renew(claims, signal) {
+      if (claims.length === 0) return;
+      await runScript(clientFor(signal), SLOTS, claims.map((claim) => bucketKey(options.keyPrefix, claim)), slotArgs(claims, "renew"));
+    },
     async release(claims, signal) {
       if (claims.length === 0) return;
-      await runScript(clientFor(signal), SLOTS, claims.map((claim) => bucketKey(options.keyPrefix, claim)), slotArgs(claims, false));
+      await runScript(clientFor(signal), SLOTS, claims.map((claim) => bucketKey(options.keyPrefix, claim)), slotArgs(claims, "release"));
     },
     async reset(refs, signal) {
       if (refs.length > 0) await withAuthCheck(() => clientFor(signal).del(...refs.map((ref) => bucketKey(options.keyPrefix, ref))));

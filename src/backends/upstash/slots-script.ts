@@ -5,7 +5,8 @@
  * KEYS: one sorted set per claim (the concurrency rule's key for the client): members are lease
  * ids, scores the store-clock ms each lease expires at.
  * ARGV[1]: "" in production (the store's clock, `TIME`); tests may pass a time in ms.
- * ARGV[2]: "1" to acquire (or renew), "0" to release.
+ * ARGV[2]: "1" to acquire, "2" to renew (extend a lease the id still holds; never take a slot),
+ * "0" to release.
  * ARGV[3 + 4(i-1) …]: lease id, limit, leaseMs, enforced ("1"/"0") of claim i.
  * An acquisition first drops expired leases (score ≤ now). It is all or nothing: when an
  * enforced claim is refused, no lease is added or renewed. The set expires with its last lease.
@@ -25,6 +26,17 @@ if ARGV[2] == '0' then
   for i = 1, #KEYS do
     redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
     redis.call('ZREM', KEYS[i], ARGV[3 + (i - 1) * 4])
+  end
+  return {}
+end
+if ARGV[2] == '2' then
+  for i = 1, #KEYS do
+    local at = 3 + (i - 1) * 4
+    local lease_ms = tonumber(ARGV[at + 2])
+    redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
+    -- GT: never shortens a lease; XX: never adds one.
+    redis.call('ZADD', KEYS[i], 'XX', 'GT', string.format('%d', now_ms + lease_ms), ARGV[at])
+    if redis.call('PTTL', KEYS[i]) < lease_ms and redis.call('EXISTS', KEYS[i]) == 1 then redis.call('PEXPIRE', KEYS[i], lease_ms) end
   end
   return {}
 end
@@ -62,4 +74,4 @@ return reply
 `;
 
 /** SHA-1 of {@link SLOTS_LUA}, for EVALSHA; a test pins it. */
-export const SLOTS_SHA1 = "85164f8b78b8fd959d3ce9ee0534de30c63321ad";
+export const SLOTS_SHA1 = "da004c3ba315b6610670ff5774d0907f3057224b";
