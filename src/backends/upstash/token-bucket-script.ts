@@ -52,15 +52,16 @@ local function ceil_div(a, b)
 end
 -- A stored value: the bucket's state ('' when full), then '|' and the exact override if any.
 local function split(value)
-  local state, override = string.match(value, '^([^|]*)|?(.*)$')
-  return state or '', override or ''
+  local bar = string.find(value, '|', 1, true)
+  if not bar then return value, '' end
+  return string.sub(value, 1, bar - 1), string.sub(value, bar + 1)
 end
--- Writes the value; a key holding an override never expires (ttl false).
+-- Writes the value; a key holding an override never expires (ttl false). With get, returns the old value.
 local function store(key, value, ttl, get)
-  local args = { 'SET', key, value }
-  if ttl then args[#args + 1], args[#args + 2] = 'PX', ttl end
-  if get then args[#args + 1] = 'GET' end
-  return redis.call(unpack(args))
+  if ttl and get then return redis.call('SET', key, value, 'PX', ttl, 'GET') end
+  if ttl then return redis.call('SET', key, value, 'PX', ttl) end
+  if get then return redis.call('SET', key, value, 'GET') end
+  return redis.call('SET', key, value)
 end
 
 local mode = ARGV[2]
@@ -105,19 +106,20 @@ local function decide(values)
     local enforced = ARGV[at + 4] == '1'
     local block_ms = tonumber(ARGV[at + 5])
     local state, override = split(values[i])
-    local suffix, ttl_of = '', function(ms) return ms end
+    -- A key holding an override never expires: its writes carry no TTL (false).
+    local suffix, expires = '', true
     if override ~= '' then
       local c, r, p = string.match(override, '^(%d+):(%d+):(%d+)$')
       if c then capacity, refill_tokens, units_per_token = tonumber(c), tonumber(r), tonumber(p) end
-      suffix, ttl_of = '|' .. override, function() return false end
+      suffix, expires = '|' .. override, false
     end
     local full = capacity * units_per_token
     local level = full
-    local l, u, t, b, raw = string.match(state, '^(%d+):(%d+):(%d+):?(%d*)$')
+    local ls, us, ts, b = string.match(state, '^(%d+):(%d+):(%d+):?(%d*)$')
+    local l, u, t
     local blocked_until, block_end = 0, 0
-    if l then
-      raw = string.format('%s:%s:%s', l, u, t)
-      l, u, t = tonumber(l), tonumber(u), tonumber(t)
+    if ls then
+      l, u, t = tonumber(ls), tonumber(us), tonumber(ts)
       if b ~= '' then block_end = tonumber(b) end
       if block_ms > 0 then blocked_until = block_end end
       if u ~= units_per_token then l = floor_div(l, u) * units_per_token end
@@ -128,7 +130,7 @@ local function decide(values)
     -- A clock that stepped back must not refill the same stretch of time twice.
     local stamp = math.max(now_ms, t or now_ms)
     local reset_ms = ceil_div(full - level, refill_tokens)
-    keep[i] = ttl_of(math.max(1, stamp - now_ms + reset_ms, block_end - now_ms))
+    keep[i] = expires and math.max(1, stamp - now_ms + reset_ms, block_end - now_ms)
 
     if refund then
       -- What the charge still withholds fades as refill would have filled the bucket anyway.
@@ -144,7 +146,7 @@ local function decide(values)
           local value = string.format('%d:%d:%d', refunded, units_per_token, stamp)
           if b ~= '' then value = value .. ':' .. b end
           value = value .. suffix
-          writes[#writes + 1] = { i, value, ttl_of(math.max(1, stamp - now_ms + ceil_div(full - refunded, refill_tokens), block_end - now_ms)) }
+          writes[#writes + 1] = { i, value, expires and math.max(1, stamp - now_ms + ceil_div(full - refunded, refill_tokens), block_end - now_ms) }
           reply[i] = value
         end
       end
@@ -158,15 +160,15 @@ local function decide(values)
         outcome, retry_after = 0, blocked_until - now_ms
       elseif level < cost_units then
         outcome, retry_after = 0, ceil_div(cost_units - level, refill_tokens)
-        if block_ms > 0 and raw then
+        if block_ms > 0 and ls then
           -- This refusal starts a block: the tokens stay as stored, the block's end is written beside them.
           retry_after = math.max(retry_after, block_ms)
-          write = { i, string.format('%s:%d', raw, now_ms + block_ms) .. suffix, ttl_of(math.max(reset_ms, block_ms)), true }
+          write = { i, string.format('%s:%s:%s:%d', ls, us, ts, now_ms + block_ms) .. suffix, expires and math.max(reset_ms, block_ms), true }
         end
       else
         after = level - cost_units
         reset_ms = ceil_div(full - after, refill_tokens)
-        write = { i, string.format('%d:%d:%d', after, units_per_token, stamp) .. suffix, ttl_of(math.max(1, stamp - now_ms + reset_ms)), false }
+        write = { i, string.format('%d:%d:%d', after, units_per_token, stamp) .. suffix, expires and math.max(1, stamp - now_ms + reset_ms), false }
       end
       if outcome ~= 1 and enforced then refused = true end
       local base = #reply
@@ -250,4 +252,4 @@ return reply
 `;
 
 /** SHA-1 of {@link TOKEN_BUCKET_LUA}, for EVALSHA; a test pins it to the script text. */
-export const TOKEN_BUCKET_SHA1 = "c1bc2b32943b2ebcb2c175ec2d769cbfeda4d790";
+export const TOKEN_BUCKET_SHA1 = "e6b9f9e1760417c56c667a63683aca6caa96fed6";
