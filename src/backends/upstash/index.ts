@@ -250,12 +250,20 @@ function parseRecord(value: unknown): OverrideRecord[] {
   return [];
 }
 
+/** A Lua script and the SHA-1 of its text (EVALSHA's name for it). */
+interface Script {
+  readonly lua: string;
+  readonly sha1: string;
+}
+
+const TOKEN_BUCKET: Script = { lua: TOKEN_BUCKET_LUA, sha1: TOKEN_BUCKET_SHA1 };
+
 /** EVALSHA, then EVAL only if the script is not cached (NOSCRIPT): never a separate SCRIPT LOAD. */
-async function runScript(redis: UpstashClient, keys: string[], args: string[], signal: AbortSignal): Promise<unknown> {
+async function runScript(redis: UpstashClient, keys: string[], args: string[], signal: AbortSignal, script: Script = TOKEN_BUCKET): Promise<unknown> {
   try {
-    return await redis.send(signal, (r) => r.evalsha(TOKEN_BUCKET_SHA1, keys, args));
+    return await redis.send(signal, (r) => r.evalsha(script.sha1, keys, args));
   } catch (error) {
-    if (error instanceof Error && error.message.includes("NOSCRIPT")) return redis.send(signal, (r) => r.eval(TOKEN_BUCKET_LUA, keys, args));
+    if (error instanceof Error && error.message.includes("NOSCRIPT")) return redis.send(signal, (r) => r.eval(script.lua, keys, args));
     throw error;
   }
 }
