@@ -107,6 +107,14 @@ describe("Upstash backend on a real Redis through the REST bridge", () => {
     expect(await redis.exists(key)).toBe(0);
   });
 
+  it("reads the registry back exactly with plain-text responses (no base64), non-ASCII values included", async () => {
+    const signal = new AbortController().signal;
+    const record = { id: `api {"header:x-api-key":"clé-🔑-${crypto.randomUUID()}"}`, rule: "api", client: { "header:x-api-key": "clé-🔑\u2028\"quoted\"" }, capacity: 5, rate: "5/1m" };
+    await backend.overrides.put(record, signal);
+    expect((await backend.overrides.list(signal)).find((r) => r.id === record.id)).toEqual(record);
+    expect(await backend.overrides.remove(record.id, signal)).toBe(true);
+  });
+
   it("namespaces keys by prefix, bucket and client, and expires them when the bucket is full", async () => {
     const client = `ns-${crypto.randomUUID()}`;
     await take(client);

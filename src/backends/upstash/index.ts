@@ -128,6 +128,9 @@ export function upstashBackend(options: UpstashBackendOptions): LimiterBackend {
     automaticDeserialization: false,
     enableTelemetry: false,
     readYourWrites: false,
+    // Everything stored here is UTF-8 text (ASCII bucket values, JSON registry entries): the REST API
+    // need not base64 every string, nor the client decode each one with a new TextDecoder.
+    responseEncoding: false,
     // One decision is one REST request with one command.
     enableAutoPipelining: false,
   });
