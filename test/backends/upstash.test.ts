@@ -52,18 +52,67 @@ describe("Upstash backend on a real Redis through the REST bridge", () => {
     expect(cached.eval).toBeUndefined();
   });
 
-  it("costs EVALSHA + TIME + MGET + SET (4 commands) per allowed decision and 3 per refusal", async () => {
+  it("costs EVALSHA + TIME + SET … GET (3 commands) per allowed decision, and 3 per refusal or peek", async () => {
     const client = `count-${crypto.randomUUID()}`;
-    await take(client); // script cached, bucket created
     await redis.configResetStat();
-    expect((await take(client)).outcome).toBe("allowed");
-    const allowed = await commandCalls();
-    expect(allowed).toEqual({ evalsha: 1, time: 1, mget: 1, set: 1 });
+    expect((await take(client)).outcome).toBe("allowed"); // a new bucket: the hint "none" is right
+    expect(await commandCalls()).toEqual({ evalsha: 1, time: 1, set: 1 });
+
+    await redis.configResetStat();
+    expect((await take(client)).outcome).toBe("allowed"); // the hint is the value the last charge wrote
+    expect(await commandCalls()).toEqual({ evalsha: 1, time: 1, set: 1 });
 
     await redis.configResetStat();
     expect((await take(client)).outcome).toBe("denied");
-    const refused = await commandCalls();
-    expect(refused).toEqual({ evalsha: 1, time: 1, mget: 1 });
+    expect(await commandCalls()).toEqual({ evalsha: 1, time: 1, mget: 1 });
+
+    await redis.configResetStat();
+    expect((await backend.peek([{ clientKey: client, bucket: "default", policy, cost: 1, enforced: true }], new AbortController().signal))[0]!.decision.outcome).toBe("denied");
+    expect(await commandCalls()).toEqual({ evalsha: 1, time: 1, mget: 1 });
+  });
+
+  it("a wrong hint (another isolate charged the bucket) costs one SET more, and the decision is the store's", async () => {
+    const client = `other-isolate-${crypto.randomUUID()}`;
+    const other = upstashBackend({ url: stack.bridge.url, token: LOCAL_UPSTASH_TOKEN, keyPrefix: "sluice-test" });
+    const charge = { clientKey: client, bucket: "default", policy, cost: 1, enforced: true };
+    expect((await take(client)).outcome).toBe("allowed");
+    expect((await other.take([charge], new AbortController().signal))[0]!.decision).toMatchObject({ outcome: "allowed", remaining: 0 });
+
+    await redis.configResetStat();
+    // This isolate's hint still says 1 token left: the script finds 0, refuses, and puts the value back.
+    expect((await take(client)).outcome).toBe("denied");
+    expect(await commandCalls()).toEqual({ evalsha: 1, time: 1, set: 2 });
+    const key = bucketKey("sluice-test", { bucket: "default", clientKey: client });
+    expect(await redis.pTTL(key)).toBeGreaterThan(1_000); // two tokens missing at 1/s: the expiry it had
+  });
+
+  it("stores an exact override in the bucket's key, without expiry, and keeps the tokens", async () => {
+    const client = `override-${crypto.randomUUID()}`;
+    const ref = { bucket: "default", clientKey: client };
+    const key = bucketKey("sluice-test", ref);
+    expect((await take(client)).remaining).toBe(1);
+    await backend.setOverride(ref, { capacity: 5, refillTokens: 1, refillPeriodMs: 60_000 }, new AbortController().signal);
+    expect(await redis.get(key)).toMatch(/^1000:1000:\d+\|5:1:60000$/);
+    expect(await redis.pTTL(key)).toBe(-1);
+
+    await redis.configResetStat();
+    const [answer] = await backend.take([{ clientKey: client, bucket: "default", policy, cost: 1, enforced: true }], new AbortController().signal);
+    expect(answer!.policy).toEqual({ capacity: 5, refillTokens: 1, refillPeriodMs: 60_000 });
+    expect(answer!.decision.outcome).toBe("allowed");
+    expect(await commandCalls()).toEqual({ evalsha: 1, time: 1, set: 1 });
+
+    await backend.reset([ref], new AbortController().signal);
+    expect(await redis.get(key)).toBe("|5:1:60000"); // the state is forgotten, the override stays
+    await backend.setOverride(ref, null, new AbortController().signal);
+    expect(await redis.exists(key)).toBe(0);
+  });
+
+  it("reads the registry back exactly with plain-text responses (no base64), non-ASCII values included", async () => {
+    const signal = new AbortController().signal;
+    const record = { id: `api {"header:x-api-key":"clé-🔑-${crypto.randomUUID()}"}`, rule: "api", client: { "header:x-api-key": "clé-🔑\u2028\"quoted\"" }, capacity: 5, rate: "5/1m" };
+    await backend.overrides.put(record, signal);
+    expect((await backend.overrides.list(signal)).find((r) => r.id === record.id)).toEqual(record);
+    expect(await backend.overrides.remove(record.id, signal)).toBe(true);
   });
 
   it("namespaces keys by prefix, bucket and client, and expires them when the bucket is full", async () => {
@@ -80,9 +129,15 @@ describe("Upstash backend on a real Redis through the REST bridge", () => {
     stack.bridge.setLatency(500);
     try {
       const controller = new AbortController();
+      const started = performance.now();
       const pending = backend.take([{ clientKey: `abort-${crypto.randomUUID()}`, bucket: "default", policy, cost: 1, enforced: true }], controller.signal);
       setTimeout(() => controller.abort(new Error("deadline")), 50);
-      await expect(pending).rejects.toThrow();
+      await expect(pending).rejects.toThrow("deadline");
+      // The HTTP request itself was cancelled (the shared client got this call's signal): no waiting for the 500 ms answer.
+      expect(performance.now() - started).toBeLessThan(400);
+      // Calls after it, on the same client, are not affected by that signal.
+      stack.bridge.setLatency(0);
+      expect((await take(`after-abort-${crypto.randomUUID()}`)).outcome).toBe("allowed");
     } finally {
       stack.bridge.setLatency(0);
     }

@@ -1,18 +1,9 @@
 import { Redis } from "@upstash/redis/cloudflare";
 import { BackendConfigError, type BucketAnswer, type BucketCharge, type BucketRef, type LimiterBackend, type OverrideRecord, type SlotClaim } from "../../core/backend";
 import type { SlotDecision } from "../../core/slots";
-import type { BucketDecision, BucketState } from "../../core/token-bucket";
+import type { BucketDecision, BucketPolicy, BucketState } from "../../core/token-bucket";
 import { SLOTS_LUA, SLOTS_SHA1 } from "./slots-script";
 import { TOKEN_BUCKET_LUA, TOKEN_BUCKET_SHA1 } from "./token-bucket-script";
-
-/** A script the backend runs: its text, and the SHA-1 EVALSHA names it by. */
-interface Script {
-  readonly lua: string;
-  readonly sha1: string;
-}
-const TOKEN_BUCKET: Script = { lua: TOKEN_BUCKET_LUA, sha1: TOKEN_BUCKET_SHA1 };
-const SLOTS: Script = { lua: SLOTS_LUA, sha1: SLOTS_SHA1 };
-const SLOT_OPERATIONS = { acquire: "1", release: "0", renew: "2" } as const;
 
 /** Options of {@link upstashBackend}. */
 export interface UpstashBackendOptions {
@@ -36,37 +27,47 @@ export function bucketKey(prefix: string, ref: BucketRef): string {
   return `${prefix}:${ref.bucket}:${ref.clientKey}`;
 }
 
-/**
- * The Redis key of a bucket's exact override, read by the script beside the bucket.
- *
- * @example
- * overrideKey("sluice", { bucket: "api", clientKey: "header.x-api-key:9f…" }); // "sluice:api:header.x-api-key:9f…:override"
- */
-export function overrideKey(prefix: string, ref: BucketRef): string {
-  return `${bucketKey(prefix, ref)}:override`;
-}
-
-/** The script's KEYS for some charges: each bucket's key, then its override's. */
+/** The script's KEYS for some charges: each bucket's key (its exact override lives in the same key). */
 export function scriptKeys(prefix: string, refs: readonly BucketRef[]): string[] {
-  return refs.flatMap((ref) => [bucketKey(prefix, ref), overrideKey(prefix, ref)]);
+  return refs.map((ref) => bucketKey(prefix, ref));
 }
 
 /**
  * The script's arguments for a request's charges: `charge` false only looks (a peek); `nowMs`
- * only in tests (production uses Redis's clock).
+ * only in tests (production uses Redis's clock); `hints`, per charge, the value the caller last
+ * saw in the bucket's key ("" or absent: none), which saves the script a read when it is right.
  *
  * @example
- * scriptArgs([charge], true); // ["", "1", "60", "1", "1000", "1", "1", "0", "0", "0", "0"]
+ * scriptArgs([charge], true); // ["", "1", "60", "1", "1000", "1", "1", "0", "0", "0", "0", ""]
  */
-export function scriptArgs(charges: readonly BucketCharge[], charge: boolean, nowMs?: number, refunds?: readonly BucketState[]): string[] {
+export function scriptArgs(charges: readonly BucketCharge[], charge: boolean, nowMs?: number, refunds?: readonly BucketState[], hints?: readonly string[]): string[] {
   const args = [nowMs === undefined ? "" : String(nowMs), refunds !== undefined ? "2" : charge ? "1" : "0"];
   for (const [index, { policy, cost, enforced }] of charges.entries()) {
     args.push(String(policy.capacity), String(policy.refillTokens), String(policy.refillPeriodMs), String(cost), enforced ? "1" : "0", String(policy.blockForMs ?? 0));
     const charged = refunds?.[index];
     args.push(...(charged === undefined ? ["0", "0", "0"] : [String(charged.level), String(charged.unitsPerToken), String(charged.updatedAtMs)]));
+    args.push(hints?.[index] ?? "");
   }
   return args;
 }
+
+/** The script's arguments to reset buckets: their state is forgotten, their overrides stay. */
+export function resetArgs(): string[] {
+  return ["", "3"];
+}
+
+/**
+ * The script's arguments to set one bucket's exact override (stored in the bucket's key, beside
+ * its state, which it keeps), or to remove it with `null`.
+ *
+ * @example
+ * overrideArgs({ capacity: 100, refillTokens: 1, refillPeriodMs: 600 }); // ["", "4", "100", "1", "600"]
+ */
+export function overrideArgs(policy: BucketPolicy | null): string[] {
+  return policy === null ? ["", "4", "", "", ""] : ["", "4", String(policy.capacity), String(policy.refillTokens), String(policy.refillPeriodMs)];
+}
+
+const SLOT_OPERATIONS = { acquire: "1", release: "0", renew: "2" } as const;
 
 /**
  * The slots script's arguments; `nowMs` only in tests.
@@ -74,7 +75,7 @@ export function scriptArgs(charges: readonly BucketCharge[], charge: boolean, no
  * @example
  * slotArgs([{ clientKey, bucket: "inflight", id: "r1", limit: 2, leaseMs: 30000, enforced: true }], "acquire"); // ["", "1", "r1", "2", "30000", "1"]
  */
-export function slotArgs(claims: readonly SlotClaim[], operation: "acquire" | "renew" | "release", nowMs?: number): string[] {
+export function slotArgs(claims: readonly SlotClaim[], operation: keyof typeof SLOT_OPERATIONS, nowMs?: number): string[] {
   return [nowMs === undefined ? "" : String(nowMs), SLOT_OPERATIONS[operation], ...claims.flatMap(({ id, limit, leaseMs, enforced }) => [id, String(limit), String(leaseMs), enforced ? "1" : "0"])];
 }
 
@@ -91,18 +92,21 @@ export function decodeSlotReply(reply: unknown): SlotDecision[] {
   return decisions;
 }
 
+/** Values per bucket in a charge's or peek's reply. */
+const REPLY_WIDTH = 11;
+
 /**
- * Decodes the script's reply (10 integers per bucket) into answers: the decision, the policy in
+ * Decodes the script's reply (11 values per bucket) into answers: the decision, the policy in
  * force, and the state a charge wrote.
  *
  * @example
- * decodeReply([1, 9, 1000, 0, 10, 1, 1000, 9000, 1000, 1700000000000]);
+ * decodeReply([1, 9, 1000, 0, 10, 1, 1000, 9000, 1000, 1700000000000, "9000:1000:1700000000000"]);
  * // [{ decision: { outcome: "allowed", remaining: 9, resetMs: 1000 }, policy: { capacity: 10, … }, charged: { level: 9000, … } }]
  */
 export function decodeReply(reply: unknown): BucketAnswer[] {
-  if (!Array.isArray(reply) || reply.length % 10 !== 0) throw new Error(`unexpected script reply: ${JSON.stringify(reply)}`);
+  if (!Array.isArray(reply) || reply.length % REPLY_WIDTH !== 0) throw new Error(`unexpected script reply: ${JSON.stringify(reply)}`);
   const answers: BucketAnswer[] = [];
-  for (let i = 0; i < reply.length; i += 10) {
+  for (let i = 0; i < reply.length; i += REPLY_WIDTH) {
     const [code, remaining, resetMs, retryAfterMs, capacity, refillTokens, refillPeriodMs, level, unitsPerToken, updatedAtMs] = reply.slice(i, i + 10).map(Number) as [
       number, number, number, number, number, number, number, number, number, number,
     ];
@@ -116,36 +120,83 @@ export function decodeReply(reply: unknown): BucketAnswer[] {
 }
 
 /**
+ * The value each bucket's key holds after the call ("" for none), from a charge's or peek's reply
+ * (`width` 11) or a refund's, reset's or override's (`width` 1): the next call's hints.
+ *
+ * @example
+ * storedValues([1, 9, 1000, 0, 10, 1, 1000, 9000, 1000, 1700000000000, "9000:1000:1700000000000"]); // ["9000:1000:1700000000000"]
+ */
+export function storedValues(reply: unknown, width = REPLY_WIDTH): string[] {
+  if (!Array.isArray(reply)) return [];
+  return reply.filter((_, i) => i % width === width - 1).map((value) => (typeof value === "string" ? value : ""));
+}
+
+/** How many buckets' last seen values an isolate keeps as hints (the oldest go first). */
+const HINTS_KEPT = 10_000;
+
+/**
  * The Upstash backend: one atomic token-bucket script per decision over the REST API,
  * EVALSHA first and EVAL only when Redis answers NOSCRIPT. A call whose signal aborts is
  * cancelled at the HTTP level, so a late answer cannot be mistaken for a decision.
+ *
+ * One `@upstash/redis` client serves every call; each command carries its caller's signal. The
+ * backend remembers, per bucket, the value the script last reported for its key and sends it as
+ * a hint, so an allowed decision usually costs Redis one `SET … GET` (see the script).
  *
  * @example
  * const backend = upstashBackend({ url: env.UPSTASH_REDIS_REST_URL, token: env.UPSTASH_REDIS_REST_TOKEN, keyPrefix: "sluice" });
  * const decisions = await backend.take([charge], AbortSignal.timeout(1000));
  */
 export function upstashBackend(options: UpstashBackendOptions): LimiterBackend {
-  // One client per call: the abort signal is per request, and a function-valued signal is the
-  // only form @upstash/redis turns into a thrown error (a plain one yields a fake "Aborted" result).
-  const clientFor = (signal: AbortSignal) =>
-    new Redis({
-      url: options.url,
-      token: options.token,
-      signal: () => signal,
-      retry: { retries: 0 },
-      automaticDeserialization: false,
-      enableTelemetry: false,
-      readYourWrites: false,
-      // One decision is one REST request with one command.
-      enableAutoPipelining: false,
-    });
+  const redis = new UpstashClient({
+    url: options.url,
+    token: options.token,
+    retry: { retries: 0 },
+    automaticDeserialization: false,
+    enableTelemetry: false,
+    readYourWrites: false,
+    // Everything stored here is UTF-8 text (ASCII bucket values, JSON registry entries): the REST API
+    // need not base64 every string, nor the client decode each one with a new TextDecoder.
+    responseEncoding: false,
+    // One decision is one REST request with one command.
+    enableAutoPipelining: false,
+  });
+  // bucket key → the value the script last reported for it (a Map keeps insertion order: oldest first).
+  const hints = new Map<string, string>();
+  const remember = (keys: readonly string[], values: readonly string[]) => {
+    for (const [i, key] of keys.entries()) {
+      hints.delete(key);
+      const value = values[i];
+      if (value !== undefined) hints.set(key, value);
+    }
+    for (const oldest of hints.keys()) {
+      if (hints.size <= HINTS_KEPT) break;
+      hints.delete(oldest);
+    }
+  };
+  const script = async (keys: string[], args: string[], signal: AbortSignal, width?: number) => {
+    try {
+      const reply = await runScript(redis, keys, args, signal);
+      remember(keys, storedValues(reply, width));
+      return reply;
+    } catch (error) {
+      // Whatever the key holds now is unknown.
+      for (const key of keys) hints.delete(key);
+      throw error;
+    }
+  };
 
   const decide = async (charges: readonly BucketCharge[], signal: AbortSignal, charge: boolean) => {
-    const answers = decodeReply(await runScript(clientFor(signal), TOKEN_BUCKET, scriptKeys(options.keyPrefix, charges), scriptArgs(charges, charge)));
+    const keys = scriptKeys(options.keyPrefix, charges);
+    const args = scriptArgs(charges, charge, undefined, undefined, charge ? keys.map((key) => hints.get(key) ?? "") : undefined);
+    const answers = decodeReply(await script(keys, args, signal));
     if (answers.length !== charges.length) throw new Error(`script answered ${answers.length} decisions for ${charges.length} charges`);
     return answers;
   };
   const registryKey = `${options.keyPrefix}:__overrides`;
+  // A client's slots under a concurrency rule: a sorted set under the rule's name (names are unique across rules).
+  const slots = (claims: readonly SlotClaim[], operation: keyof typeof SLOT_OPERATIONS, signal: AbortSignal) =>
+    runScript(redis, scriptKeys(options.keyPrefix, claims), slotArgs(claims, operation), signal, SLOTS);
 
   return {
     name: "upstash",
@@ -155,52 +206,80 @@ export function upstashBackend(options: UpstashBackendOptions): LimiterBackend {
       if (refunds.length === 0) return;
       const charges = refunds.map((r) => r.charge);
       const args = scriptArgs(charges, false, undefined, refunds.map((r) => r.charged));
-      await runScript(clientFor(signal), TOKEN_BUCKET, scriptKeys(options.keyPrefix, charges), args);
+      await script(scriptKeys(options.keyPrefix, charges), args, signal, 1);
     },
     async acquire(claims, signal) {
-      const keys = claims.map((claim) => bucketKey(options.keyPrefix, claim));
-      const decisions = decodeSlotReply(await runScript(clientFor(signal), SLOTS, keys, slotArgs(claims, "acquire")));
+      const decisions = decodeSlotReply(await slots(claims, "acquire", signal));
       if (decisions.length !== claims.length) throw new Error(`slots script answered ${decisions.length} decisions for ${claims.length} claims`);
       return decisions;
     },
     async renew(claims, signal) {
-      if (claims.length === 0) return;
-      await runScript(clientFor(signal), SLOTS, claims.map((claim) => bucketKey(options.keyPrefix, claim)), slotArgs(claims, "renew"));
+      if (claims.length > 0) await slots(claims, "renew", signal);
     },
     async release(claims, signal) {
-      if (claims.length === 0) return;
-      await runScript(clientFor(signal), SLOTS, claims.map((claim) => bucketKey(options.keyPrefix, claim)), slotArgs(claims, "release"));
+      if (claims.length > 0) await slots(claims, "release", signal);
     },
     async reset(refs, signal) {
-      if (refs.length > 0) await withAuthCheck(() => clientFor(signal).del(...refs.map((ref) => bucketKey(options.keyPrefix, ref))));
+      if (refs.length > 0) await script(scriptKeys(options.keyPrefix, refs), resetArgs(), signal, 1);
     },
     async setOverride(ref, policy, signal) {
-      const key = overrideKey(options.keyPrefix, ref);
-      const pipeline = clientFor(signal).pipeline();
-      if (policy === null) pipeline.del(key);
-      else pipeline.set(key, `${policy.capacity}:${policy.refillTokens}:${policy.refillPeriodMs}`);
-      // The bucket's expiry was its time to full under the old policy: drop it, the next take sets the new one.
-      pipeline.persist(bucketKey(options.keyPrefix, ref));
-      await withAuthCheck(() => pipeline.exec());
+      // The override is written into the bucket's key, which keeps its state and, while it holds
+      // an override, never expires; removing it leaves the state without expiry until the next charge.
+      await script(scriptKeys(options.keyPrefix, [ref]), overrideArgs(policy), signal, 1);
     },
     overrides: {
       async list(signal) {
         // Raw (no automatic deserialisation): HGETALL's flat [field, value, …] list.
-        const all: unknown = await withAuthCheck(() => clientFor(signal).hgetall(registryKey));
+        const all: unknown = await redis.send(signal, (r) => r.hgetall(registryKey));
         const values = Array.isArray(all) ? all.filter((_, i) => i % 2 === 1) : Object.values(all ?? {});
         return values.flatMap((value) => parseRecord(value));
       },
       async put(record, signal) {
-        await withAuthCheck(() => clientFor(signal).hset(registryKey, { [record.id]: JSON.stringify(record) }));
+        await redis.send(signal, (r) => r.hset(registryKey, { [record.id]: JSON.stringify(record) }));
       },
       async remove(id, signal) {
-        return (await withAuthCheck(() => clientFor(signal).hdel(registryKey, id))) > 0;
+        return Number(await redis.send(signal, (r) => r.hdel(registryKey, id))) > 0;
       },
     },
     async ping(signal) {
-      await withAuthCheck(() => clientFor(signal).ping());
+      await redis.send(signal, (r) => r.ping());
     },
   };
+}
+
+/**
+ * The `@upstash/redis` client, plus {@link UpstashClient.send}: one command under its caller's
+ * signal, so one client (built once per backend) serves calls with different deadlines.
+ */
+class UpstashClient extends Redis {
+  /**
+   * Runs the one command `call` issues, aborted with `signal`. The client builds a command from
+   * its options when the method is called, so options carrying this call's signal are in place
+   * for exactly that synchronous moment (no other call can run in between). A plain signal makes
+   * the client turn an aborted fetch into a fake reply rather than an error: whatever it returns,
+   * an aborted signal throws its reason here, so a late or fake answer is never taken for a decision.
+   */
+  async send<T>(signal: AbortSignal, call: (redis: this) => Promise<T>): Promise<T> {
+    const shared = this.opts;
+    let pending: Promise<T>;
+    this.opts = { ...shared, streamOptions: { signal } };
+    try {
+      pending = call(this);
+    } finally {
+      this.opts = shared;
+    }
+    return withAuthCheck(async () => {
+      let result: T;
+      try {
+        result = await pending;
+      } catch (error) {
+        signal.throwIfAborted();
+        throw error;
+      }
+      signal.throwIfAborted();
+      return result;
+    });
+  }
 }
 
 /** One registry entry; one that does not parse is skipped (and logged), never fatal to traffic. */
@@ -215,16 +294,23 @@ function parseRecord(value: unknown): OverrideRecord[] {
   return [];
 }
 
+/** A Lua script and the SHA-1 of its text (EVALSHA's name for it). */
+interface Script {
+  readonly lua: string;
+  readonly sha1: string;
+}
+
+const TOKEN_BUCKET: Script = { lua: TOKEN_BUCKET_LUA, sha1: TOKEN_BUCKET_SHA1 };
+const SLOTS: Script = { lua: SLOTS_LUA, sha1: SLOTS_SHA1 };
+
 /** EVALSHA, then EVAL only if the script is not cached (NOSCRIPT): never a separate SCRIPT LOAD. */
-async function runScript(redis: Redis, script: Script, keys: string[], args: string[]): Promise<unknown> {
-  return withAuthCheck(async () => {
-    try {
-      return await redis.evalsha(script.sha1, keys, args);
-    } catch (error) {
-      if (error instanceof Error && error.message.includes("NOSCRIPT")) return redis.eval(script.lua, keys, args);
-      throw error;
-    }
-  });
+async function runScript(redis: UpstashClient, keys: string[], args: string[], signal: AbortSignal, script: Script = TOKEN_BUCKET): Promise<unknown> {
+  try {
+    return await redis.send(signal, (r) => r.evalsha(script.sha1, keys, args));
+  } catch (error) {
+    if (error instanceof Error && error.message.includes("NOSCRIPT")) return redis.send(signal, (r) => r.eval(script.lua, keys, args));
+    throw error;
+  }
 }
 
 async function withAuthCheck<T>(call: () => Promise<T>): Promise<T> {

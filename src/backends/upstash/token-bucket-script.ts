@@ -3,26 +3,40 @@
  * the same integer units (one token = `refillPeriodMs` units, `refillTokens` units per ms).
  * A property test runs both on random sequences and requires identical results.
  *
- * KEYS: two per bucket the request is charged to: the bucket, then its exact override.
+ * KEYS: one per bucket the request is charged to.
  * ARGV[1]: "" in production (the store's clock, `TIME`); tests may pass a time in ms.
- * ARGV[2]: "1" to charge, "0" to peek (decide, write nothing), "2" to refund (give back what
- * earlier charges still withhold, as `refundTokens` does).
- * ARGV[3 + 9(i-1) …]: capacity, refillTokens, refillPeriodMs, cost, enforced ("1"/"0"), blockForMs
- * of bucket i, then (refunds only, else 0) the state its charge wrote: level, unitsPerToken, updatedAtMs.
+ * ARGV[2]: the mode: "1" to charge, "0" to peek (decide, write nothing), "2" to refund (give back
+ * what earlier charges still withhold, as `refundTokens` does), "3" to reset (forget the state,
+ * keep the override), "4" to set the exact override (ARGV[3..5]: capacity, refillTokens,
+ * refillPeriodMs; ARGV[3] "" removes it) and keep the state. Modes 3 and 4 run no `TIME`.
+ * ARGV[3 + 10(i-1) …] (modes 0-2): capacity, refillTokens, refillPeriodMs, cost, enforced ("1"/"0"),
+ * blockForMs of bucket i, then (refunds only, else 0) the state its charge wrote: level,
+ * unitsPerToken, updatedAtMs; then the hint: the value the caller last saw in the key ("" for none).
  *
- * Stored bucket: "level:unitsPerToken:updatedAtMs", plus ":blockedUntilMs" while a block
- * (`blockForMs`) holds; the key expires when the bucket is full and any block is over.
- * Stored override: "capacity:refillTokens:refillPeriodMs", no expiry; when present it replaces
- * the policy in ARGV (the cost stays), so an exact override costs no extra command.
+ * Stored value, one key per bucket: the state "level:unitsPerToken:updatedAtMs", plus
+ * ":blockedUntilMs" while a block (`blockForMs`) holds ("" when the bucket is full), then, when
+ * the bucket has an exact override, "|capacity:refillTokens:refillPeriodMs". The override replaces
+ * the policy in ARGV (the cost and the block period stay), so it costs no extra command. A key
+ * without override expires when the bucket is full and any block is over; one with an override
+ * never expires (the override is configuration).
+ *
+ * A charge decides from the hint, writes with `SET … GET` (which returns the old value) or reads
+ * the buckets it does not write (`MGET`), and compares: if the hint was the old value, that was the
+ * decision; if not, it decides again from the real values and puts every key where that decision
+ * leaves it (the script is atomic: nobody sees the value in between). The decision never depends
+ * on the hint, only the number of commands does.
  * All-or-nothing: if an enforced bucket refuses, no tokens are taken from any bucket (a refusal
  * that starts a block still writes its block).
- * Reply: 10 integers per bucket: outcome (1 allowed, 0 denied, 2 cost exceeds capacity),
+ * Reply (modes 0, 1): 11 values per bucket: outcome (1 allowed, 0 denied, 2 cost exceeds capacity),
  * remaining, resetMs, retryAfterMs, the policy in force (capacity, refillTokens, refillPeriodMs),
- * and the state a charge wrote (level, unitsPerToken, updatedAtMs; -1 when it wrote none).
- * A refund replies nothing.
+ * the state a charge wrote (level, unitsPerToken, updatedAtMs; -1 when it wrote none), and the
+ * value the key holds after the call ("" for none: the caller's next hint).
+ * Modes 2-4 reply with the value each key holds after the call.
  *
- * Commands run: TIME, MGET, and one SET … PX per bucket that spends tokens or starts a block
- * (none for a peek).
+ * Commands run: TIME, then for a charge one `SET … GET` per bucket the hint says it writes and one
+ * `MGET` of the others (none if it writes them all); a wrong hint adds one `SET` or `DEL` per bucket
+ * whose write the real values change. A peek: TIME, MGET. A refund: TIME, MGET, one SET per
+ * bucket given back. Reset and override: MGET, then one SET or DEL per key.
  * `string.format('%d')` writes integers: Lua's default number format loses digits past 1e14.
  */
 export const TOKEN_BUCKET_LUA = `
@@ -36,6 +50,38 @@ local function ceil_div(a, b)
   if q * b == a then return q end
   return q + 1
 end
+-- A stored value: the bucket's state ('' when full), then '|' and the exact override if any.
+local function split(value)
+  local bar = string.find(value, '|', 1, true)
+  if not bar then return value, '' end
+  return string.sub(value, 1, bar - 1), string.sub(value, bar + 1)
+end
+-- Writes the value; a key holding an override never expires (ttl false). With get, returns the old value.
+local function store(key, value, ttl, get)
+  if ttl and get then return redis.call('SET', key, value, 'PX', ttl, 'GET') end
+  if ttl then return redis.call('SET', key, value, 'PX', ttl) end
+  if get then return redis.call('SET', key, value, 'GET') end
+  return redis.call('SET', key, value)
+end
+
+local mode = ARGV[2]
+local n = #KEYS
+
+if mode == '3' or mode == '4' then
+  -- Reset (3): forget the state, keep the override. Override (4): replace the override
+  -- (ARGV[3..5]; ARGV[3] '' removes it), keep the state. Replies the value each key holds after.
+  local reply = {}
+  local stored = redis.call('MGET', unpack(KEYS))
+  for i = 1, n do
+    local state, override = split(stored[i] or '')
+    if mode == '3' then state = '' elseif ARGV[3] == '' then override = '' else override = string.format('%d:%d:%d', tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])) end
+    local value = state
+    if override ~= '' then value = state .. '|' .. override end
+    if value == '' then redis.call('DEL', KEYS[i]) else store(KEYS[i], value, false, false) end
+    reply[i] = value
+  end
+  return reply
+end
 
 local now_ms
 if ARGV[1] == '' then
@@ -45,111 +91,165 @@ else
   now_ms = tonumber(ARGV[1])
 end
 
-local charge = ARGV[2] == '1'
-local refund = ARGV[2] == '2'
-local stored = redis.call('MGET', unpack(KEYS))
-local reply, writes, charged, refused = {}, {}, {}, false
-for i = 1, #KEYS / 2 do
-  local key = KEYS[2 * i - 1]
-  local at = 3 + (i - 1) * 9
-  local capacity, refill_tokens = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
-  local units_per_token, cost = tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3])
-  local enforced = ARGV[at + 4] == '1'
-  local block_ms = tonumber(ARGV[at + 5])
-  if stored[2 * i] then
-    local c, r, p = string.match(stored[2 * i], '^(%d+):(%d+):(%d+)$')
-    if c then capacity, refill_tokens, units_per_token = tonumber(c), tonumber(r), tonumber(p) end
-  end
-  local full = capacity * units_per_token
-  local level = full
-  local l, u, t, b, raw
-  if stored[2 * i - 1] then l, u, t, b = string.match(stored[2 * i - 1], '^(%d+):(%d+):(%d+):?(%d*)$') end
-  local blocked_until = 0
-  if l then
-    raw = string.format('%s:%s:%s', l, u, t)
-    l, u, t = tonumber(l), tonumber(u), tonumber(t)
-    if block_ms > 0 and b ~= '' then blocked_until = tonumber(b) end
-    if u ~= units_per_token then l = floor_div(l, u) * units_per_token end
-    local missing = full - math.min(l, full)
-    local elapsed = math.max(0, now_ms - t)
-    if elapsed < ceil_div(missing, refill_tokens) then level = full - missing + elapsed * refill_tokens end
-  end
+local charge = mode == '1'
+local refund = mode == '2'
 
-  if refund then
-    -- What the charge still withholds fades as refill would have filled the bucket anyway.
-    local charged_level, charged_upt, charged_at = tonumber(ARGV[at + 6]), tonumber(ARGV[at + 7]), tonumber(ARGV[at + 8])
-    if l and charged_upt == units_per_token then
-      local since = math.max(0, now_ms - charged_at)
-      local gap = full - charged_level
-      local withheld = 0
-      if since < ceil_div(gap, refill_tokens) then withheld = math.min(cost * units_per_token, gap - since * refill_tokens) end
-      if withheld > 0 then
-        local refunded = math.min(full, level + withheld)
-        local stamp = math.max(now_ms, t)
-        local value = string.format('%d:%d:%d', refunded, units_per_token, stamp)
-        local until_ms = 0
-        if b ~= '' then
-          value = value .. ':' .. b
-          until_ms = tonumber(b)
-        end
-        local ttl = math.max(1, stamp - now_ms + ceil_div(full - refunded, refill_tokens), until_ms - now_ms)
-        redis.call('SET', key, value, 'PX', ttl)
-      end
+-- Decides every bucket from the given stored values (i → value, '' when absent). Returns the
+-- reply, the writes a charge makes ({ i, value, ttl }), and for each bucket the TTL that keeps
+-- its current value until the bucket is full and any block is over (false: keep no expiry).
+local function decide(values)
+  local reply, writes, charged, keep, refused = {}, {}, {}, {}, false
+  for i = 1, n do
+    local at = 3 + (i - 1) * 10
+    local capacity, refill_tokens = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
+    local units_per_token, cost = tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3])
+    local enforced = ARGV[at + 4] == '1'
+    local block_ms = tonumber(ARGV[at + 5])
+    local state, override = split(values[i])
+    -- A key holding an override never expires: its writes carry no TTL (false).
+    local suffix, expires = '', true
+    if override ~= '' then
+      local c, r, p = string.match(override, '^(%d+):(%d+):(%d+)$')
+      if c then capacity, refill_tokens, units_per_token = tonumber(c), tonumber(r), tonumber(p) end
+      suffix, expires = '|' .. override, false
     end
-  else
-    local cost_units = cost * units_per_token
+    local full = capacity * units_per_token
+    local level = full
+    local ls, us, ts, b = string.match(state, '^(%d+):(%d+):(%d+):?(%d*)$')
+    local l, u, t
+    local blocked_until, block_end = 0, 0
+    if ls then
+      l, u, t = tonumber(ls), tonumber(us), tonumber(ts)
+      if b ~= '' then block_end = tonumber(b) end
+      if block_ms > 0 then blocked_until = block_end end
+      if u ~= units_per_token then l = floor_div(l, u) * units_per_token end
+      local missing = full - math.min(l, full)
+      local elapsed = math.max(0, now_ms - t)
+      if elapsed < ceil_div(missing, refill_tokens) then level = full - missing + elapsed * refill_tokens end
+    end
     -- A clock that stepped back must not refill the same stretch of time twice.
     local stamp = math.max(now_ms, t or now_ms)
-    local outcome, after, retry_after = 1, level, 0
     local reset_ms = ceil_div(full - level, refill_tokens)
-    if cost > capacity then
-      outcome = 2
-    elseif now_ms < blocked_until then
-      outcome, retry_after = 0, blocked_until - now_ms
-    elseif level < cost_units then
-      outcome, retry_after = 0, ceil_div(cost_units - level, refill_tokens)
-      if block_ms > 0 and raw then
-        -- This refusal starts a block: the tokens stay as stored, the block's end is written beside them.
-        retry_after = math.max(retry_after, block_ms)
-        writes[#writes + 1] = { key, string.format('%s:%d', raw, now_ms + block_ms), math.max(reset_ms, block_ms), true }
+    keep[i] = expires and math.max(1, stamp - now_ms + reset_ms, block_end - now_ms)
+
+    if refund then
+      -- What the charge still withholds fades as refill would have filled the bucket anyway.
+      local charged_level, charged_upt, charged_at = tonumber(ARGV[at + 6]), tonumber(ARGV[at + 7]), tonumber(ARGV[at + 8])
+      reply[i] = values[i]
+      if l and charged_upt == units_per_token then
+        local since = math.max(0, now_ms - charged_at)
+        local gap = full - charged_level
+        local withheld = 0
+        if since < ceil_div(gap, refill_tokens) then withheld = math.min(cost * units_per_token, gap - since * refill_tokens) end
+        if withheld > 0 then
+          local refunded = math.min(full, level + withheld)
+          local value = string.format('%d:%d:%d', refunded, units_per_token, stamp)
+          if b ~= '' then value = value .. ':' .. b end
+          value = value .. suffix
+          writes[#writes + 1] = { i, value, expires and math.max(1, stamp - now_ms + ceil_div(full - refunded, refill_tokens), block_end - now_ms) }
+          reply[i] = value
+        end
       end
     else
-      after = level - cost_units
-      reset_ms = ceil_div(full - after, refill_tokens)
-      writes[#writes + 1] = { key, string.format('%d:%d:%d', after, units_per_token, stamp), math.max(1, stamp - now_ms + reset_ms), false }
-    end
-    if outcome ~= 1 and enforced then refused = true end
-    reply[#reply + 1] = outcome
-    reply[#reply + 1] = floor_div(after, units_per_token)
-    reply[#reply + 1] = reset_ms
-    reply[#reply + 1] = retry_after
-    reply[#reply + 1] = capacity
-    reply[#reply + 1] = refill_tokens
-    reply[#reply + 1] = units_per_token
-    if outcome == 1 then
-      charged[#charged + 1] = #reply + 1
-      reply[#reply + 1] = after
-      reply[#reply + 1] = units_per_token
-      reply[#reply + 1] = stamp
-    else
-      reply[#reply + 1] = -1
-      reply[#reply + 1] = -1
-      reply[#reply + 1] = -1
+      local cost_units = cost * units_per_token
+      local outcome, after, retry_after = 1, level, 0
+      local write
+      if cost > capacity then
+        outcome = 2
+      elseif now_ms < blocked_until then
+        outcome, retry_after = 0, blocked_until - now_ms
+      elseif level < cost_units then
+        outcome, retry_after = 0, ceil_div(cost_units - level, refill_tokens)
+        if block_ms > 0 and ls then
+          -- This refusal starts a block: the tokens stay as stored, the block's end is written beside them.
+          retry_after = math.max(retry_after, block_ms)
+          write = { i, string.format('%s:%s:%s:%d', ls, us, ts, now_ms + block_ms) .. suffix, expires and math.max(reset_ms, block_ms), true }
+        end
+      else
+        after = level - cost_units
+        reset_ms = ceil_div(full - after, refill_tokens)
+        write = { i, string.format('%d:%d:%d', after, units_per_token, stamp) .. suffix, expires and math.max(1, stamp - now_ms + reset_ms), false }
+      end
+      if outcome ~= 1 and enforced then refused = true end
+      local base = #reply
+      reply[base + 1] = outcome
+      reply[base + 2] = floor_div(after, units_per_token)
+      reply[base + 3] = reset_ms
+      reply[base + 4] = retry_after
+      reply[base + 5] = capacity
+      reply[base + 6] = refill_tokens
+      reply[base + 7] = units_per_token
+      reply[base + 8], reply[base + 9], reply[base + 10] = -1, -1, -1
+      reply[base + 11] = values[i]
+      if outcome == 1 then
+        charged[#charged + 1] = { base, after, units_per_token, stamp }
+      end
+      if charge and write then writes[#writes + 1] = write end
     end
   end
+  if refund then return reply, writes, keep end
+  -- Tokens were taken only by a charge nobody refused (a refusal that starts a block still writes it).
+  local done = {}
+  for _, write in ipairs(writes) do
+    if write[4] or not refused then
+      done[#done + 1] = write
+      reply[(write[1] - 1) * 11 + 11] = write[2]
+    end
+  end
+  if charge and not refused then
+    for _, c in ipairs(charged) do reply[c[1] + 8], reply[c[1] + 9], reply[c[1] + 10] = c[2], c[3], c[4] end
+  end
+  return reply, done, keep
 end
 
--- Tokens were taken only by a charge nobody refused.
-if not charge or refused then
-  for _, at in ipairs(charged) do reply[at], reply[at + 1], reply[at + 2] = -1, -1, -1 end
+local hinted = {}
+for i = 1, n do hinted[i] = ARGV[12 + (i - 1) * 10] end
+if not charge then
+  -- A peek or a refund: read, then write what a refund gives back.
+  local values = {}
+  local stored = redis.call('MGET', unpack(KEYS))
+  for i = 1, n do values[i] = stored[i] or '' end
+  local reply, writes = decide(values)
+  for _, write in ipairs(writes) do store(KEYS[write[1]], write[2], write[3], false) end
+  return reply
 end
-if charge then
-  for _, write in ipairs(writes) do
-    if write[4] or not refused then redis.call('SET', write[1], write[2], 'PX', write[3]) end
+
+-- A charge decides first from the values the caller last saw (the hint), then writes and reads
+-- back the old value in one command (SET … GET). If the hint was right, that was the decision;
+-- if not, it decides again from the real values and puts every key where that decision leaves
+-- it (nobody sees the value in between: the script is atomic). The reply never depends on the hint.
+local reply, writes = decide(hinted)
+local old, wrote, unread = {}, {}, {}
+for _, write in ipairs(writes) do
+  old[write[1]] = store(KEYS[write[1]], write[2], write[3], true) or ''
+  wrote[write[1]] = write
+end
+for i = 1, n do if not wrote[i] then unread[#unread + 1] = i end end
+if #unread > 0 then
+  local names = {}
+  for j, i in ipairs(unread) do names[j] = KEYS[i] end
+  local stored = redis.call('MGET', unpack(names))
+  for j, i in ipairs(unread) do old[i] = stored[j] or '' end
+end
+local hit = true
+for i = 1, n do if old[i] ~= hinted[i] then hit = false end end
+if hit then return reply end
+
+local real_writes, keep
+reply, real_writes, keep = decide(old)
+local wanted = {}
+for _, write in ipairs(real_writes) do wanted[write[1]] = write end
+for i = 1, n do
+  local want, done = wanted[i], wrote[i]
+  if want then
+    if not (done and done[2] == want[2] and done[3] == want[3]) then store(KEYS[i], want[2], want[3], false) end
+  elseif done then
+    -- Put the old value back, expiring when it would have.
+    if old[i] == '' then redis.call('DEL', KEYS[i]) else store(KEYS[i], old[i], keep[i], false) end
   end
 end
 return reply
 `;
 
 /** SHA-1 of {@link TOKEN_BUCKET_LUA}, for EVALSHA; a test pins it to the script text. */
-export const TOKEN_BUCKET_SHA1 = "4533a96540ce2556c7b9203f2074acbaae4783cb";
+export const TOKEN_BUCKET_SHA1 = "e6b9f9e1760417c56c667a63683aca6caa96fed6";
