@@ -260,11 +260,13 @@ export function compareExtras({ fixedRate, rows, accuracy, stores, bareRps }) {
  */
 export function formatExtras(extras, labels) {
   const ms = (/** @type {number | null} */ v, signed = false) => (v === null ? "—" : `${signed && v >= 0 ? "+" : ""}${v.toFixed(2)}`);
-  const usd = (/** @type {number | undefined} */ v) => (v === undefined ? "—" : `$${v.toFixed(2)}`);
+  // Cents for most; the refused path's fractions of a cent keep one significant digit.
+  const usd = (/** @type {number | undefined} */ v) => (v === undefined ? "—" : v === 0 || v >= 0.01 ? `$${v.toFixed(2)}` : `$${v.toPrecision(1)}`);
   const range = (/** @type {import("./prices.mjs").DecisionCost | null} */ c) =>
     c === null ? "—" : c.storeUsdPerMillionHigh > c.storeUsdPerMillion + 1e-9 ? `${usd(c.storeUsdPerMillion)}–${usd(c.storeUsdPerMillionHigh)}` : usd(c.storeUsdPerMillion);
   const { bareFixedRate: bare } = extras;
   const lines = [
+    "",
     `Added latency at a fixed ${bare.rps} req/s (evenly spaced, all allowed), against the bare proxy's p50 ${ms(bare.p50Ms)} ms / p99 ${ms(bare.p99Ms)} ms in the same run;`,
     `cost per million decisions from the allowed and flood runs' operations at published prices (${PRICES_READ_ON}; store only, + the Workers request $${(PRICES.workersRequest.usd * 1e6).toFixed(2)} in the last column)`,
   ];
@@ -301,7 +303,6 @@ export function formatExtras(extras, labels) {
     "  Its only policy is a fixed window of 10 or 60 s: capacity 50 at 20/s becomes 200 per 10 s (same rate, 4× the burst), capacity 10 at 1/s 10 per 10 s.",
     "  Miniflare counts in one local object, exactly, and its three accuracy streams hit one process; Cloudflare documents the binding as per",
     "  location, permissive and eventually consistent (counters cached on each machine, synced in the background): there it can admit more.",
-    "",
   );
   return lines;
 }
