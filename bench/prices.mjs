@@ -8,7 +8,12 @@
  * are left out, so these are the cost of one more million decisions on an account past them.
  */
 
-/** When the prices below were read (from stored copies of the pages named). */
+/**
+ * When the prices below were read. They were read from stored copies: Cloudflare's from the
+ * cloudflare-docs repository's sources of the pages named (Workers pricing at commit 07acbb66,
+ * the Durable Objects pricing partial at 07e200b7, the Rate Limiting binding page at 0c50ffa0);
+ * Upstash's from its billing docs page and a capture of its pricing page dated 2026-11-09.
+ */
 export const PRICES_READ_ON = "2026-11-30";
 
 /** USD per unit; `source` is the page the figure is quoted from. */
