@@ -19,6 +19,7 @@ import { bundleWorker, startWorker } from "./miniflare-worker.mjs";
  * @property {string} label
  * @property {"none" | "durable-object" | "redis" | "rate-limiting-binding"} store  "redis": commands can be counted from INFO
  * @property {boolean} sharesStateAcrossProcesses  false: separate processes would not share buckets
+ * @property {boolean} [countsStorage]  answers `/__bench/storage-ops` with its bucket objects' storage calls
  * @property {(policy: Policy) => Promise<Instance>} start
  */
 
@@ -29,8 +30,11 @@ import { bundleWorker, startWorker } from "./miniflare-worker.mjs";
  * @returns {Promise<Limiter[]>}
  */
 export async function prepareLimiters(stack) {
-  const [sluice, bare, upstashRatelimit, honoRateLimiter, rlBinding] = await Promise.all([
-    Promise.resolve().then(buildGatewayBundle),
+  const [[sluice, sluiceCounted], bare, upstashRatelimit, honoRateLimiter, rlBinding] = await Promise.all([
+    // The counted variant imports the dashboard assets the gateway's build step generates.
+    Promise.resolve()
+      .then(buildGatewayBundle)
+      .then(async (bundle) => /** @type {const} */ ([bundle, await bundleWorker("sluice-do-counted")])),
     bundleWorker("bare"),
     bundleWorker("upstash-ratelimit"),
     bundleWorker("hono-rate-limiter"),
@@ -79,6 +83,14 @@ export async function prepareLimiters(stack) {
       store: "durable-object",
       sharesStateAcrossProcesses: false,
       start: (policy) => startGateway({ scriptPath: sluice, vars: { ...sluiceVars(policy), LIMITER_METRICS: "off" } }),
+    },
+    {
+      id: "sluice-do-counted",
+      label: "sluice, Durable Object, storage calls counted",
+      store: "durable-object",
+      sharesStateAcrossProcesses: false,
+      countsStorage: true,
+      start: (policy) => startGateway({ scriptPath: sluiceCounted, vars: sluiceVars(policy) }),
     },
     {
       id: "sluice-upstash",

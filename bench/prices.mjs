@@ -88,7 +88,8 @@ const REST_COMMANDS = ["evalsha", "eval", "evalsha_ro", "eval_ro", "script|load"
  * - Durable Object: requests = the gateway's own count of backend calls (one RPC per call) per
  *   response; rows written = one per allowed decision: `ClientBuckets.take` writes the bucket it
  *   charged with one `storage.put` (`store()`), a refusal writes nothing (no `blockFor` in the
- *   benchmark's policy), so rows written = allowed decisions that reached the object.
+ *   benchmark's policy), so rows written = allowed decisions that reached the object. The
+ *   counting variant (`workers/sluice-do-counted.ts`) counts them instead, as a check.
  * - Redis (Upstash): low = the commands sent over REST per decision (`REST_COMMANDS` as Redis
  *   counted them); high = every command Redis ran, inside scripts too, per decision
  *   (`INFO commandstats`).
@@ -118,10 +119,14 @@ export function costPerMillion(store, row) {
     case "durable-object": {
       if (row.backendCallsPerRequest === null) return null;
       const requests = (row.backendCallsPerRequest * responses) / decisions;
-      // Allowed decisions that reached an object: with the deny cache a refusal may not, but an allowance always does.
-      const rowsWritten = row.allowed / decisions;
+      // Counted where the gateway counts its objects' storage calls (every put, delete, setAlarm
+      // and deleteAll is a row written); otherwise derived: one put per allowed decision.
+      const ops = row.storageOps;
+      const rowsWritten = ops
+        ? ((ops.put ?? 0) + (ops.delete ?? 0) + (ops.setAlarm ?? 0) + (ops.deleteAll ?? 0)) / decisions
+        : row.allowed / decisions;
       const usd = requests * PRICES.durableObjectRequest.usd + rowsWritten * PRICES.durableObjectRowWritten.usd;
-      return result(usd, usd, { durableObjectRequests: requests, rowsWritten });
+      return result(usd, usd, { durableObjectRequests: requests, [ops ? "rowsWrittenCounted" : "rowsWritten"]: rowsWritten });
     }
     case "redis": {
       if (row.redisCommands === null || row.redisCommandsPerDecision === null) return null;

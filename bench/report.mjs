@@ -243,6 +243,14 @@ export function compareExtras({ fixedRate, rows, accuracy, stores, bareRps }) {
       : null,
   };
 
+  // Rows written per allowed decision: derived for the deployed bundle, counted by the wrapper.
+  const countedRow = rows.find((r) => r.limiter === "sluice-do-counted" && r.scenario === "allowed");
+  const counted = countedRow?.storageOps;
+  const rowsWrittenCheck =
+    countedRow && counted && countedRow.allowed > 0
+      ? { countedPerAllowed: ((counted.put ?? 0) + (counted.delete ?? 0) + (counted.setAlarm ?? 0) + (counted.deleteAll ?? 0)) / countedRow.allowed, storageOps: counted, allowed: countedRow.allowed }
+      : null;
+
   /** @type {TargetResult[]} */
   const targets = [];
   const cmd = rows.find((r) => r.limiter === "sluice-upstash" && r.scenario === "allowed")?.redisCommandsPerDecision ?? null;
@@ -252,7 +260,7 @@ export function compareExtras({ fixedRate, rows, accuracy, stores, bareRps }) {
     figure: cmd === null ? "n/a" : cmd.toFixed(2),
   });
   const bareRuns = bare.map((r) => ({ p50Ms: r.p50Ms, p99Ms: r.p99Ms, senderLateMs: r.maxLateMs }));
-  return { bareFixedRate: { p50Ms: bareP50, p99Ms: bareP99, rps: fixedRate[0]?.rps ?? null, runs: bareRuns }, limiters, bindingPeer, bareRps, targets };
+  return { bareFixedRate: { p50Ms: bareP50, p99Ms: bareP99, rps: fixedRate[0]?.rps ?? null, runs: bareRuns }, limiters, bindingPeer, rowsWrittenCheck, bareRps, targets };
 }
 
 /**
@@ -294,6 +302,10 @@ export function formatExtras(extras, labels) {
     ]),
     "(late ms: how far the load generator fell behind its schedule at worst; that lag is in the latency, so where it is more than a few ms the machine was busy and the p99 says more about it than about the limiter)",
     "($a–$b: Upstash's pages do not say how commands inside a Lua script are billed: a = the commands sent over REST, b = every command Redis ran)",
+    extras.rowsWrittenCheck
+      ? `Durable Object rows written per allowed decision: derived 1.00 (one put per allowance); counted by the storage wrapper ${extras.rowsWrittenCheck.countedPerAllowed.toFixed(3)} ` +
+        `(${Object.entries(extras.rowsWrittenCheck.storageOps).map(([k, v]) => `${k} ${v}`).join(", ")} for ${extras.rowsWrittenCheck.allowed} allowed)`
+      : "Durable Object rows written per allowed decision: derived 1.00 (one put per allowance); not counted in this run",
     `Left out of the cost: ${LEFT_OUT.map((s) => s.split(" (")[0]).join("; ")}.`,
   );
   const b = extras.bindingPeer;

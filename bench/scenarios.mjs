@@ -52,6 +52,7 @@ const SETTLE_MS = 300;
  * @property {number | null} redisCommandsPerDecision   null when the store is not Redis
  * @property {number | null} backendCallsPerRequest      null when it cannot be counted
  * @property {Record<string, number> | null} redisCommands
+ * @property {Record<string, number> | null} [storageOps]  bucket objects' storage calls during the run (limiters that count them)
  */
 
 /**
@@ -79,9 +80,11 @@ export async function measureThroughput(limiter, scenario, { profile, stats }) {
     if (limiter.store === "redis") await delay(SETTLE_MS);
     const before = limiter.store === "redis" ? await stats.snapshot() : undefined;
     const callsBefore = await gatewayBackendCalls(instance.url);
+    const storageBefore = limiter.countsStorage ? await storageOps(instance.url) : null;
     const load = await runLoad({ url, connections: profile.connections, durationS: profile.measureS * 3, maxRequests: amount, ...keying });
     const used = before ? diffCommands(before, await stats.snapshot()) : undefined;
     const callsAfter = await gatewayBackendCalls(instance.url);
+    const storageAfter = limiter.countsStorage ? await storageOps(instance.url) : null;
     // sluice counts its backend calls (health); for the peers, script calls seen by Redis.
     const backendCalls = callsBefore !== null && callsAfter !== null ? callsAfter - callsBefore : used?.scriptCalls;
 
@@ -100,10 +103,24 @@ export async function measureThroughput(limiter, scenario, { profile, stats }) {
       redisCommandsPerDecision: used && decisions > 0 ? used.total / decisions : null,
       backendCallsPerRequest: backendCalls !== undefined && load.responses > 0 ? backendCalls / load.responses : null,
       redisCommands: used?.byCommand ?? null,
+      ...(storageBefore && storageAfter
+        ? { storageOps: Object.fromEntries(Object.entries(storageAfter).map(([name, n]) => [name, n - (storageBefore[name] ?? 0)])) }
+        : {}),
     };
   } finally {
     await instance.dispose();
   }
+}
+
+/**
+ * Storage calls of a counting gateway's bucket objects so far (`workers/sluice-do-counted.ts`).
+ * @param {string} baseUrl
+ * @returns {Promise<Record<string, number>>}
+ */
+async function storageOps(baseUrl) {
+  const response = await fetch(`${baseUrl}/__bench/storage-ops`);
+  if (!response.ok) throw new Error(`storage-ops answered ${response.status}`);
+  return /** @type {Record<string, number>} */ (await response.json());
 }
 
 /**
