@@ -6,7 +6,8 @@
 import { randomUUID } from "node:crypto";
 import { setTimeout as delay } from "node:timers/promises";
 import { diffCommands } from "./redis-stats.mjs";
-import { runLoad, runPaced } from "./load.mjs";
+import { runLoad } from "./load.mjs";
+import { runPaced } from "./load.mjs";
 
 /** @typedef {import("./limiters.mjs").Limiter} Limiter */
 /** @typedef {import("./limiters.mjs").Policy} Policy */
