@@ -3,8 +3,11 @@
  * The things under test: the bare proxy, sluice on each backend, and the peers. Each knows how to
  * start one instance of itself (one workerd process) for a given token-bucket policy.
  */
+import { join } from "node:path";
+import { Miniflare } from "miniflare";
 import { LOCAL_UPSTASH_TOKEN, upstashVars } from "../dev/local-stack.mjs";
 import { buildGatewayBundle, startGateway } from "../dev/miniflare-gateway.mjs";
+import { wranglerCompatibility } from "../dev/workerd.mjs";
 import { bundleWorker, startWorker } from "./miniflare-worker.mjs";
 
 /** @typedef {{ capacity: number, rate: number }} Policy  tokens, and tokens per second */
@@ -14,8 +17,9 @@ import { bundleWorker, startWorker } from "./miniflare-worker.mjs";
  * @typedef {object} Limiter
  * @property {string} id
  * @property {string} label
- * @property {"none" | "durable-object" | "redis"} store  "redis": commands can be counted from INFO
+ * @property {"none" | "durable-object" | "redis" | "rate-limiting-binding"} store  "redis": commands can be counted from INFO
  * @property {boolean} sharesStateAcrossProcesses  false: separate processes would not share buckets
+ * @property {boolean} [countsStorage]  answers `/__bench/storage-ops` with its bucket objects' storage calls
  * @property {(policy: Policy) => Promise<Instance>} start
  */
 
@@ -26,11 +30,15 @@ import { bundleWorker, startWorker } from "./miniflare-worker.mjs";
  * @returns {Promise<Limiter[]>}
  */
 export async function prepareLimiters(stack) {
-  const [sluice, bare, upstashRatelimit, honoRateLimiter] = await Promise.all([
-    Promise.resolve().then(buildGatewayBundle),
+  const [[sluice, sluiceCounted], bare, upstashRatelimit, honoRateLimiter, rlBinding] = await Promise.all([
+    // The counted variant imports the dashboard assets the gateway's build step generates.
+    Promise.resolve()
+      .then(buildGatewayBundle)
+      .then(async (bundle) => /** @type {const} */ ([bundle, await bundleWorker("sluice-do-counted")])),
     bundleWorker("bare"),
     bundleWorker("upstash-ratelimit"),
     bundleWorker("hono-rate-limiter"),
+    bundleWorker("rl-binding"),
   ]);
 
   /** @param {Policy} policy @returns {Record<string, string>} */
@@ -77,6 +85,14 @@ export async function prepareLimiters(stack) {
       start: (policy) => startGateway({ scriptPath: sluice, vars: { ...sluiceVars(policy), LIMITER_METRICS: "off" } }),
     },
     {
+      id: "sluice-do-counted",
+      label: "sluice, Durable Object, storage calls counted",
+      store: "durable-object",
+      sharesStateAcrossProcesses: false,
+      countsStorage: true,
+      start: (policy) => startGateway({ scriptPath: sluiceCounted, vars: sluiceVars(policy) }),
+    },
+    {
       id: "sluice-upstash",
       label: "sluice, Upstash",
       store: "redis",
@@ -97,5 +113,51 @@ export async function prepareLimiters(stack) {
       sharesStateAcrossProcesses: true,
       start: (policy) => startWorker({ scriptPath: honoRateLimiter, vars: peerVars(policy) }),
     },
+    {
+      id: "rl-binding",
+      label: "Workers Rate Limiting binding (Miniflare)",
+      store: "rate-limiting-binding",
+      // Each Miniflare process keeps its own counters (and on Cloudflare each location does).
+      sharesStateAcrossProcesses: false,
+      start: (policy) => startRateLimitingBindingWorker(rlBinding, { ORIGIN_URL: stack.originUrl }, bindingPolicy(policy)),
+    },
   ];
+}
+
+/**
+ * The Rate Limiting binding's own policy for a token-bucket policy: `limit` calls per `period`
+ * (10 or 60 s, all it accepts), with the bucket's long-run rate. The shortest period that holds
+ * the bucket's capacity keeps its burst too when capacity ÷ rate ≤ 10 s (the flood's 10 at 1/s:
+ * 10 per 10 s); otherwise the window lets through `rate × period`, more than the bucket's burst
+ * (the accuracy scenario's 50 at 20/s becomes 200 per 10 s).
+ * @param {Policy} policy
+ * @returns {{ limit: number, period: 10 | 60 }}
+ * @example
+ * bindingPolicy({ capacity: 10, rate: 1 }); // { limit: 10, period: 10 }
+ */
+export function bindingPolicy({ capacity, rate }) {
+  const period = capacity / rate <= 10 ? 10 : 60;
+  return { limit: Math.max(capacity, Math.round(rate * period)), period };
+}
+
+/**
+ * Starts the Rate Limiting binding peer on its own workerd process with the binding as Miniflare
+ * provides it (`ratelimits`, what wrangler's `[[ratelimits]]` becomes).
+ * @param {string} scriptPath
+ * @param {Record<string, string>} vars
+ * @param {{ limit: number, period: 10 | 60 }} simple
+ * @returns {Promise<Instance>}
+ */
+async function startRateLimitingBindingWorker(scriptPath, vars, simple) {
+  const mf = new Miniflare({
+    modules: [{ type: "ESModule", path: scriptPath }],
+    modulesRoot: join(scriptPath, ".."),
+    ...(await wranglerCompatibility()),
+    bindings: vars,
+    ratelimits: { LIMITER: { namespace_id: "1001", simple } },
+    host: "127.0.0.1",
+    port: 0,
+  });
+  const url = await mf.ready;
+  return { url: url.origin, dispose: () => mf.dispose() };
 }

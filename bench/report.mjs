@@ -4,6 +4,9 @@
  * (PASS / MISS / N/A, with the figure), and the text table printed on stdout.
  */
 
+import { bindingPolicy } from "./limiters.mjs";
+import { costPerMillion, LEFT_OUT, PRICES, PRICES_READ_ON } from "./prices.mjs";
+
 /** @typedef {import("./scenarios.mjs").ThroughputRow} ThroughputRow */
 /** @typedef {import("./scenarios.mjs").AccuracyResult} AccuracyResult */
 /** @typedef {{ target: string, status: "PASS" | "MISS" | "N/A", figure: string }} TargetResult */
@@ -41,7 +44,7 @@ export function compare({ bareRuns, rows, accuracy }) {
   const x = (/** @type {number | null} */ v) => (v === null ? "n/a" : `${v.toFixed(2)}×`);
 
   const doAllowed = ratio(row("sluice-do", "allowed")?.rps, bareRps);
-  check("sluice allowed path ≥ 0.6 × bare req/s (Durable Object)", doAllowed === null ? null : doAllowed >= 0.6, x(doAllowed));
+  check("sluice allowed path ≥ 0.6 × bare req/s, aim 0.8 (Durable Object)", doAllowed === null ? null : doAllowed >= 0.6, x(doAllowed));
   for (const [id, name] of [["sluice-do", "Durable Object"], ["sluice-upstash", "Upstash"]]) {
     const flood = row(id ?? "", "flood");
     const r = ratio(flood?.rps, bareRps);
@@ -78,9 +81,11 @@ export function compare({ bareRuns, rows, accuracy }) {
       `${s?.toFixed(2) ?? "n/a"} vs ${p?.toFixed(2) ?? "n/a"}`,
     );
     const r = ratio(sluice?.rps, peer?.rps);
+    // The issue's targets: 1.1 × on the allowed path, 1.2 × on the refused path (flood).
+    const atLeast = scenario === "allowed" ? 1.1 : 1.2;
     check(
-      `req/s at or above @upstash/ratelimit's (${scenario === "allowed" ? "allowed path" : "flood"})`,
-      r === null ? null : r >= 1,
+      `req/s ≥ ${atLeast} × @upstash/ratelimit's (${scenario === "allowed" ? "allowed path" : "flood"})`,
+      r === null ? null : r >= atLeast,
       `${sluice?.rps.toFixed(0) ?? "n/a"} vs ${peer?.rps.toFixed(0) ?? "n/a"} (${x(r)})`,
     );
   }
@@ -91,7 +96,8 @@ export function compare({ bareRuns, rows, accuracy }) {
  * The report printed on stdout.
  * @param {{ mode: string, machine: Record<string, unknown>, profile: import("./scenarios.mjs").Profile,
  *   bareRuns: ThroughputRow[], rows: ThroughputRow[], accuracy: AccuracyResult[], labels: Record<string, string>,
- *   bareRps: number, ratios: Record<string, Record<string, number | null>>, targets: TargetResult[], durationS: number }} report
+ *   bareRps: number, ratios: Record<string, Record<string, number | null>>, targets: TargetResult[], durationS: number,
+ *   extras?: ReturnType<typeof compareExtras> }} report
  * @returns {string}
  */
 export function formatReport(report) {
@@ -150,6 +156,7 @@ export function formatReport(report) {
     const f = (/** @type {number | null | undefined} */ v) => (v == null ? "n/a" : `${v.toFixed(2)}×`);
     lines.push(`  ${name}: req/s ${f(values.rps)}, p50 ${f(values.p50)}, p99 ${f(values.p99)}, redis cmd/decision ${f(values.redisCommandsPerDecision)}`);
   }
+  if (report.extras) lines.push(...formatExtras(report.extras, labels));
   lines.push("", "Targets:");
   for (const t of report.targets) lines.push(`  ${t.status.padEnd(4)}  ${t.target}: ${t.figure}`);
   return lines.join("\n");
@@ -163,3 +170,159 @@ function columns(rows) {
   const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length))) ?? [];
   return rows.map((r) => r.map((cell, i) => cell.padEnd(widths[i] ?? 0)).join("  ").trimEnd());
 }
+
+/**
+ * @typedef {object} ExtrasInput
+ * @property {import("./scenarios.mjs").FixedRateRow[]} fixedRate  bare runs among them
+ * @property {ThroughputRow[]} rows
+ * @property {AccuracyResult[]} accuracy
+ * @property {Record<string, "none" | "durable-object" | "redis" | "rate-limiting-binding">} stores  limiter id → store
+ * @property {number} bareRps
+ */
+
+/**
+ * @typedef {object} LimiterExtras
+ * @property {string} limiter
+ * @property {number | null} p50Ms            at the fixed rate
+ * @property {number | null} p99Ms
+ * @property {number | null} addedP50Ms       minus the bare proxy's (mean of its fixed-rate runs)
+ * @property {number | null} addedP99Ms
+ * @property {number | null} senderLateMs     the load generator's worst lag behind its schedule (counted in the latency)
+ * @property {import("./prices.mjs").DecisionCost | null} costAllowed   from the allowed throughput run
+ * @property {import("./prices.mjs").DecisionCost | null} costRefused   from the flood run
+ */
+
+/**
+ * The issue's additions: added latency at a fixed moderate rate against the bare proxy, cost per
+ * million decisions from the run's measured operations and published prices, and the Rate
+ * Limiting binding peer's throughput and accuracy; with their targets.
+ * @param {ExtrasInput} input
+ */
+export function compareExtras({ fixedRate, rows, accuracy, stores, bareRps }) {
+  const bare = fixedRate.filter((r) => r.limiter === "bare");
+  const mean = (/** @type {number[]} */ v) => (v.length === 0 ? null : v.reduce((a, b) => a + b, 0) / v.length);
+  const bareP50 = mean(bare.map((r) => r.p50Ms));
+  const bareP99 = mean(bare.map((r) => r.p99Ms));
+  const ids = [...new Set([...fixedRate.map((r) => r.limiter), ...rows.map((r) => r.limiter)])].filter((id) => id !== "bare");
+  /** @type {LimiterExtras[]} */
+  const limiters = ids.map((id) => {
+    const fixed = fixedRate.find((r) => r.limiter === id);
+    const row = (/** @type {string} */ scenario) => rows.find((r) => r.limiter === id && r.scenario === scenario);
+    const store = stores[id] ?? "none";
+    const allowedRow = row("allowed");
+    const floodRow = row("flood");
+    return {
+      limiter: id,
+      p50Ms: fixed?.p50Ms ?? null,
+      p99Ms: fixed?.p99Ms ?? null,
+      addedP50Ms: fixed && bareP50 !== null ? fixed.p50Ms - bareP50 : null,
+      addedP99Ms: fixed && bareP99 !== null ? fixed.p99Ms - bareP99 : null,
+      senderLateMs: fixed?.maxLateMs ?? null,
+      costAllowed: allowedRow ? costPerMillion(store, allowedRow) : null,
+      costRefused: floodRow ? costPerMillion(store, floodRow) : null,
+    };
+  });
+
+  const bindingAccuracy = accuracy.find((a) => a.limiter === "rl-binding");
+  const own = bindingAccuracy ? bindingPolicy(bindingAccuracy.policy) : null;
+  // Its windows are aligned to the clock, not to the run: a run of e seconds touches at most ⌈e / period⌉ + 1 of them.
+  const ownMax = own && bindingAccuracy ? own.limit * (Math.ceil(bindingAccuracy.elapsedS / own.period) + 1) : null;
+  const bindingPeer = {
+    allowedRps: rows.find((r) => r.limiter === "rl-binding" && r.scenario === "allowed")?.rps ?? null,
+    floodRps: rows.find((r) => r.limiter === "rl-binding" && r.scenario === "flood")?.rps ?? null,
+    accuracy: bindingAccuracy
+      ? {
+          allowed: bindingAccuracy.allowed,
+          theoreticalMax: bindingAccuracy.theoreticalMax,
+          overAdmission: bindingAccuracy.overAdmission,
+          allowedOfMax: bindingAccuracy.allowed / bindingAccuracy.theoreticalMax,
+          ownPolicy: own,
+          ownMaxAtMost: ownMax,
+          overOwnMax: ownMax === null ? null : Math.max(0, bindingAccuracy.allowed - ownMax),
+        }
+      : null,
+  };
+
+  // Rows written per allowed decision: derived for the deployed bundle, counted by the wrapper.
+  const countedRow = rows.find((r) => r.limiter === "sluice-do-counted" && r.scenario === "allowed");
+  const counted = countedRow?.storageOps;
+  const rowsWrittenCheck =
+    countedRow && counted && countedRow.allowed > 0
+      ? { countedPerAllowed: ((counted.put ?? 0) + (counted.delete ?? 0) + (counted.setAlarm ?? 0) + (counted.deleteAll ?? 0)) / countedRow.allowed, storageOps: counted, allowed: countedRow.allowed }
+      : null;
+
+  /** @type {TargetResult[]} */
+  const targets = [];
+  const cmd = rows.find((r) => r.limiter === "sluice-upstash" && r.scenario === "allowed")?.redisCommandsPerDecision ?? null;
+  targets.push({
+    target: "Redis commands per allowed decision ≤ 3 (sluice, Upstash)",
+    status: cmd === null ? "N/A" : cmd <= 3 ? "PASS" : "MISS",
+    figure: cmd === null ? "n/a" : cmd.toFixed(2),
+  });
+  const bareRuns = bare.map((r) => ({ p50Ms: r.p50Ms, p99Ms: r.p99Ms, senderLateMs: r.maxLateMs }));
+  return { bareFixedRate: { p50Ms: bareP50, p99Ms: bareP99, rps: fixedRate[0]?.rps ?? null, runs: bareRuns }, limiters, bindingPeer, rowsWrittenCheck, bareRps, targets };
+}
+
+/**
+ * The lines `compareExtras` adds to the printed report.
+ * @param {ReturnType<typeof compareExtras>} extras
+ * @param {Record<string, string>} labels
+ * @returns {string[]}
+ */
+export function formatExtras(extras, labels) {
+  const ms = (/** @type {number | null} */ v, signed = false) => (v === null ? "—" : `${signed && v >= 0 ? "+" : ""}${v.toFixed(2)}`);
+  // Cents for most; the refused path's fractions of a cent keep one significant digit.
+  const usd = (/** @type {number | undefined} */ v) => (v === undefined ? "—" : v === 0 || v >= 0.01 ? `$${v.toFixed(2)}` : `$${v.toPrecision(1)}`);
+  const range = (/** @type {import("./prices.mjs").DecisionCost | null} */ c) =>
+    c === null ? "—" : c.storeUsdPerMillionHigh > c.storeUsdPerMillion + 1e-9 ? `${usd(c.storeUsdPerMillion)}–${usd(c.storeUsdPerMillionHigh)}` : usd(c.storeUsdPerMillion);
+  const { bareFixedRate: bare } = extras;
+  const lines = [
+    "",
+    `Added latency at a fixed ${bare.rps} req/s (evenly spaced, all allowed), against the bare proxy's p50 ${ms(bare.p50Ms)} ms / p99 ${ms(bare.p99Ms)} ms in the same run`,
+    `(mean of its runs first and last: p50 ${bare.runs.map((r) => ms(r.p50Ms)).join(" / ")} ms, p99 ${bare.runs.map((r) => ms(r.p99Ms)).join(" / ")} ms, sender late ≤ ${bare.runs.map((r) => ms(r.senderLateMs)).join(" / ")} ms);`,
+    `cost per million decisions from the allowed and flood runs' operations at published prices (${PRICES_READ_ON}; store only, + the Workers request $${(PRICES.workersRequest.usd * 1e6).toFixed(2)} in the last column)`,
+  ];
+  lines.push(
+    ...columns([
+      ["limiter", "p50 ms", "p99 ms", "+p50 ms", "+p99 ms", "late ms", "$/M allowed", "$/M refused", "ops per allowed decision", "$/M allowed + Workers"],
+      ...extras.limiters.map((l) => [
+        labels[l.limiter] ?? l.limiter,
+        ms(l.p50Ms),
+        ms(l.p99Ms),
+        ms(l.addedP50Ms, true),
+        ms(l.addedP99Ms, true),
+        ms(l.senderLateMs),
+        range(l.costAllowed),
+        range(l.costRefused),
+        l.costAllowed === null
+          ? "—"
+          : Object.entries(l.costAllowed.operationsPerDecision).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(", ") || "none",
+        usd(l.costAllowed?.totalUsdPerMillion),
+      ]),
+    ]),
+    "(late ms: how far the load generator fell behind its schedule at worst; that lag is in the latency, so where it is more than a few ms the machine was busy and the p99 says more about it than about the limiter)",
+    "($a–$b: Upstash's pages do not say how commands inside a Lua script are billed: a = the commands sent over REST, b = every command Redis ran)",
+    extras.rowsWrittenCheck
+      ? `Durable Object rows written per allowed decision: derived 1.00 (one put per allowance); counted by the storage wrapper ${extras.rowsWrittenCheck.countedPerAllowed.toFixed(3)} ` +
+        `(${Object.entries(extras.rowsWrittenCheck.storageOps).map(([k, v]) => `${k} ${v}`).join(", ")} for ${extras.rowsWrittenCheck.allowed} allowed)`
+      : "Durable Object rows written per allowed decision: derived 1.00 (one put per allowance); not counted in this run",
+    `Left out of the cost: ${LEFT_OUT.map((s) => s.split(" (")[0]).join("; ")}.`,
+  );
+  const b = extras.bindingPeer;
+  const f = (/** @type {number | null} */ v) => (v === null ? "n/a" : `${v.toFixed(0)} req/s (${(v / extras.bareRps).toFixed(2)}× bare)`);
+  lines.push(
+    "",
+    `Workers Rate Limiting binding, as Miniflare runs it: allowed ${f(b.allowedRps)}, flood ${f(b.floodRps)}; accuracy ` +
+      (b.accuracy
+        ? `${b.accuracy.allowed} allowed against the bucket policy's maximum of ${b.accuracy.theoreticalMax} (${(b.accuracy.allowedOfMax * 100).toFixed(0)} %, over by ${b.accuracy.overAdmission}); ` +
+          `its own policy (${b.accuracy.ownPolicy?.limit} per ${b.accuracy.ownPolicy?.period} s window) allows at most ${b.accuracy.ownMaxAtMost}: over that by ${b.accuracy.overOwnMax}`
+        : "not run") +
+      ".",
+    "  Its only policy is a fixed window of 10 or 60 s: capacity 50 at 20/s becomes 200 per 10 s (same rate, 4× the burst), capacity 10 at 1/s 10 per 10 s.",
+    "  Miniflare counts in one local object, exactly, and its three accuracy streams hit one process; Cloudflare documents the binding as per",
+    "  location, permissive and eventually consistent (counters cached on each machine, synced in the background): there it can admit more.",
+    "  Its speed here is Miniflare's too (each limit() is a call to a local object), not Cloudflare's (a counter cached on the machine).",
+  );
+  return lines;
+}
+

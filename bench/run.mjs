@@ -15,6 +15,10 @@ import { connectRedisStats } from "./redis-stats.mjs";
 import { compare, formatReport } from "./report.mjs";
 import { ACCURACY_POLICY, ALLOWED_POLICY, FLOOD_POLICY, measureAccuracy, measureThroughput } from "./scenarios.mjs";
 import { startStackProcess } from "./stack.mjs";
+// Issue 11: fixed-rate added latency, cost per million decisions, the Rate Limiting binding peer.
+import { LEFT_OUT, PRICES, PRICES_READ_ON } from "./prices.mjs";
+import { compareExtras } from "./report.mjs";
+import { FIXED_RATE, measureFixedRate } from "./scenarios.mjs";
 
 const quick = process.argv.includes("--quick");
 
@@ -26,9 +30,9 @@ const resultsDir = new URL("./results/", import.meta.url).pathname;
 const outputs = quick
   ? { json: `${resultsDir}quick.json`, svg: `${resultsDir}accuracy-quick.svg` }
   : { json: `${resultsDir}latest.json`, svg: `${resultsDir}accuracy.svg` };
-const LIMITERS_UNDER_TEST = ["sluice-do", "sluice-upstash", "upstash-ratelimit", "hono-rate-limiter"];
-/** Measured for throughput only: what metrics cost, same run. */
-const THROUGHPUT_ONLY = ["sluice-do-no-metrics"];
+const LIMITERS_UNDER_TEST = ["sluice-do", "sluice-upstash", "upstash-ratelimit", "hono-rate-limiter", "rl-binding"];
+/** Measured for throughput only: what metrics cost, same run; the bucket objects' storage calls counted (rows written). */
+const THROUGHPUT_ONLY = ["sluice-do-no-metrics", "sluice-do-counted"];
 
 /** Everything started that must be stopped, newest last. @type {Set<() => Promise<void>>} */
 const running = new Set();
@@ -99,6 +103,13 @@ try {
   progress("ceiling again: bare proxy");
   bareRuns.push(await measureThroughput(byId("bare"), "allowed", context));
 
+  // Added latency at a fixed moderate rate: the bare proxy first and last, as for the ceiling.
+  const fixedRate = [];
+  for (const id of ["bare", ...LIMITERS_UNDER_TEST, "bare"]) {
+    progress(`fixed rate ${FIXED_RATE.rps} req/s: ${labels[id]}`);
+    fixedRate.push(await measureFixedRate(byId(id), { profile }));
+  }
+
   const accuracy = [];
   for (const id of LIMITERS_UNDER_TEST) {
     progress(`accuracy: ${labels[id]}`);
@@ -108,19 +119,25 @@ try {
   const machine = describeMachine({ redisVersion: await stats.version() });
   const durationS = (performance.now() - started) / 1000;
   const comparison = compare({ bareRuns, rows, accuracy });
-  const report = { mode: profile.name, durationS, machine, profile, bareRuns, rows, accuracy, labels, ...comparison };
+  const extras = compareExtras({ fixedRate, rows, accuracy, stores: Object.fromEntries(limiters.map((l) => [l.id, l.store])), bareRps: comparison.bareRps });
+  comparison.targets.push(...extras.targets);
+  const report = { mode: profile.name, durationS, machine, profile, bareRuns, rows, accuracy, labels, ...comparison, fixedRate, extras };
   console.log(formatReport(report));
 
   mkdirSync(resultsDir, { recursive: true });
   const json = {
     generatedAt: new Date().toISOString(),
     ...report,
-    policies: { allowed: ALLOWED_POLICY, flood: FLOOD_POLICY, accuracy: ACCURACY_POLICY },
+    policies: { allowed: ALLOWED_POLICY, flood: FLOOD_POLICY, accuracy: ACCURACY_POLICY, fixedRate: FIXED_RATE },
+    prices: { readOn: PRICES_READ_ON, prices: PRICES, leftOut: LEFT_OUT },
     notes: [
       "Every ratio is taken within this run. ÷bare uses the mean of the ceiling runs.",
       "redisCommandsPerDecision: INFO commandstats delta (calls + rejected_calls, INFO/CONFIG excluded) ÷ (2xx + 429).",
       "backendCallsPerRequest: backend calls ÷ responses; for sluice its own count (isolate.backendCalls in /__limiter/health), for the peers the script calls (EVALSHA, EVAL, SCRIPT LOAD) Redis saw.",
       "Accuracy for the Durable Object backend: the three streams hit one workerd process (separate Miniflare processes do not share Durable Object state).",
+      "fixedRate: evenly spaced requests (open loop) at FIXED_RATE.rps, every one allowed; latency from each request's scheduled time; extras.limiters[].addedP50Ms/addedP99Ms subtract the mean of the bare proxy's fixed-rate runs.",
+      "Cost per million decisions (extras.limiters[].costAllowed/costRefused): Durable Object requests = the gateway's backend calls, rows written = one per allowed decision (ClientBuckets writes the charged bucket with one storage.put; a refusal writes nothing); Redis = commands sent over REST (low) or every command Redis ran (high), at the prices in `prices`.",
+      "rl-binding: the Workers Rate Limiting binding as Miniflare runs it (a fixed-window counter in one local object); its accuracy streams hit one process.",
     ],
   };
   writeFileSync(outputs.json, `${JSON.stringify(json, null, 2)}\n`);

@@ -7,6 +7,7 @@ import { randomUUID } from "node:crypto";
 import { setTimeout as delay } from "node:timers/promises";
 import { diffCommands } from "./redis-stats.mjs";
 import { runLoad } from "./load.mjs";
+import { runPaced } from "./load.mjs";
 
 /** @typedef {import("./limiters.mjs").Limiter} Limiter */
 /** @typedef {import("./limiters.mjs").Policy} Policy */
@@ -52,6 +53,7 @@ const SETTLE_MS = 300;
  * @property {number | null} redisCommandsPerDecision   null when the store is not Redis
  * @property {number | null} backendCallsPerRequest      null when it cannot be counted
  * @property {Record<string, number> | null} redisCommands
+ * @property {Record<string, number> | null} [storageOps]  bucket objects' storage calls during the run (limiters that count them)
  */
 
 /**
@@ -79,9 +81,11 @@ export async function measureThroughput(limiter, scenario, { profile, stats }) {
     if (limiter.store === "redis") await delay(SETTLE_MS);
     const before = limiter.store === "redis" ? await stats.snapshot() : undefined;
     const callsBefore = await gatewayBackendCalls(instance.url);
+    const storageBefore = limiter.countsStorage ? await storageOps(instance.url) : null;
     const load = await runLoad({ url, connections: profile.connections, durationS: profile.measureS * 3, maxRequests: amount, ...keying });
     const used = before ? diffCommands(before, await stats.snapshot()) : undefined;
     const callsAfter = await gatewayBackendCalls(instance.url);
+    const storageAfter = limiter.countsStorage ? await storageOps(instance.url) : null;
     // sluice counts its backend calls (health); for the peers, script calls seen by Redis.
     const backendCalls = callsBefore !== null && callsAfter !== null ? callsAfter - callsBefore : used?.scriptCalls;
 
@@ -100,10 +104,24 @@ export async function measureThroughput(limiter, scenario, { profile, stats }) {
       redisCommandsPerDecision: used && decisions > 0 ? used.total / decisions : null,
       backendCallsPerRequest: backendCalls !== undefined && load.responses > 0 ? backendCalls / load.responses : null,
       redisCommands: used?.byCommand ?? null,
+      ...(storageBefore && storageAfter
+        ? { storageOps: Object.fromEntries(Object.entries(storageAfter).map(([name, n]) => [name, n - (storageBefore[name] ?? 0)])) }
+        : {}),
     };
   } finally {
     await instance.dispose();
   }
+}
+
+/**
+ * Storage calls of a counting gateway's bucket objects so far (`workers/sluice-do-counted.ts`).
+ * @param {string} baseUrl
+ * @returns {Promise<Record<string, number>>}
+ */
+async function storageOps(baseUrl) {
+  const response = await fetch(`${baseUrl}/__bench/storage-ops`);
+  if (!response.ok) throw new Error(`storage-ops answered ${response.status}`);
+  return /** @type {Record<string, number>} */ (await response.json());
 }
 
 /**
@@ -229,4 +247,64 @@ async function expectAnswer(url, headers, limiter) {
 /** @param {number[]} values */
 function sum(values) {
   return values.reduce((a, b) => a + b, 0);
+}
+
+/**
+ * The fixed-rate scenario: well below saturation (the slowest limiter here saturates near 400
+ * req/s on the 2-core machine), evenly spaced, every request allowed (each of `clients` clients
+ * with the allowed policy's huge budget). What a limiter adds to a request when it is not busy.
+ */
+export const FIXED_RATE = { rps: 100, clients: 16 };
+/** Warm-up and measured requests per profile (at `FIXED_RATE.rps`: 1 s + 15 s full, 0.5 s + 2.5 s quick). */
+const FIXED_RATE_COUNTS = { full: { warmup: 100, measured: 1500 }, quick: { warmup: 50, measured: 250 } };
+
+/**
+ * @typedef {object} FixedRateRow
+ * @property {string} limiter
+ * @property {number} rps            offered (evenly spaced)
+ * @property {number} achievedRps    what the sender managed
+ * @property {number} sent
+ * @property {number} p50Ms
+ * @property {number} p99Ms
+ * @property {number} meanMs
+ * @property {number} allowed
+ * @property {number} refused
+ * @property {number} other          any other status, plus connection errors and timeouts
+ * @property {number} maxLateMs      the sender's worst lag behind its schedule
+ */
+
+/**
+ * One fixed-rate run: start the limiter with the allowed policy, check it answers, warm up at the
+ * same rate, then `measured` requests evenly spaced at `FIXED_RATE.rps`; latency from each
+ * request's scheduled time to its last byte.
+ * @param {Limiter} limiter
+ * @param {{ profile: Profile }} context
+ * @returns {Promise<FixedRateRow>}
+ */
+export async function measureFixedRate(limiter, { profile }) {
+  const counts = profile.name === "quick" ? FIXED_RATE_COUNTS.quick : FIXED_RATE_COUNTS.full;
+  const instance = await limiter.start(ALLOWED_POLICY);
+  try {
+    const runId = randomUUID();
+    const url = `${instance.url}/`;
+    const headersFor = (/** @type {number} */ i) => ({ "x-api-key": `fixed-${runId}-${i % FIXED_RATE.clients}` });
+    await expectAnswer(url, headersFor(0), limiter);
+    await runPaced({ url, rate: FIXED_RATE.rps, count: counts.warmup, headersFor });
+    const run = await runPaced({ url, rate: FIXED_RATE.rps, count: counts.measured, headersFor });
+    return {
+      limiter: limiter.id,
+      rps: FIXED_RATE.rps,
+      achievedRps: run.achievedRps,
+      sent: run.sent,
+      p50Ms: run.p50Ms,
+      p99Ms: run.p99Ms,
+      meanMs: run.meanMs,
+      allowed: run.allowed,
+      refused: run.refused,
+      other: run.other + run.errors,
+      maxLateMs: run.maxLateMs,
+    };
+  } finally {
+    await instance.dispose();
+  }
 }
