@@ -59,7 +59,7 @@ export function parseCommandStats(info) {
 }
 
 /**
- * What was called between two snapshots, without the harness's own INFO/CONFIG.
+ * What was called between two snapshots, without the harness's own INFO/CONFIG and the health reads' PING.
  * @param {CommandCounts} before
  * @param {CommandCounts} after
  * @returns {{ total: number, scriptCalls: number, byCommand: Record<string, number> }}

@@ -132,7 +132,7 @@ try {
     prices: { readOn: PRICES_READ_ON, prices: PRICES, leftOut: LEFT_OUT },
     notes: [
       "Every ratio is taken within this run. ÷bare uses the mean of the ceiling runs.",
-      "redisCommandsPerDecision: INFO commandstats delta (calls + rejected_calls, INFO/CONFIG excluded) ÷ (2xx + 429).",
+      "redisCommandsPerDecision: INFO commandstats delta (calls + rejected_calls, INFO/CONFIG and the health reads' PING excluded) ÷ (2xx + 429).",
       "backendCallsPerRequest: backend calls ÷ responses; for sluice its own count (isolate.backendCalls in /__limiter/health), for the peers the script calls (EVALSHA, EVAL, SCRIPT LOAD) Redis saw.",
       "Accuracy for the Durable Object backend: the three streams hit one workerd process (separate Miniflare processes do not share Durable Object state).",
       "fixedRate: evenly spaced requests (open loop) at FIXED_RATE.rps, every one allowed; latency from each request's scheduled time; extras.limiters[].addedP50Ms/addedP99Ms subtract the mean of the bare proxy's fixed-rate runs.",
