@@ -1,6 +1,6 @@
 import { DurableObject } from "cloudflare:workers";
 import type { BucketAnswer, OverrideRecord } from "../../core/backend";
-import { ceilDiv, refundTokens, takeBuckets, type BucketPolicy, type BucketState } from "../../core/token-bucket";
+import { ceilDiv, refundTokens, takeBuckets, takeTokens, type BucketPolicy, type BucketState } from "../../core/token-bucket";
 
 /** What one bucket keeps in storage: its state and when it will be full (then it can go). */
 interface StoredBucket extends BucketState {
@@ -19,6 +19,45 @@ export interface ObjectCharge {
 export interface ObjectAnswer extends BucketAnswer {
   readonly charged: BucketState | null;
 }
+
+/** A charge to give back: the charge as made (its cost is what to return) and the state its take wrote. */
+export type ObjectRefund = ObjectCharge & { readonly charged: BucketState };
+
+/**
+ * One call of an isolate's batch (see {@link ClientBuckets.serve}): unused leased tokens to give
+ * back, then several requests' charges applied one after another, then possibly a new lease.
+ */
+export interface ServeRequest {
+  /** Given back first, with refund semantics (only what each still withholds). */
+  readonly giveBack?: readonly ObjectRefund[];
+  /** Each request's charges, all or nothing per request, in order: exactly as many `take` calls. */
+  readonly takes: readonly (readonly ObjectCharge[])[];
+  /** After the takes: up to `want` more charges of `cost` on one bucket, for the isolate to spend locally. */
+  readonly lease?: { readonly bucket: string; readonly policy: BucketPolicy; readonly cost: number; readonly want: number };
+}
+
+/** A lease granted: `granted` charges of the lease's cost, taken from the bucket in one step. */
+export interface LeaseGrant {
+  readonly granted: number;
+  /** The state the lease's take wrote: what giving back the unused part refunds against. */
+  readonly charged: BucketState;
+  /** The bucket after the lease (remaining whole tokens, time until full), under `policy`. */
+  readonly remaining: number;
+  readonly resetMs: number;
+  readonly policy: BucketPolicy;
+}
+
+export interface ServeAnswer {
+  readonly answers: ObjectAnswer[][];
+  readonly lease: LeaseGrant | null;
+}
+
+/**
+ * A lease takes at most this share of what a bucket holds after the batch: with k isolates
+ * leasing at once, the bucket still keeps (1 − 1/8)^k of its tokens, and a bucket with fewer than
+ * 8 × cost tokens grants nothing, so a client near its limit is decided exactly, one call per request.
+ */
+export const LEASE_SHARE = 8;
 
 const BUCKET_PREFIX = "bucket:";
 const OVERRIDE_PREFIX = "override:";
@@ -68,12 +107,27 @@ export class ClientBuckets extends DurableObject<object> {
   /** Charges one request to some of this client's buckets, all or nothing, on this object's clock. */
   take(charges: readonly ObjectCharge[]): ObjectAnswer[] {
     const nowMs = Date.now();
-    const { results } = takeBuckets(this.entries(charges), nowMs);
-    return results.map(({ entry, decision, next, expiresInMs }) => {
-      if (next !== undefined) this.store(entry.bucket, next, nowMs + expiresInMs);
-      // Only spent tokens are something to refund; a block is not.
-      return { decision, policy: entry.policy, charged: decision.outcome === "allowed" ? (next ?? null) : null };
-    });
+    const dirty = new Set<string>();
+    const answers = this.charge(charges, nowMs, dirty);
+    this.persist(dirty);
+    return answers;
+  }
+
+  /**
+   * An isolate's batch in one call: gives back unused leased tokens, charges each request in
+   * order (the same decisions as that many `take` calls), and may grant a lease: up to
+   * `lease.want` more charges taken now, for the isolate to hand out without asking, never more
+   * than 1/{@link LEASE_SHARE} of what the bucket then holds. Each bucket is written once per
+   * call, before the reply leaves (write-through: the output gate holds it until durable).
+   */
+  serve(request: ServeRequest): ServeAnswer {
+    const nowMs = Date.now();
+    const dirty = new Set<string>();
+    if (request.giveBack !== undefined && request.giveBack.length > 0) this.giveBack(request.giveBack, nowMs, dirty);
+    const answers = request.takes.map((charges) => this.charge(charges, nowMs, dirty));
+    const lease = request.lease === undefined ? null : this.grantLease(request.lease, nowMs, dirty);
+    this.persist(dirty);
+    return { answers, lease };
   }
 
   /** What `take` would answer now, changing nothing. */
@@ -82,16 +136,10 @@ export class ClientBuckets extends DurableObject<object> {
   }
 
   /** Gives back what `take` charged (`charged` is the state it wrote), when another object refused the same request. */
-  refund(charges: readonly (ObjectCharge & { readonly charged: BucketState })[]): void {
-    const nowMs = Date.now();
-    for (const { bucket, cost, charged, policy: given } of charges) {
-      const policy = this.overrides.get(bucket) ?? given;
-      const before = this.buckets.get(bucket);
-      const state = refundTokens(before, policy, cost, charged, nowMs);
-      if (state === undefined || state === before) continue;
-      const missing = policy.capacity * policy.refillPeriodMs - state.level;
-      this.store(bucket, state, Math.max(state.updatedAtMs + ceilDiv(missing, policy.refillTokens), state.blockedUntilMs ?? 0));
-    }
+  refund(charges: readonly ObjectRefund[]): void {
+    const dirty = new Set<string>();
+    this.giveBack(charges, Date.now(), dirty);
+    this.persist(dirty);
   }
 
   /** Makes these buckets full again. */
@@ -162,6 +210,41 @@ export class ClientBuckets extends DurableObject<object> {
     if (this.overrides.size === 0 && this.registry.size === 0) await this.ctx.storage.deleteAll();
   }
 
+  /** One request's charges, all or nothing; the buckets it changed join `dirty`. */
+  private charge(charges: readonly ObjectCharge[], nowMs: number, dirty: Set<string>): ObjectAnswer[] {
+    const { results } = takeBuckets(this.entries(charges), nowMs);
+    return results.map(({ entry, decision, next, expiresInMs }) => {
+      if (next !== undefined) this.remember(entry.bucket, next, nowMs + expiresInMs, dirty);
+      // Only spent tokens are something to refund; a block is not.
+      return { decision, policy: entry.policy, charged: decision.outcome === "allowed" ? (next ?? null) : null };
+    });
+  }
+
+  private giveBack(charges: readonly ObjectRefund[], nowMs: number, dirty: Set<string>): void {
+    for (const { bucket, cost, charged, policy: given } of charges) {
+      const policy = this.overrides.get(bucket) ?? given;
+      const before = this.buckets.get(bucket);
+      const state = refundTokens(before, policy, cost, charged, nowMs);
+      if (state === undefined || state === before) continue;
+      const missing = policy.capacity * policy.refillPeriodMs - state.level;
+      this.remember(bucket, state, Math.max(state.updatedAtMs + ceilDiv(missing, policy.refillTokens), state.blockedUntilMs ?? 0), dirty);
+    }
+  }
+
+  /** Takes up to `want` × `cost` tokens for an isolate to spend locally, within the bucket's share; null when none. */
+  private grantLease(lease: NonNullable<ServeRequest["lease"]>, nowMs: number, dirty: Set<string>): LeaseGrant | null {
+    const [entry] = this.entries([{ bucket: lease.bucket, policy: lease.policy, cost: 0, enforced: true }]);
+    if (entry === undefined || lease.want < 1 || lease.cost < 1) return null;
+    const { decision } = takeTokens(entry.state, entry.policy, 0, nowMs);
+    if (decision.outcome !== "allowed") return null; // blocked
+    const granted = Math.min(lease.want, Math.floor(decision.remaining / LEASE_SHARE / lease.cost));
+    if (granted < 1) return null;
+    const taken = takeTokens(entry.state, entry.policy, granted * lease.cost, nowMs);
+    if (taken.decision.outcome !== "allowed" || taken.next === undefined) return null;
+    this.remember(lease.bucket, taken.next, nowMs + taken.expiresInMs, dirty);
+    return { granted, charged: taken.next, remaining: taken.decision.remaining, resetMs: taken.decision.resetMs, policy: entry.policy };
+  }
+
   /** The charges as the bucket math takes them: current state, and an exact override's policy where one is set. */
   private entries(charges: readonly ObjectCharge[]) {
     return charges.map((charge) => {
@@ -171,13 +254,41 @@ export class ClientBuckets extends DurableObject<object> {
     });
   }
 
-  private store(name: string, state: BucketState, fullAtMs: number): void {
-    const stored: StoredBucket = { ...state, fullAtMs };
-    this.buckets.set(name, stored);
-    void this.ctx.storage.put(BUCKET_PREFIX + name, stored);
+  /** Keeps a bucket's new state in memory; `persist` writes it (once per call, however many charges changed it). */
+  private remember(name: string, state: BucketState, fullAtMs: number, dirty: Set<string>): void {
+    const { level, unitsPerToken, updatedAtMs, blockedUntilMs } = state;
+    this.buckets.set(name, blockedUntilMs === undefined ? { level, unitsPerToken, updatedAtMs, fullAtMs } : { level, unitsPerToken, updatedAtMs, blockedUntilMs, fullAtMs });
+    dirty.add(name);
+  }
+
+  /**
+   * Writes the changed buckets through to storage, before this call's reply: the output gate
+   * holds the reply until the write is durable, so no answer is ever based on a state a restart
+   * could lose. The cleanup alarm is set once, not per write.
+   */
+  private persist(dirty: ReadonlySet<string>): void {
+    if (dirty.size === 0) return;
+    let latestFullAt = 0;
+    if (dirty.size === 1) {
+      for (const name of dirty) {
+        const stored = this.buckets.get(name);
+        if (stored === undefined) continue;
+        void this.ctx.storage.put(BUCKET_PREFIX + name, stored);
+        latestFullAt = stored.fullAtMs;
+      }
+    } else {
+      const entries: Record<string, StoredBucket> = {};
+      for (const name of dirty) {
+        const stored = this.buckets.get(name);
+        if (stored === undefined) continue;
+        entries[BUCKET_PREFIX + name] = stored;
+        latestFullAt = Math.max(latestFullAt, stored.fullAtMs);
+      }
+      void this.ctx.storage.put(entries);
+    }
     if (!this.alarmSet) {
       this.alarmSet = true;
-      void this.ctx.storage.setAlarm(Math.max(fullAtMs, Date.now() + MIN_CLEANUP_DELAY_MS));
+      void this.ctx.storage.setAlarm(Math.max(latestFullAt, Date.now() + MIN_CLEANUP_DELAY_MS));
     }
   }
 }
