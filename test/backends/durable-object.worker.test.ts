@@ -60,6 +60,31 @@ describe("ClientBuckets Durable Object", () => {
   });
 });
 
+describe("ClientBuckets batches and leases (serve)", () => {
+  const charge = (policy: typeof slow, cost = 1) => [{ bucket: "default", policy, cost, enforced: true }];
+  const big = { capacity: 800, refillTokens: 1, refillPeriodMs: 3_600_000 };
+
+  it("charges a batch in order, as that many takes would, and grants no lease near the limit", async () => {
+    const stub = objectFor(`batch-${crypto.randomUUID()}`);
+    const answer = await stub.serve({ takes: Array.from({ length: 7 }, () => charge(slow)), lease: { bucket: "default", policy: slow, cost: 1, want: 4 } });
+    expect(answer.answers.map(([a]) => a!.decision.outcome)).toEqual(["allowed", "allowed", "allowed", "allowed", "allowed", "denied", "denied"]);
+    expect(answer.answers.map(([a]) => a!.decision.remaining)).toEqual([4, 3, 2, 1, 0, 0, 0]);
+    expect(answer.lease).toBeNull();
+  });
+
+  it("a lease takes at most 1/8 of the bucket, is written through (eviction keeps it spent), and its unused part comes back", async () => {
+    const stub = objectFor(`lease-${crypto.randomUUID()}`);
+    const answer = await stub.serve({ takes: [charge(big)], lease: { bucket: "default", policy: big, cost: 1, want: 500 } });
+    // 799 left after the take: at most ⌊799 / 8⌋ = 99 leased.
+    expect(answer.lease).toMatchObject({ granted: 99, remaining: 700 });
+    await evictDurableObject(stub);
+    expect(await takeOne(stub, "default", big, 1)).toMatchObject({ outcome: "allowed", remaining: 699 });
+    // 40 of the 99 were not used: giving them back restores exactly 40.
+    const back = await stub.serve({ giveBack: [{ bucket: "default", policy: big, cost: 40, enforced: true, charged: answer.lease!.charged }], takes: [charge(big)] });
+    expect(back.answers[0]![0]!.decision).toMatchObject({ outcome: "allowed", remaining: 738 });
+  });
+});
+
 describe("gateway with the Durable Object backend", () => {
   it("200 concurrent requests for one client against capacity 50 allow exactly 50", async () => {
     const gateway = gatewayWith({ LIMITER_CAPACITY: "50", LIMITER_REFILL_RATE: "0.001" });

@@ -8,10 +8,17 @@ export interface LeaseOptions {
   readonly maxLease?: number;
   /** A lease's unused tokens are given back once it is this old (ms). Default 1000. */
   readonly leaseTtlMs?: number;
+  /**
+   * A call in flight longer than this (ms) no longer holds back the client's next call: its
+   * request may have been cancelled, and a cancelled request's I/O never settles. Use the
+   * limiter's backend budget. Default 1000.
+   */
+  readonly staleAfterMs?: number;
 }
 
 const DEFAULT_MAX_LEASE = 64;
 const DEFAULT_LEASE_TTL_MS = 1_000;
+const DEFAULT_STALE_AFTER_MS = 1_000;
 /** Per-client state kept per isolate; idle entries without a live lease are dropped beyond this. */
 const MAX_CLIENTS = 10_000;
 
@@ -43,6 +50,10 @@ interface Waiter {
 interface Client {
   readonly queue: Waiter[];
   inFlight: boolean;
+  /** Which call is in flight (a stale call's late answer must not clear a newer one's flag), and since when. */
+  flight: number;
+  flightStartedMs: number;
+  flightSignal: AbortSignal | undefined;
   lease: Lease | undefined;
   /** Unused leased charges to give back with the next call. */
   readonly returns: ObjectRefund[];
@@ -75,6 +86,7 @@ export class ClientBatcher {
   private readonly clients = new Map<string, Client>();
   private readonly maxLease: number;
   private readonly leaseTtlMs: number;
+  private readonly staleAfterMs: number;
 
   constructor(
     private readonly stubFor: (clientKey: string) => DurableObjectStub<ClientBuckets>,
@@ -82,6 +94,7 @@ export class ClientBatcher {
   ) {
     this.maxLease = Math.max(0, Math.floor(options.maxLease ?? DEFAULT_MAX_LEASE));
     this.leaseTtlMs = Math.max(1, options.leaseTtlMs ?? DEFAULT_LEASE_TTL_MS);
+    this.staleAfterMs = Math.max(1, options.staleAfterMs ?? DEFAULT_STALE_AFTER_MS);
   }
 
   /** One request's charges on one client's object: from a lease, or in the client's next call. */
@@ -98,8 +111,8 @@ export class ClientBatcher {
         if (result.ok) return result.answers;
         throw result.error;
       }
-      if (!waiter.sent && !client.inFlight) {
-        await this.call(clientKey, client);
+      if (!waiter.sent && (!client.inFlight || this.stale(client))) {
+        await this.call(clientKey, client, signal);
         continue;
       }
       await new Promise<void>((resolve) => (waiter.wake = resolve));
@@ -116,9 +129,14 @@ export class ClientBatcher {
     let client = this.clients.get(clientKey);
     if (client === undefined) {
       if (this.clients.size >= MAX_CLIENTS) this.forgetIdle();
-      this.clients.set(clientKey, (client = { queue: [], inFlight: false, lease: undefined, returns: [], want: 0, lastCallMs: -Infinity }));
+      this.clients.set(clientKey, (client = { queue: [], inFlight: false, flight: 0, flightStartedMs: 0, flightSignal: undefined, lease: undefined, returns: [], want: 0, lastCallMs: -Infinity }));
     }
     return client;
+  }
+
+  /** The call in flight outlived its request's budget (or its request): the next may go. */
+  private stale(client: Client): boolean {
+    return client.flightSignal?.aborted === true || Date.now() - client.flightStartedMs > this.staleAfterMs;
   }
 
   private forgetIdle(): void {
@@ -146,12 +164,15 @@ export class ClientBatcher {
   }
 
   /** Sends the client's queue (and any lease request and give-back) in one call, and answers every request in it. */
-  private async call(clientKey: string, client: Client): Promise<void> {
+  private async call(clientKey: string, client: Client, signal: AbortSignal): Promise<void> {
     const nowMs = Date.now();
     const batch = client.queue.splice(0).filter((waiter) => !waiter.signal.aborted);
     if (batch.length === 0) return;
     for (const waiter of batch) waiter.sent = true;
+    const flight = ++client.flight;
     client.inFlight = true;
+    client.flightStartedMs = nowMs;
+    client.flightSignal = signal;
     // A spent lease is renewed twice as large while the client keeps calling; one that ran out of
     // time with charges left over was too large: halve it.
     const leftOver = client.lease !== undefined && this.endLease(client);
@@ -185,7 +206,7 @@ export class ClientBatcher {
     } catch (error) {
       for (const waiter of batch) waiter.result = { ok: false, error };
     } finally {
-      client.inFlight = false;
+      if (client.flight === flight) client.inFlight = false;
     }
     for (const waiter of batch) waiter.wake?.();
     // Requests that queued meanwhile: served from the new lease where they can, else woken so one of them calls.
