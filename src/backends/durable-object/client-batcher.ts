@@ -19,6 +19,9 @@ export interface LeaseOptions {
 const DEFAULT_MAX_LEASE = 64;
 const DEFAULT_LEASE_TTL_MS = 1_000;
 const DEFAULT_STALE_AFTER_MS = 1_000;
+/** The first lease a busy client gets, and how much each spent lease grows. */
+const FIRST_LEASE = 4;
+const LEASE_GROWTH = 4;
 /** Per-client state kept per isolate; idle entries without a live lease are dropped beyond this. */
 const MAX_CLIENTS = 10_000;
 
@@ -173,11 +176,11 @@ export class ClientBatcher {
     client.inFlight = true;
     client.flightStartedMs = nowMs;
     client.flightSignal = signal;
-    // A spent lease is renewed twice as large while the client keeps calling; one that ran out of
-    // time with charges left over was too large: halve it.
+    // A spent lease is renewed four times as large while the client keeps calling (4, 16, 64);
+    // one that ran out of time with charges left over was too large: halve it.
     const leftOver = client.lease !== undefined && this.endLease(client);
     const busy = nowMs - client.lastCallMs < this.leaseTtlMs;
-    client.want = this.maxLease === 0 || !busy ? 0 : leftOver ? Math.max(1, client.want >> 1) : Math.min(this.maxLease, Math.max(1, client.want * 2));
+    client.want = this.maxLease === 0 || !busy ? 0 : leftOver ? Math.max(1, client.want >> 1) : Math.min(this.maxLease, Math.max(FIRST_LEASE, client.want * LEASE_GROWTH));
     client.lastCallMs = nowMs;
     const leaseCharge = client.want > 0 ? commonCharge(batch) : undefined;
     const request: ServeRequest = {
