@@ -15,6 +15,8 @@
  * capacity 10 at 1/s), hot (one client, huge budget, over 3 isolates on one namespace). A
  * scenario written `allowed@base` runs the bundle at $PROFILE_BASE_BUNDLE instead (another
  * build of the gateway, e.g. the commit before a change), so before and after share one run.
+ * `flood:upstash-ratelimit` and `flood:hono-rate-limiter` profile the benchmark's peers under the
+ * same flood (their Redis: redis-server behind the Upstash REST bridge, `dev/local-stack.mjs`).
  */
 import { readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -23,6 +25,7 @@ import autocannon from "autocannon";
 import { bundleWorker } from "../bench/miniflare-worker.mjs";
 import { buildGatewayBundle } from "./miniflare-gateway.mjs";
 import { startGatewayIsolates } from "./miniflare-isolates.mjs";
+import { LOCAL_UPSTASH_TOKEN, startLocalStack } from "./local-stack.mjs";
 import { startOrigin } from "./origin.mjs";
 import { startWorkerd } from "./workerd.mjs";
 
@@ -31,7 +34,9 @@ const wanted = process.argv.slice(3);
 const scenarios = wanted.length > 0 ? wanted : ["bare", "allowed", "flood", "hot"];
 const INSPECTOR_PORT = 9230;
 
-const origin = await startOrigin({ port: 0 });
+const peers = scenarios.filter((name) => name.includes(":"));
+const stack = peers.length > 0 ? await startLocalStack() : undefined;
+const origin = stack?.origin ?? (await startOrigin({ port: 0 }));
 const currentBundle = buildGatewayBundle();
 const bareBundle = await bundleWorker("bare");
 const vars = (/** @type {number} */ capacity, /** @type {number} */ rate) => ({
@@ -122,6 +127,7 @@ function load({ urls, headersFor, connections = 16 }) {
 
 /** @param {string} label */
 async function profileScenario(label) {
+  if (label.includes(":")) return profilePeer(label);
   const [name = label, variant] = label.split("@");
   const baseBundle = process.env.PROFILE_BASE_BUNDLE;
   if (variant !== undefined && !baseBundle) throw new Error(`${label}: set PROFILE_BASE_BUNDLE to the other bundle's path`);
@@ -160,6 +166,44 @@ async function profileScenario(label) {
     const rps = results.reduce((a, r) => a + r.requests.average, 0);
     const statuses = results.reduce((a, r) => ({ n2xx: a.n2xx + r["2xx"], n4xx: a.n4xx + r["4xx"], other: a.other + r["5xx"] + r.non2xx - r["4xx"] - r["5xx"] }), { n2xx: 0, n4xx: 0, other: 0 });
     return { name: label, rps, requests, statuses, backendCalls: healthAfter - healthBefore, ...summarise(profiles, moduleMap(started.bundle), requests, label.replace("@", "-"), targets.map((t) => t.title)) };
+  } finally {
+    await started.dispose();
+  }
+}
+
+/** A peer worker of the benchmark under the flood (one client over capacity 10 at 1/s). @param {string} label */
+async function profilePeer(label) {
+  const [name, peer = ""] = label.split(":");
+  if (name !== "flood" || stack === undefined) throw new Error(`${label}: only flood:<peer> is profiled for peers`);
+  const bundle = await bundleWorker(peer);
+  const started = await startWorkerdInspected(bundle, {
+    ORIGIN_URL: origin.url,
+    UPSTASH_REDIS_REST_URL: stack.bridge.url,
+    UPSTASH_REDIS_REST_TOKEN: LOCAL_UPSTASH_TOKEN,
+    CAPACITY: "10",
+    REFILL_RATE: "1",
+  });
+  try {
+    const client = `one-${Math.random().toString(36).slice(2)}`;
+    const headersFor = () => ({ "x-api-key": client });
+    await load({ urls: started.urls, headersFor });
+    const targets = (await inspectorTargets(INSPECTOR_PORT)).filter((t) => t.id.startsWith("core:user:"));
+    const clients = await Promise.all(targets.map((t) => cdp(t.webSocketDebuggerUrl)));
+    for (const c of clients) {
+      await c.send("Profiler.enable");
+      await c.send("Profiler.setSamplingInterval", { interval: 100 });
+      await c.send("Profiler.start");
+    }
+    const results = await load({ urls: started.urls, headersFor });
+    const profiles = [];
+    for (const c of clients) {
+      profiles.push(/** @type {any} */ (await c.send("Profiler.stop")).profile);
+      c.close();
+    }
+    const requests = results.reduce((a, r) => a + r.requests.total, 0);
+    const rps = results.reduce((a, r) => a + r.requests.average, 0);
+    const statuses = results.reduce((a, r) => ({ n2xx: a.n2xx + r["2xx"], n4xx: a.n4xx + r["4xx"], other: a.other + r["5xx"] }), { n2xx: 0, n4xx: 0, other: 0 });
+    return { name: label, rps, requests, statuses, backendCalls: 0, ...summarise(profiles, moduleMap(bundle), requests, label.replace(":", "-"), targets.map((t) => t.title)) };
   } finally {
     await started.dispose();
   }
@@ -242,5 +286,6 @@ try {
     console.log(JSON.stringify(result, null, 1));
   }
 } finally {
-  await origin.close();
+  if (stack) await stack.stop();
+  else await origin.close();
 }
