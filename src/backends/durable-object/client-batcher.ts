@@ -60,8 +60,10 @@ interface Client {
   lease: Lease | undefined;
   /** Unused leased charges to give back with the next call. */
   readonly returns: ObjectRefund[];
-  /** Lease size asked for next; doubles while calls follow each other within a lease's lifetime. */
+  /** Lease size asked for next; grows while calls follow each other within a lease's lifetime. */
   want: number;
+  /** The last lease ended with charges left over (it was larger than the demand). */
+  wasted: boolean;
   lastCallMs: number;
 }
 
@@ -132,7 +134,7 @@ export class ClientBatcher {
     let client = this.clients.get(clientKey);
     if (client === undefined) {
       if (this.clients.size >= MAX_CLIENTS) this.forgetIdle();
-      this.clients.set(clientKey, (client = { queue: [], inFlight: false, flight: 0, flightStartedMs: 0, flightSignal: undefined, lease: undefined, returns: [], want: 0, lastCallMs: -Infinity }));
+      this.clients.set(clientKey, (client = { queue: [], inFlight: false, flight: 0, flightStartedMs: 0, flightSignal: undefined, lease: undefined, returns: [], want: 0, wasted: false, lastCallMs: -Infinity }));
     }
     return client;
   }
@@ -178,7 +180,9 @@ export class ClientBatcher {
     client.flightSignal = signal;
     // A spent lease is renewed four times as large while the client keeps calling (4, 16, 64);
     // one that ran out of time with charges left over was too large: halve it.
-    const leftOver = client.lease !== undefined && this.endLease(client);
+    if (client.lease !== undefined) this.endLease(client);
+    const leftOver = client.wasted;
+    client.wasted = false;
     const busy = nowMs - client.lastCallMs < this.leaseTtlMs;
     client.want = this.maxLease === 0 || !busy ? 0 : leftOver ? Math.max(1, client.want >> 1) : Math.min(this.maxLease, Math.max(FIRST_LEASE, client.want * LEASE_GROWTH));
     client.lastCallMs = nowMs;
@@ -223,13 +227,13 @@ export class ClientBatcher {
     }
   }
 
-  /** Ends the lease; what is left goes back with the next call. Whether anything was left. */
-  private endLease(client: Client): boolean {
+  /** Ends the lease; what is left goes back with the next call. */
+  private endLease(client: Client): void {
     const lease = client.lease;
     client.lease = undefined;
-    if (lease === undefined || lease.left < 1) return false;
+    if (lease === undefined || lease.left < 1) return;
+    client.wasted = true;
     client.returns.push({ bucket: lease.bucket, policy: lease.asked, cost: lease.left * lease.cost, enforced: true, charged: lease.grant.charged });
-    return true;
   }
 }
 
