@@ -66,7 +66,7 @@ describe("ClientBuckets batches and leases (serve)", () => {
 
   it("charges a batch in order, as that many takes would, and grants no lease near the limit", async () => {
     const stub = objectFor(`batch-${crypto.randomUUID()}`);
-    const answer = await stub.serve({ takes: Array.from({ length: 7 }, () => charge(slow)), lease: { bucket: "default", policy: slow, cost: 1, want: 4 } });
+    const answer = await stub.serve({ takes: Array.from({ length: 7 }, () => charge(slow)), lease: { bucket: "default", policy: slow, cost: 1, want: 4, ttlMs: 1000 } });
     expect(answer.answers.map(([a]) => a!.decision.outcome)).toEqual(["allowed", "allowed", "allowed", "allowed", "allowed", "denied", "denied"]);
     expect(answer.answers.map(([a]) => a!.decision.remaining)).toEqual([4, 3, 2, 1, 0, 0, 0]);
     expect(answer.lease).toBeNull();
@@ -74,7 +74,7 @@ describe("ClientBuckets batches and leases (serve)", () => {
 
   it("a lease takes at most 1/8 of the bucket, is written through (eviction keeps it spent), and its unused part comes back", async () => {
     const stub = objectFor(`lease-${crypto.randomUUID()}`);
-    const answer = await stub.serve({ takes: [charge(big)], lease: { bucket: "default", policy: big, cost: 1, want: 500 } });
+    const answer = await stub.serve({ takes: [charge(big)], lease: { bucket: "default", policy: big, cost: 1, want: 500, ttlMs: 1000 } });
     // 799 left after the take: at most ⌊799 / 8⌋ = 99 leased.
     expect(answer.lease).toMatchObject({ granted: 99, remaining: 700 });
     await evictDurableObject(stub);
@@ -82,6 +82,28 @@ describe("ClientBuckets batches and leases (serve)", () => {
     // 40 of the 99 were not used: giving them back restores exactly 40.
     const back = await stub.serve({ giveBack: [{ bucket: "default", policy: big, cost: 40, enforced: true, charged: answer.lease!.charged }], takes: [charge(big)] });
     expect(back.answers[0]![0]!.decision).toMatchObject({ outcome: "allowed", remaining: 738 });
+  });
+
+  it("a reset while leases are out leaves out what isolates may still hand out; what comes back is added", async () => {
+    const stub = objectFor(`lease-reset-${crypto.randomUUID()}`);
+    const answer = await stub.serve({ takes: [charge(big)], lease: { bucket: "default", policy: big, cost: 1, want: 50, ttlMs: 1000 } });
+    expect(answer.lease).toMatchObject({ granted: 50, remaining: 749 });
+    await stub.reset(["default"]);
+    // Full is 800, but 50 tokens may still be spent by the isolate holding the lease.
+    expect(await takeOne(stub, "default", big, 1)).toMatchObject({ outcome: "allowed", remaining: 749 });
+    await evictDurableObject(stub);
+    // 20 of them come back unused: they are no longer out.
+    await stub.serve({ giveBack: [{ bucket: "default", policy: big, cost: 20, enforced: true, charged: answer.lease!.charged }], takes: [] });
+    await stub.reset(["default"]);
+    expect(await takeOne(stub, "default", big, 1)).toMatchObject({ outcome: "allowed", remaining: 769 });
+  });
+
+  it("once its leases have run out, a reset makes the bucket full", async () => {
+    const stub = objectFor(`lease-expired-${crypto.randomUUID()}`);
+    await stub.serve({ takes: [charge(big)], lease: { bucket: "default", policy: big, cost: 1, want: 50, ttlMs: 0 } });
+    await new Promise((resolve) => setTimeout(resolve, 1_100)); // the slack for clocks
+    await stub.reset(["default"]);
+    expect(await takeOne(stub, "default", big, 1)).toMatchObject({ outcome: "allowed", remaining: 799 });
   });
 });
 

@@ -190,7 +190,7 @@ export class ClientBatcher {
     const request: ServeRequest = {
       takes: batch.map((waiter) => waiter.charges),
       ...(client.returns.length > 0 && { giveBack: client.returns.splice(0) }),
-      ...(leaseCharge !== undefined && { lease: { bucket: leaseCharge.bucket, policy: leaseCharge.policy, cost: leaseCharge.cost, want: client.want } }),
+      ...(leaseCharge !== undefined && { lease: { bucket: leaseCharge.bucket, policy: leaseCharge.policy, cost: leaseCharge.cost, want: client.want, ttlMs: this.leaseTtlMs } }),
     };
     try {
       const answer = await this.stubFor(clientKey).serve(request);

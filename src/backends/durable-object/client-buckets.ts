@@ -5,7 +5,18 @@ import { ceilDiv, refundTokens, takeBuckets, takeTokens, type BucketPolicy, type
 /** What one bucket keeps in storage: its state and when it will be full (then it can go). */
 interface StoredBucket extends BucketState {
   readonly fullAtMs: number;
+  /** Leases that isolates may still be spending: at most this much (units of a bucket of `leasedFull`), until `leasedUntilMs`. */
+  readonly leased?: LeasedOut;
 }
+
+interface LeasedOut {
+  readonly units: number;
+  readonly full: number;
+  readonly untilMs: number;
+}
+
+/** An isolate's clock and the object's may disagree a little: a lease is counted as out this much longer. */
+const LEASE_SLACK_MS = 1_000;
 
 /** One charge as the object sees it: the bucket's name within this client. */
 export interface ObjectCharge {
@@ -33,7 +44,7 @@ export interface ServeRequest {
   /** Each request's charges, all or nothing per request, in order: exactly as many `take` calls. */
   readonly takes: readonly (readonly ObjectCharge[])[];
   /** After the takes: up to `want` more charges of `cost` on one bucket, for the isolate to spend locally. */
-  readonly lease?: { readonly bucket: string; readonly policy: BucketPolicy; readonly cost: number; readonly want: number };
+  readonly lease?: { readonly bucket: string; readonly policy: BucketPolicy; readonly cost: number; readonly want: number; readonly ttlMs: number };
 }
 
 /** A lease granted: `granted` charges of the lease's cost, taken from the bucket in one step. */
@@ -123,7 +134,7 @@ export class ClientBuckets extends DurableObject<object> {
   serve(request: ServeRequest): ServeAnswer {
     const nowMs = Date.now();
     const dirty = new Set<string>();
-    if (request.giveBack !== undefined && request.giveBack.length > 0) this.giveBack(request.giveBack, nowMs, dirty);
+    if (request.giveBack !== undefined && request.giveBack.length > 0) this.giveBack(request.giveBack, nowMs, dirty, true);
     const answers = request.takes.map((charges) => this.charge(charges, nowMs, dirty));
     const lease = request.lease === undefined ? null : this.grantLease(request.lease, nowMs, dirty);
     this.persist(dirty);
@@ -138,16 +149,29 @@ export class ClientBuckets extends DurableObject<object> {
   /** Gives back what `take` charged (`charged` is the state it wrote), when another object refused the same request. */
   refund(charges: readonly ObjectRefund[]): void {
     const dirty = new Set<string>();
-    this.giveBack(charges, Date.now(), dirty);
+    this.giveBack(charges, Date.now(), dirty, false);
     this.persist(dirty);
   }
 
-  /** Makes these buckets full again. */
+  /**
+   * Makes these buckets full again, less what isolates may still hand out from leases taken
+   * before (they were spent from the old bucket, but can still be spent after the reset): so a
+   * reset never lets more through than a full bucket.
+   */
   reset(buckets: readonly string[]): void {
+    const nowMs = Date.now();
+    const dirty = new Set<string>();
     for (const name of buckets) {
-      this.buckets.delete(name);
-      void this.ctx.storage.delete(BUCKET_PREFIX + name);
+      const leased = liveLease(this.buckets.get(name), nowMs);
+      if (leased === undefined) {
+        this.buckets.delete(name);
+        void this.ctx.storage.delete(BUCKET_PREFIX + name);
+        continue;
+      }
+      const unitsPerToken = this.buckets.get(name)?.unitsPerToken ?? 1;
+      this.remember(name, { level: Math.max(0, leased.full - leased.units), unitsPerToken, updatedAtMs: nowMs }, Number.MAX_SAFE_INTEGER, dirty, leased);
     }
+    this.persist(dirty);
   }
 
   /** Sets or (with null) removes a bucket's exact override; its tokens stay, capped by the next take. */
@@ -220,14 +244,20 @@ export class ClientBuckets extends DurableObject<object> {
     });
   }
 
-  private giveBack(charges: readonly ObjectRefund[], nowMs: number, dirty: Set<string>): void {
+  /** Refunds; `leaseReturn`: the unused rest of leases, which are then no longer out. */
+  private giveBack(charges: readonly ObjectRefund[], nowMs: number, dirty: Set<string>, leaseReturn: boolean): void {
     for (const { bucket, cost, charged, policy: given } of charges) {
       const policy = this.overrides.get(bucket) ?? given;
       const before = this.buckets.get(bucket);
       const state = refundTokens(before, policy, cost, charged, nowMs);
       if (state === undefined || state === before) continue;
       const missing = policy.capacity * policy.refillPeriodMs - state.level;
-      this.remember(bucket, state, Math.max(state.updatedAtMs + ceilDiv(missing, policy.refillTokens), state.blockedUntilMs ?? 0), dirty);
+      // Leased tokens given back unused are no longer out. Other refunds (count rules, compensation)
+      // leave the count as it is: it then stays above what is really out (spent tokens are never
+      // taken off), which errs towards refusing after a reset.
+      const leased = liveLease(before, nowMs);
+      const stillOut = leased === undefined || !leaseReturn ? undefined : { ...leased, units: Math.max(0, leased.units - cost * charged.unitsPerToken) };
+      this.remember(bucket, state, Math.max(state.updatedAtMs + ceilDiv(missing, policy.refillTokens), state.blockedUntilMs ?? 0), dirty, stillOut);
     }
   }
 
@@ -241,7 +271,10 @@ export class ClientBuckets extends DurableObject<object> {
     if (granted < 1) return null;
     const taken = takeTokens(entry.state, entry.policy, granted * lease.cost, nowMs);
     if (taken.decision.outcome !== "allowed" || taken.next === undefined) return null;
-    this.remember(lease.bucket, taken.next, nowMs + taken.expiresInMs, dirty);
+    const before = liveLease(entry.state, nowMs);
+    const full = entry.policy.capacity * entry.policy.refillPeriodMs;
+    const units = granted * lease.cost * entry.policy.refillPeriodMs + (before?.full === full ? before.units : 0);
+    this.remember(lease.bucket, taken.next, nowMs + taken.expiresInMs, dirty, { units, full, untilMs: nowMs + Math.max(0, lease.ttlMs) + LEASE_SLACK_MS });
     return { granted, charged: taken.next, remaining: taken.decision.remaining, resetMs: taken.decision.resetMs, policy: entry.policy };
   }
 
@@ -254,10 +287,23 @@ export class ClientBuckets extends DurableObject<object> {
     });
   }
 
-  /** Keeps a bucket's new state in memory; `persist` writes it (once per call, however many charges changed it). */
-  private remember(name: string, state: BucketState, fullAtMs: number, dirty: Set<string>): void {
+  /**
+   * Keeps a bucket's new state in memory; `persist` writes it (once per call, however many
+   * charges changed it). Leases still out are kept beside it (`leased`, else the previous record
+   * while live), and the bucket is kept at least as long as they are.
+   */
+  private remember(name: string, state: BucketState, fullAtMs: number, dirty: Set<string>, leased?: LeasedOut): void {
     const { level, unitsPerToken, updatedAtMs, blockedUntilMs } = state;
-    this.buckets.set(name, blockedUntilMs === undefined ? { level, unitsPerToken, updatedAtMs, fullAtMs } : { level, unitsPerToken, updatedAtMs, blockedUntilMs, fullAtMs });
+    const out = leased ?? liveLease(this.buckets.get(name), Date.now());
+    const stored: StoredBucket = {
+      level,
+      unitsPerToken,
+      updatedAtMs,
+      ...(blockedUntilMs !== undefined && { blockedUntilMs }),
+      fullAtMs: out === undefined ? fullAtMs : Math.max(fullAtMs, out.untilMs),
+      ...(out !== undefined && { leased: out }),
+    };
+    this.buckets.set(name, stored);
     dirty.add(name);
   }
 
@@ -291,4 +337,10 @@ export class ClientBuckets extends DurableObject<object> {
       void this.ctx.storage.setAlarm(Math.max(latestFullAt, Date.now() + MIN_CLEANUP_DELAY_MS));
     }
   }
+}
+
+/** The leases of a bucket that isolates may still be spending, if any. */
+function liveLease(bucket: StoredBucket | undefined, nowMs: number): LeasedOut | undefined {
+  const leased = bucket?.leased;
+  return leased !== undefined && leased.untilMs > nowMs && leased.units > 0 ? leased : undefined;
 }
