@@ -124,10 +124,10 @@ export class ClientBatcher {
     }
   }
 
-  /** Forgets this isolate's lease on a bucket (reset, override): what it held is not handed out. */
-  dropLease(clientKey: string, bucket: string): void {
+  /** Ends this isolate's lease on a bucket (reset, override): what it held is not handed out, and goes back with the next call. */
+  endLeaseOf(clientKey: string, bucket: string): void {
     const client = this.clients.get(clientKey);
-    if (client?.lease?.bucket === bucket) client.lease = undefined;
+    if (client?.lease?.bucket === bucket) this.endLease(client);
   }
 
   private client(clientKey: string): Client {

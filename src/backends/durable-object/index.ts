@@ -71,13 +71,14 @@ export function durableObjectBackend(namespace: DurableObjectNamespace<ClientBuc
     },
     async reset(refs, signal) {
       signal.throwIfAborted();
-      // Leased tokens of these buckets are forgotten here; other isolates' leases run out within their lifetime.
-      for (const { clientKey, bucket } of refs) batcher.dropLease(clientKey, bucket);
+      // This isolate stops handing out leased tokens of these buckets (they go back with its next
+      // call); the object leaves out what other isolates may still hand out.
+      for (const { clientKey, bucket } of refs) batcher.endLeaseOf(clientKey, bucket);
       await Promise.all(groupRefs(refs).map(([clientKey, buckets]) => stubFor(clientKey).reset(buckets)));
     },
     async setOverride(ref: BucketRef, policy, signal) {
       signal.throwIfAborted();
-      batcher.dropLease(ref.clientKey, ref.bucket);
+      batcher.endLeaseOf(ref.clientKey, ref.bucket);
       await stubFor(ref.clientKey).setOverride(ref.bucket, policy);
     },
     overrides: {
