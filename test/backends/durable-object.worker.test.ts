@@ -66,7 +66,7 @@ describe("ClientBuckets batches and leases (serve)", () => {
 
   it("charges a batch in order, as that many takes would, and grants no lease near the limit", async () => {
     const stub = objectFor(`batch-${crypto.randomUUID()}`);
-    const answer = await stub.serve({ takes: Array.from({ length: 7 }, () => charge(slow)), lease: { bucket: "default", policy: slow, cost: 1, want: 4, ttlMs: 1000 } });
+    const answer = await stub.serve({ holder: "isolate-a", takes: Array.from({ length: 7 }, () => charge(slow)), lease: { bucket: "default", policy: slow, cost: 1, want: 4, ttlMs: 1000 } });
     expect(answer.answers.map(([a]) => a!.decision.outcome)).toEqual(["allowed", "allowed", "allowed", "allowed", "allowed", "denied", "denied"]);
     expect(answer.answers.map(([a]) => a!.decision.remaining)).toEqual([4, 3, 2, 1, 0, 0, 0]);
     expect(answer.lease).toBeNull();
@@ -74,7 +74,7 @@ describe("ClientBuckets batches and leases (serve)", () => {
 
   it("a lease takes at most 1/8 of the bucket, is written through (eviction keeps it spent), and its unused part comes back", async () => {
     const stub = objectFor(`lease-${crypto.randomUUID()}`);
-    const answer = await stub.serve({ takes: [charge(big)], lease: { bucket: "default", policy: big, cost: 1, want: 500, ttlMs: 1000 } });
+    const answer = await stub.serve({ holder: "isolate-a", takes: [charge(big)], lease: { bucket: "default", policy: big, cost: 1, want: 500, ttlMs: 1000 } });
     // 799 left after the take: at most ⌊799 / 8⌋ = 99 leased.
     expect(answer.lease).toMatchObject({ granted: 99, remaining: 700 });
     await evictDurableObject(stub);
@@ -84,23 +84,27 @@ describe("ClientBuckets batches and leases (serve)", () => {
     expect(back.answers[0]![0]!.decision).toMatchObject({ outcome: "allowed", remaining: 738 });
   });
 
-  it("a reset while leases are out leaves out what isolates may still hand out; what comes back is added", async () => {
+  it("a reset while leases are out leaves out what isolates may still hand out, until they call again", async () => {
     const stub = objectFor(`lease-reset-${crypto.randomUUID()}`);
-    const answer = await stub.serve({ takes: [charge(big)], lease: { bucket: "default", policy: big, cost: 1, want: 50, ttlMs: 1000 } });
-    expect(answer.lease).toMatchObject({ granted: 50, remaining: 749 });
+    const lease = (holder: string) => stub.serve({ holder, takes: [charge(big)], lease: { bucket: "default", policy: big, cost: 1, want: 50, ttlMs: 1000 } });
+    const a = await lease("isolate-a");
+    expect(a.lease).toMatchObject({ granted: 50, remaining: 749 });
+    expect((await lease("isolate-b")).lease).toMatchObject({ granted: 50, remaining: 698 });
     await stub.reset(["default"]);
-    // Full is 800, but 50 tokens may still be spent by the isolate holding the lease.
-    expect(await takeOne(stub, "default", big, 1)).toMatchObject({ outcome: "allowed", remaining: 749 });
+    // Full is 800, but 2 × 50 tokens may still be handed out by the isolates holding the leases.
+    expect(await takeOne(stub, "default", big, 1)).toMatchObject({ outcome: "allowed", remaining: 699 });
     await evictDurableObject(stub);
-    // 20 of them come back unused: they are no longer out.
-    await stub.serve({ giveBack: [{ bucket: "default", policy: big, cost: 20, enforced: true, charged: answer.lease!.charged }], takes: [] });
+    // Isolate A calls again, giving back the 20 it did not use: its lease is over (30 were spent, 20 come back).
+    const back = await stub.serve({ holder: "isolate-a", giveBack: [{ bucket: "default", policy: big, cost: 20, enforced: true, charged: a.lease!.charged }], takes: [charge(big)] });
+    expect(back.answers[0]![0]!.decision).toMatchObject({ outcome: "allowed", remaining: 718 });
+    // Only B's lease is still out.
     await stub.reset(["default"]);
-    expect(await takeOne(stub, "default", big, 1)).toMatchObject({ outcome: "allowed", remaining: 769 });
+    expect(await takeOne(stub, "default", big, 1)).toMatchObject({ outcome: "allowed", remaining: 749 });
   });
 
   it("once its leases have run out, a reset makes the bucket full", async () => {
     const stub = objectFor(`lease-expired-${crypto.randomUUID()}`);
-    await stub.serve({ takes: [charge(big)], lease: { bucket: "default", policy: big, cost: 1, want: 50, ttlMs: 0 } });
+    await stub.serve({ holder: "isolate-a", takes: [charge(big)], lease: { bucket: "default", policy: big, cost: 1, want: 50, ttlMs: 0 } });
     await new Promise((resolve) => setTimeout(resolve, 1_100)); // the slack for clocks
     await stub.reset(["default"]);
     expect(await takeOne(stub, "default", big, 1)).toMatchObject({ outcome: "allowed", remaining: 799 });

@@ -103,6 +103,34 @@ describe(`one hot client over ${ISOLATES} isolates sharing one Durable Object na
     }
   }, 60_000);
 
+  it("a reset while the isolates hold leases admits at most one full bucket after it", async () => {
+    const capacity = 600;
+    const token = "hot-key-admin-token";
+    const isolates = await startGatewayIsolates({ scriptPath: inject("gatewayBundle"), vars: { ...varsFor(capacity, "0.001"), LIMITER_ADMIN_TOKEN: token }, count: ISOLATES });
+    try {
+      const apiKey = `reset-${crypto.randomUUID()}`;
+      // A third of the budget: the isolates end holding leases.
+      const before = await hammer(isolates.urls, apiKey, 200, 24);
+      expect(before.allowed).toBe(200);
+      const reset = await fetch(`${isolates.urls[0]}/__limiter/admin/reset`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+        body: JSON.stringify({ rule: "default", client: { "header:x-api-key": apiKey } }),
+      });
+      expect(reset.status).toBe(200);
+      const after = await hammer(isolates.urls, apiKey, 900, 24);
+      await new Promise((resolve) => setTimeout(resolve, 2_200)); // leases and the object's record of them run out
+      const rest = await hammer(isolates.urls, apiKey, 900, 24);
+      console.log(JSON.stringify({ event: "reset with leases out", before, after, rest }));
+      // Leased tokens spent after the reset came out of the full bucket the reset made.
+      expect(after.allowed).toBeLessThanOrEqual(capacity);
+      expect(after.allowed + rest.allowed).toBeLessThanOrEqual(capacity);
+      expect(after.allowed).toBeGreaterThan(capacity / 2);
+    } finally {
+      await isolates.dispose();
+    }
+  }, 60_000);
+
   it(`one client at several times its rate over ${ISOLATES} isolates: allowed ≤ capacity + rate × elapsed`, async () => {
     const [capacity, rate] = [20, 10];
     const isolates = await startGatewayIsolates({ scriptPath: inject("gatewayBundle"), vars: varsFor(capacity, String(rate)), count: ISOLATES });

@@ -92,6 +92,8 @@ export class ClientBatcher {
   private readonly maxLease: number;
   private readonly leaseTtlMs: number;
   private readonly staleAfterMs: number;
+  /** Names this isolate's leases to the objects (see `ClientBuckets.serve`). */
+  private readonly holder = crypto.randomUUID();
 
   constructor(
     private readonly stubFor: (clientKey: string) => DurableObjectStub<ClientBuckets>,
@@ -188,6 +190,7 @@ export class ClientBatcher {
     client.lastCallMs = nowMs;
     const leaseCharge = client.want > 0 ? commonCharge(batch) : undefined;
     const request: ServeRequest = {
+      holder: this.holder,
       takes: batch.map((waiter) => waiter.charges),
       ...(client.returns.length > 0 && { giveBack: client.returns.splice(0) }),
       ...(leaseCharge !== undefined && { lease: { bucket: leaseCharge.bucket, policy: leaseCharge.policy, cost: leaseCharge.cost, want: client.want, ttlMs: this.leaseTtlMs } }),

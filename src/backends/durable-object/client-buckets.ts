@@ -5,14 +5,19 @@ import { ceilDiv, refundTokens, takeBuckets, takeTokens, type BucketPolicy, type
 /** What one bucket keeps in storage: its state and when it will be full (then it can go). */
 interface StoredBucket extends BucketState {
   readonly fullAtMs: number;
-  /** Leases that isolates may still be spending: at most this much (units of a bucket of `leasedFull`), until `leasedUntilMs`. */
+  /** Leases that isolates may still be handing out. */
   readonly leased?: LeasedOut;
 }
 
+/**
+ * Leased tokens isolates may still hand out: per isolate (its batcher's id), what its current
+ * lease took and until when it may be spent. An isolate holds one lease per client at a time and
+ * ends it (giving back the rest) before its next call, so each call from it clears its entry.
+ */
 interface LeasedOut {
-  readonly units: number;
+  /** Units of a full bucket when the leases were granted. */
   readonly full: number;
-  readonly untilMs: number;
+  readonly holders: Readonly<Record<string, { readonly units: number; readonly untilMs: number }>>;
 }
 
 /** An isolate's clock and the object's may disagree a little: a lease is counted as out this much longer. */
@@ -39,6 +44,8 @@ export type ObjectRefund = ObjectCharge & { readonly charged: BucketState };
  * back, then several requests' charges applied one after another, then possibly a new lease.
  */
 export interface ServeRequest {
+  /** The calling isolate (its batcher's id): its previous leases of this client have ended with this call. */
+  readonly holder?: string;
   /** Given back first, with refund semantics (only what each still withholds). */
   readonly giveBack?: readonly ObjectRefund[];
   /** Each request's charges, all or nothing per request, in order: exactly as many `take` calls. */
@@ -134,9 +141,11 @@ export class ClientBuckets extends DurableObject<object> {
   serve(request: ServeRequest): ServeAnswer {
     const nowMs = Date.now();
     const dirty = new Set<string>();
-    if (request.giveBack !== undefined && request.giveBack.length > 0) this.giveBack(request.giveBack, nowMs, dirty, true);
+    if (request.holder !== undefined) this.releaseHolder(request.holder, dirty);
+    if (request.giveBack !== undefined && request.giveBack.length > 0) this.giveBack(request.giveBack, nowMs, dirty);
     const answers = request.takes.map((charges) => this.charge(charges, nowMs, dirty));
-    const lease = request.lease === undefined ? null : this.grantLease(request.lease, nowMs, dirty);
+    // A lease is granted only to a caller that says who it is (so its next call can release it).
+    const lease = request.lease === undefined || request.holder === undefined ? null : this.grantLease(request.lease, request.holder, nowMs, dirty);
     this.persist(dirty);
     return { answers, lease };
   }
@@ -149,7 +158,7 @@ export class ClientBuckets extends DurableObject<object> {
   /** Gives back what `take` charged (`charged` is the state it wrote), when another object refused the same request. */
   refund(charges: readonly ObjectRefund[]): void {
     const dirty = new Set<string>();
-    this.giveBack(charges, Date.now(), dirty, false);
+    this.giveBack(charges, Date.now(), dirty);
     this.persist(dirty);
   }
 
@@ -163,13 +172,14 @@ export class ClientBuckets extends DurableObject<object> {
     const dirty = new Set<string>();
     for (const name of buckets) {
       const leased = liveLease(this.buckets.get(name), nowMs);
-      if (leased === undefined) {
+      const units = leased === undefined ? 0 : leasedUnits(leased);
+      if (leased === undefined || units === 0) {
         this.buckets.delete(name);
         void this.ctx.storage.delete(BUCKET_PREFIX + name);
         continue;
       }
       const unitsPerToken = this.buckets.get(name)?.unitsPerToken ?? 1;
-      this.remember(name, { level: Math.max(0, leased.full - leased.units), unitsPerToken, updatedAtMs: nowMs }, Number.MAX_SAFE_INTEGER, dirty, leased);
+      this.remember(name, { level: Math.max(0, leased.full - units), unitsPerToken, updatedAtMs: nowMs }, Number.MAX_SAFE_INTEGER, dirty, leased);
     }
     this.persist(dirty);
   }
@@ -244,25 +254,31 @@ export class ClientBuckets extends DurableObject<object> {
     });
   }
 
-  /** Refunds; `leaseReturn`: the unused rest of leases, which are then no longer out. */
-  private giveBack(charges: readonly ObjectRefund[], nowMs: number, dirty: Set<string>, leaseReturn: boolean): void {
+  /** An isolate calls again: its previous leases have ended (their rest comes back in this call), so they are no longer out. */
+  private releaseHolder(holder: string, dirty: Set<string>): void {
+    for (const [name, bucket] of this.buckets) {
+      const leased = bucket.leased;
+      if (leased === undefined || !(holder in leased.holders)) continue;
+      const { [holder]: _ended, ...holders } = leased.holders;
+      const { leased: _old, ...rest } = bucket;
+      this.buckets.set(name, Object.keys(holders).length === 0 ? rest : { ...rest, leased: { full: leased.full, holders } });
+      dirty.add(name);
+    }
+  }
+
+  private giveBack(charges: readonly ObjectRefund[], nowMs: number, dirty: Set<string>): void {
     for (const { bucket, cost, charged, policy: given } of charges) {
       const policy = this.overrides.get(bucket) ?? given;
       const before = this.buckets.get(bucket);
       const state = refundTokens(before, policy, cost, charged, nowMs);
       if (state === undefined || state === before) continue;
       const missing = policy.capacity * policy.refillPeriodMs - state.level;
-      // Leased tokens given back unused are no longer out. Other refunds (count rules, compensation)
-      // leave the count as it is: it then stays above what is really out (spent tokens are never
-      // taken off), which errs towards refusing after a reset.
-      const leased = liveLease(before, nowMs);
-      const stillOut = leased === undefined || !leaseReturn ? undefined : { ...leased, units: Math.max(0, leased.units - cost * charged.unitsPerToken) };
-      this.remember(bucket, state, Math.max(state.updatedAtMs + ceilDiv(missing, policy.refillTokens), state.blockedUntilMs ?? 0), dirty, stillOut);
+      this.remember(bucket, state, Math.max(state.updatedAtMs + ceilDiv(missing, policy.refillTokens), state.blockedUntilMs ?? 0), dirty);
     }
   }
 
   /** Takes up to `want` × `cost` tokens for an isolate to spend locally, within the bucket's share; null when none. */
-  private grantLease(lease: NonNullable<ServeRequest["lease"]>, nowMs: number, dirty: Set<string>): LeaseGrant | null {
+  private grantLease(lease: NonNullable<ServeRequest["lease"]>, holder: string, nowMs: number, dirty: Set<string>): LeaseGrant | null {
     const [entry] = this.entries([{ bucket: lease.bucket, policy: lease.policy, cost: 0, enforced: true }]);
     if (entry === undefined || lease.want < 1 || lease.cost < 1) return null;
     const { decision } = takeTokens(entry.state, entry.policy, 0, nowMs);
@@ -271,10 +287,11 @@ export class ClientBuckets extends DurableObject<object> {
     if (granted < 1) return null;
     const taken = takeTokens(entry.state, entry.policy, granted * lease.cost, nowMs);
     if (taken.decision.outcome !== "allowed" || taken.next === undefined) return null;
-    const before = liveLease(entry.state, nowMs);
+    const before = liveLease(this.buckets.get(lease.bucket), nowMs);
     const full = entry.policy.capacity * entry.policy.refillPeriodMs;
-    const units = granted * lease.cost * entry.policy.refillPeriodMs + (before?.full === full ? before.units : 0);
-    this.remember(lease.bucket, taken.next, nowMs + taken.expiresInMs, dirty, { units, full, untilMs: nowMs + Math.max(0, lease.ttlMs) + LEASE_SLACK_MS });
+    // Leases taken under another policy are reckoned in the new one's units: conservatively, as they were.
+    const holders = { ...before?.holders, [holder]: { units: granted * lease.cost * entry.policy.refillPeriodMs, untilMs: nowMs + Math.max(0, lease.ttlMs) + LEASE_SLACK_MS } };
+    this.remember(lease.bucket, taken.next, nowMs + taken.expiresInMs, dirty, { full, holders });
     return { granted, charged: taken.next, remaining: taken.decision.remaining, resetMs: taken.decision.resetMs, policy: entry.policy };
   }
 
@@ -300,7 +317,7 @@ export class ClientBuckets extends DurableObject<object> {
       unitsPerToken,
       updatedAtMs,
       ...(blockedUntilMs !== undefined && { blockedUntilMs }),
-      fullAtMs: out === undefined ? fullAtMs : Math.max(fullAtMs, out.untilMs),
+      fullAtMs: out === undefined ? fullAtMs : Math.max(fullAtMs, ...Object.values(out.holders).map((h) => h.untilMs)),
       ...(out !== undefined && { leased: out }),
     };
     this.buckets.set(name, stored);
@@ -342,5 +359,13 @@ export class ClientBuckets extends DurableObject<object> {
 /** The leases of a bucket that isolates may still be spending, if any. */
 function liveLease(bucket: StoredBucket | undefined, nowMs: number): LeasedOut | undefined {
   const leased = bucket?.leased;
-  return leased !== undefined && leased.untilMs > nowMs && leased.units > 0 ? leased : undefined;
+  if (leased === undefined) return undefined;
+  const holders = Object.fromEntries(Object.entries(leased.holders).filter(([, h]) => h.untilMs > nowMs && h.units > 0));
+  return Object.keys(holders).length === 0 ? undefined : { full: leased.full, holders };
+}
+
+function leasedUnits(leased: LeasedOut): number {
+  let units = 0;
+  for (const { units: held } of Object.values(leased.holders)) units += held;
+  return units;
 }
