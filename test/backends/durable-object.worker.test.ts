@@ -102,6 +102,16 @@ describe("ClientBuckets batches and leases (serve)", () => {
     expect(await takeOne(stub, "default", big, 1)).toMatchObject({ outcome: "allowed", remaining: 749 });
   });
 
+  it("an override that lowers the limit while leases are out caps the bucket and the leases together", async () => {
+    const stub = objectFor(`lease-override-${crypto.randomUUID()}`);
+    const granted = await stub.serve({ holder: "isolate-a", takes: [charge(big)], lease: { bucket: "default", policy: big, cost: 1, want: 50, ttlMs: 1000 } });
+    expect(granted.lease).toMatchObject({ granted: 50, remaining: 749 });
+    const lowered = { capacity: 100, refillTokens: 1, refillPeriodMs: 3_600_000 };
+    await stub.setOverride("default", lowered);
+    // 100 in all: the 50 the isolate may still hand out, and 50 in the bucket.
+    expect(await takeOne(stub, "default", big, 1)).toMatchObject({ outcome: "allowed", remaining: 49 });
+  });
+
   it("once its leases have run out, a reset makes the bucket full", async () => {
     const stub = objectFor(`lease-expired-${crypto.randomUUID()}`);
     await stub.serve({ holder: "isolate-a", takes: [charge(big)], lease: { bucket: "default", policy: big, cost: 1, want: 50, ttlMs: 0 } });

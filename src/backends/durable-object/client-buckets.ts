@@ -15,8 +15,9 @@ interface StoredBucket extends BucketState {
  * ends it (giving back the rest) before its next call, so each call from it clears its entry.
  */
 interface LeasedOut {
-  /** Units of a full bucket when the leases were granted. */
+  /** Units of a full bucket when the leases were granted, and of one token. */
   readonly full: number;
+  readonly unitsPerToken: number;
   readonly holders: Readonly<Record<string, { readonly units: number; readonly untilMs: number }>>;
 }
 
@@ -197,7 +198,7 @@ export class ClientBuckets extends DurableObject<object> {
     // Its time to full was reckoned under the old policy: keep the bucket until the next take reckons it anew.
     const current = this.buckets.get(bucket);
     if (current !== undefined) {
-      const kept: StoredBucket = { ...current, fullAtMs: Number.MAX_SAFE_INTEGER };
+      const kept: StoredBucket = { ...withinNewLimit(current, policy, Date.now()), fullAtMs: Number.MAX_SAFE_INTEGER };
       this.buckets.set(bucket, kept);
       void this.ctx.storage.put(BUCKET_PREFIX + bucket, kept);
     }
@@ -261,7 +262,7 @@ export class ClientBuckets extends DurableObject<object> {
       if (leased === undefined || !(holder in leased.holders)) continue;
       const { [holder]: _ended, ...holders } = leased.holders;
       const { leased: _old, ...rest } = bucket;
-      this.buckets.set(name, Object.keys(holders).length === 0 ? rest : { ...rest, leased: { full: leased.full, holders } });
+      this.buckets.set(name, Object.keys(holders).length === 0 ? rest : { ...rest, leased: { ...leased, holders } });
       dirty.add(name);
     }
   }
@@ -291,7 +292,7 @@ export class ClientBuckets extends DurableObject<object> {
     const full = entry.policy.capacity * entry.policy.refillPeriodMs;
     // Leases taken under another policy are reckoned in the new one's units: conservatively, as they were.
     const holders = { ...before?.holders, [holder]: { units: granted * lease.cost * entry.policy.refillPeriodMs, untilMs: nowMs + Math.max(0, lease.ttlMs) + LEASE_SLACK_MS } };
-    this.remember(lease.bucket, taken.next, nowMs + taken.expiresInMs, dirty, { full, holders });
+    this.remember(lease.bucket, taken.next, nowMs + taken.expiresInMs, dirty, { full, unitsPerToken: entry.policy.refillPeriodMs, holders });
     return { granted, charged: taken.next, remaining: taken.decision.remaining, resetMs: taken.decision.resetMs, policy: entry.policy };
   }
 
@@ -356,12 +357,30 @@ export class ClientBuckets extends DurableObject<object> {
   }
 }
 
+/**
+ * A bucket under a new exact override while isolates hold leases of it: the new capacity caps
+ * what the bucket holds plus what the leases may still hand out (they were taken under the old
+ * limit), so a lowered limit holds from the next request on. Without live leases (or when the
+ * override is removed: the rule's policy is not known here), the bucket is kept as it is and
+ * the next take caps it.
+ */
+function withinNewLimit(bucket: StoredBucket, policy: BucketPolicy | null, nowMs: number): StoredBucket {
+  const leased = liveLease(bucket, nowMs);
+  if (leased === undefined || policy === null) return bucket;
+  const { decision } = takeTokens(bucket, policy, 0, nowMs);
+  if (decision.outcome !== "allowed") return bucket; // blocked: nothing passes anyway
+  const out = ceilDiv(leasedUnits(leased), leased.unitsPerToken);
+  const tokens = Math.max(0, Math.min(decision.remaining + out, policy.capacity) - out);
+  const { blockedUntilMs } = bucket;
+  return { level: tokens * policy.refillPeriodMs, unitsPerToken: policy.refillPeriodMs, updatedAtMs: Math.max(nowMs, bucket.updatedAtMs), ...(blockedUntilMs !== undefined && { blockedUntilMs }), fullAtMs: bucket.fullAtMs, leased };
+}
+
 /** The leases of a bucket that isolates may still be spending, if any. */
 function liveLease(bucket: StoredBucket | undefined, nowMs: number): LeasedOut | undefined {
   const leased = bucket?.leased;
   if (leased === undefined) return undefined;
   const holders = Object.fromEntries(Object.entries(leased.holders).filter(([, h]) => h.untilMs > nowMs && h.units > 0));
-  return Object.keys(holders).length === 0 ? undefined : { full: leased.full, holders };
+  return Object.keys(holders).length === 0 ? undefined : { ...leased, holders };
 }
 
 function leasedUnits(leased: LeasedOut): number {
