@@ -86,10 +86,10 @@ const REST_COMMANDS = ["evalsha", "eval", "evalsha_ro", "eval_ro", "script|load"
  * Cost of a million decisions from one throughput run's measured operations.
  *
  * - Durable Object: requests = the gateway's own count of backend calls (one RPC per call) per
- *   response; rows written = one per allowed decision: `ClientBuckets.take` writes the bucket it
- *   charged with one `storage.put` (`store()`), a refusal writes nothing (no `blockFor` in the
- *   benchmark's policy), so rows written = allowed decisions that reached the object. The
- *   counting variant (`workers/sluice-do-counted.ts`) counts them instead, as a check.
+ *   response; rows written: the object writes once per call that charges (a batch of requests,
+ *   or a lease, is one write) and a refusal writes nothing (no `blockFor` in the benchmark's
+ *   policy), so rows written ≤ min(object calls, allowed decisions): that bound is the derived
+ *   figure. The counting variant (`workers/sluice-do-counted.ts`) counts them instead, as a check.
  * - Redis (Upstash): low = the commands sent over REST per decision (`REST_COMMANDS` as Redis
  *   counted them); high = every command Redis ran, inside scripts too, per decision
  *   (`INFO commandstats`).
@@ -120,11 +120,11 @@ export function costPerMillion(store, row) {
       if (row.backendCallsPerRequest === null) return null;
       const requests = (row.backendCallsPerRequest * responses) / decisions;
       // Counted where the gateway counts its objects' storage calls (every put, delete, setAlarm
-      // and deleteAll is a row written); otherwise derived: one put per allowed decision.
+      // and deleteAll is a row written); otherwise derived: at most one write per object call, and none for a refusal.
       const ops = row.storageOps;
       const rowsWritten = ops
         ? ((ops.put ?? 0) + (ops.delete ?? 0) + (ops.setAlarm ?? 0) + (ops.deleteAll ?? 0)) / decisions
-        : row.allowed / decisions;
+        : Math.min(requests, row.allowed / decisions);
       const usd = requests * PRICES.durableObjectRequest.usd + rowsWritten * PRICES.durableObjectRowWritten.usd;
       return result(usd, usd, { durableObjectRequests: requests, [ops ? "rowsWrittenCounted" : "rowsWritten"]: rowsWritten });
     }

@@ -8,13 +8,14 @@ import { bindingPolicy } from "./limiters.mjs";
 import { costPerMillion, LEFT_OUT, PRICES, PRICES_READ_ON } from "./prices.mjs";
 
 /** @typedef {import("./scenarios.mjs").ThroughputRow} ThroughputRow */
-/** @typedef {import("./scenarios.mjs").AccuracyResult} AccuracyResult */
+/** @typedef {import("./scenarios.mjs").AccuracyResult & { spread?: string }} AccuracyResult */
+/** @typedef {import("./hot-key.mjs").HotKeyResult} HotKeyResult */
 /** @typedef {{ target: string, status: "PASS" | "MISS" | "N/A", figure: string }} TargetResult */
 
 /**
- * @param {{ bareRuns: ThroughputRow[], rows: ThroughputRow[], accuracy: AccuracyResult[] }} measured
+ * @param {{ bareRuns: ThroughputRow[], rows: ThroughputRow[], accuracy: AccuracyResult[], hotKey?: HotKeyResult }} measured
  */
-export function compare({ bareRuns, rows, accuracy }) {
+export function compare({ bareRuns, rows, accuracy, hotKey }) {
   const bareRps = bareRuns.reduce((a, r) => a + r.rps, 0) / bareRuns.length;
   const row = (/** @type {string} */ limiter, /** @type {string} */ scenario) =>
     rows.find((r) => r.limiter === limiter && r.scenario === scenario);
@@ -69,6 +70,16 @@ export function compare({ bareRuns, rows, accuracy }) {
       a ? `${a.allowed} allowed, max ${a.theoreticalMax}, over by ${a.overAdmission}` : "not run",
     );
   }
+  check(
+    `hot key: calls to the Durable Object per request ≤ 0.2 (one client over ${hotKey?.isolates ?? "?"} isolates, budget above the load)`,
+    hotKey ? hotKey.callsPerRequest <= 0.2 : null,
+    hotKey ? `${hotKey.callsPerRequest.toFixed(3)} (${hotKey.objectCalls} calls, ${hotKey.requests} requests)` : "not run",
+  );
+  check(
+    "hot key: no over-admission (Durable Object)",
+    hotKey ? hotKey.overAdmission === 0 : null,
+    hotKey ? `${hotKey.allowed} allowed, max ${hotKey.theoreticalMax}, over by ${hotKey.overAdmission}` : "not run",
+  );
   for (const scenario of ["allowed", "flood"]) {
     const sluice = row("sluice-upstash", scenario);
     const peer = row("upstash-ratelimit", scenario);
@@ -95,7 +106,7 @@ export function compare({ bareRuns, rows, accuracy }) {
 /**
  * The report printed on stdout.
  * @param {{ mode: string, machine: Record<string, unknown>, profile: import("./scenarios.mjs").Profile,
- *   bareRuns: ThroughputRow[], rows: ThroughputRow[], accuracy: AccuracyResult[], labels: Record<string, string>,
+ *   bareRuns: ThroughputRow[], rows: ThroughputRow[], accuracy: AccuracyResult[], hotKey?: HotKeyResult, labels: Record<string, string>,
  *   bareRps: number, ratios: Record<string, Record<string, number | null>>, targets: TargetResult[], durationS: number,
  *   extras?: ReturnType<typeof compareExtras> }} report
  * @returns {string}
@@ -134,7 +145,7 @@ export function formatReport(report) {
       ["limiter", "spread", "elapsed s", "allowed", "max", "over", "429", "other", "allowed per stream"],
       ...report.accuracy.map((a) => [
         labels[a.limiter] ?? a.limiter,
-        a.processes === a.instances ? `${a.processes} processes` : `${a.instances} streams → 1 process*`,
+        a.spread ?? (a.processes === a.instances ? `${a.processes} processes` : `${a.instances} streams → 1 process*`),
         a.elapsedS.toFixed(2),
         String(a.allowed),
         String(a.theoreticalMax),
@@ -148,6 +159,31 @@ export function formatReport(report) {
   const single = report.accuracy.find((a) => a.processes !== a.instances);
   if (single) lines.push(`* ${single.note}`);
   lines.push("(max = capacity + rate × elapsed, rounded down; over = allowed beyond it)", "");
+
+  const hot = report.hotKey;
+  if (hot) {
+    lines.push(
+      `Hot key: one client (capacity ${hot.policy.capacity}, ${hot.policy.rate}/s: above the load) over ${hot.isolates} gateway isolates sharing one Durable Object namespace`,
+      ...columns([
+        ["req/s", "÷bare", "p50 ms", "p99 ms", "requests", "allowed", "max", "over", "other", "object calls", "calls/req", "allowed per isolate"],
+        [
+          hot.rps.toFixed(0),
+          (hot.rps / bareRps).toFixed(2),
+          hot.p50Ms.toFixed(1),
+          hot.p99Ms.toFixed(1),
+          String(hot.requests),
+          String(hot.allowed),
+          String(hot.theoreticalMax),
+          String(hot.overAdmission),
+          String(hot.other),
+          String(hot.objectCalls),
+          hot.callsPerRequest.toFixed(3),
+          hot.allowedByIsolate.join(" / "),
+        ],
+      ]),
+      "",
+    );
+  }
 
   lines.push("Same-run ratios, sluice (Upstash) ÷ peer:");
   for (const [name, values] of Object.entries(report.ratios)) {
@@ -248,7 +284,13 @@ export function compareExtras({ fixedRate, rows, accuracy, stores, bareRps }) {
   const counted = countedRow?.storageOps;
   const rowsWrittenCheck =
     countedRow && counted && countedRow.allowed > 0
-      ? { countedPerAllowed: ((counted.put ?? 0) + (counted.delete ?? 0) + (counted.setAlarm ?? 0) + (counted.deleteAll ?? 0)) / countedRow.allowed, storageOps: counted, allowed: countedRow.allowed }
+      ? {
+          countedPerAllowed: ((counted.put ?? 0) + (counted.delete ?? 0) + (counted.setAlarm ?? 0) + (counted.deleteAll ?? 0)) / countedRow.allowed,
+          // The deployed bundle's own row: at most one write per object call.
+          derivedPerAllowed: rows.find((r) => r.limiter === "sluice-do" && r.scenario === "allowed")?.backendCallsPerRequest ?? null,
+          storageOps: counted,
+          allowed: countedRow.allowed,
+        }
       : null;
 
   /** @type {TargetResult[]} */
@@ -303,7 +345,7 @@ export function formatExtras(extras, labels) {
     "(late ms: how far the load generator fell behind its schedule at worst; that lag is in the latency, so where it is more than a few ms the machine was busy and the p99 says more about it than about the limiter)",
     "($a–$b: Upstash's pages do not say how commands inside a Lua script are billed: a = the commands sent over REST, b = every command Redis ran)",
     extras.rowsWrittenCheck
-      ? `Durable Object rows written per allowed decision: derived 1.00 (one put per allowance); counted by the storage wrapper ${extras.rowsWrittenCheck.countedPerAllowed.toFixed(3)} ` +
+      ? `Durable Object rows written per allowed decision: derived ≤ ${(extras.rowsWrittenCheck.derivedPerAllowed ?? NaN).toFixed(3)} (at most one write per object call); counted by the storage wrapper ${extras.rowsWrittenCheck.countedPerAllowed.toFixed(3)} ` +
         `(${Object.entries(extras.rowsWrittenCheck.storageOps).map(([k, v]) => `${k} ${v}`).join(", ")} for ${extras.rowsWrittenCheck.allowed} allowed)`
       : "Durable Object rows written per allowed decision: derived 1.00 (one put per allowance); not counted in this run",
     `Left out of the cost: ${LEFT_OUT.map((s) => s.split(" (")[0]).join("; ")}.`,

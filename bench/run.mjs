@@ -8,7 +8,9 @@
  * per worker instance. Progress goes to stderr; the report to stdout and bench/results/.
  */
 import { mkdirSync, writeFileSync } from "node:fs";
+import { buildGatewayBundle } from "../dev/miniflare-gateway.mjs";
 import { accuracyChart } from "./chart.mjs";
+import { HOT_KEY_ISOLATES, HOT_KEY_POLICY, measureHotKey, onSharedIsolates } from "./hot-key.mjs";
 import { prepareLimiters } from "./limiters.mjs";
 import { describeMachine } from "./machine.mjs";
 import { connectRedisStats } from "./redis-stats.mjs";
@@ -67,9 +69,9 @@ try {
   running.add(stats.close);
 
   progress("bundling sluice (wrangler deploy --dry-run), the bare worker and the peers (esbuild)");
-  const limiters = (await prepareLimiters(stack)).map((limiter) => ({
+  // Every instance is registered, so an error or Ctrl-C mid-scenario still stops its workerd.
+  const track = (/** @type {import("./limiters.mjs").Limiter} */ limiter) => ({
     ...limiter,
-    // Every instance is registered, so an error or Ctrl-C mid-scenario still stops its workerd.
     start: async (/** @type {import("./limiters.mjs").Policy} */ policy) => {
       if (stopping) throw new Error("stopping");
       const instance = await limiter.start(policy);
@@ -80,7 +82,10 @@ try {
       running.add(dispose);
       return { url: instance.url, dispose };
     },
-  }));
+  });
+  const limiters = (await prepareLimiters(stack)).map(track);
+  // Durable Object accuracy and the hot key: isolates of one Miniflare instance sharing one namespace.
+  const isolatesBundle = buildGatewayBundle();
   const byId = (/** @type {string} */ id) => {
     const found = limiters.find((l) => l.id === id);
     if (!found) throw new Error(`no limiter ${id}`);
@@ -113,30 +118,48 @@ try {
   const accuracy = [];
   for (const id of LIMITERS_UNDER_TEST) {
     progress(`accuracy: ${labels[id]}`);
-    accuracy.push(await measureAccuracy(byId(id), { profile }));
+    if (id === "sluice-do") {
+      const shared = track(onSharedIsolates(byId(id), { scriptPath: isolatesBundle, originUrl: stack.originUrl }));
+      const result = await measureAccuracy(shared, { profile });
+      accuracy.push({ ...result, note: `${result.instances} gateway isolates (workers of one Miniflare instance) sharing one Durable Object namespace`, spread: `${result.instances} isolates, 1 namespace` });
+    } else {
+      accuracy.push(await measureAccuracy(byId(id), { profile }));
+    }
   }
+
+  progress(`hot key: one client over ${HOT_KEY_ISOLATES} isolates sharing one Durable Object namespace`);
+  const hotKey = await measureHotKey({
+    scriptPath: isolatesBundle,
+    originUrl: stack.originUrl,
+    profile,
+    register: (dispose) => {
+      running.add(dispose);
+      return () => running.delete(dispose);
+    },
+  });
 
   const machine = describeMachine({ redisVersion: await stats.version() });
   const durationS = (performance.now() - started) / 1000;
-  const comparison = compare({ bareRuns, rows, accuracy });
+  const comparison = compare({ bareRuns, rows, accuracy, hotKey });
   const extras = compareExtras({ fixedRate, rows, accuracy, stores: Object.fromEntries(limiters.map((l) => [l.id, l.store])), bareRps: comparison.bareRps });
   comparison.targets.push(...extras.targets);
-  const report = { mode: profile.name, durationS, machine, profile, bareRuns, rows, accuracy, labels, ...comparison, fixedRate, extras };
+  const report = { mode: profile.name, durationS, machine, profile, bareRuns, rows, accuracy, hotKey, labels, ...comparison, fixedRate, extras };
   console.log(formatReport(report));
 
   mkdirSync(resultsDir, { recursive: true });
   const json = {
     generatedAt: new Date().toISOString(),
     ...report,
-    policies: { allowed: ALLOWED_POLICY, flood: FLOOD_POLICY, accuracy: ACCURACY_POLICY, fixedRate: FIXED_RATE },
+    policies: { allowed: ALLOWED_POLICY, flood: FLOOD_POLICY, accuracy: ACCURACY_POLICY, fixedRate: FIXED_RATE, hotKey: HOT_KEY_POLICY },
     prices: { readOn: PRICES_READ_ON, prices: PRICES, leftOut: LEFT_OUT },
     notes: [
       "Every ratio is taken within this run. ÷bare uses the mean of the ceiling runs.",
       "redisCommandsPerDecision: INFO commandstats delta (calls + rejected_calls, INFO/CONFIG and the health reads' PING excluded) ÷ (2xx + 429).",
       "backendCallsPerRequest: backend calls ÷ responses; for sluice its own count (isolate.backendCalls in /__limiter/health), for the peers the script calls (EVALSHA, EVAL, SCRIPT LOAD) Redis saw.",
-      "Accuracy for the Durable Object backend: the three streams hit one workerd process (separate Miniflare processes do not share Durable Object state).",
+      "Accuracy and hot key for the Durable Object backend: three gateway isolates (workers of one Miniflare instance) sharing one Durable Object namespace, each stream on its own isolate.",
+      "Hot key: calls that reached a Durable Object (isolate.backendCalls summed over the isolates) ÷ responses; allowed against capacity + rate × elapsed.",
       "fixedRate: evenly spaced requests (open loop) at FIXED_RATE.rps, every one allowed; latency from each request's scheduled time; extras.limiters[].addedP50Ms/addedP99Ms subtract the mean of the bare proxy's fixed-rate runs.",
-      "Cost per million decisions (extras.limiters[].costAllowed/costRefused): Durable Object requests = the gateway's backend calls, rows written = one per allowed decision (ClientBuckets writes the charged bucket with one storage.put; a refusal writes nothing); Redis = commands sent over REST (low) or every command Redis ran (high), at the prices in `prices`.",
+      "Cost per million decisions (extras.limiters[].costAllowed/costRefused): Durable Object requests = the gateway's backend calls (calls that reached an object), rows written = one per object call that charged (ClientBuckets writes once per call; a refusal writes nothing), checked by the storage-counting variant in the same run; Redis = commands sent over REST (low) or every command Redis ran (high), at the prices in `prices`.",
       "rl-binding: the Workers Rate Limiting binding as Miniflare runs it (a fixed-window counter in one local object); its accuracy streams hit one process.",
     ],
   };

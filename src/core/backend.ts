@@ -79,6 +79,11 @@ export interface OverrideRegistry {
 export interface LimiterBackend {
   readonly name: string;
   /**
+   * Calls that reached the store, when the backend counts them itself (it may share one call
+   * among requests, or answer some from a lease): health reports this instead of the limiter's count.
+   */
+  readonly stats?: { readonly calls: number };
+  /**
    * Charges one request to its buckets, all or nothing: when an enforced charge is refused,
    * no bucket keeps a charge. An exact override stored for a bucket replaces the charge's policy
    * in the same call. Returns one answer per charge, in order.

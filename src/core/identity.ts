@@ -104,8 +104,20 @@ export function namedKeyValue(part: KeyPart, text: string, options: IdentityOpti
  * await hashedClientKey("bearer", ["abc"]); // "bearer:ba7816bf…"
  */
 export async function hashedClientKey(keyName: string, values: readonly string[]): Promise<string> {
-  return `${keyName}:${await sha256Hex(values.join("\n"))}`;
+  const value = values.join("\n");
+  const memoKey = `${keyName}\u0000${value}`;
+  const known = hashedKeys.get(memoKey);
+  if (known !== undefined) return known;
+  const hashed = `${keyName}:${await sha256Hex(value)}`;
+  // A busy isolate sees the same clients again and again: remember the last few thousand hashes.
+  if (hashedKeys.size >= MAX_HASHED_KEYS) hashedKeys.clear();
+  hashedKeys.set(memoKey, hashed);
+  return hashed;
 }
+
+/** Hashes of recently seen client keys, per isolate (the profile showed SHA-256 on every decision). */
+const hashedKeys = new Map<string, string>();
+const MAX_HASHED_KEYS = 4_096;
 
 // The same normalised, case-folded path the rules match on: spelling cannot mint buckets.
 function routeValue(method: string, path: string): string {
@@ -155,7 +167,11 @@ function parseIpv6(address: string): EightGroups | undefined {
   return groups.map((g) => parseInt(g, 16)) as EightGroups;
 }
 
+const HEX = Array.from({ length: 256 }, (_, byte) => byte.toString(16).padStart(2, "0"));
+
 async function sha256Hex(value: string): Promise<string> {
-  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(value));
-  return Array.from(new Uint8Array(digest), (byte) => byte.toString(16).padStart(2, "0")).join("");
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(value)));
+  let hex = "";
+  for (const byte of digest) hex += HEX[byte];
+  return hex;
 }

@@ -509,7 +509,7 @@ export class Limiter {
     return {
       breaker: this.breaker.state(this.clock()),
       denyCacheEntries: this.denyCache.size,
-      backendCalls: this.stats.backendCalls,
+      backendCalls: this.backend.stats?.calls ?? this.stats.backendCalls,
       rules: this.rules.map((rule) => rule.name),
     };
   }

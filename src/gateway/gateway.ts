@@ -65,7 +65,7 @@ export function gatewayFor(env: Env): Gateway {
     const parsed = parseGatewayConfig(env);
     if (parsed.ok) {
       const { config } = parsed;
-      const backend = createBackend(config.backend, env);
+      const backend = createBackend(config.backend, env, config.limiter.timeoutMs);
       const namespace = config.metrics.kind === "on" ? env.LIMITER_METRICS_STORE : undefined;
       const metricsStore = namespace && (() => namespace.get(namespace.idFromName("global")));
       const flushMs = config.metrics.kind === "on" ? config.metrics.flushMs : 60_000;
@@ -111,10 +111,11 @@ export function configErrorResponse(errors: readonly ConfigError[]): Response {
   return invalidConfigurationProblem(describeConfigErrors(errors), errors);
 }
 
-function createBackend(config: BackendConfig, env: Env): LimiterBackend {
+function createBackend(config: BackendConfig, env: Env, timeoutMs: number): LimiterBackend {
   switch (config.kind) {
     case "durable-object":
-      return durableObjectBackend(env.LIMITER_BUCKETS);
+      // A client's call that outlives the backend budget no longer holds back its next one.
+      return durableObjectBackend(env.LIMITER_BUCKETS, { staleAfterMs: timeoutMs });
     case "upstash":
       return upstashBackend(config);
     case "memory":

@@ -60,6 +60,67 @@ describe("ClientBuckets Durable Object", () => {
   });
 });
 
+describe("ClientBuckets batches and leases (serve)", () => {
+  const charge = (policy: typeof slow, cost = 1) => [{ bucket: "default", policy, cost, enforced: true }];
+  const big = { capacity: 800, refillTokens: 1, refillPeriodMs: 3_600_000 };
+
+  it("charges a batch in order, as that many takes would, and grants no lease near the limit", async () => {
+    const stub = objectFor(`batch-${crypto.randomUUID()}`);
+    const answer = await stub.serve({ holder: "isolate-a", takes: Array.from({ length: 7 }, () => charge(slow)), lease: { bucket: "default", policy: slow, cost: 1, want: 4, ttlMs: 1000 } });
+    expect(answer.answers.map(([a]) => a!.decision.outcome)).toEqual(["allowed", "allowed", "allowed", "allowed", "allowed", "denied", "denied"]);
+    expect(answer.answers.map(([a]) => a!.decision.remaining)).toEqual([4, 3, 2, 1, 0, 0, 0]);
+    expect(answer.lease).toBeNull();
+  });
+
+  it("a lease takes at most 1/8 of the bucket, is written through (eviction keeps it spent), and its unused part comes back", async () => {
+    const stub = objectFor(`lease-${crypto.randomUUID()}`);
+    const answer = await stub.serve({ holder: "isolate-a", takes: [charge(big)], lease: { bucket: "default", policy: big, cost: 1, want: 500, ttlMs: 1000 } });
+    // 799 left after the take: at most ⌊799 / 8⌋ = 99 leased.
+    expect(answer.lease).toMatchObject({ granted: 99, remaining: 700 });
+    await evictDurableObject(stub);
+    expect(await takeOne(stub, "default", big, 1)).toMatchObject({ outcome: "allowed", remaining: 699 });
+    // 40 of the 99 were not used: giving them back restores exactly 40.
+    const back = await stub.serve({ giveBack: [{ bucket: "default", policy: big, cost: 40, enforced: true, charged: answer.lease!.charged }], takes: [charge(big)] });
+    expect(back.answers[0]![0]!.decision).toMatchObject({ outcome: "allowed", remaining: 738 });
+  });
+
+  it("a reset while leases are out leaves out what isolates may still hand out, until they call again", async () => {
+    const stub = objectFor(`lease-reset-${crypto.randomUUID()}`);
+    const lease = (holder: string) => stub.serve({ holder, takes: [charge(big)], lease: { bucket: "default", policy: big, cost: 1, want: 50, ttlMs: 1000 } });
+    const a = await lease("isolate-a");
+    expect(a.lease).toMatchObject({ granted: 50, remaining: 749 });
+    expect((await lease("isolate-b")).lease).toMatchObject({ granted: 50, remaining: 698 });
+    await stub.reset(["default"]);
+    // Full is 800, but 2 × 50 tokens may still be handed out by the isolates holding the leases.
+    expect(await takeOne(stub, "default", big, 1)).toMatchObject({ outcome: "allowed", remaining: 699 });
+    await evictDurableObject(stub);
+    // Isolate A calls again, giving back the 20 it did not use: its lease is over (30 were spent, 20 come back).
+    const back = await stub.serve({ holder: "isolate-a", giveBack: [{ bucket: "default", policy: big, cost: 20, enforced: true, charged: a.lease!.charged }], takes: [charge(big)] });
+    expect(back.answers[0]![0]!.decision).toMatchObject({ outcome: "allowed", remaining: 718 });
+    // Only B's lease is still out.
+    await stub.reset(["default"]);
+    expect(await takeOne(stub, "default", big, 1)).toMatchObject({ outcome: "allowed", remaining: 749 });
+  });
+
+  it("an override that lowers the limit while leases are out caps the bucket and the leases together", async () => {
+    const stub = objectFor(`lease-override-${crypto.randomUUID()}`);
+    const granted = await stub.serve({ holder: "isolate-a", takes: [charge(big)], lease: { bucket: "default", policy: big, cost: 1, want: 50, ttlMs: 1000 } });
+    expect(granted.lease).toMatchObject({ granted: 50, remaining: 749 });
+    const lowered = { capacity: 100, refillTokens: 1, refillPeriodMs: 3_600_000 };
+    await stub.setOverride("default", lowered);
+    // 100 in all: the 50 the isolate may still hand out, and 50 in the bucket.
+    expect(await takeOne(stub, "default", big, 1)).toMatchObject({ outcome: "allowed", remaining: 49 });
+  });
+
+  it("once its leases have run out, a reset makes the bucket full", async () => {
+    const stub = objectFor(`lease-expired-${crypto.randomUUID()}`);
+    await stub.serve({ holder: "isolate-a", takes: [charge(big)], lease: { bucket: "default", policy: big, cost: 1, want: 50, ttlMs: 0 } });
+    await new Promise((resolve) => setTimeout(resolve, 1_100)); // the slack for clocks
+    await stub.reset(["default"]);
+    expect(await takeOne(stub, "default", big, 1)).toMatchObject({ outcome: "allowed", remaining: 799 });
+  });
+});
+
 describe("gateway with the Durable Object backend", () => {
   it("200 concurrent requests for one client against capacity 50 allow exactly 50", async () => {
     const gateway = gatewayWith({ LIMITER_CAPACITY: "50", LIMITER_REFILL_RATE: "0.001" });

@@ -1,12 +1,29 @@
 import { DurableObject } from "cloudflare:workers";
 import type { BucketAnswer, OverrideRecord } from "../../core/backend";
 import { acquireSlots, releaseSlot, renewSlot, slotsExpireInMs, type SlotDecision, type SlotState } from "../../core/slots";
-import { ceilDiv, refundTokens, takeBuckets, type BucketPolicy, type BucketState } from "../../core/token-bucket";
+import { ceilDiv, refundTokens, takeBuckets, takeTokens, type BucketPolicy, type BucketState } from "../../core/token-bucket";
 
 /** What one bucket keeps in storage: its state and when it will be full (then it can go). */
 interface StoredBucket extends BucketState {
   readonly fullAtMs: number;
+  /** Leases that isolates may still be handing out. */
+  readonly leased?: LeasedOut;
 }
+
+/**
+ * Leased tokens isolates may still hand out: per isolate (its batcher's id), what its current
+ * lease took and until when it may be spent. An isolate holds one lease per client at a time and
+ * ends it (giving back the rest) before its next call, so each call from it clears its entry.
+ */
+interface LeasedOut {
+  /** Units of a full bucket when the leases were granted, and of one token. */
+  readonly full: number;
+  readonly unitsPerToken: number;
+  readonly holders: Readonly<Record<string, { readonly units: number; readonly untilMs: number }>>;
+}
+
+/** An isolate's clock and the object's may disagree a little: a lease is counted as out this much longer. */
+const LEASE_SLACK_MS = 1_000;
 
 /** One charge as the object sees it: the bucket's name within this client. */
 export interface ObjectCharge {
@@ -30,10 +47,57 @@ export interface ObjectAnswer extends BucketAnswer {
   readonly charged: BucketState | null;
 }
 
+/** A charge to give back: the charge as made (its cost is what to return) and the state its take wrote. */
+export type ObjectRefund = ObjectCharge & { readonly charged: BucketState };
+
+/**
+ * One call of an isolate's batch (see {@link ClientBuckets.serve}): unused leased tokens to give
+ * back, then several requests' charges applied one after another, then possibly a new lease.
+ */
+export interface ServeRequest {
+  /** The calling isolate (its batcher's id): its previous leases of this client have ended with this call. */
+  readonly holder?: string;
+  /** Given back first, with refund semantics (only what each still withholds). */
+  readonly giveBack?: readonly ObjectRefund[];
+  /** Each request's charges, all or nothing per request, in order: exactly as many `take` calls. */
+  readonly takes: readonly (readonly ObjectCharge[])[];
+  /** After the takes: up to `want` more charges of `cost` on one bucket, for the isolate to spend locally. */
+  readonly lease?: { readonly bucket: string; readonly policy: BucketPolicy; readonly cost: number; readonly want: number; readonly ttlMs: number };
+}
+
+/** A lease granted: `granted` charges of the lease's cost, taken from the bucket in one step. */
+export interface LeaseGrant {
+  readonly granted: number;
+  /** The state the lease's take wrote: what giving back the unused part refunds against. */
+  readonly charged: BucketState;
+  /** The bucket after the lease (remaining whole tokens, time until full), under `policy`. */
+  readonly remaining: number;
+  readonly resetMs: number;
+  readonly policy: BucketPolicy;
+}
+
+export interface ServeAnswer {
+  readonly answers: ObjectAnswer[][];
+  readonly lease: LeaseGrant | null;
+}
+
+/**
+ * A lease takes at most this share of what a bucket holds after the batch: with k isolates
+ * leasing at once, the bucket still keeps (1 − 1/8)^k of its tokens, and a bucket with fewer than
+ * 8 × cost tokens grants nothing, so a client near its limit is decided exactly, one call per request.
+ */
+export const LEASE_SHARE = 8;
+
 const BUCKET_PREFIX = "bucket:";
 const OVERRIDE_PREFIX = "override:";
 const REGISTRY_PREFIX = "registry:";
 const SLOTS_PREFIX = "slots:";
+/** The next cleanup: when the last bucket is full, not sooner than a minute, not later than a day (a bucket kept "until the next take" has no time to full). */
+function cleanupAt(latestFullAtMs: number, nowMs: number): number {
+  return Math.min(Math.max(latestFullAtMs, nowMs + MIN_CLEANUP_DELAY_MS), nowMs + MAX_CLEANUP_DELAY_MS);
+}
+const MAX_CLEANUP_DELAY_MS = 86_400_000;
+
 /** The cleanup alarm never runs sooner than this: a busy client must not pay for one per request. */
 export const MIN_CLEANUP_DELAY_MS = 60_000;
 
@@ -82,12 +146,29 @@ export class ClientBuckets extends DurableObject<object> {
   /** Charges one request to some of this client's buckets, all or nothing, on this object's clock. */
   take(charges: readonly ObjectCharge[]): ObjectAnswer[] {
     const nowMs = Date.now();
-    const { results } = takeBuckets(this.entries(charges), nowMs);
-    return results.map(({ entry, decision, next, expiresInMs }) => {
-      if (next !== undefined) this.store(entry.bucket, next, nowMs + expiresInMs);
-      // Only spent tokens are something to refund; a block is not.
-      return { decision, policy: entry.policy, charged: decision.outcome === "allowed" ? (next ?? null) : null };
-    });
+    const dirty = new Set<string>();
+    const answers = this.charge(charges, nowMs, dirty);
+    this.persist(dirty);
+    return answers;
+  }
+
+  /**
+   * An isolate's batch in one call: gives back unused leased tokens, charges each request in
+   * order (the same decisions as that many `take` calls), and may grant a lease: up to
+   * `lease.want` more charges taken now, for the isolate to hand out without asking, never more
+   * than 1/{@link LEASE_SHARE} of what the bucket then holds. Each bucket is written once per
+   * call, before the reply leaves (write-through: the output gate holds it until durable).
+   */
+  serve(request: ServeRequest): ServeAnswer {
+    const nowMs = Date.now();
+    const dirty = new Set<string>();
+    if (request.holder !== undefined) this.releaseHolder(request.holder, dirty);
+    if (request.giveBack !== undefined && request.giveBack.length > 0) this.giveBack(request.giveBack, nowMs, dirty);
+    const answers = request.takes.map((charges) => this.charge(charges, nowMs, dirty));
+    // A lease is granted only to a caller that says who it is (so its next call can release it).
+    const lease = request.lease === undefined || request.holder === undefined ? null : this.grantLease(request.lease, request.holder, nowMs, dirty);
+    this.persist(dirty);
+    return { answers, lease };
   }
 
   /** What `take` would answer now, changing nothing. */
@@ -96,24 +177,32 @@ export class ClientBuckets extends DurableObject<object> {
   }
 
   /** Gives back what `take` charged (`charged` is the state it wrote), when another object refused the same request. */
-  refund(charges: readonly (ObjectCharge & { readonly charged: BucketState })[]): void {
-    const nowMs = Date.now();
-    for (const { bucket, cost, charged, policy: given } of charges) {
-      const policy = this.overrides.get(bucket) ?? given;
-      const before = this.buckets.get(bucket);
-      const state = refundTokens(before, policy, cost, charged, nowMs);
-      if (state === undefined || state === before) continue;
-      const missing = policy.capacity * policy.refillPeriodMs - state.level;
-      this.store(bucket, state, Math.max(state.updatedAtMs + ceilDiv(missing, policy.refillTokens), state.blockedUntilMs ?? 0));
-    }
+  refund(charges: readonly ObjectRefund[]): void {
+    const dirty = new Set<string>();
+    this.giveBack(charges, Date.now(), dirty);
+    this.persist(dirty);
   }
 
-  /** Makes these buckets full again. */
+  /**
+   * Makes these buckets full again, less what isolates may still hand out from leases taken
+   * before (they were spent from the old bucket, but can still be spent after the reset): so a
+   * reset never lets more through than a full bucket.
+   */
   reset(buckets: readonly string[]): void {
+    const nowMs = Date.now();
+    const dirty = new Set<string>();
     for (const name of buckets) {
-      this.buckets.delete(name);
-      void this.ctx.storage.delete(BUCKET_PREFIX + name);
+      const leased = liveLease(this.buckets.get(name), nowMs);
+      const units = leased === undefined ? 0 : leasedUnits(leased);
+      if (leased === undefined || units === 0) {
+        this.buckets.delete(name);
+        void this.ctx.storage.delete(BUCKET_PREFIX + name);
+        continue;
+      }
+      const unitsPerToken = this.buckets.get(name)?.unitsPerToken ?? 1;
+      this.remember(name, { level: Math.max(0, leased.full - units), unitsPerToken, updatedAtMs: nowMs }, Number.MAX_SAFE_INTEGER, dirty, leased);
     }
+    this.persist(dirty);
   }
 
   /** Sets or (with null) removes a bucket's exact override; its tokens stay, capped by the next take. */
@@ -129,7 +218,7 @@ export class ClientBuckets extends DurableObject<object> {
     // Its time to full was reckoned under the old policy: keep the bucket until the next take reckons it anew.
     const current = this.buckets.get(bucket);
     if (current !== undefined) {
-      const kept: StoredBucket = { ...current, fullAtMs: Number.MAX_SAFE_INTEGER };
+      const kept: StoredBucket = { ...withinNewLimit(current, policy, Date.now()), fullAtMs: Number.MAX_SAFE_INTEGER };
       this.buckets.set(bucket, kept);
       void this.ctx.storage.put(BUCKET_PREFIX + bucket, kept);
     }
@@ -196,12 +285,63 @@ export class ClientBuckets extends DurableObject<object> {
       else this.storeSlots(name, [], nowMs);
     }
     if (this.buckets.size > 0 || this.slots.size > 0) {
-      await this.ctx.storage.setAlarm(Math.max(latestFullAt, nowMs + MIN_CLEANUP_DELAY_MS));
+      await this.ctx.storage.setAlarm(cleanupAt(latestFullAt, nowMs));
       return;
     }
     this.alarmSet = false;
     // Overrides and the registry are configuration: they stay until an operator removes them.
     if (this.overrides.size === 0 && this.registry.size === 0) await this.ctx.storage.deleteAll();
+  }
+
+  /** One request's charges, all or nothing; the buckets it changed join `dirty`. */
+  private charge(charges: readonly ObjectCharge[], nowMs: number, dirty: Set<string>): ObjectAnswer[] {
+    const { results } = takeBuckets(this.entries(charges), nowMs);
+    return results.map(({ entry, decision, next, expiresInMs }) => {
+      if (next !== undefined) this.remember(entry.bucket, next, nowMs + expiresInMs, dirty);
+      // Only spent tokens are something to refund; a block is not.
+      return { decision, policy: entry.policy, charged: decision.outcome === "allowed" ? (next ?? null) : null };
+    });
+  }
+
+  /** An isolate calls again: its previous leases have ended (their rest comes back in this call), so they are no longer out. */
+  private releaseHolder(holder: string, dirty: Set<string>): void {
+    for (const [name, bucket] of this.buckets) {
+      const leased = bucket.leased;
+      if (leased === undefined || !(holder in leased.holders)) continue;
+      const { [holder]: _ended, ...holders } = leased.holders;
+      const { leased: _old, ...rest } = bucket;
+      this.buckets.set(name, Object.keys(holders).length === 0 ? rest : { ...rest, leased: { ...leased, holders } });
+      dirty.add(name);
+    }
+  }
+
+  private giveBack(charges: readonly ObjectRefund[], nowMs: number, dirty: Set<string>): void {
+    for (const { bucket, cost, charged, policy: given } of charges) {
+      const policy = this.overrides.get(bucket) ?? given;
+      const before = this.buckets.get(bucket);
+      const state = refundTokens(before, policy, cost, charged, nowMs);
+      if (state === undefined || state === before) continue;
+      const missing = policy.capacity * policy.refillPeriodMs - state.level;
+      this.remember(bucket, state, Math.max(state.updatedAtMs + ceilDiv(missing, policy.refillTokens), state.blockedUntilMs ?? 0), dirty);
+    }
+  }
+
+  /** Takes up to `want` × `cost` tokens for an isolate to spend locally, within the bucket's share; null when none. */
+  private grantLease(lease: NonNullable<ServeRequest["lease"]>, holder: string, nowMs: number, dirty: Set<string>): LeaseGrant | null {
+    const [entry] = this.entries([{ bucket: lease.bucket, policy: lease.policy, cost: 0, enforced: true }]);
+    if (entry === undefined || lease.want < 1 || lease.cost < 1) return null;
+    const { decision } = takeTokens(entry.state, entry.policy, 0, nowMs);
+    if (decision.outcome !== "allowed") return null; // blocked
+    const granted = Math.min(lease.want, Math.floor(decision.remaining / LEASE_SHARE / lease.cost));
+    if (granted < 1) return null;
+    const taken = takeTokens(entry.state, entry.policy, granted * lease.cost, nowMs);
+    if (taken.decision.outcome !== "allowed" || taken.next === undefined) return null;
+    const before = liveLease(this.buckets.get(lease.bucket), nowMs);
+    const full = entry.policy.capacity * entry.policy.refillPeriodMs;
+    // Leases taken under another policy are reckoned in the new one's units: conservatively, as they were.
+    const holders = { ...before?.holders, [holder]: { units: granted * lease.cost * entry.policy.refillPeriodMs, untilMs: nowMs + Math.max(0, lease.ttlMs) + LEASE_SLACK_MS } };
+    this.remember(lease.bucket, taken.next, nowMs + taken.expiresInMs, dirty, { full, unitsPerToken: entry.policy.refillPeriodMs, holders });
+    return { granted, charged: taken.next, remaining: taken.decision.remaining, resetMs: taken.decision.resetMs, policy: entry.policy };
   }
 
   /** The charges as the bucket math takes them: current state, and an exact override's policy where one is set. */
@@ -226,13 +366,86 @@ export class ClientBuckets extends DurableObject<object> {
     }
   }
 
-  private store(name: string, state: BucketState, fullAtMs: number): void {
-    const stored: StoredBucket = { ...state, fullAtMs };
+  /**
+   * Keeps a bucket's new state in memory; `persist` writes it (once per call, however many
+   * charges changed it). Leases still out are kept beside it (`leased`, else the previous record
+   * while live), and the bucket is kept at least as long as they are.
+   */
+  private remember(name: string, state: BucketState, fullAtMs: number, dirty: Set<string>, leased?: LeasedOut): void {
+    const { level, unitsPerToken, updatedAtMs, blockedUntilMs } = state;
+    const out = leased ?? liveLease(this.buckets.get(name), Date.now());
+    const stored: StoredBucket = {
+      level,
+      unitsPerToken,
+      updatedAtMs,
+      ...(blockedUntilMs !== undefined && { blockedUntilMs }),
+      fullAtMs: out === undefined ? fullAtMs : Math.max(fullAtMs, ...Object.values(out.holders).map((h) => h.untilMs)),
+      ...(out !== undefined && { leased: out }),
+    };
     this.buckets.set(name, stored);
-    void this.ctx.storage.put(BUCKET_PREFIX + name, stored);
+    dirty.add(name);
+  }
+
+  /**
+   * Writes the changed buckets through to storage, before this call's reply: the output gate
+   * holds the reply until the write is durable, so no answer is ever based on a state a restart
+   * could lose. The cleanup alarm is set once, not per write.
+   */
+  private persist(dirty: ReadonlySet<string>): void {
+    if (dirty.size === 0) return;
+    let latestFullAt = 0;
+    if (dirty.size === 1) {
+      for (const name of dirty) {
+        const stored = this.buckets.get(name);
+        if (stored === undefined) continue;
+        void this.ctx.storage.put(BUCKET_PREFIX + name, stored);
+        latestFullAt = stored.fullAtMs;
+      }
+    } else {
+      const entries: Record<string, StoredBucket> = {};
+      for (const name of dirty) {
+        const stored = this.buckets.get(name);
+        if (stored === undefined) continue;
+        entries[BUCKET_PREFIX + name] = stored;
+        latestFullAt = Math.max(latestFullAt, stored.fullAtMs);
+      }
+      void this.ctx.storage.put(entries);
+    }
     if (!this.alarmSet) {
       this.alarmSet = true;
-      void this.ctx.storage.setAlarm(Math.max(fullAtMs, Date.now() + MIN_CLEANUP_DELAY_MS));
+      void this.ctx.storage.setAlarm(cleanupAt(latestFullAt, Date.now()));
     }
   }
+}
+
+/**
+ * A bucket under a new exact override while isolates hold leases of it: the new capacity caps
+ * what the bucket holds plus what the leases may still hand out (they were taken under the old
+ * limit), so a lowered limit holds from the next request on. Without live leases (or when the
+ * override is removed: the rule's policy is not known here), the bucket is kept as it is and
+ * the next take caps it.
+ */
+function withinNewLimit(bucket: StoredBucket, policy: BucketPolicy | null, nowMs: number): StoredBucket {
+  const leased = liveLease(bucket, nowMs);
+  if (leased === undefined || policy === null) return bucket;
+  const { decision } = takeTokens(bucket, policy, 0, nowMs);
+  if (decision.outcome !== "allowed") return bucket; // blocked: nothing passes anyway
+  const out = ceilDiv(leasedUnits(leased), leased.unitsPerToken);
+  const tokens = Math.max(0, Math.min(decision.remaining + out, policy.capacity) - out);
+  const { blockedUntilMs } = bucket;
+  return { level: tokens * policy.refillPeriodMs, unitsPerToken: policy.refillPeriodMs, updatedAtMs: Math.max(nowMs, bucket.updatedAtMs), ...(blockedUntilMs !== undefined && { blockedUntilMs }), fullAtMs: bucket.fullAtMs, leased };
+}
+
+/** The leases of a bucket that isolates may still be spending, if any. */
+function liveLease(bucket: StoredBucket | undefined, nowMs: number): LeasedOut | undefined {
+  const leased = bucket?.leased;
+  if (leased === undefined) return undefined;
+  const holders = Object.fromEntries(Object.entries(leased.holders).filter(([, h]) => h.untilMs > nowMs && h.units > 0));
+  return Object.keys(holders).length === 0 ? undefined : { ...leased, holders };
+}
+
+function leasedUnits(leased: LeasedOut): number {
+  let units = 0;
+  for (const { units: held } of Object.values(leased.holders)) units += held;
+  return units;
 }

@@ -2,10 +2,13 @@ import type { BucketAnswer, BucketCharge, BucketRef, LimiterBackend, SlotClaim }
 import type { SlotDecision } from "../../core/slots";
 import type { BucketState } from "../../core/token-bucket";
 import type { ClientBuckets, ObjectAnswer, ObjectCharge } from "./client-buckets";
+import { ClientBatcher, type LeaseOptions } from "./client-batcher";
 
-export { ClientBuckets } from "./client-buckets";
+export { ClientBuckets, LEASE_SHARE } from "./client-buckets";
+export type { LeaseOptions } from "./client-batcher";
 
 const HEALTH_OBJECT = "__limiter_health";
+
 /** The one object that lists every override (client keys are hashes with a kind prefix: no clash). */
 export const REGISTRY_OBJECT = "__limiter_registry";
 
@@ -25,18 +28,27 @@ export const REGISTRY_OBJECT = "__limiter_registry";
  * const backend = durableObjectBackend(env.LIMITER_BUCKETS);
  * await backend.take([{ clientKey, bucket: "default", policy, cost: 1, enforced: true }], signal);
  */
-export function durableObjectBackend(namespace: DurableObjectNamespace<ClientBuckets>): LimiterBackend {
-  const stubFor = (name: string) => namespace.get(namespace.idFromName(name));
+export function durableObjectBackend(namespace: DurableObjectNamespace<ClientBuckets>, options: LeaseOptions = {}): LimiterBackend & { readonly stats: { readonly calls: number } } {
+  // Every call that reaches an object is counted here (health reports it; the benchmark divides it by requests).
+  const stats = { calls: 0 };
+  // A stub belongs to the request that made it (Workers refuse I/O through it from another): one per call.
+  const stubFor = (name: string) => {
+    stats.calls += 1;
+    return namespace.get(namespace.idFromName(name));
+  };
   const registry = () => stubFor(REGISTRY_OBJECT);
   const releaseSlots = (claims: readonly SlotClaim[]) =>
     Promise.all(groupClaims(claims).map(([clientKey, group]) => stubFor(clientKey).releaseSlots(group.map(({ claim }) => ({ bucket: claim.bucket, id: claim.id })))));
+  const batcher = new ClientBatcher(stubFor, options);
   return {
     name: "durable-object",
+    stats,
     async take(charges, signal) {
       signal.throwIfAborted();
       const groups = groupByClient(charges);
       const [only] = groups;
-      if (only !== undefined && groups.length === 1) return (await stubFor(only.clientKey).take(chargesOf(only))).map(({ decision, policy, charged }) => ({ decision, policy, charged }));
+      // One client's request (the usual case): its isolate's batcher, which shares calls and leases.
+      if (only !== undefined && groups.length === 1) return batcher.take(only.clientKey, chargesOf(only), signal);
 
       const calls = await Promise.all(groups.map(async (group) => ({ group, result: await settle(stubFor(group.clientKey).take(chargesOf(group))) })));
       const answered = calls.flatMap(({ group, result }) => (result.ok ? [{ group, answers: result.value }] : []));
@@ -90,10 +102,14 @@ export function durableObjectBackend(namespace: DurableObjectNamespace<ClientBuc
     },
     async reset(refs, signal) {
       signal.throwIfAborted();
+      // This isolate stops handing out leased tokens of these buckets (they go back with its next
+      // call); the object leaves out what other isolates may still hand out.
+      for (const { clientKey, bucket } of refs) batcher.endLeaseOf(clientKey, bucket);
       await Promise.all(groupRefs(refs).map(([clientKey, buckets]) => stubFor(clientKey).reset(buckets)));
     },
     async setOverride(ref: BucketRef, policy, signal) {
       signal.throwIfAborted();
+      batcher.endLeaseOf(ref.clientKey, ref.bucket);
       await stubFor(ref.clientKey).setOverride(ref.bucket, policy);
     },
     overrides: {
@@ -112,6 +128,8 @@ export function durableObjectBackend(namespace: DurableObjectNamespace<ClientBuc
     },
     async ping(signal) {
       signal.throwIfAborted();
+      // Not a decision's call: health checks are left out of the count.
+      stats.calls -= 1;
       await stubFor(HEALTH_OBJECT).ping();
     },
   };

@@ -1,0 +1,285 @@
+import type { BucketAnswer } from "../../core/backend";
+import { ceilDiv, floorDiv, type BucketPolicy, type BucketState } from "../../core/token-bucket";
+import type { ClientBuckets, LeaseGrant, ObjectAnswer, ObjectCharge, ObjectRefund, ServeRequest } from "./client-buckets";
+
+/** How an isolate shares calls to one client's object (see {@link ClientBatcher}). */
+export interface LeaseOptions {
+  /** Largest lease, in charges of the request's cost; 0 turns leases off (batching stays). Default 64. */
+  readonly maxLease?: number;
+  /** A lease's unused tokens are given back once it is this old (ms). Default 1000. */
+  readonly leaseTtlMs?: number;
+  /**
+   * A call in flight longer than this (ms) no longer holds back the client's next call: its
+   * request may have been cancelled, and a cancelled request's I/O never settles. Use the
+   * limiter's backend budget. Default 1000.
+   */
+  readonly staleAfterMs?: number;
+}
+
+const DEFAULT_MAX_LEASE = 64;
+const DEFAULT_LEASE_TTL_MS = 1_000;
+const DEFAULT_STALE_AFTER_MS = 1_000;
+/** The first lease a busy client gets, and how much each spent lease grows. */
+const FIRST_LEASE = 4;
+const LEASE_GROWTH = 4;
+/** Per-client state kept per isolate; idle entries without a live lease are dropped beyond this. */
+const MAX_CLIENTS = 10_000;
+
+/** A lease this isolate holds: charges of one bucket, already taken from the object, to hand out. */
+interface Lease {
+  readonly bucket: string;
+  readonly cost: number;
+  /** The policy the charges were asked under (what a request must match to use the lease). */
+  readonly asked: BucketPolicy;
+  readonly grant: LeaseGrant;
+  /** Charges left to hand out. */
+  left: number;
+  /** Isolate clock when granted (headers only), and when what is left goes back. */
+  readonly grantedAtMs: number;
+  readonly expiresAtMs: number;
+}
+
+/** A request waiting for its client's next call to the object. */
+interface Waiter {
+  readonly charges: readonly ObjectCharge[];
+  readonly signal: AbortSignal;
+  sent: boolean;
+  result?: { ok: true; answers: BucketAnswer[] } | { ok: false; error: unknown };
+  /** Wakes the waiting request (in its own request context) to look again. */
+  wake?: () => void;
+}
+
+/** One client key's queue, call in flight, lease and demand. */
+interface Client {
+  readonly queue: Waiter[];
+  inFlight: boolean;
+  /** Which call is in flight (a stale call's late answer must not clear a newer one's flag), and since when. */
+  flight: number;
+  flightStartedMs: number;
+  flightSignal: AbortSignal | undefined;
+  lease: Lease | undefined;
+  /** Unused leased charges to give back with the next call. */
+  readonly returns: ObjectRefund[];
+  /** Lease size asked for next; grows while calls follow each other within a lease's lifetime. */
+  want: number;
+  /** The last lease ended with charges left over (it was larger than the demand). */
+  wasted: boolean;
+  lastCallMs: number;
+}
+
+/**
+ * The isolate side of the Durable Object backend for one client's requests: makes a hot client
+ * cost its object far fewer calls than requests, and never over-admits.
+ *
+ * - **Batching.** At most one call per client key is in flight from this isolate. Requests of
+ *   that client arriving meanwhile queue, and the next call carries all of them: the object
+ *   charges each in order, exactly as that many separate calls would.
+ * - **Leases.** A call made while the client is busy (its previous call within a lease's
+ *   lifetime) also asks for a lease: up to `want` more charges of the same cost, taken from the
+ *   bucket in the same call (the object grants at most 1/{@link LEASE_SHARE} of what it holds,
+ *   none near the limit). Requests then take a leased charge with no call at all. The tokens
+ *   left when the lease is a `leaseTtlMs` old go back with the next call, with refund semantics
+ *   (only what they still withhold). Every admitted request spent a token already taken from the
+ *   object: the error is only towards refusing (tokens parked in one isolate), bounded by one
+ *   lease per isolate and client.
+ *
+ * Each request waits on a promise of its own and is woken to look again, so every call is made
+ * from the context of a request that is part of it (a call made for a finished request could be
+ * cancelled with it).
+ */
+export class ClientBatcher {
+  private readonly clients = new Map<string, Client>();
+  private readonly maxLease: number;
+  private readonly leaseTtlMs: number;
+  private readonly staleAfterMs: number;
+  /** Names this isolate's leases to the objects (see `ClientBuckets.serve`). */
+  private readonly holder = crypto.randomUUID();
+
+  constructor(
+    private readonly stubFor: (clientKey: string) => DurableObjectStub<ClientBuckets>,
+    options: LeaseOptions = {},
+  ) {
+    this.maxLease = Math.max(0, Math.floor(options.maxLease ?? DEFAULT_MAX_LEASE));
+    this.leaseTtlMs = Math.max(1, options.leaseTtlMs ?? DEFAULT_LEASE_TTL_MS);
+    this.staleAfterMs = Math.max(1, options.staleAfterMs ?? DEFAULT_STALE_AFTER_MS);
+  }
+
+  /** One request's charges on one client's object: from a lease, or in the client's next call. */
+  async take(clientKey: string, charges: readonly ObjectCharge[], signal: AbortSignal): Promise<BucketAnswer[]> {
+    const client = this.client(clientKey);
+    const local = this.fromLease(client, charges, Date.now());
+    if (local !== undefined) return [local];
+    const waiter: Waiter = { charges, signal, sent: false };
+    client.queue.push(waiter);
+    for (;;) {
+      const result = waiter.result;
+      if (result === undefined && !waiter.sent) signal.throwIfAborted();
+      if (result !== undefined) {
+        if (result.ok) return result.answers;
+        throw result.error;
+      }
+      if (!waiter.sent && (!client.inFlight || this.stale(client))) {
+        await this.call(clientKey, client, signal);
+        continue;
+      }
+      await new Promise<void>((resolve) => (waiter.wake = resolve));
+    }
+  }
+
+  /** Ends this isolate's lease on a bucket (reset, override): what it held is not handed out, and goes back with the next call. */
+  endLeaseOf(clientKey: string, bucket: string): void {
+    const client = this.clients.get(clientKey);
+    if (client?.lease?.bucket === bucket) this.endLease(client);
+  }
+
+  private client(clientKey: string): Client {
+    let client = this.clients.get(clientKey);
+    if (client === undefined) {
+      if (this.clients.size >= MAX_CLIENTS) this.forgetIdle();
+      this.clients.set(clientKey, (client = { queue: [], inFlight: false, flight: 0, flightStartedMs: 0, flightSignal: undefined, lease: undefined, returns: [], want: 0, wasted: false, lastCallMs: -Infinity }));
+    }
+    return client;
+  }
+
+  /** The call in flight outlived its request's budget (or its request): the next may go. */
+  private stale(client: Client): boolean {
+    return client.flightSignal?.aborted === true || Date.now() - client.flightStartedMs > this.staleAfterMs;
+  }
+
+  private forgetIdle(): void {
+    const nowMs = Date.now();
+    for (const [key, client] of this.clients) {
+      if (client.inFlight || client.queue.length > 0) continue;
+      if (client.lease !== undefined && client.lease.expiresAtMs > nowMs) continue;
+      this.clients.delete(key); // an expired lease's rest is lost: towards refusing
+    }
+  }
+
+  /** A leased charge for a one-charge request that matches the lease, or undefined. */
+  private fromLease(client: Client, charges: readonly ObjectCharge[], nowMs: number): BucketAnswer | undefined {
+    const lease = client.lease;
+    if (lease === undefined) return undefined;
+    if (nowMs >= lease.expiresAtMs) {
+      this.endLease(client);
+      return undefined;
+    }
+    const [charge] = charges;
+    if (charges.length !== 1 || charge === undefined || lease.left < 1) return undefined;
+    if (charge.bucket !== lease.bucket || charge.cost !== lease.cost || !samePolicy(charge.policy, lease.asked)) return undefined;
+    lease.left -= 1;
+    return leasedAnswer(lease, nowMs);
+  }
+
+  /** Sends the client's queue (and any lease request and give-back) in one call, and answers every request in it. */
+  private async call(clientKey: string, client: Client, signal: AbortSignal): Promise<void> {
+    const nowMs = Date.now();
+    const batch = client.queue.splice(0).filter((waiter) => !waiter.signal.aborted);
+    if (batch.length === 0) return;
+    for (const waiter of batch) waiter.sent = true;
+    const flight = ++client.flight;
+    client.inFlight = true;
+    client.flightStartedMs = nowMs;
+    client.flightSignal = signal;
+    // A spent lease is renewed four times as large while the client keeps calling (4, 16, 64);
+    // one that ran out of time with charges left over was too large: halve it.
+    if (client.lease !== undefined) this.endLease(client);
+    const leftOver = client.wasted;
+    client.wasted = false;
+    const busy = nowMs - client.lastCallMs < this.leaseTtlMs;
+    client.want = this.maxLease === 0 || !busy ? 0 : leftOver ? Math.max(1, client.want >> 1) : Math.min(this.maxLease, Math.max(FIRST_LEASE, client.want * LEASE_GROWTH));
+    client.lastCallMs = nowMs;
+    const leaseCharge = client.want > 0 ? commonCharge(batch) : undefined;
+    const request: ServeRequest = {
+      holder: this.holder,
+      takes: batch.map((waiter) => waiter.charges),
+      ...(client.returns.length > 0 && { giveBack: client.returns.splice(0) }),
+      ...(leaseCharge !== undefined && { lease: { bucket: leaseCharge.bucket, policy: leaseCharge.policy, cost: leaseCharge.cost, want: client.want, ttlMs: this.leaseTtlMs } }),
+    };
+    try {
+      const answer = await this.stubFor(clientKey).serve(request);
+      batch.forEach((waiter, i) => {
+        const answers = answer.answers[i];
+        waiter.result = answers === undefined ? { ok: false, error: new Error("the object answered fewer requests than it was sent") } : { ok: true, answers: answers.map(plainAnswer) };
+      });
+      if (answer.lease !== null && leaseCharge !== undefined) {
+        const granted = Date.now();
+        client.lease = {
+          bucket: leaseCharge.bucket,
+          cost: leaseCharge.cost,
+          asked: leaseCharge.policy,
+          grant: answer.lease,
+          left: answer.lease.granted,
+          grantedAtMs: granted,
+          expiresAtMs: granted + this.leaseTtlMs,
+        };
+      }
+    } catch (error) {
+      for (const waiter of batch) waiter.result = { ok: false, error };
+    } finally {
+      if (client.flight === flight) client.inFlight = false;
+    }
+    for (const waiter of batch) waiter.wake?.();
+    // Requests that queued meanwhile: served from the new lease where they can, else woken so one of them calls.
+    const waiting = client.queue.splice(0);
+    const answeredAt = Date.now();
+    for (const waiter of waiting) {
+      const local = this.fromLease(client, waiter.charges, answeredAt);
+      if (local === undefined) client.queue.push(waiter);
+      else waiter.result = { ok: true, answers: [local] };
+      waiter.wake?.();
+    }
+  }
+
+  /** Ends the lease; what is left goes back with the next call. */
+  private endLease(client: Client): void {
+    const lease = client.lease;
+    client.lease = undefined;
+    if (lease === undefined || lease.left < 1) return;
+    client.wasted = true;
+    client.returns.push({ bucket: lease.bucket, policy: lease.asked, cost: lease.left * lease.cost, enforced: true, charged: lease.grant.charged });
+  }
+}
+
+/**
+ * The answer for a charge taken from a lease: allowed, with what this client has left as seen
+ * from here (the bucket after the lease plus the charges still leased; refill since the lease is
+ * counted on the isolate's clock, for headers only), and the state a refund of this charge
+ * needs: the bucket as if the lease's charges had been taken one by one, this one last so far.
+ */
+function leasedAnswer(lease: Lease, nowMs: number): BucketAnswer {
+  const { grant } = lease;
+  const policy = grant.policy;
+  const unit = policy.refillPeriodMs;
+  const full = policy.capacity * unit;
+  const stillLeased = lease.left * lease.cost * unit;
+  const elapsedMs = Math.max(0, nowMs - lease.grantedAtMs);
+  const missingAtGrant = Math.min(full, grant.resetMs * policy.refillTokens);
+  const level = Math.min(full, full - missingAtGrant + stillLeased + elapsedMs * policy.refillTokens);
+  const charged: BucketState = { level: grant.charged.level + stillLeased, unitsPerToken: grant.charged.unitsPerToken, updatedAtMs: grant.charged.updatedAtMs };
+  return {
+    decision: { outcome: "allowed", remaining: Math.max(grant.remaining + lease.left * lease.cost, floorDiv(level, unit)), resetMs: ceilDiv(full - level, policy.refillTokens) },
+    policy,
+    charged,
+  };
+}
+
+/** The one charge every request of the batch makes, when they all make the same single charge. */
+function commonCharge(batch: readonly Waiter[]): ObjectCharge | undefined {
+  const first = batch[0]?.charges;
+  const charge = first?.length === 1 ? first[0] : undefined;
+  if (charge === undefined) return undefined;
+  for (const { charges } of batch) {
+    const other = charges[0];
+    if (charges.length !== 1 || other === undefined || other.bucket !== charge.bucket || other.cost !== charge.cost || !samePolicy(other.policy, charge.policy)) return undefined;
+  }
+  return charge;
+}
+
+function samePolicy(a: BucketPolicy, b: BucketPolicy): boolean {
+  return a.capacity === b.capacity && a.refillTokens === b.refillTokens && a.refillPeriodMs === b.refillPeriodMs && (a.blockForMs ?? 0) === (b.blockForMs ?? 0);
+}
+
+/** An object's answer as the port returns it (RPC results carry nothing else, but be explicit). */
+function plainAnswer({ decision, policy, charged }: ObjectAnswer): BucketAnswer {
+  return { decision, policy, charged };
+}
