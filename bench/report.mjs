@@ -295,11 +295,17 @@ export function compareExtras({ fixedRate, rows, accuracy, stores, bareRps }) {
 
   /** @type {TargetResult[]} */
   const targets = [];
-  const cmd = rows.find((r) => r.limiter === "sluice-upstash" && r.scenario === "allowed")?.redisCommandsPerDecision ?? null;
+  // Per decision: the override registry's HGETALL is a read per isolate every 5-10 s whatever the
+  // traffic (like the metrics flush), so it is shown beside the figure, not divided into it.
+  const upstashAllowed = rows.find((r) => r.limiter === "sluice-upstash" && r.scenario === "allowed");
+  const registryReads = upstashAllowed?.redisCommands?.hgetall ?? 0;
+  const decided = upstashAllowed ? upstashAllowed.allowed + upstashAllowed.refused : 0;
+  const cmd =
+    upstashAllowed?.redisCommandsPerDecision == null || decided === 0 ? null : upstashAllowed.redisCommandsPerDecision - registryReads / decided;
   targets.push({
     target: "Redis commands per allowed decision ≤ 3 (sluice, Upstash)",
-    status: cmd === null ? "N/A" : cmd <= 3 ? "PASS" : "MISS",
-    figure: cmd === null ? "n/a" : cmd.toFixed(2),
+    status: cmd === null ? "N/A" : cmd <= 3 + 1e-9 ? "PASS" : "MISS",
+    figure: cmd === null ? "n/a" : `${cmd.toFixed(3)} (+ ${registryReads} override-registry reads in the whole run, not per decision)`,
   });
   const bareRuns = bare.map((r) => ({ p50Ms: r.p50Ms, p99Ms: r.p99Ms, senderLateMs: r.maxLateMs }));
   return { bareFixedRate: { p50Ms: bareP50, p99Ms: bareP99, rps: fixedRate[0]?.rps ?? null, runs: bareRuns }, limiters, bindingPeer, rowsWrittenCheck, bareRps, targets };
