@@ -16,7 +16,9 @@
  * scenario written `allowed@base` runs the bundle at $PROFILE_BASE_BUNDLE instead (another
  * build of the gateway, e.g. the commit before a change), so before and after share one run.
  * `flood:upstash-ratelimit` and `flood:hono-rate-limiter` profile the benchmark's peers under the
- * same flood (their Redis: redis-server behind the Upstash REST bridge, `dev/local-stack.mjs`).
+ * same flood (their Redis: redis-server behind the Upstash REST bridge, `dev/local-stack.mjs`), and
+ * `allowed:<peer>` on the allowed load; `allowed-upstash` and `flood-upstash` run sluice on the
+ * Upstash backend against the same stack.
  */
 import { readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -34,8 +36,8 @@ const wanted = process.argv.slice(3);
 const scenarios = wanted.length > 0 ? wanted : ["bare", "allowed", "flood", "hot"];
 const INSPECTOR_PORT = 9230;
 
-const peers = scenarios.filter((name) => name.includes(":"));
-const stack = peers.length > 0 ? await startLocalStack() : undefined;
+const needsRedis = scenarios.filter((name) => name.includes(":") || name.includes("upstash"));
+const stack = needsRedis.length > 0 ? await startLocalStack() : undefined;
 const origin = stack?.origin ?? (await startOrigin({ port: 0 }));
 const currentBundle = buildGatewayBundle();
 const bareBundle = await bundleWorker("bare");
@@ -139,12 +141,20 @@ async function profileScenario(label) {
       : name === "hot"
         ? { ...(await startGatewayIsolates({ scriptPath: gatewayBundle, vars: vars(1e9, 1e6), count: 3, inspectorPort: INSPECTOR_PORT })), bundle: gatewayBundle }
         : {
-            ...(await startGatewayIsolates({ scriptPath: gatewayBundle, vars: name === "flood" ? vars(10, 1) : vars(1e9, 1e6), count: 1, inspectorPort: INSPECTOR_PORT })),
+            ...(await startGatewayIsolates({
+              scriptPath: gatewayBundle,
+              vars: {
+                ...(name.startsWith("flood") ? vars(10, 1) : vars(1e9, 1e6)),
+                ...(name.endsWith("-upstash") && stack !== undefined && { LIMITER_BACKEND: "upstash", UPSTASH_REDIS_REST_URL: stack.bridge.url, UPSTASH_REDIS_REST_TOKEN: LOCAL_UPSTASH_TOKEN }),
+              },
+              count: 1,
+              inspectorPort: INSPECTOR_PORT,
+            })),
             bundle: gatewayBundle,
           };
   try {
     const headersFor =
-      name === "allowed" ? (/** @type {number} */ n) => ({ "x-api-key": `allowed-${runId}-${n}` }) : () => ({ "x-api-key": `one-${runId}` });
+      name.startsWith("allowed") ? (/** @type {number} */ n) => ({ "x-api-key": `allowed-${runId}-${n}` }) : () => ({ "x-api-key": `one-${runId}` });
     // Warm-up, then profile every isolate over the measured window.
     await load({ urls: started.urls, headersFor: () => headersFor(0) });
     const targets = (await inspectorTargets(INSPECTOR_PORT)).filter((t) => t.id.startsWith("core:user:"));
@@ -174,18 +184,19 @@ async function profileScenario(label) {
 /** A peer worker of the benchmark under the flood (one client over capacity 10 at 1/s). @param {string} label */
 async function profilePeer(label) {
   const [name, peer = ""] = label.split(":");
-  if (name !== "flood" || stack === undefined) throw new Error(`${label}: only flood:<peer> is profiled for peers`);
+  if ((name !== "flood" && name !== "allowed") || stack === undefined) throw new Error(`${label}: peers are profiled under flood:<peer> or allowed:<peer>`);
+  const allowed = name === "allowed";
   const bundle = await bundleWorker(peer);
   const started = await startWorkerdInspected(bundle, {
     ORIGIN_URL: origin.url,
     UPSTASH_REDIS_REST_URL: stack.bridge.url,
     UPSTASH_REDIS_REST_TOKEN: LOCAL_UPSTASH_TOKEN,
-    CAPACITY: "10",
-    REFILL_RATE: "1",
+    CAPACITY: allowed ? "1000000000" : "10",
+    REFILL_RATE: allowed ? "1000000" : "1",
   });
   try {
     const client = `one-${Math.random().toString(36).slice(2)}`;
-    const headersFor = () => ({ "x-api-key": client });
+    const headersFor = (/** @type {number} */ n) => ({ "x-api-key": allowed ? `${client}-${n}` : client });
     await load({ urls: started.urls, headersFor });
     const targets = (await inspectorTargets(INSPECTOR_PORT)).filter((t) => t.id.startsWith("core:user:"));
     const clients = await Promise.all(targets.map((t) => cdp(t.webSocketDebuggerUrl)));

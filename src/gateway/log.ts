@@ -27,5 +27,10 @@ export function logEvent(level: LogLevel, fields: { readonly event: string; read
  * const requestId = requestIdOf(request.headers);
  */
 export function requestIdOf(headers: Headers): string {
-  return headers.get("cf-ray") ?? crypto.randomUUID();
+  let id = requestIds.get(headers);
+  if (id === undefined) requestIds.set(headers, (id = headers.get("cf-ray") ?? crypto.randomUUID()));
+  return id;
 }
+
+// One id per request, however many places ask (the limiter's log and the proxy's must agree).
+const requestIds = new WeakMap<Headers, string>();
