@@ -3,11 +3,9 @@
  * The things under test: the bare proxy, sluice on each backend, and the peers. Each knows how to
  * start one instance of itself (one workerd process) for a given token-bucket policy.
  */
-import { join } from "node:path";
-import { Miniflare } from "miniflare";
 import { LOCAL_UPSTASH_TOKEN, upstashVars } from "../dev/local-stack.mjs";
 import { buildGatewayBundle, startGateway } from "../dev/miniflare-gateway.mjs";
-import { wranglerCompatibility } from "../dev/workerd.mjs";
+import { startWorkerd } from "../dev/workerd.mjs";
 import { bundleWorker, startWorker } from "./miniflare-worker.mjs";
 
 /** @typedef {{ capacity: number, rate: number }} Policy  tokens, and tokens per second */
@@ -75,14 +73,14 @@ export async function prepareLimiters(stack) {
       store: "durable-object",
       // Each Miniflare process has its own Durable Object storage.
       sharesStateAcrossProcesses: false,
-      start: (policy) => startGateway({ scriptPath: sluice, vars: sluiceVars(policy) }),
+      start: (policy) => startGateway({ scriptPath: sluice, vars: sluiceVars(policy), direct: true }),
     },
     {
       id: "sluice-do-no-metrics",
       label: "sluice, Durable Object, metrics off",
       store: "durable-object",
       sharesStateAcrossProcesses: false,
-      start: (policy) => startGateway({ scriptPath: sluice, vars: { ...sluiceVars(policy), LIMITER_METRICS: "off" } }),
+      start: (policy) => startGateway({ scriptPath: sluice, vars: { ...sluiceVars(policy), LIMITER_METRICS: "off" }, direct: true }),
     },
     {
       id: "sluice-do-counted",
@@ -90,14 +88,14 @@ export async function prepareLimiters(stack) {
       store: "durable-object",
       sharesStateAcrossProcesses: false,
       countsStorage: true,
-      start: (policy) => startGateway({ scriptPath: sluiceCounted, vars: sluiceVars(policy) }),
+      start: (policy) => startGateway({ scriptPath: sluiceCounted, vars: sluiceVars(policy), direct: true }),
     },
     {
       id: "sluice-upstash",
       label: "sluice, Upstash",
       store: "redis",
       sharesStateAcrossProcesses: true,
-      start: (policy) => startGateway({ scriptPath: sluice, vars: { ...sluiceVars(policy), ...upstash } }),
+      start: (policy) => startGateway({ scriptPath: sluice, vars: { ...sluiceVars(policy), ...upstash }, direct: true }),
     },
     {
       id: "upstash-ratelimit",
@@ -149,15 +147,5 @@ export function bindingPolicy({ capacity, rate }) {
  * @returns {Promise<Instance>}
  */
 async function startRateLimitingBindingWorker(scriptPath, vars, simple) {
-  const mf = new Miniflare({
-    modules: [{ type: "ESModule", path: scriptPath }],
-    modulesRoot: join(scriptPath, ".."),
-    ...(await wranglerCompatibility()),
-    bindings: vars,
-    ratelimits: { LIMITER: { namespace_id: "1001", simple } },
-    host: "127.0.0.1",
-    port: 0,
-  });
-  const url = await mf.ready;
-  return { url: url.origin, dispose: () => mf.dispose() };
+  return startWorkerd({ scriptPath, vars, ratelimits: { LIMITER: { namespace_id: "1001", simple } }, direct: true });
 }

@@ -32,5 +32,6 @@ export async function bundleWorker(name) {
  * await worker.dispose();
  */
 export function startWorker({ scriptPath, vars }) {
-  return startWorkerd({ scriptPath, vars });
+  // On its own socket, as every worker under test here (`startWorkerd`'s `direct`).
+  return startWorkerd({ scriptPath, vars, direct: true });
 }

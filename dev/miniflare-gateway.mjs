@@ -26,17 +26,18 @@ export function buildGatewayBundle() {
 
 /**
  * Starts one gateway on its own workerd process, listening on loopback.
- * @param {{ scriptPath: string, vars: Record<string, string> }} options
+ * @param {{ scriptPath: string, vars: Record<string, string>, direct?: boolean }} options  `direct`: see `startWorkerd`
  * @returns {Promise<{ url: string, dispose: () => Promise<void> }>}
  * @example
  * const gateway = await startGateway({ scriptPath: buildGatewayBundle(), vars: { ORIGIN_URL: origin.url } });
  * await fetch(`${gateway.url}/echo`);
  * await gateway.dispose();
  */
-export function startGateway({ scriptPath, vars }) {
+export function startGateway({ scriptPath, vars, direct = false }) {
   return startWorkerd({
     scriptPath,
     vars,
+    direct,
     durableObjects: {
       LIMITER_BUCKETS: { className: "ClientBuckets", useSQLite: true },
       LIMITER_METRICS_STORE: { className: "GatewayMetrics", useSQLite: true },

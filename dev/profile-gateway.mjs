@@ -224,18 +224,26 @@ async function profilePeer(label) {
 async function startWorkerdInspected(scriptPath, bindings) {
   const { Miniflare } = await import("miniflare");
   const { wranglerCompatibility } = await import("./workerd.mjs");
+  // Served on its own socket, as the gateway's isolates are (`startGatewayIsolates`): Miniflare's
+  // entry worker in front would add its own cost to one side only.
   const mf = new Miniflare({
     inspectorPort: INSPECTOR_PORT,
-    modules: [{ type: "ESModule", path: scriptPath }],
-    modulesRoot: join(scriptPath, ".."),
-    ...(await wranglerCompatibility()),
-    bindings,
+    workers: [
+      {
+        name: "worker",
+        modules: [{ type: "ESModule", path: scriptPath }],
+        modulesRoot: join(scriptPath, ".."),
+        ...(await wranglerCompatibility()),
+        bindings,
+        unsafeDirectSockets: [{ host: "127.0.0.1", port: 0 }],
+      },
+    ],
     host: "127.0.0.1",
     port: 0,
   });
-  const url = await mf.ready;
+  await mf.ready;
   void startWorkerd; // same settings as the shared launcher, plus the inspector
-  return { urls: [url.origin], dispose: () => mf.dispose() };
+  return { urls: [(await mf.unsafeGetDirectURL("worker")).origin], dispose: () => mf.dispose() };
 }
 
 /** @param {string[]} urls */

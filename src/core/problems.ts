@@ -49,18 +49,25 @@ export type HeaderList = readonly (readonly [string, string])[];
  * rateLimitedProblem(["login"], 30, [["RateLimit", '"login";r=0;t=30']]);
  */
 export function rateLimitedProblem(violated: readonly string[], retryAfterSeconds: number, headers: HeaderList): Response {
-  const names = violated.map((name) => `"${name}"`).join(", ");
-  return problemResponse(
-    {
-      type: PROBLEM_TYPES.quotaExceeded,
-      title: "Too Many Requests",
-      status: 429,
-      detail: `Rate limit ${names} exceeded: retry in ${retryAfterSeconds} s.`,
-      "violated-policies": violated,
-    },
-    [["Retry-After", String(retryAfterSeconds)], ...headers],
-  );
+  const key = `${retryAfterSeconds} ${violated.join(" ")}`;
+  // A flood repeats the same refusal: its body is built once per (rules, wait).
+  if (lastRefusal?.key !== key) {
+    const names = violated.map((name) => `"${name}"`).join(", ");
+    lastRefusal = {
+      key,
+      body: JSON.stringify({
+        type: PROBLEM_TYPES.quotaExceeded,
+        title: "Too Many Requests",
+        status: 429,
+        detail: `Rate limit ${names} exceeded: retry in ${retryAfterSeconds} s.`,
+        "violated-policies": violated,
+      } satisfies Problem),
+    };
+  }
+  return problemText(lastRefusal.body, 429, [["Retry-After", String(retryAfterSeconds)], ...headers]);
 }
+
+let lastRefusal: { readonly key: string; readonly body: string } | undefined;
 
 /**
  * 503: the store did not answer, and `rule` fails closed (or, for a control operation, `what` could not be done).
@@ -174,8 +181,12 @@ export function notFoundProblem(path: string, detail = `${path} is not a limiter
 }
 
 function problemResponse(problem: Problem, headers: HeaderList = []): Response {
-  return new Response(JSON.stringify(problem), {
-    status: problem.status,
-    headers: [["Content-Type", "application/problem+json"], ["Cache-Control", "no-store"], ...headers],
-  });
+  return problemText(JSON.stringify(problem), problem.status, headers);
+}
+
+function problemText(body: string, status: number, headers: HeaderList): Response {
+  // A record, not a list of pairs: the runtime converts it several times faster (the flood path's largest cost).
+  const init: Record<string, string> = { "Content-Type": "application/problem+json", "Cache-Control": "no-store" };
+  for (const [name, value] of headers) init[name] = Object.hasOwn(init, name) ? `${init[name]}, ${value}` : value;
+  return new Response(body, { status, headers: init });
 }
