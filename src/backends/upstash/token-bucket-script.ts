@@ -24,7 +24,8 @@
  * the buckets it does not write (`MGET`), and compares: if the hint was the old value, that was the
  * decision; if not, it decides again from the real values and puts every key where that decision
  * leaves it (the script is atomic: nobody sees the value in between). The decision never depends
- * on the hint, only the number of commands does.
+ * on the hint, only the number of commands does. A value put back that way keeps no expiry until
+ * the key's next charge (the old expiry is gone, and may have come from another policy).
  * All-or-nothing: if an enforced bucket refuses, no tokens are taken from any bucket (a refusal
  * that starts a block still writes its block).
  * Reply (modes 0, 1): 11 values per bucket: outcome (1 allowed, 0 denied, 2 cost exceeds capacity),
@@ -95,10 +96,9 @@ local charge = mode == '1'
 local refund = mode == '2'
 
 -- Decides every bucket from the given stored values (i → value, '' when absent). Returns the
--- reply, the writes a charge makes ({ i, value, ttl }), and for each bucket the TTL that keeps
--- its current value until the bucket is full and any block is over (false: keep no expiry).
+-- reply, and the writes a charge makes ({ i, value, ttl }).
 local function decide(values)
-  local reply, writes, charged, keep, refused = {}, {}, {}, {}, false
+  local reply, writes, charged, refused = {}, {}, {}, false
   for i = 1, n do
     local at = 3 + (i - 1) * 10
     local capacity, refill_tokens = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
@@ -130,7 +130,6 @@ local function decide(values)
     -- A clock that stepped back must not refill the same stretch of time twice.
     local stamp = math.max(now_ms, t or now_ms)
     local reset_ms = ceil_div(full - level, refill_tokens)
-    keep[i] = expires and math.max(1, stamp - now_ms + reset_ms, block_end - now_ms)
 
     if refund then
       -- What the charge still withholds fades as refill would have filled the bucket anyway.
@@ -187,7 +186,7 @@ local function decide(values)
       if charge and write then writes[#writes + 1] = write end
     end
   end
-  if refund then return reply, writes, keep end
+  if refund then return reply, writes end
   -- Tokens were taken only by a charge nobody refused (a refusal that starts a block still writes it).
   local done = {}
   for _, write in ipairs(writes) do
@@ -199,7 +198,7 @@ local function decide(values)
   if charge and not refused then
     for _, c in ipairs(charged) do reply[c[1] + 8], reply[c[1] + 9], reply[c[1] + 10] = c[2], c[3], c[4] end
   end
-  return reply, done, keep
+  return reply, done
 end
 
 local hinted = {}
@@ -235,8 +234,8 @@ local hit = true
 for i = 1, n do if old[i] ~= hinted[i] then hit = false end end
 if hit then return reply end
 
-local real_writes, keep
-reply, real_writes, keep = decide(old)
+local real_writes
+reply, real_writes = decide(old)
 local wanted = {}
 for _, write in ipairs(real_writes) do wanted[write[1]] = write end
 for i = 1, n do
@@ -244,12 +243,14 @@ for i = 1, n do
   if want then
     if not (done and done[2] == want[2] and done[3] == want[3]) then store(KEYS[i], want[2], want[3], false) end
   elseif done then
-    -- Put the old value back, expiring when it would have.
-    if old[i] == '' then redis.call('DEL', KEYS[i]) else store(KEYS[i], old[i], keep[i], false) end
+    -- Put the old value back. Its expiry was lost with the SET, and this call's policy may not be
+    -- the one that set it (isolates can disagree while a prefix override spreads): no expiry,
+    -- so it never goes early (a missing bucket is full); the next charge sets one again.
+    if old[i] == '' then redis.call('DEL', KEYS[i]) else store(KEYS[i], old[i], false, false) end
   end
 end
 return reply
 `;
 
 /** SHA-1 of {@link TOKEN_BUCKET_LUA}, for EVALSHA; a test pins it to the script text. */
-export const TOKEN_BUCKET_SHA1 = "e6b9f9e1760417c56c667a63683aca6caa96fed6";
+export const TOKEN_BUCKET_SHA1 = "6616a0bd352191e9a8c5a7323a4a4706b388090e";
