@@ -8,6 +8,12 @@ export interface IdentityOptions {
   readonly ipHeader: string;
   /** IPv6 clients are grouped by this prefix length (one subscriber line gets one /64). */
   readonly ipv6PrefixLength: number;
+  /**
+   * A secret that keys the hash of client keys (HMAC-SHA-256): stored names, metrics and logs then
+   * cannot be reversed by guessing (an unkeyed hash of an IPv4 address can be, by trying them all).
+   * Changing it renames every client's buckets (they start full).
+   */
+  readonly hashKey?: string;
 }
 
 /** Used when neither the address header nor a peer address is known: only in local development. */
@@ -97,18 +103,19 @@ export function namedKeyValue(part: KeyPart, text: string, options: IdentityOpti
 
 /**
  * The stored key for a client: the readable name of its key kind (`describeKey`) and its values,
- * hashed (SHA-256), so a secret never becomes a storage name and no header value, however long,
- * can bloat a key.
+ * hashed (SHA-256, or HMAC-SHA-256 with `hashKey`), so a secret never becomes a storage name and
+ * no header value, however long, can bloat a key.
  *
  * @example
  * await hashedClientKey("bearer", ["abc"]); // "bearer:ba7816bf…"
+ * await hashedClientKey("ip", ["203.0.113.7"], secret); // "ip:…" (not guessable without the secret)
  */
-export async function hashedClientKey(keyName: string, values: readonly string[]): Promise<string> {
+export async function hashedClientKey(keyName: string, values: readonly string[], hashKey?: string): Promise<string> {
   const value = values.join("\n");
-  const memoKey = `${keyName}\u0000${value}`;
+  const memoKey = `${hashKey === undefined ? "" : keyId(hashKey)}\u0000${keyName}\u0000${value}`;
   const known = hashedKeys.get(memoKey);
   if (known !== undefined) return known;
-  const hashed = `${keyName}:${await sha256Hex(value)}`;
+  const hashed = `${keyName}:${hashKey === undefined ? await sha256Hex(value) : await hmacHex(hashKey, value)}`;
   // A busy isolate sees the same clients again and again: remember the last few thousand hashes.
   if (hashedKeys.size >= MAX_HASHED_KEYS) hashedKeys.clear();
   hashedKeys.set(memoKey, hashed);
@@ -165,6 +172,29 @@ function parseIpv6(address: string): EightGroups | undefined {
   const groups = [...head, ...Array<string>(halves.length === 2 ? missing : 0).fill("0"), ...tail];
   if (!groups.every((g) => /^[0-9a-f]{1,4}$/.test(g))) return undefined;
   return groups.map((g) => parseInt(g, 16)) as EightGroups;
+}
+
+// Imported once per secret per isolate; the memo names a secret by a small number, not its text.
+const hmacKeys = new Map<string, { readonly id: number; readonly key: Promise<CryptoKey> }>();
+
+function hmacKeyOf(secret: string): { readonly id: number; readonly key: Promise<CryptoKey> } {
+  let entry = hmacKeys.get(secret);
+  if (entry === undefined) {
+    const key = crypto.subtle.importKey("raw", new TextEncoder().encode(secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+    hmacKeys.set(secret, (entry = { id: hmacKeys.size + 1, key }));
+  }
+  return entry;
+}
+
+function keyId(secret: string): string {
+  return `k${hmacKeyOf(secret).id}`;
+}
+
+async function hmacHex(secret: string, value: string): Promise<string> {
+  const digest = new Uint8Array(await crypto.subtle.sign("HMAC", await hmacKeyOf(secret).key, new TextEncoder().encode(value)));
+  let hex = "";
+  for (const byte of digest) hex += HEX[byte];
+  return hex;
 }
 
 const HEX = Array.from({ length: 256 }, (_, byte) => byte.toString(16).padStart(2, "0"));

@@ -560,7 +560,7 @@ export class Limiter {
 
   private async requestKey(subject: RequestSubject, rule: Pick<Rule, "key" | "keyName">): Promise<{ clientKey: string; values: readonly string[] | undefined } | undefined> {
     if (subject.clientId !== undefined) {
-      return subject.clientId === "" ? undefined : { clientKey: await hashedClientKey("client", [subject.clientId]), values: undefined };
+      return subject.clientId === "" ? undefined : { clientKey: await hashedClientKey("client", [subject.clientId], this.identity.hashKey), values: undefined };
     }
     const values: string[] = [];
     for (const part of rule.key) {
@@ -568,7 +568,7 @@ export class Limiter {
       if (value === undefined) return undefined;
       values.push(value);
     }
-    return { clientKey: await hashedClientKey(rule.keyName, values), values };
+    return { clientKey: await hashedClientKey(rule.keyName, values, this.identity.hashKey), values };
   }
 
   private async resolveClient(subject: ClientSubject, cost: number | undefined): Promise<Resolution> {
@@ -606,7 +606,7 @@ export class Limiter {
       const parsed = parseClient(rule, client, this.identity, { prefixes: false });
       if (!parsed.ok) return parsed;
       const values = rule.key.map((part) => parsed.canonical[keySpec(part)] ?? "");
-      buckets.push({ rule, ref: { clientKey: await hashedClientKey(rule.keyName, values), bucket: rule.name }, client: parsed.canonical, values });
+      buckets.push({ rule, ref: { clientKey: await hashedClientKey(rule.keyName, values, this.identity.hashKey), bucket: rule.name }, client: parsed.canonical, values });
     }
     return { ok: true, buckets };
   }

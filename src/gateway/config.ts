@@ -150,7 +150,9 @@ export function parseGatewayConfig(env: Env): ConfigResult {
   const metrics = parseMetrics(vars, admin);
 
   const breaker = failureThreshold !== undefined && cooldownMs !== undefined ? { failureThreshold, cooldownMs } : undefined;
-  const identity = ipHeader !== undefined && ipv6PrefixLength !== undefined ? { ipHeader, ipv6PrefixLength } : undefined;
+  const hashKey = parseToken(vars, "LIMITER_HASH_KEY", "keyed hashing of client keys");
+  const identity =
+    ipHeader !== undefined && ipv6PrefixLength !== undefined && hashKey !== undefined ? { ipHeader, ipv6PrefixLength, ...(hashKey !== null && { hashKey }) } : undefined;
   const limiter = allDefined({ rules, failMode, localFraction, identity, missingKey, timeoutMs, headers, denyCacheSize, breaker });
   const origin = originUrl !== undefined && originTimeoutMs !== undefined ? { url: originUrl, timeoutMs: originTimeoutMs } : undefined;
   if (errors.length > 0 || limiter === undefined || origin === undefined || backend === undefined || admin === undefined || metrics === undefined) {
@@ -218,7 +220,7 @@ function parseMetrics(vars: VarReader, admin: AdminConfig | undefined): MetricsC
 }
 
 /** A bearer-token secret: null when unset, undefined when it does not do (the error names the variable, never the value). */
-function parseToken({ read, fail }: VarReader, variable: "LIMITER_ADMIN_TOKEN" | "LIMITER_METRICS_TOKEN", guards: string): string | null | undefined {
+function parseToken({ read, fail }: VarReader, variable: "LIMITER_ADMIN_TOKEN" | "LIMITER_METRICS_TOKEN" | "LIMITER_HASH_KEY", guards: string): string | null | undefined {
   const field = read(variable);
   if (field.text === undefined) return null;
   const token = field.text.trim();

@@ -351,3 +351,19 @@ describe("concurrency rules", () => {
     expect([(await open.check(request())).kind, (await open.check(request())).kind]).toEqual(["fail-open", "fail-open"]);
   });
 });
+
+describe("keyed hashing (identity.hashKey)", () => {
+  it("names a client's buckets by HMAC with the secret: another secret, or none, gives other names", async () => {
+    const rules: RuleSpec[] = [{ name: "api", key: "ip", capacity: 1, rate: "1/1h" }];
+    const name = async (hashKey?: string) => {
+      const limiter = new Limiter({ backend: memoryBackend(), rules, ...(hashKey !== undefined && { identity: { hashKey } }) });
+      const named = await limiter.named("api", { ip: "203.0.113.7" });
+      if (!named.ok) throw new Error(named.message);
+      return named.buckets[0]!.ref.clientKey;
+    };
+    const [plain, keyed, again, other] = [await name(), await name("secret-one-0123456789"), await name("secret-one-0123456789"), await name("secret-two-0123456789")];
+    expect(keyed).toMatch(/^ip:[0-9a-f]{64}$/);
+    expect(keyed).toBe(again);
+    expect(new Set([plain, keyed, other]).size).toBe(3);
+  });
+});

@@ -137,3 +137,24 @@ describe("absurd client input never crashes the worker", () => {
     expect((await gateway("/", { headers: { authorization: "Bearer  two words" } })).status).toBe(429);
   });
 });
+
+describe("keyed hashing of client keys (LIMITER_HASH_KEY)", () => {
+  it("keys buckets by a hash only the secret can reproduce; a short secret is a config error that never echoes it", async () => {
+    const ip = randomIp();
+    const vars = { LIMITER_BACKEND: "memory", LIMITER_CAPACITY: "1", LIMITER_REFILL_RATE: "0.001" };
+    const plain = gatewayWith(vars);
+    const keyed = gatewayWith({ ...vars, LIMITER_HASH_KEY: "a-long-enough-secret-1234" });
+    expect((await plain("/", { ip })).status).toBe(200);
+    expect((await keyed("/", { ip })).status).toBe(200);
+    expect((await keyed("/", { ip })).status).toBe(429); // the keyed gateway counts the client too
+
+    const health = await (await keyed("/__limiter/health", { ip })).json();
+    expect(JSON.stringify(health)).not.toContain("a-long-enough-secret-1234");
+
+    const short = await gatewayWith({ ...vars, LIMITER_HASH_KEY: "short-secret" })("/", { ip });
+    expect(short.status).toBe(500);
+    const text = await short.text();
+    expect(text).toContain("LIMITER_HASH_KEY");
+    expect(text).not.toContain("short-secret");
+  });
+});
