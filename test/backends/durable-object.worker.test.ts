@@ -2,6 +2,9 @@ import { evictDurableObject, listDurableObjectIds, runDurableObjectAlarm, runInD
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import type { ClientBuckets } from "../../src/backends/durable-object";
+import { ClientBatcher } from "../../src/backends/durable-object/client-batcher";
+import type { ServeRequest } from "../../src/backends/durable-object/client-buckets";
+import type { BucketPolicy } from "../../src/core/token-bucket";
 import { gatewayWith, randomIp } from "../support/gateway";
 
 const slow = { capacity: 5, refillTokens: 1, refillPeriodMs: 3_600_000 }; // 1 token an hour
@@ -80,7 +83,7 @@ describe("ClientBuckets batches and leases (serve)", () => {
     await evictDurableObject(stub);
     expect(await takeOne(stub, "default", big, 1)).toMatchObject({ outcome: "allowed", remaining: 699 });
     // 40 of the 99 were not used: giving them back restores exactly 40.
-    const back = await stub.serve({ giveBack: [{ bucket: "default", policy: big, cost: 40, enforced: true, charged: answer.lease!.charged }], takes: [charge(big)] });
+    const back = await stub.serve({ holder: "isolate-a", giveBack: [{ bucket: "default", policy: big, cost: 40, enforced: true, charged: answer.lease!.charged }], takes: [charge(big)] });
     expect(back.answers[0]![0]!.decision).toMatchObject({ outcome: "allowed", remaining: 738 });
   });
 
@@ -163,5 +166,158 @@ describe("gateway with the Durable Object backend", () => {
     expect(ids.map(String)).toContain(expected);
     // The raw secret never names an object.
     expect(ids.map(String)).not.toContain(env.LIMITER_BUCKETS.idFromName(token).toString());
+  });
+});
+
+describe("leases: regressions (over-admission after override, reset, delay, block)", () => {
+  const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+  const charge = (policy: BucketPolicy, cost = 1) => [{ bucket: "default", policy, cost, enforced: true }];
+  const realStub = (key: string) => env.LIMITER_BUCKETS.get(env.LIMITER_BUCKETS.idFromName(key));
+  const signal = () => new AbortController().signal;
+  /** Takes from the object until it refuses; how many it allowed. */
+  async function drain(stub: ReturnType<typeof objectFor>, policy: BucketPolicy, limit = 2_000): Promise<number> {
+    let allowed = 0;
+    for (let i = 0; i < limit; i++) {
+      if ((await stub.take(charge(policy)))[0]!.decision.outcome !== "allowed") break;
+      allowed += 1;
+    }
+    return allowed;
+  }
+
+  it("D1: a lease is counted in tokens when an override changes the period before a reset", async () => {
+    const stub = objectFor(`d1-${crypto.randomUUID()}`);
+    const rule = { capacity: 1000, refillTokens: 1, refillPeriodMs: 3_600_000 };
+    const a = await stub.serve({ holder: "A", seq: 1, takes: [charge(rule)], lease: { bucket: "default", policy: rule, cost: 1, want: 64, ttlMs: 1000 } });
+    expect(a.lease?.granted).toBe(64);
+    await stub.setOverride("default", { capacity: 1000, refillTokens: 1, refillPeriodMs: 360_000 });
+    await stub.reset(["default"]);
+    // A may still hand out 64: a full bucket less those, less this take.
+    expect(await takeOne(stub, "default", rule, 1)).toMatchObject({ outcome: "allowed", remaining: 935 });
+  });
+
+  it("D1: leases granted under two periods are summed in tokens", async () => {
+    const stub = objectFor(`d1b-${crypto.randomUUID()}`);
+    const rule = { capacity: 1000, refillTokens: 1, refillPeriodMs: 360_000 };
+    await stub.serve({ holder: "A", seq: 1, takes: [charge(rule)], lease: { bucket: "default", policy: rule, cost: 1, want: 64, ttlMs: 1000 } });
+    await stub.setOverride("default", { capacity: 1000, refillTokens: 1, refillPeriodMs: 3_600_000 });
+    await stub.serve({ holder: "B", seq: 1, takes: [charge(rule)], lease: { bucket: "default", policy: rule, cost: 1, want: 64, ttlMs: 1000 } });
+    await stub.reset(["default"]);
+    expect(await drain(stub, rule)).toBeLessThanOrEqual(1000 - 128);
+  });
+
+  it("D2: an unused lease given back after the object stopped counting it is not added to a reset bucket", async () => {
+    const stub = objectFor(`d2-${crypto.randomUUID()}`);
+    const big = { capacity: 800, refillTokens: 1, refillPeriodMs: 3_600_000 };
+    const a = await stub.serve({ holder: "A", seq: 1, takes: [charge(big)], lease: { bucket: "default", policy: big, cost: 1, want: 64, ttlMs: 1000 } });
+    expect(a.lease?.granted).toBe(64);
+    await sleep(2_100); // the lease's lifetime and the slack for clocks: the object no longer counts it
+    await stub.reset(["default"]);
+    await stub.serve({ takes: Array.from({ length: 100 }, () => charge(big)) });
+    const back = await stub.serve({ holder: "A", seq: 2, giveBack: [{ bucket: "default", policy: big, cost: 64, enforced: true, charged: a.lease!.charged, seq: 1 }], takes: [charge(big)] });
+    expect(back.answers[0]![0]!.decision).toMatchObject({ outcome: "allowed", remaining: 699 });
+  });
+
+  it("D2: a give-back is capped at what the holder's lease took", async () => {
+    const stub = objectFor(`d2b-${crypto.randomUUID()}`);
+    const big = { capacity: 800, refillTokens: 1, refillPeriodMs: 3_600_000 };
+    const a = await stub.serve({ holder: "A", seq: 1, takes: [charge(big)], lease: { bucket: "default", policy: big, cost: 1, want: 10, ttlMs: 1000 } });
+    expect(a.lease?.granted).toBe(10);
+    await stub.serve({ takes: Array.from({ length: 100 }, () => charge(big)) }); // 689 left
+    const back = await stub.serve({ holder: "A", seq: 2, giveBack: [{ bucket: "default", policy: big, cost: 50, enforced: true, charged: a.lease!.charged, seq: 1 }], takes: [charge(big)] });
+    expect(back.answers[0]![0]!.decision).toMatchObject({ outcome: "allowed", remaining: 698 });
+  });
+
+  it("D3: a lease whose reply was delayed past its lifetime is not spent by the isolate", async () => {
+    const key = `d3-${crypto.randomUUID()}`;
+    const stub = realStub(key);
+    const policy = { capacity: 800, refillTokens: 1, refillPeriodMs: 3_600_000 };
+    let delay = 0;
+    const x = new ClientBatcher((k) => {
+      const real = realStub(k);
+      return { serve: async (request: ServeRequest) => { const answer = await real.serve(request); await sleep(delay); return answer; } } as never;
+    });
+    await x.take(key, charge(policy), signal());
+    delay = 2_100; // the reply is held up after the object answered
+    await x.take(key, charge(policy), signal()); // this call gets a lease
+    delay = 0;
+    await stub.reset(["default"]);
+    let admitted = 0;
+    for (let i = 0; i < 5; i++) if ((await x.take(key, charge(policy), signal()))[0]!.decision.outcome === "allowed") admitted += 1;
+    admitted += await drain(stub, policy);
+    expect(admitted).toBeLessThanOrEqual(800);
+  });
+
+  it("D3: a late answer of a call that went stale does not install its lease", async () => {
+    const policy = { capacity: 800, refillTokens: 1, refillPeriodMs: 3_600_000 };
+    const stub = realStub(`d3b-${crypto.randomUUID()}`);
+    const requests: ServeRequest[] = [];
+    let hold: Promise<void> | undefined;
+    const x = new ClientBatcher(
+      () => ({ serve: async (request: ServeRequest) => { requests.push(request); const answer = await stub.serve(request); if (hold) await hold; return answer; } }) as never,
+      { staleAfterMs: 50 },
+    );
+    await x.take("k", charge(policy), signal());
+    let release!: () => void;
+    hold = new Promise((resolve) => (release = resolve));
+    const first = x.take("k", charge(policy), signal()); // asks for a lease; its answer is held
+    await sleep(80);
+    hold = undefined;
+    // The first is stale: this one calls (two charges: it asks for no lease of its own).
+    await x.take("k", [...charge(policy), { bucket: "other", policy, cost: 1, enforced: true }], signal());
+    release();
+    await first;
+    const calls = requests.length;
+    await x.take("k", charge(policy), signal());
+    // Not served from the stale call's lease: this take is a call, and it gives that lease back.
+    expect(requests.length).toBe(calls + 1);
+    expect(requests.at(-1)!.giveBack?.length ?? 0).toBeGreaterThan(0);
+  });
+
+  it("D4: no lease is granted under a policy that blocks after a refusal", async () => {
+    const key = `d4-${crypto.randomUUID()}`;
+    const stub = realStub(key);
+    const policy = { capacity: 80, refillTokens: 1, refillPeriodMs: 3_600_000, blockForMs: 600_000 };
+    const x = new ClientBatcher(realStub);
+    await x.take(key, charge(policy), signal());
+    await x.take(key, charge(policy), signal());
+    await drain(stub, policy); // another isolate drains the bucket and is refused: the block starts
+    const outcomes = [];
+    for (let i = 0; i < 4; i++) outcomes.push((await x.take(key, charge(policy), signal()))[0]!.decision.outcome);
+    expect(outcomes).toEqual(["denied", "denied", "denied", "denied"]);
+  });
+
+  it("D5: removing an override counts the leases taken under it within the rule's capacity", async () => {
+    const stub = objectFor(`d5-${crypto.randomUUID()}`);
+    const rule = { capacity: 100, refillTokens: 1, refillPeriodMs: 3_600_000 };
+    await stub.setOverride("default", { capacity: 10_000, refillTokens: 1, refillPeriodMs: 3_600_000 });
+    const a = await stub.serve({ holder: "A", seq: 1, takes: [charge(rule)], lease: { bucket: "default", policy: rule, cost: 1, want: 64, ttlMs: 1000 } });
+    expect(a.lease?.granted).toBe(64);
+    await stub.setOverride("default", null);
+    expect((await drain(stub, rule, 200)) + 64).toBeLessThanOrEqual(100);
+  });
+
+  it("D6: a request queued behind a call that never settles calls itself once that call is stale", async () => {
+    const policy = { capacity: 1000, refillTokens: 1, refillPeriodMs: 1000 };
+    let hang = true;
+    const answer = (n: number) => ({ answers: Array.from({ length: n }, () => [{ decision: { outcome: "allowed", remaining: 1, resetMs: 1 }, policy, charged: null }]), lease: null });
+    const x = new ClientBatcher(() => ({ serve: (request: ServeRequest) => (hang ? new Promise(() => {}) : Promise.resolve(answer(request.takes.length))) }) as never, { staleAfterMs: 100 });
+    const first = x.take("hot", charge(policy), AbortSignal.timeout(100));
+    first.catch(() => {});
+    const second = x.take("hot", charge(policy), AbortSignal.timeout(10_000));
+    hang = false;
+    const outcome = await Promise.race([second.then(() => "settled"), sleep(1_000).then(() => "pending")]);
+    expect(outcome).toBe("settled");
+  });
+
+  it("D7: a client whose call never settled is forgotten once that call is stale", async () => {
+    const policy = { capacity: 1000, refillTokens: 1, refillPeriodMs: 1000 };
+    let hang = true;
+    const answer = (n: number) => ({ answers: Array.from({ length: n }, () => [{ decision: { outcome: "allowed", remaining: 1, resetMs: 1 }, policy, charged: null }]), lease: null });
+    const x = new ClientBatcher(() => ({ serve: (request: ServeRequest) => (hang ? new Promise(() => {}) : Promise.resolve(answer(request.takes.length))) }) as never, { staleAfterMs: 50 });
+    x.take("cold", charge(policy), AbortSignal.timeout(50)).catch(() => {});
+    hang = false;
+    await sleep(100);
+    for (let i = 0; i < 10_001; i++) await x.take(`c${i}`, charge(policy), signal());
+    expect((x as unknown as { clients: Map<string, unknown> }).clients.has("cold")).toBe(false);
   });
 });

@@ -1,6 +1,6 @@
 import type { BucketAnswer } from "../../core/backend";
 import { ceilDiv, floorDiv, type BucketPolicy, type BucketState } from "../../core/token-bucket";
-import type { ClientBuckets, LeaseGrant, ObjectAnswer, ObjectCharge, ObjectRefund, ServeRequest } from "./client-buckets";
+import type { ClientBuckets, LeaseGrant, LeaseReturn, ObjectAnswer, ObjectCharge, ServeRequest } from "./client-buckets";
 
 /** How an isolate shares calls to one client's object (see {@link ClientBatcher}). */
 export interface LeaseOptions {
@@ -32,9 +32,11 @@ interface Lease {
   /** The policy the charges were asked under (what a request must match to use the lease). */
   readonly asked: BucketPolicy;
   readonly grant: LeaseGrant;
+  /** The call that took it (what the object knows it by). */
+  readonly seq: number;
   /** Charges left to hand out. */
   left: number;
-  /** Isolate clock when granted (headers only), and when what is left goes back. */
+  /** Isolate clock when granted (headers only), and when what is left goes back: the call's send time plus the lifetime (the object counts it from later). */
   readonly grantedAtMs: number;
   readonly expiresAtMs: number;
 }
@@ -59,7 +61,7 @@ interface Client {
   flightSignal: AbortSignal | undefined;
   lease: Lease | undefined;
   /** Unused leased charges to give back with the next call. */
-  readonly returns: ObjectRefund[];
+  readonly returns: LeaseReturn[];
   /** Lease size asked for next; grows while calls follow each other within a lease's lifetime. */
   want: number;
   /** The last lease ended with charges left over (it was larger than the demand). */
@@ -78,8 +80,10 @@ interface Client {
  *   lifetime) also asks for a lease: up to `want` more charges of the same cost, taken from the
  *   bucket in the same call (the object grants at most 1/{@link LEASE_SHARE} of what it holds,
  *   none near the limit). Requests then take a leased charge with no call at all. The tokens
- *   left when the lease is a `leaseTtlMs` old go back with the next call, with refund semantics
- *   (only what they still withhold). Every admitted request spent a token already taken from the
+ *   left when the lease is a `leaseTtlMs` old (counted from the call's send) go back with the
+ *   next call, with refund semantics (only what they still withhold), and the object takes them
+ *   only while it still counts that lease. No lease under a policy with `blockForMs`, and none
+ *   from the late answer of a call that went stale. Every admitted request spent a token already taken from the
  *   object: the error is only towards refusing (tokens parked in one isolate), bounded by one
  *   lease per isolate and client.
  *
@@ -94,6 +98,8 @@ export class ClientBatcher {
   private readonly staleAfterMs: number;
   /** Names this isolate's leases to the objects (see `ClientBuckets.serve`). */
   private readonly holder = crypto.randomUUID();
+  /** Numbers this isolate's calls, increasing, so an object can tell a late call from a newer one. */
+  private seq = 0;
 
   constructor(
     private readonly stubFor: (clientKey: string) => DurableObjectStub<ClientBuckets>,
@@ -113,17 +119,38 @@ export class ClientBatcher {
     client.queue.push(waiter);
     for (;;) {
       const result = waiter.result;
-      if (result === undefined && !waiter.sent) signal.throwIfAborted();
       if (result !== undefined) {
         if (result.ok) return result.answers;
         throw result.error;
+      }
+      if (signal.aborted) {
+        // Leaves on its own deadline, even behind (or in) a call that never settles.
+        const at = client.queue.indexOf(waiter);
+        if (at >= 0) client.queue.splice(at, 1);
+        signal.throwIfAborted();
       }
       if (!waiter.sent && (!client.inFlight || this.stale(client))) {
         await this.call(clientKey, client, signal);
         continue;
       }
-      await new Promise<void>((resolve) => (waiter.wake = resolve));
+      await this.wait(waiter, client, signal);
     }
+  }
+
+  /** Until woken, this request's deadline, or (queued, not sent) the call in flight going stale. */
+  private wait(waiter: Waiter, client: Client, signal: AbortSignal): Promise<void> {
+    return new Promise<void>((resolve) => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const done = () => {
+        if (timer !== undefined) clearTimeout(timer);
+        signal.removeEventListener("abort", done);
+        waiter.wake = undefined;
+        resolve();
+      };
+      waiter.wake = done;
+      signal.addEventListener("abort", done);
+      if (!waiter.sent && client.inFlight) timer = setTimeout(done, Math.max(0, client.flightStartedMs + this.staleAfterMs + 1 - Date.now()));
+    });
   }
 
   /** Ends this isolate's lease on a bucket (reset, override): what it held is not handed out, and goes back with the next call. */
@@ -149,7 +176,7 @@ export class ClientBatcher {
   private forgetIdle(): void {
     const nowMs = Date.now();
     for (const [key, client] of this.clients) {
-      if (client.inFlight || client.queue.length > 0) continue;
+      if ((client.inFlight && !this.stale(client)) || client.queue.length > 0) continue;
       if (client.lease !== undefined && client.lease.expiresAtMs > nowMs) continue;
       this.clients.delete(key); // an expired lease's rest is lost: towards refusing
     }
@@ -177,6 +204,7 @@ export class ClientBatcher {
     if (batch.length === 0) return;
     for (const waiter of batch) waiter.sent = true;
     const flight = ++client.flight;
+    const seq = ++this.seq;
     client.inFlight = true;
     client.flightStartedMs = nowMs;
     client.flightSignal = signal;
@@ -188,9 +216,12 @@ export class ClientBatcher {
     const busy = nowMs - client.lastCallMs < this.leaseTtlMs;
     client.want = this.maxLease === 0 || !busy ? 0 : leftOver ? Math.max(1, client.want >> 1) : Math.min(this.maxLease, Math.max(FIRST_LEASE, client.want * LEASE_GROWTH));
     client.lastCallMs = nowMs;
-    const leaseCharge = client.want > 0 ? commonCharge(batch) : undefined;
+    const common = client.want > 0 ? commonCharge(batch) : undefined;
+    // A policy that blocks after a refusal gets no lease (the object grants none either).
+    const leaseCharge = common !== undefined && (common.policy.blockForMs ?? 0) === 0 ? common : undefined;
     const request: ServeRequest = {
       holder: this.holder,
+      seq,
       takes: batch.map((waiter) => waiter.charges),
       ...(client.returns.length > 0 && { giveBack: client.returns.splice(0) }),
       ...(leaseCharge !== undefined && { lease: { bucket: leaseCharge.bucket, policy: leaseCharge.policy, cost: leaseCharge.cost, want: client.want, ttlMs: this.leaseTtlMs } }),
@@ -202,16 +233,24 @@ export class ClientBatcher {
         waiter.result = answers === undefined ? { ok: false, error: new Error("the object answered fewer requests than it was sent") } : { ok: true, answers: answers.map(plainAnswer) };
       });
       if (answer.lease !== null && leaseCharge !== undefined) {
-        const granted = Date.now();
-        client.lease = {
+        const lease: Lease = {
           bucket: leaseCharge.bucket,
           cost: leaseCharge.cost,
           asked: leaseCharge.policy,
           grant: answer.lease,
+          seq,
           left: answer.lease.granted,
-          grantedAtMs: granted,
-          expiresAtMs: granted + this.leaseTtlMs,
+          grantedAtMs: Date.now(),
+          // Counted from the send: the object counts it from when it took it, which is later.
+          expiresAtMs: nowMs + this.leaseTtlMs,
         };
+        // The answer of a call that went stale (a newer one was sent): its lease goes back unused.
+        if (client.flight === flight) {
+          if (client.lease !== undefined) this.endLease(client);
+          client.lease = lease;
+        } else {
+          this.giveBackLease(client, lease);
+        }
       }
     } catch (error) {
       for (const waiter of batch) waiter.result = { ok: false, error };
@@ -236,7 +275,13 @@ export class ClientBatcher {
     client.lease = undefined;
     if (lease === undefined || lease.left < 1) return;
     client.wasted = true;
-    client.returns.push({ bucket: lease.bucket, policy: lease.asked, cost: lease.left * lease.cost, enforced: true, charged: lease.grant.charged });
+    this.giveBackLease(client, lease);
+  }
+
+  /** What is left of a lease goes back with the client's next call (the object honours it while it still counts the lease). */
+  private giveBackLease(client: Client, lease: Lease): void {
+    if (lease.left < 1) return;
+    client.returns.push({ bucket: lease.bucket, policy: lease.asked, cost: lease.left * lease.cost, enforced: true, charged: lease.grant.charged, seq: lease.seq });
   }
 }
 

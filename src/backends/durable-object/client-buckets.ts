@@ -1,7 +1,7 @@
 import { DurableObject } from "cloudflare:workers";
 import type { BucketAnswer, OverrideRecord } from "../../core/backend";
 import { acquireSlots, releaseSlot, renewSlot, slotsExpireInMs, type SlotDecision, type SlotState } from "../../core/slots";
-import { ceilDiv, refundTokens, takeBuckets, takeTokens, type BucketPolicy, type BucketState } from "../../core/token-bucket";
+import { ceilDiv, floorDiv, refundTokens, takeBuckets, takeTokens, type BucketPolicy, type BucketState } from "../../core/token-bucket";
 
 /** What one bucket keeps in storage: its state and when it will be full (then it can go). */
 interface StoredBucket extends BucketState {
@@ -12,15 +12,25 @@ interface StoredBucket extends BucketState {
 
 /**
  * Leased tokens isolates may still hand out: per isolate (its batcher's id), what its current
- * lease took and until when it may be spent. An isolate holds one lease per client at a time and
- * ends it (giving back the rest) before its next call, so each call from it clears its entry.
+ * lease took (whole tokens: granted × cost, whatever the policy's units), until when it may be
+ * spent, and which of its calls took it (`seq`). An isolate holds one lease per client at a time
+ * and ends it (giving back the rest) before its next call, so each later call from it clears its entry.
  */
 interface LeasedOut {
-  /** Units of a full bucket when the leases were granted, and of one token. */
-  readonly full: number;
-  readonly unitsPerToken: number;
-  readonly holders: Readonly<Record<string, { readonly units: number; readonly untilMs: number }>>;
+  /** The policy the bucket was last reckoned under with these leases out (a change caps bucket plus leases). */
+  readonly policy: ShapeOfBucket;
+  readonly holders: Readonly<Record<string, LeaseHolder>>;
 }
+
+interface LeaseHolder {
+  readonly tokens: number;
+  readonly untilMs: number;
+  /** The call that took the lease (increasing per isolate); absent for a caller that sent none. */
+  readonly seq?: number;
+}
+
+/** A policy's capacity and refill, without its block period. */
+type ShapeOfBucket = Pick<BucketPolicy, "capacity" | "refillTokens" | "refillPeriodMs">;
 
 /** An isolate's clock and the object's may disagree a little: a lease is counted as out this much longer. */
 const LEASE_SLACK_MS = 1_000;
@@ -50,6 +60,9 @@ export interface ObjectAnswer extends BucketAnswer {
 /** A charge to give back: the charge as made (its cost is what to return) and the state its take wrote. */
 export type ObjectRefund = ObjectCharge & { readonly charged: BucketState };
 
+/** An unused lease's rest: a refund of tokens the lease took in the call numbered `seq`. */
+export type LeaseReturn = ObjectRefund & { readonly seq?: number };
+
 /**
  * One call of an isolate's batch (see {@link ClientBuckets.serve}): unused leased tokens to give
  * back, then several requests' charges applied one after another, then possibly a new lease.
@@ -57,8 +70,14 @@ export type ObjectRefund = ObjectCharge & { readonly charged: BucketState };
 export interface ServeRequest {
   /** The calling isolate (its batcher's id): its previous leases of this client have ended with this call. */
   readonly holder?: string;
-  /** Given back first, with refund semantics (only what each still withholds). */
-  readonly giveBack?: readonly ObjectRefund[];
+  /** This call's number: increasing per holder, so a late call cannot end (or replace) a newer call's lease. */
+  readonly seq?: number;
+  /**
+   * Unused leased tokens, given back first with refund semantics (only what each still
+   * withholds), and only while the object still counts that lease (its holder's entry, same
+   * `seq`, live), at most what the lease took; otherwise dropped (towards refusing).
+   */
+  readonly giveBack?: readonly LeaseReturn[];
   /** Each request's charges, all or nothing per request, in order: exactly as many `take` calls. */
   readonly takes: readonly (readonly ObjectCharge[])[];
   /** After the takes: up to `want` more charges of `cost` on one bucket, for the isolate to spend locally. */
@@ -153,7 +172,8 @@ export class ClientBuckets extends DurableObject<object> {
   }
 
   /**
-   * An isolate's batch in one call: gives back unused leased tokens, charges each request in
+   * An isolate's batch in one call: gives back unused leased tokens (of leases it still
+   * counts: see {@link ServeRequest.giveBack}), ends the caller's earlier leases, charges each request in
    * order (the same decisions as that many `take` calls), and may grant a lease: up to
    * `lease.want` more charges taken now, for the isolate to hand out without asking, never more
    * than 1/{@link LEASE_SHARE} of what the bucket then holds. Each bucket is written once per
@@ -162,11 +182,12 @@ export class ClientBuckets extends DurableObject<object> {
   serve(request: ServeRequest): ServeAnswer {
     const nowMs = Date.now();
     const dirty = new Set<string>();
-    if (request.holder !== undefined) this.releaseHolder(request.holder, dirty);
-    if (request.giveBack !== undefined && request.giveBack.length > 0) this.giveBack(request.giveBack, nowMs, dirty);
+    const { holder, seq } = request;
+    if (request.giveBack !== undefined && request.giveBack.length > 0 && holder !== undefined) this.giveBack(this.counted(holder, request.giveBack, nowMs, dirty), nowMs, dirty);
+    if (holder !== undefined) this.releaseHolder(holder, seq, dirty);
     const answers = request.takes.map((charges) => this.charge(charges, nowMs, dirty));
     // A lease is granted only to a caller that says who it is (so its next call can release it).
-    const lease = request.lease === undefined || request.holder === undefined ? null : this.grantLease(request.lease, request.holder, nowMs, dirty);
+    const lease = request.lease === undefined || holder === undefined ? null : this.grantLease(request.lease, holder, seq, nowMs, dirty);
     this.persist(dirty);
     return { answers, lease };
   }
@@ -193,14 +214,17 @@ export class ClientBuckets extends DurableObject<object> {
     const dirty = new Set<string>();
     for (const name of buckets) {
       const leased = liveLease(this.buckets.get(name), nowMs);
-      const units = leased === undefined ? 0 : leasedUnits(leased);
-      if (leased === undefined || units === 0) {
+      const out = leased === undefined ? 0 : leasedTokens(leased);
+      if (leased === undefined || out === 0) {
         this.buckets.delete(name);
         void this.ctx.storage.delete(BUCKET_PREFIX + name);
         continue;
       }
-      const unitsPerToken = this.buckets.get(name)?.unitsPerToken ?? 1;
-      this.remember(name, { level: Math.max(0, leased.full - units), unitsPerToken, updatedAtMs: nowMs }, Number.MAX_SAFE_INTEGER, dirty, leased);
+      // Full under the policy in force (an exact override, else the one the leases were last reckoned under), in its units.
+      const policy = shapeOf(this.overrides.get(name) ?? leased.policy);
+      const tokens = Math.max(0, policy.capacity - out);
+      const missing = (policy.capacity - tokens) * policy.refillPeriodMs;
+      this.remember(name, { level: tokens * policy.refillPeriodMs, unitsPerToken: policy.refillPeriodMs, updatedAtMs: nowMs }, nowMs + ceilDiv(missing, policy.refillTokens), dirty, { ...leased, policy });
     }
     this.persist(dirty);
   }
@@ -295,6 +319,7 @@ export class ClientBuckets extends DurableObject<object> {
 
   /** One request's charges, all or nothing; the buckets it changed join `dirty`. */
   private charge(charges: readonly ObjectCharge[], nowMs: number, dirty: Set<string>): ObjectAnswer[] {
+    for (const charge of charges) this.reckon(charge.bucket, charge.policy, nowMs, dirty);
     const { results } = takeBuckets(this.entries(charges), nowMs);
     return results.map(({ entry, decision, next, expiresInMs }) => {
       if (next !== undefined) this.remember(entry.bucket, next, nowMs + expiresInMs, dirty);
@@ -303,11 +328,53 @@ export class ClientBuckets extends DurableObject<object> {
     });
   }
 
-  /** An isolate calls again: its previous leases have ended (their rest comes back in this call), so they are no longer out. */
-  private releaseHolder(holder: string, dirty: Set<string>): void {
+  /**
+   * A bucket with leases out, charged under another policy than the one they were last reckoned
+   * under (an override set or removed, a changed rule): the charge's capacity caps the bucket
+   * plus the leases still out, as `setOverride` does (removing an override cannot: the rule's
+   * policy is only known here).
+   */
+  private reckon(name: string, given: BucketPolicy, nowMs: number, dirty: Set<string>): void {
+    const bucket = this.buckets.get(name);
+    if (bucket?.leased === undefined) return;
+    const policy = this.overrides.get(name) ?? given;
+    const { policy: was } = bucket.leased;
+    if (was !== undefined && was.capacity === policy.capacity && was.refillTokens === policy.refillTokens && was.refillPeriodMs === policy.refillPeriodMs) return;
+    const capped = withinNewLimit(bucket, policy, nowMs);
+    if (capped === bucket) return;
+    this.buckets.set(name, capped);
+    dirty.add(name);
+  }
+
+  /**
+   * The give-backs of `holder`'s leases the object still counts: the lease's entry is live and
+   * from the same call (`seq`), and at most what it took is given back. Any other is dropped:
+   * a reset or override no longer reckons with those tokens, so adding them could over-admit.
+   */
+  private counted(holder: string, returns: readonly LeaseReturn[], nowMs: number, dirty: Set<string>): ObjectRefund[] {
+    const honoured: ObjectRefund[] = [];
+    const left = new Map<string, number>();
+    for (const item of returns) {
+      this.reckon(item.bucket, item.policy, nowMs, dirty);
+      const entry = liveLease(this.buckets.get(item.bucket), nowMs)?.holders[holder];
+      if (entry === undefined || entry.seq !== item.seq) continue;
+      const tokens = Math.min(item.cost, left.get(item.bucket) ?? entry.tokens);
+      left.set(item.bucket, (left.get(item.bucket) ?? entry.tokens) - tokens);
+      if (tokens >= 1) honoured.push({ bucket: item.bucket, policy: item.policy, cost: tokens, enforced: item.enforced, charged: item.charged });
+    }
+    return honoured;
+  }
+
+  /**
+   * An isolate calls again: its previous leases have ended (their rest comes back in this call),
+   * so they are no longer out. A lease taken by a later call of it (this one arrived late) stays.
+   */
+  private releaseHolder(holder: string, seq: number | undefined, dirty: Set<string>): void {
     for (const [name, bucket] of this.buckets) {
       const leased = bucket.leased;
-      if (leased === undefined || !(holder in leased.holders)) continue;
+      const entry = leased?.holders[holder];
+      if (leased === undefined || entry === undefined) continue;
+      if (seq !== undefined && entry.seq !== undefined && entry.seq > seq) continue;
       const { [holder]: _ended, ...holders } = leased.holders;
       const { leased: _old, ...rest } = bucket;
       this.buckets.set(name, Object.keys(holders).length === 0 ? rest : { ...rest, leased: { ...leased, holders } });
@@ -327,20 +394,25 @@ export class ClientBuckets extends DurableObject<object> {
   }
 
   /** Takes up to `want` × `cost` tokens for an isolate to spend locally, within the bucket's share; null when none. */
-  private grantLease(lease: NonNullable<ServeRequest["lease"]>, holder: string, nowMs: number, dirty: Set<string>): LeaseGrant | null {
+  private grantLease(lease: NonNullable<ServeRequest["lease"]>, holder: string, seq: number | undefined, nowMs: number, dirty: Set<string>): LeaseGrant | null {
+    if (lease.want < 1 || lease.cost < 1) return null;
+    this.reckon(lease.bucket, lease.policy, nowMs, dirty);
     const [entry] = this.entries([{ bucket: lease.bucket, policy: lease.policy, cost: 0, enforced: true }]);
-    if (entry === undefined || lease.want < 1 || lease.cost < 1) return null;
+    // A policy that blocks after a refusal is decided by the object alone: a lease would keep admitting during a block.
+    if (entry === undefined || (entry.policy.blockForMs ?? 0) > 0) return null;
+    const before = liveLease(this.buckets.get(lease.bucket), nowMs);
+    const mine = before?.holders[holder];
+    // This call arrived after a later one of the same isolate, which holds the current lease: none for it.
+    if (seq !== undefined && mine?.seq !== undefined && mine.seq > seq) return null;
     const { decision } = takeTokens(entry.state, entry.policy, 0, nowMs);
     if (decision.outcome !== "allowed") return null; // blocked
     const granted = Math.min(lease.want, Math.floor(decision.remaining / LEASE_SHARE / lease.cost));
     if (granted < 1) return null;
     const taken = takeTokens(entry.state, entry.policy, granted * lease.cost, nowMs);
     if (taken.decision.outcome !== "allowed" || taken.next === undefined) return null;
-    const before = liveLease(this.buckets.get(lease.bucket), nowMs);
-    const full = entry.policy.capacity * entry.policy.refillPeriodMs;
-    // Leases taken under another policy are reckoned in the new one's units: conservatively, as they were.
-    const holders = { ...before?.holders, [holder]: { units: granted * lease.cost * entry.policy.refillPeriodMs, untilMs: nowMs + Math.max(0, lease.ttlMs) + LEASE_SLACK_MS } };
-    this.remember(lease.bucket, taken.next, nowMs + taken.expiresInMs, dirty, { full, unitsPerToken: entry.policy.refillPeriodMs, holders });
+    // Amounts in whole tokens, so leases taken under another period are counted as what they are.
+    const holders = { ...before?.holders, [holder]: { tokens: granted * lease.cost, untilMs: nowMs + Math.max(0, lease.ttlMs) + LEASE_SLACK_MS, ...(seq !== undefined && { seq }) } };
+    this.remember(lease.bucket, taken.next, nowMs + taken.expiresInMs, dirty, { policy: shapeOf(entry.policy), holders });
     return { granted, charged: taken.next, remaining: taken.decision.remaining, resetMs: taken.decision.resetMs, policy: entry.policy };
   }
 
@@ -428,24 +500,41 @@ export class ClientBuckets extends DurableObject<object> {
 function withinNewLimit(bucket: StoredBucket, policy: BucketPolicy | null, nowMs: number): StoredBucket {
   const leased = liveLease(bucket, nowMs);
   if (leased === undefined || policy === null) return bucket;
-  const { decision } = takeTokens(bucket, policy, 0, nowMs);
-  if (decision.outcome !== "allowed") return bucket; // blocked: nothing passes anyway
-  const out = ceilDiv(leasedUnits(leased), leased.unitsPerToken);
+  const { decision } = takeTokens(bucket, { ...policy, blockForMs: 0 }, 0, nowMs);
+  if (decision.outcome !== "allowed") return bucket;
+  const out = leasedTokens(leased);
   const tokens = Math.max(0, Math.min(decision.remaining + out, policy.capacity) - out);
   const { blockedUntilMs } = bucket;
-  return { level: tokens * policy.refillPeriodMs, unitsPerToken: policy.refillPeriodMs, updatedAtMs: Math.max(nowMs, bucket.updatedAtMs), ...(blockedUntilMs !== undefined && { blockedUntilMs }), fullAtMs: bucket.fullAtMs, leased };
+  return { level: tokens * policy.refillPeriodMs, unitsPerToken: policy.refillPeriodMs, updatedAtMs: Math.max(nowMs, bucket.updatedAtMs), ...(blockedUntilMs !== undefined && { blockedUntilMs }), fullAtMs: bucket.fullAtMs, leased: { ...leased, policy: shapeOf(policy) } };
 }
 
 /** The leases of a bucket that isolates may still be spending, if any. */
 function liveLease(bucket: StoredBucket | undefined, nowMs: number): LeasedOut | undefined {
   const leased = bucket?.leased;
   if (leased === undefined) return undefined;
-  const holders = Object.fromEntries(Object.entries(leased.holders).filter(([, h]) => h.untilMs > nowMs && h.units > 0));
-  return Object.keys(holders).length === 0 ? undefined : { ...leased, holders };
+  const { policy, holders } = fromStorage(leased);
+  const live = Object.fromEntries(Object.entries(holders).filter(([, h]) => h.untilMs > nowMs && h.tokens > 0));
+  return Object.keys(live).length === 0 ? undefined : { policy, holders: live };
 }
 
-function leasedUnits(leased: LeasedOut): number {
-  let units = 0;
-  for (const { units: held } of Object.values(leased.holders)) units += held;
-  return units;
+/**
+ * A record as stored, also in the earlier form (amounts in units of the policy of the last
+ * grant: `full`, `unitsPerToken`, holders' `units`), read as tokens, rounded up (towards refusing).
+ */
+function fromStorage(leased: LeasedOut): LeasedOut {
+  if (leased.policy !== undefined) return leased;
+  const old = leased as unknown as { full: number; unitsPerToken: number; holders: Record<string, { units: number; untilMs: number }> };
+  const unit = Math.max(1, old.unitsPerToken);
+  const holders = Object.fromEntries(Object.entries(old.holders).map(([name, h]) => [name, { tokens: ceilDiv(h.units, unit), untilMs: h.untilMs }]));
+  return { policy: { capacity: floorDiv(old.full, unit), refillTokens: 1, refillPeriodMs: unit }, holders };
+}
+
+function leasedTokens(leased: LeasedOut): number {
+  let tokens = 0;
+  for (const { tokens: held } of Object.values(leased.holders)) tokens += held;
+  return tokens;
+}
+
+function shapeOf({ capacity, refillTokens, refillPeriodMs }: ShapeOfBucket): ShapeOfBucket {
+  return { capacity, refillTokens, refillPeriodMs };
 }
