@@ -1,4 +1,5 @@
 import { existsSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import puppeteer, { type Browser } from "puppeteer-core";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
@@ -6,12 +7,14 @@ import { startGatewayProcess } from "../support/processes";
 
 /**
  * The dashboard in a real headless Chromium (Debian's `chromium`, driven by puppeteer-core: no
- * browser download): log in with the token, see the counts rise with traffic, and save the
- * screenshot the README shows.
+ * browser download): log in with the token, see the counts rise with traffic, and save a
+ * screenshot (the README's with UPDATE_SCREENSHOT=1).
  */
 const TOKEN = "dashboard-token-0123456789";
 const CHROMIUM = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].find((path) => existsSync(path)) ?? "chromium";
-const SCREENSHOT = join(new URL("../..", import.meta.url).pathname, "docs/dashboard.png");
+// The README's screenshot is refreshed on demand (UPDATE_SCREENSHOT=1 npm test); otherwise the
+// test writes to a temporary file, so a test run leaves the working tree as it was.
+const SCREENSHOT = process.env.UPDATE_SCREENSHOT === "1" ? join(new URL("../..", import.meta.url).pathname, "docs/dashboard.png") : join(tmpdir(), "sluice-dashboard.png");
 let stack: Awaited<ReturnType<typeof startGatewayProcess>> | undefined;
 let gateway: Awaited<ReturnType<typeof startGatewayProcess>>["gateway"];
 let browser: Browser | undefined;
