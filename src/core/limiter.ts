@@ -172,6 +172,12 @@ const OVERRIDES_REFRESH_AFTER_MS = 5_000;
 /** The bound the README promises: a prefix override reaches every isolate within 10 s. */
 export const OVERRIDES_MAX_AGE_MS = 10_000;
 
+/** How one guarded store call ended (see `Limiter.storeCall`). */
+type StoreResult<T> =
+  | { readonly kind: "answered"; readonly value: T }
+  | { readonly kind: "misconfigured"; readonly verdict: Verdict }
+  | { readonly kind: "unreachable"; readonly reason: string };
+
 type Resolution =
   | { readonly kind: "entries"; readonly rules: readonly Rule[]; readonly entries: readonly Entry[]; readonly claims: readonly ClaimEntry[] }
   | { readonly kind: "verdict"; readonly verdict: Verdict };
@@ -343,36 +349,20 @@ export class Limiter {
       if (local.length === 0) return { kind: "held" as const, held: { claims: [], local: false }, decisions: [], failedOpen: reason };
       return answered(this.acquireLocally(claims), true);
     };
-    if (!this.breaker.allowCall(this.clock())) {
-      this.probeInBackground(trace);
-      trace.backendCall = { result: "breaker_open", latencyMs: 0 };
-      return failed("circuit open: backend skipped during cool-down");
-    }
-    const started = performance.now();
-    const call = (result: BackendCall["result"]) => (trace.backendCall = { result, latencyMs: performance.now() - started });
     const asked = claims.map(({ claim }) => claim);
-    try {
+    const result = await this.storeCall(() => {
       this.stats.backendCalls += 1;
-      const decisions = await withDeadline((signal) => this.backend.acquire(asked, signal), this.timeoutMs);
-      this.breaker.recordSuccess();
-      call("ok");
-      return answered(decisions, false);
-    } catch (error) {
-      if (error instanceof BackendConfigError) {
-        call("misconfigured");
-        this.breaker.recordSuccess();
-        this.log({ event: "limiter.backend_config_error", variable: error.variable, reason: error.message }, trace.requestId);
-        return { kind: "verdict", verdict: { kind: "backend-misconfigured", variable: error.variable, message: error.message } };
-      }
-      call(error instanceof BackendTimeoutError ? "timeout" : "error");
+      return withDeadline((signal) => this.backend.acquire(asked, signal), this.timeoutMs);
+    }, trace);
+    if (result.kind === "misconfigured") return { kind: "verdict", verdict: result.verdict };
+    if (result.kind === "answered") return answered(result.value, false);
+    if (trace.backendCall?.result !== "breaker_open") {
       // The store may have taken the slots after all (an RPC cannot be recalled): give them back.
       const giveBack = this.releaseHeld({ claims: asked, local: false }, trace.requestId);
       if (trace.background !== undefined) trace.background(giveBack);
       else void giveBack;
-      trace.breakerOpened = this.breaker.recordFailure(this.clock());
-      if (trace.breakerOpened) this.log({ event: "limiter.breaker_opened", backend: this.backend.name }, trace.requestId);
-      return failed(error instanceof Error ? `${error.name}: ${error.message}` : String(error));
     }
+    return failed(result.reason);
   }
 
   /** A concurrency rule's limit in one isolate while the store is unreachable: `localFraction` of it, at least 1. */
@@ -725,15 +715,7 @@ export class Limiter {
     releaseProbes: () => void,
     trace: Trace,
   ): Promise<{ kind: "outcomes"; outcomes: RuleOutcome[]; receipts: Receipt[] } | { kind: "verdict"; verdict: Verdict }> {
-    if (!this.breaker.allowCall(this.clock())) {
-      releaseProbes();
-      this.probeInBackground(trace);
-      trace.backendCall = { result: "breaker_open", latencyMs: 0 };
-      return { kind: "verdict", verdict: this.failMode(rules, entries, operation, "circuit open: backend skipped during cool-down", trace) };
-    }
-    const started = performance.now();
-    const call = (result: BackendCall["result"]) => (trace.backendCall = { result, latencyMs: performance.now() - started });
-    try {
+    const result = await this.storeCall(async () => {
       const prefixes = await this.prefixOverrides(trace);
       const charges = entries.map(({ rule, charge, values }) => {
         const override = values === undefined ? undefined : prefixes.policyFor(rule, values);
@@ -741,28 +723,54 @@ export class Limiter {
       });
       this.stats.backendCalls += 1;
       const answers = await withDeadline((signal) => this.backend[operation](charges, signal), this.timeoutMs);
-      this.breaker.recordSuccess();
       if (answers.length !== entries.length) throw new Error(`backend answered ${answers.length} decisions for ${entries.length} charges`);
+      return { charges, answers };
+    }, trace, releaseProbes); // waiting requests go on before a fail-open one does
+    if (result.kind === "misconfigured") return { kind: "verdict", verdict: result.verdict };
+    if (result.kind === "unreachable") return { kind: "verdict", verdict: this.failMode(rules, entries, operation, result.reason, trace) };
+    const { charges, answers } = result.value;
+    // What a `count` rule may give back once the response is known: the charge as made and the state it wrote.
+    const receipts = entries.flatMap(({ rule }, i) => {
+      const [charge, answer] = [charges[i], answers[i]];
+      return rule.count !== undefined && charge !== undefined && answer?.charged ? [{ rule, refund: { charge, charged: answer.charged } }] : [];
+    });
+    this.rememberOverrides(entries, charges, answers);
+    return { kind: "outcomes", outcomes: zipOutcomes(entries, answers), receipts };
+  }
+
+  /**
+   * One call to the store under the circuit breaker, recorded in the trace: skipped while the
+   * breaker is open (the store is probed in the background), a misconfigured store answered with
+   * its verdict, any other failure counted against the breaker (except a wait on another
+   * request's read) and reported `unreachable` with its reason, for the caller's fail mode.
+   * `onFailure` runs first whenever the call does not answer.
+   */
+  private async storeCall<T>(run: () => Promise<T>, trace: Trace, onFailure: () => void = () => {}): Promise<StoreResult<T>> {
+    if (!this.breaker.allowCall(this.clock())) {
+      onFailure();
+      this.probeInBackground(trace);
+      trace.backendCall = { result: "breaker_open", latencyMs: 0 };
+      return { kind: "unreachable", reason: "circuit open: backend skipped during cool-down" };
+    }
+    const started = performance.now();
+    const call = (result: BackendCall["result"]) => (trace.backendCall = { result, latencyMs: performance.now() - started });
+    try {
+      const value = await run();
+      this.breaker.recordSuccess();
       call("ok");
-      // What a `count` rule may give back once the response is known: the charge as made and the state it wrote.
-      const receipts = entries.flatMap(({ rule }, i) => {
-        const [charge, answer] = [charges[i], answers[i]];
-        return rule.count !== undefined && charge !== undefined && answer?.charged ? [{ rule, refund: { charge, charged: answer.charged } }] : [];
-      });
-      this.rememberOverrides(entries, charges, answers);
-      return { kind: "outcomes", outcomes: zipOutcomes(entries, answers), receipts };
+      return { kind: "answered", value };
     } catch (error) {
-      releaseProbes(); // before a fail-open request goes on
+      onFailure();
       if (error instanceof BackendConfigError) {
         call("misconfigured");
         this.breaker.recordSuccess(); // the backend answered: it is misconfigured, not down
         this.log({ event: "limiter.backend_config_error", variable: error.variable, reason: error.message }, trace.requestId);
-        return { kind: "verdict", verdict: { kind: "backend-misconfigured", variable: error.variable, message: error.message } };
+        return { kind: "misconfigured", verdict: { kind: "backend-misconfigured", variable: error.variable, message: error.message } };
       }
       call(error instanceof BackendTimeoutError ? "timeout" : "error");
       if (!(error instanceof OverridesWaitError)) trace.breakerOpened = this.breaker.recordFailure(this.clock());
       if (trace.breakerOpened) this.log({ event: "limiter.breaker_opened", backend: this.backend.name }, trace.requestId);
-      return { kind: "verdict", verdict: this.failMode(rules, entries, operation, error instanceof Error ? `${error.name}: ${error.message}` : String(error), trace) };
+      return { kind: "unreachable", reason: error instanceof Error ? `${error.name}: ${error.message}` : String(error) };
     }
   }
 
