@@ -3,6 +3,9 @@ import type { ConcurrencyRule, Rule } from "./rules";
 import type { SlotDecision } from "./slots";
 import type { RateLimitHeaders, RuleOutcome } from "./verdict";
 
+/** Says that a decision was made on the isolate's local buckets or slots, the store being unreachable. */
+export const DEGRADED_HEADER = ["X-Sluice-Degraded", "local"] as const;
+
 /** Which rate-limit headers responses carry: IETF draft -10, legacy `X-RateLimit-*`, both, or none. */
 export type HeaderMode = "all" | "ietf" | "legacy" | "none";
 

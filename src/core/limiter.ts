@@ -2,31 +2,24 @@ import { BackendConfigError, type BucketAnswer, type BucketCharge, type BucketRe
 import { CircuitBreaker, type CircuitBreakerOptions } from "./circuit-breaker";
 import { BackendTimeoutError, withDeadline } from "./deadline";
 import { DEFAULTS } from "./defaults";
+import type { LimiterEvent } from "./events";
 import { DenyCache, type CachedRefusal } from "./deny-cache";
-import { mostRestrictive, rateLimitHeaders, withConcurrencyHeaders, type HeaderMode, type SlotHeader } from "./headers";
+import { DEGRADED_HEADER, mostRestrictive, rateLimitHeaders, withConcurrencyHeaders, type HeaderMode } from "./headers";
 import { hashedClientKey, requestKeyValue, type IdentityOptions } from "./identity";
 import { keySpec } from "./key-parts";
 import { findRule, parseClient, PrefixOverrides } from "./overrides";
 import { normalizePath } from "./path";
 import type { NamedPolicy } from "./policy";
 import { compileRules, countsStatus, InvalidRulesError, ruleMatches, type ConcurrencyRule, type FailMode, type Rule, type RuleSpec } from "./rules";
-import { acquireSlots, releaseSlot, renewSlot, type SlotDecision, type SlotState } from "./slots";
+import { MAX_LOCAL_ENTRIES, SlotKeeper, type ClaimEntry, type SlotAnswer } from "./slot-keeper";
 import type { ClientSubject, RequestSubject, Subject } from "./subject";
-import { MAX_SAFE_UNITS, takeBuckets, waitForTokensMs, type BucketDecision, type BucketPolicy, type BucketState } from "./token-bucket";
+import { MAX_SAFE_UNITS, takeBuckets, waitForTokensMs, type BucketPolicy, type BucketState } from "./token-bucket";
 import { passes, type RuleOutcome, type Verdict } from "./verdict";
 
 /** What a request lacking its rule's key gets: one shared `anonymous` bucket, or refused (401/400). */
 export type MissingKeyMode = "anonymous" | "reject";
 
-/** Events the limiter logs; the gateway's README documents them. */
-export type LimiterEvent =
-  | { readonly event: "limiter.shadow_refusal"; readonly rule: string; readonly outcome: BucketDecision["outcome"] }
-  | { readonly event: "limiter.backend_failure"; readonly backend: string; readonly failMode: FailMode; readonly reason: string }
-  | { readonly event: "limiter.backend_config_error"; readonly variable: string; readonly reason: string }
-  | { readonly event: "limiter.breaker_opened"; readonly backend: string }
-  | { readonly event: "limiter.breaker_closed"; readonly backend: string }
-  | { readonly event: "limiter.refund_failure"; readonly backend: string; readonly reason: string }
-  | { readonly event: "limiter.slot_release_failure"; readonly backend: string; readonly reason: string };
+export type { LimiterEvent };
 
 /** How the store call of one check went (none when the deny cache answered or no rule applied). */
 export type BackendCall = { readonly result: "ok" | "error" | "timeout" | "breaker_open" | "misconfigured"; readonly latencyMs: number };
@@ -115,18 +108,6 @@ interface Entry {
   readonly values: readonly string[] | undefined;
 }
 
-/** One concurrency rule's claim in a check. */
-interface ClaimEntry {
-  readonly rule: ConcurrencyRule;
-  readonly claim: SlotClaim;
-}
-
-/** Slots an allowed request holds until its response ends: in the store, or (degraded) in this isolate. */
-interface HeldSlots {
-  readonly claims: readonly SlotClaim[];
-  readonly local: boolean;
-}
-
 /** A charge a `count` rule may give back. */
 interface Receipt {
   readonly rule: Rule;
@@ -143,10 +124,6 @@ export interface NamedBucket {
   readonly values: readonly string[];
 }
 
-/** Says that a decision was made on the isolate's local buckets, the store being unreachable. */
-const DEGRADED_HEADER = ["X-Sluice-Degraded", "local"] as const;
-/** Local (degraded-mode) buckets kept per limiter. */
-const MAX_LOCAL_BUCKETS = 10_000;
 
 /**
  * A rule's policy scaled to `fraction` for one isolate's degraded decisions: capacity rounded
@@ -222,10 +199,8 @@ export class Limiter {
   private readonly localFraction: number;
   /** Charges `count` rules may give back, by the verdict that made them (see {@link Limiter.settle}). */
   private readonly receipts = new WeakMap<Verdict, Receipt[]>();
-  /** Concurrency slots an allowed verdict holds, until {@link Limiter.release}. */
-  private readonly held = new WeakMap<Verdict, HeldSlots>();
-  /** Degraded-mode concurrency slots, this isolate's only. */
-  private readonly localSlots = new Map<string, SlotState>();
+  /** Concurrency slots: what each allowed verdict holds, and the isolate's own in degraded mode. */
+  private readonly slots: SlotKeeper;
   /**
    * Exact overrides the store answered with, by bucket (`failMode: "local"` rules only): what a
    * degraded decision scales, so an outage does not lift a client's lowered limit. Bounded like the local buckets.
@@ -250,6 +225,15 @@ export class Limiter {
     this.missingKey = options.missingKey ?? DEFAULTS.missingKey;
     this.clock = options.clock ?? Date.now;
     this.localFraction = options.localFraction ?? DEFAULTS.localFraction;
+    this.slots = new SlotKeeper({
+      backend: this.backend,
+      clock: this.clock,
+      timeoutMs: this.timeoutMs,
+      localFraction: this.localFraction,
+      headerMode: this.headerMode,
+      log: (event, requestId) => this.log(event, requestId),
+      countCall: () => (this.stats.backendCalls += 1),
+    });
     this.log = options.log ?? logToConsole;
     this.onDecision = options.onDecision;
   }
@@ -299,13 +283,13 @@ export class Limiter {
     if (entries.length === 0 && slots.failedOpen !== undefined) return { kind: "fail-open", rules: claims.map(({ rule }) => rule), reason: slots.failedOpen };
     const verdict: Verdict = entries.length === 0 ? { kind: "allowed", outcomes: [], headers: [], degraded: slots.held.local } : await this.charge(rules, entries, trace);
     if (!passes(verdict)) {
-      const release = this.releaseHeld(slots.held, trace.requestId);
+      const release = this.slots.giveBack(slots.held, trace.requestId);
       if (trace.background !== undefined) trace.background(release);
       else await release;
       return verdict;
     }
     if (verdict.kind !== "allowed") {
-      this.held.set(verdict, slots.held);
+      this.slots.hold(verdict, slots.held);
       return verdict;
     }
     const marked = verdict.headers.some(([name]) => name === DEGRADED_HEADER[0]);
@@ -313,7 +297,7 @@ export class Limiter {
     const withSlots: Verdict = { ...verdict, headers, degraded: verdict.degraded || slots.held.local };
     const receipts = this.receipts.get(verdict);
     if (receipts !== undefined) this.receipts.set(withSlots, receipts);
-    this.held.set(withSlots, slots.held);
+    this.slots.hold(withSlots, slots.held);
     return withSlots;
   }
 
@@ -322,80 +306,27 @@ export class Limiter {
    * becomes `concurrency-refused`; an unreachable store, each rule's fail mode (`local`: slots in
    * this isolate's memory, `localFraction` of the limit, at least one).
    */
-  private async acquire(
-    claims: readonly ClaimEntry[],
-    trace: Trace,
-  ): Promise<
-    | { kind: "held"; held: HeldSlots; decisions: SlotHeader[]; failedOpen?: string }
-    | { kind: "verdict"; verdict: Verdict }
-  > {
-    const answered = (decisions: readonly SlotDecision[], local: boolean) => {
-      const paired = claims.map(({ rule }, i) => ({ rule, limit: local ? this.localLimit(rule) : rule.limit, decision: decisions[i] ?? { granted: false, inFlight: rule.limit } }));
-      for (const { rule, decision } of paired) if (rule.mode === "shadow" && !decision.granted) this.log({ event: "limiter.shadow_refusal", rule: rule.name, outcome: "denied" }, trace.requestId);
-      const refused = paired.find(({ rule, decision }) => rule.mode === "enforce" && !decision.granted);
-      if (refused !== undefined) {
-        const headers = withConcurrencyHeaders([], [refused], this.headerMode, local ? [DEGRADED_HEADER] : []);
-        return { kind: "verdict" as const, verdict: { kind: "concurrency-refused" as const, rule: refused.rule, inFlight: refused.decision.inFlight, headers, degraded: local } };
-      }
-      // Degraded, only `local` rules hold a slot (the others are let through without one).
-      const held = { claims: claims.filter(({ rule }, i) => decisions[i]?.granted && (!local || rule.failMode === "local")).map(({ claim }) => claim), local };
-      return { kind: "held" as const, held, decisions: paired };
-    };
-    const failed = (reason: string) => {
-      const closed = claims.find(({ rule }) => rule.mode === "enforce" && rule.failMode === "closed");
-      const local = claims.filter(({ rule }) => rule.failMode === "local");
-      this.log({ event: "limiter.backend_failure", backend: this.backend.name, failMode: closed ? "closed" : local.length > 0 ? "local" : "open", reason }, trace.requestId);
-      if (closed !== undefined) return { kind: "verdict" as const, verdict: { kind: "fail-closed" as const, rule: closed.rule, backend: this.backend.name, reason } };
-      if (local.length === 0) return { kind: "held" as const, held: { claims: [], local: false }, decisions: [], failedOpen: reason };
-      return answered(this.acquireLocally(claims), true);
-    };
+  private async acquire(claims: readonly ClaimEntry[], trace: Trace): Promise<SlotAnswer | { kind: "verdict"; verdict: Verdict }> {
     const asked = claims.map(({ claim }) => claim);
     const result = await this.storeCall(() => {
       this.stats.backendCalls += 1;
       return withDeadline((signal) => this.backend.acquire(asked, signal), this.timeoutMs);
     }, trace);
     if (result.kind === "misconfigured") return { kind: "verdict", verdict: result.verdict };
-    if (result.kind === "answered") return answered(result.value, false);
+    if (result.kind === "answered") return this.slots.answer(claims, result.value, false, trace.requestId);
     if (trace.backendCall?.result !== "breaker_open") {
       // The store may have taken the slots after all (an RPC cannot be recalled): give them back.
-      const giveBack = this.releaseHeld({ claims: asked, local: false }, trace.requestId);
+      const giveBack = this.slots.giveBack({ claims: asked, local: false }, trace.requestId);
       if (trace.background !== undefined) trace.background(giveBack);
       else void giveBack;
     }
-    return failed(result.reason);
-  }
-
-  /** A concurrency rule's limit in one isolate while the store is unreachable: `localFraction` of it, at least 1. */
-  private localLimit(rule: ConcurrencyRule): number {
-    return Math.max(1, Math.floor(rule.limit * this.localFraction));
-  }
-
-  /** Degraded concurrency: `local` rules' slots in this isolate's memory ({@link Limiter.localLimit}). */
-  private acquireLocally(claims: readonly ClaimEntry[]): SlotDecision[] {
-    const nowMs = this.clock();
-    const entries = claims.map(({ rule, claim }) => ({
-      rule,
-      key: slotKey(claim),
-      enforced: claim.enforced,
-      claim: { ...claim, limit: this.localLimit(rule) },
-      state: this.localSlots.get(slotKey(claim)),
-    }));
-    const local = entries.filter(({ rule }) => rule.failMode === "local");
-    const { decisions, writes } = acquireSlots(local, nowMs);
-    for (const { entry, next } of writes) this.rememberLocalSlots(entry.key, next);
-    // Rules that fail open pass without a slot.
-    return entries.map((entry) => (entry.rule.failMode === "local" ? (decisions[local.indexOf(entry)] ?? { granted: false, inFlight: 0 }) : { granted: true, inFlight: 0 }));
-  }
-
-  /** Local slots are bounded like local buckets: the oldest set goes first; an empty one goes at once. */
-  private rememberLocalSlots(key: string, leases: SlotState): void {
-    this.localSlots.delete(key);
-    if (leases.length === 0) return;
-    this.localSlots.set(key, leases);
-    for (const oldest of this.localSlots.keys()) {
-      if (this.localSlots.size <= MAX_LOCAL_BUCKETS) break;
-      this.localSlots.delete(oldest);
-    }
+    const reason = result.reason;
+    const closed = claims.find(({ rule }) => rule.mode === "enforce" && rule.failMode === "closed");
+    const local = claims.some(({ rule }) => rule.failMode === "local");
+    this.log({ event: "limiter.backend_failure", backend: this.backend.name, failMode: closed ? "closed" : local ? "local" : "open", reason }, trace.requestId);
+    if (closed !== undefined) return { kind: "verdict", verdict: { kind: "fail-closed", rule: closed.rule, backend: this.backend.name, reason } };
+    if (!local) return { kind: "held", held: { claims: [], local: false }, decisions: [], failedOpen: reason };
+    return this.slots.answer(claims, this.slots.acquireLocally(claims), true, trace.requestId);
   }
 
   /**
@@ -407,9 +338,7 @@ export class Limiter {
    * const holding = limiter.holding(verdict); // { renewEveryMs: 10000 } for a 30 s lease, undefined when none
    */
   holding(verdict: Verdict): { readonly renewEveryMs: number } | undefined {
-    const held = this.held.get(verdict);
-    if (held === undefined || held.claims.length === 0) return undefined;
-    return { renewEveryMs: Math.min(...held.claims.map((claim) => claim.leaseMs)) / 3 };
+    return this.slots.holding(verdict);
   }
 
   /**
@@ -420,23 +349,8 @@ export class Limiter {
    * @example
    * const timer = setInterval(() => void limiter.renew(verdict), limiter.holding(verdict)?.renewEveryMs);
    */
-  async renew(verdict: Verdict): Promise<void> {
-    const held = this.held.get(verdict);
-    if (held === undefined || held.claims.length === 0) return;
-    if (held.local) {
-      const nowMs = this.clock();
-      for (const claim of held.claims) {
-        const current = this.localSlots.get(slotKey(claim));
-        if (current !== undefined) this.rememberLocalSlots(slotKey(claim), renewSlot(current, claim, nowMs));
-      }
-      return;
-    }
-    try {
-      this.stats.backendCalls += 1;
-      await withDeadline((signal) => this.backend.renew(held.claims, signal), this.timeoutMs);
-    } catch {
-      // The next renewal tries again (each comes a third of the lease before it would lapse).
-    }
+  renew(verdict: Verdict): Promise<void> {
+    return this.slots.renew(verdict);
   }
 
   /**
@@ -447,27 +361,8 @@ export class Limiter {
    * const verdict = await limiter.check(requestSubject(request));
    * try { return await fetch(request); } finally { ctx.waitUntil(limiter.release(verdict)); }
    */
-  async release(verdict: Verdict): Promise<void> {
-    const held = this.held.get(verdict);
-    if (held === undefined) return;
-    this.held.delete(verdict);
-    await this.releaseHeld(held, undefined);
-  }
-
-  private async releaseHeld(held: HeldSlots, requestId: string | undefined): Promise<void> {
-    if (held.claims.length === 0) return;
-    if (held.local) {
-      const nowMs = this.clock();
-      for (const claim of held.claims) this.rememberLocalSlots(slotKey(claim), releaseSlot(this.localSlots.get(slotKey(claim)), claim.id, nowMs));
-      return;
-    }
-    try {
-      this.stats.backendCalls += 1;
-      await withDeadline((signal) => this.backend.release(held.claims, signal), this.timeoutMs);
-    } catch (error) {
-      // The lease's expiry frees the slot instead.
-      this.log({ event: "limiter.slot_release_failure", backend: this.backend.name, reason: error instanceof Error ? error.message : String(error) }, requestId);
-    }
+  release(verdict: Verdict): Promise<void> {
+    return this.slots.release(verdict);
   }
 
   /**
@@ -882,7 +777,7 @@ export class Limiter {
       this.knownOverrides.delete(key);
       this.knownOverrides.set(key, { ...charge.policy, capacity, refillTokens, refillPeriodMs });
       for (const oldest of this.knownOverrides.keys()) {
-        if (this.knownOverrides.size <= MAX_LOCAL_BUCKETS) break;
+        if (this.knownOverrides.size <= MAX_LOCAL_ENTRIES) break;
         this.knownOverrides.delete(oldest);
       }
     });
@@ -893,7 +788,7 @@ export class Limiter {
     this.localBuckets.delete(key);
     this.localBuckets.set(key, state);
     for (const oldest of this.localBuckets.keys()) {
-      if (this.localBuckets.size <= MAX_LOCAL_BUCKETS) break;
+      if (this.localBuckets.size <= MAX_LOCAL_ENTRIES) break;
       this.localBuckets.delete(oldest);
     }
   }
@@ -960,11 +855,6 @@ export class Limiter {
     }
     return { refusals, probes };
   }
-}
-
-/** Where a client's slots under one concurrency rule are kept in this isolate (degraded mode). */
-function slotKey(ref: BucketRef): string {
-  return `${ref.bucket}|${ref.clientKey}`;
 }
 
 function claimFor(rule: ConcurrencyRule, clientKey: string): SlotClaim {

@@ -1,0 +1,170 @@
+import type { LimiterBackend, SlotClaim } from "./backend";
+import { withDeadline } from "./deadline";
+import type { LimiterEvent } from "./events";
+import { DEGRADED_HEADER, withConcurrencyHeaders, type HeaderMode, type SlotHeader } from "./headers";
+import type { ConcurrencyRule } from "./rules";
+import { acquireSlots, releaseSlot, renewSlot, type SlotDecision, type SlotState } from "./slots";
+import type { Verdict } from "./verdict";
+
+/** One concurrency rule's claim in a check. */
+export interface ClaimEntry {
+  readonly rule: ConcurrencyRule;
+  readonly claim: SlotClaim;
+}
+
+/** Slots an allowed request holds until its response ends: in the store, or (degraded) in this isolate. */
+export interface HeldSlots {
+  readonly claims: readonly SlotClaim[];
+  readonly local: boolean;
+}
+
+/** Slots taken for a request (none when every rule failed open: `failedOpen` says why), with what headers show of them. */
+export type SlotAnswer = { readonly kind: "held"; readonly held: HeldSlots; readonly decisions: readonly SlotHeader[]; readonly failedOpen?: string };
+
+/** Degraded-mode entries (slot sets, buckets, known overrides) one limiter keeps in memory: the oldest go first. */
+export const MAX_LOCAL_ENTRIES = 10_000;
+
+/** What a {@link SlotKeeper} needs of its limiter. */
+export interface SlotKeeperOptions {
+  readonly backend: LimiterBackend;
+  readonly clock: () => number;
+  readonly timeoutMs: number;
+  /** Share of a concurrency rule's limit one isolate keeps while the store is unreachable. */
+  readonly localFraction: number;
+  readonly headerMode: HeaderMode;
+  readonly log: (event: LimiterEvent, requestId: string | undefined) => void;
+  /** Counts one call to the store (the limiter's `stats`). */
+  readonly countCall: () => void;
+}
+
+/**
+ * The concurrency slots of one limiter: turns the store's (or, degraded, this isolate's) answers
+ * into a refusal or slots held, remembers which verdict holds which slots, and renews and gives
+ * them back. The limiter asks the store (under its breaker) and composes the verdict.
+ *
+ * @example
+ * const answer = keeper.answer(claims, decisions, false, requestId);
+ * if (answer.kind === "held") keeper.hold(verdict, answer.held);
+ * // once the response has been sent:
+ * await keeper.release(verdict);
+ */
+export class SlotKeeper {
+  /** Concurrency slots an allowed verdict holds, until {@link SlotKeeper.release}. */
+  private readonly held = new WeakMap<Verdict, HeldSlots>();
+  /** Degraded-mode slots, this isolate's only. */
+  private readonly localSlots = new Map<string, SlotState>();
+
+  constructor(private readonly options: SlotKeeperOptions) {}
+
+  /**
+   * The decisions for a request's claims as a refusal (the first enforced rule refused) or the
+   * slots it now holds. Degraded (`local`), only `local` rules hold a slot; the others pass without one.
+   */
+  answer(claims: readonly ClaimEntry[], decisions: readonly SlotDecision[], local: boolean, requestId: string | undefined): SlotAnswer | { kind: "verdict"; verdict: Verdict } {
+    const paired = claims.map(({ rule }, i) => ({ rule, limit: local ? this.localLimit(rule) : rule.limit, decision: decisions[i] ?? { granted: false, inFlight: rule.limit } }));
+    for (const { rule, decision } of paired) {
+      if (rule.mode === "shadow" && !decision.granted) this.options.log({ event: "limiter.shadow_refusal", rule: rule.name, outcome: "denied" }, requestId);
+    }
+    const refused = paired.find(({ rule, decision }) => rule.mode === "enforce" && !decision.granted);
+    if (refused !== undefined) {
+      const headers = withConcurrencyHeaders([], [refused], this.options.headerMode, local ? [DEGRADED_HEADER] : []);
+      return { kind: "verdict", verdict: { kind: "concurrency-refused", rule: refused.rule, inFlight: refused.decision.inFlight, headers, degraded: local } };
+    }
+    const held = { claims: claims.filter(({ rule }, i) => decisions[i]?.granted && (!local || rule.failMode === "local")).map(({ claim }) => claim), local };
+    return { kind: "held", held, decisions: paired };
+  }
+
+  /** Degraded concurrency: `local` rules' slots in this isolate's memory ({@link SlotKeeper.localLimit}); other rules pass. */
+  acquireLocally(claims: readonly ClaimEntry[]): SlotDecision[] {
+    const nowMs = this.options.clock();
+    const entries = claims.map(({ rule, claim }) => ({
+      rule,
+      key: slotKey(claim),
+      enforced: claim.enforced,
+      claim: { ...claim, limit: this.localLimit(rule) },
+      state: this.localSlots.get(slotKey(claim)),
+    }));
+    const local = entries.filter(({ rule }) => rule.failMode === "local");
+    const { decisions, writes } = acquireSlots(local, nowMs);
+    for (const { entry, next } of writes) this.remember(entry.key, next);
+    return entries.map((entry) => (entry.rule.failMode === "local" ? (decisions[local.indexOf(entry)] ?? { granted: false, inFlight: 0 }) : { granted: true, inFlight: 0 }));
+  }
+
+  /** Notes that `verdict` holds these slots. */
+  hold(verdict: Verdict, held: HeldSlots): void {
+    this.held.set(verdict, held);
+  }
+
+  /** Whether `verdict` holds slots, and how often they must be renewed: a third of the shortest lease. */
+  holding(verdict: Verdict): { readonly renewEveryMs: number } | undefined {
+    const held = this.held.get(verdict);
+    if (held === undefined || held.claims.length === 0) return undefined;
+    return { renewEveryMs: Math.min(...held.claims.map((claim) => claim.leaseMs)) / 3 };
+  }
+
+  /** Extends the leases `verdict` still holds; never takes a slot, never throws. */
+  async renew(verdict: Verdict): Promise<void> {
+    const held = this.held.get(verdict);
+    if (held === undefined || held.claims.length === 0) return;
+    if (held.local) {
+      const nowMs = this.options.clock();
+      for (const claim of held.claims) {
+        const current = this.localSlots.get(slotKey(claim));
+        if (current !== undefined) this.remember(slotKey(claim), renewSlot(current, claim, nowMs));
+      }
+      return;
+    }
+    try {
+      this.options.countCall();
+      await withDeadline((signal) => this.options.backend.renew(held.claims, signal), this.options.timeoutMs);
+    } catch {
+      // The next renewal tries again (each comes a third of the lease before it would lapse).
+    }
+  }
+
+  /** Gives back the slots `verdict` holds; idempotent, never throws. */
+  async release(verdict: Verdict): Promise<void> {
+    const held = this.held.get(verdict);
+    if (held === undefined) return;
+    this.held.delete(verdict);
+    await this.giveBack(held, undefined);
+  }
+
+  /** Gives slots back to where they were taken; a failed release is logged (the lease's expiry frees the slot). */
+  async giveBack(held: HeldSlots, requestId: string | undefined): Promise<void> {
+    if (held.claims.length === 0) return;
+    if (held.local) {
+      const nowMs = this.options.clock();
+      for (const claim of held.claims) this.remember(slotKey(claim), releaseSlot(this.localSlots.get(slotKey(claim)), claim.id, nowMs));
+      return;
+    }
+    const { backend } = this.options;
+    try {
+      this.options.countCall();
+      await withDeadline((signal) => backend.release(held.claims, signal), this.options.timeoutMs);
+    } catch (error) {
+      this.options.log({ event: "limiter.slot_release_failure", backend: backend.name, reason: error instanceof Error ? error.message : String(error) }, requestId);
+    }
+  }
+
+  /** A concurrency rule's limit in one isolate while the store is unreachable: `localFraction` of it, at least 1. */
+  private localLimit(rule: ConcurrencyRule): number {
+    return Math.max(1, Math.floor(rule.limit * this.options.localFraction));
+  }
+
+  /** Local slot sets are bounded: the oldest goes first; an empty one goes at once. */
+  private remember(key: string, leases: SlotState): void {
+    this.localSlots.delete(key);
+    if (leases.length === 0) return;
+    this.localSlots.set(key, leases);
+    for (const oldest of this.localSlots.keys()) {
+      if (this.localSlots.size <= MAX_LOCAL_ENTRIES) break;
+      this.localSlots.delete(oldest);
+    }
+  }
+}
+
+/** Where a client's slots under one concurrency rule are kept in this isolate (degraded mode). */
+function slotKey(claim: SlotClaim): string {
+  return `${claim.bucket}|${claim.clientKey}`;
+}
