@@ -217,6 +217,16 @@ describe("leases: regressions (over-admission after override, reset, delay, bloc
     expect(back.answers[0]![0]!.decision).toMatchObject({ outcome: "allowed", remaining: 699 });
   });
 
+  it("a client that paused past its lease's lifetime gets the unused rest back with its next call, when nothing touched the bucket meanwhile", async () => {
+    const stub = objectFor(`pause-${crypto.randomUUID()}`);
+    const daily = { capacity: 800, refillTokens: 1, refillPeriodMs: 3_600_000 };
+    const a = await stub.serve({ holder: "A", seq: 1, takes: [charge(daily)], lease: { bucket: "default", policy: daily, cost: 1, want: 64, ttlMs: 1000 } });
+    expect(a.lease?.granted).toBe(64); // 735 left
+    await sleep(2_100); // past the lease's lifetime and the slack: no longer counted as out
+    const back = await stub.serve({ holder: "A", seq: 2, giveBack: [{ bucket: "default", policy: daily, cost: 60, enforced: true, charged: a.lease!.charged, seq: 1 }], takes: [charge(daily)] });
+    expect(back.answers[0]![0]!.decision).toMatchObject({ outcome: "allowed", remaining: 794 }); // 735 + 60 - 1
+  });
+
   it("D2: a give-back is capped at what the holder's lease took", async () => {
     const stub = objectFor(`d2b-${crypto.randomUUID()}`);
     const big = { capacity: 800, refillTokens: 1, refillPeriodMs: 3_600_000 };

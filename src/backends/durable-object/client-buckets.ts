@@ -347,16 +347,20 @@ export class ClientBuckets extends DurableObject<object> {
   }
 
   /**
-   * The give-backs of `holder`'s leases the object still counts: the lease's entry is live and
-   * from the same call (`seq`), and at most what it took is given back. Any other is dropped:
-   * a reset or override no longer reckons with those tokens, so adding them could over-admit.
+   * The give-backs of `holder`'s leases the object still has a record of, from the same call
+   * (`seq`), at most what each took. A reset, an override or another charge of the bucket drops
+   * the records of leases past their lifetime, and then their give-backs (towards refusing): a
+   * reset or override no longer reckons with those tokens, so adding them could over-admit.
    */
   private counted(holder: string, returns: readonly LeaseReturn[], nowMs: number, dirty: Set<string>): ObjectRefund[] {
     const honoured: ObjectRefund[] = [];
     const left = new Map<string, number>();
     for (const item of returns) {
       this.reckon(item.bucket, item.policy, nowMs, dirty);
-      const entry = liveLease(this.buckets.get(item.bucket), nowMs)?.holders[holder];
+      // The holder's record, live or not: one past its lifetime is no longer counted as out, but
+      // until a reset, an override or another charge of the bucket drops it, its unused rest can
+      // still come back (a client that paused gets it back with its next call).
+      const entry = this.buckets.get(item.bucket)?.leased?.holders[holder];
       if (entry === undefined || entry.seq !== item.seq) continue;
       const tokens = Math.min(item.cost, left.get(item.bucket) ?? entry.tokens);
       left.set(item.bucket, (left.get(item.bucket) ?? entry.tokens) - tokens);
@@ -499,7 +503,13 @@ export class ClientBuckets extends DurableObject<object> {
  */
 function withinNewLimit(bucket: StoredBucket, policy: BucketPolicy | null, nowMs: number): StoredBucket {
   const leased = liveLease(bucket, nowMs);
-  if (leased === undefined || policy === null) return bucket;
+  if (leased === undefined) {
+    // Past leases' rests are not given back across a change of policy.
+    if (bucket.leased === undefined) return bucket;
+    const { leased: _past, ...rest } = bucket;
+    return rest;
+  }
+  if (policy === null) return bucket;
   const { decision } = takeTokens(bucket, { ...policy, blockForMs: 0 }, 0, nowMs);
   if (decision.outcome !== "allowed") return bucket;
   const out = leasedTokens(leased);
