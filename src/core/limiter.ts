@@ -614,7 +614,7 @@ export class Limiter {
       const prefixes = await this.prefixOverrides(trace);
       const charges = entries.map(({ rule, charge, values }) => {
         const override = values === undefined ? undefined : prefixes.policyFor(rule, values);
-        return override === undefined ? charge : { ...charge, policy: override };
+        return override === undefined ? charge : { ...charge, policy: overridden(charge.policy, override) };
       });
       this.stats.backendCalls += 1;
       const answers = await withDeadline((signal) => this.backend[operation](charges, signal), this.timeoutMs);
@@ -750,7 +750,7 @@ export class Limiter {
       // The policy in force for this client as last known: an exact override the store answered
       // with, else a cached prefix override, else the rule's.
       const prefix = entry.values === undefined ? undefined : this.prefixes?.overrides.policyFor(entry.rule, entry.values);
-      const inForce = this.knownOverrides.get(key) ?? prefix ?? entry.charge.policy;
+      const inForce = this.knownOverrides.get(key) ?? (prefix === undefined ? entry.charge.policy : overridden(entry.charge.policy, prefix));
       return { ...entry, key, policy: localPolicy(inForce, this.localFraction, entry.charge.cost) };
     });
     const { results } = takeBuckets(
@@ -802,6 +802,15 @@ export class Limiter {
   }
 
   /**
+   * Whether an allowed decision that left the bucket short may refuse the next request from the
+   * cache. Not under `blockFor`: the refusal that starts a block must reach the store, which
+   * writes the block (its refusal, with the block's wait, is then cached like any other).
+   */
+  private predictsEmptyBucket(policy: BucketPolicy): boolean {
+    return (policy.blockForMs ?? 0) === 0;
+  }
+
+  /**
    * Tells the deny cache which of this client's buckets cannot serve another request yet: every
    * refusing one until its retry time and, on an allowed request, every bucket it left with
    * fewer than `cost` tokens, until they refill (so a flood after the retry time costs one
@@ -814,7 +823,7 @@ export class Limiter {
       const waitMs =
         decision.outcome === "denied"
           ? decision.retryAfterMs
-          : decision.outcome === "allowed" && !refused
+          : decision.outcome === "allowed" && !refused && this.predictsEmptyBucket(charge.policy)
             ? waitForTokensMs(policy, charge.cost, decision.resetMs)
             : 0;
       if (waitMs > 0) {
@@ -863,6 +872,15 @@ function claimFor(rule: ConcurrencyRule, clientKey: string): SlotClaim {
 
 function chargeFor(rule: Rule, clientKey: string, cost: number | undefined): BucketCharge {
   return { clientKey, bucket: rule.name, policy: rule.policy, cost: cost ?? rule.policy.cost, enforced: rule.mode === "enforce" };
+}
+
+/**
+ * The rule's policy under an override: capacity and refill are the override's; the block after a
+ * refusal (`blockForMs`) stays the rule's, as an override never lifts it.
+ */
+function overridden(policy: BucketPolicy, override: BucketPolicy): BucketPolicy {
+  const { capacity, refillTokens, refillPeriodMs } = override;
+  return { ...policy, capacity, refillTokens, refillPeriodMs };
 }
 
 /** The policy a decision was made under, named for headers: the rule's, or an override's. */

@@ -367,3 +367,46 @@ describe("keyed hashing (identity.hashKey)", () => {
     expect(new Set([plain, keyed, other]).size).toBe(3);
   });
 });
+
+describe("blockFor under the default deny cache and overrides (issue 16: 1, 2)", () => {
+  const guard: RuleSpec = { name: "guard", key: "header:x-api-key", capacity: 1, rate: "1/1s", blockFor: "1h" };
+
+  it("a client going over one request at a time starts the block", async () => {
+    const { limiter, time } = setup([guard]);
+    const client = request({ "x-api-key": "a" });
+    expect((await limiter.check(client)).kind).toBe("allowed");
+    const refused = await limiter.check(client);
+    expect(refused).toMatchObject({ kind: "refused", retryAfterMs: 3_600_000 });
+    time.now += 2_000; // the bucket refilled; the block holds
+    expect((await limiter.check(client)).kind).toBe("refused");
+  });
+
+  it("a prefix override changes capacity and rate, never the block", async () => {
+    const { limiter, time } = setup([guard]);
+    await limiter.backend.overrides.put({ id: "guard ent", rule: "guard", client: { "header:x-api-key": "ent_*" }, capacity: 2, rate: "2/1s" }, new AbortController().signal);
+    const client = request({ "x-api-key": "ent_1" });
+    expect((await limiter.check(client)).kind).toBe("allowed");
+    expect((await limiter.check(client)).kind).toBe("allowed"); // the override's capacity
+    const refused = await limiter.check(client);
+    expect(refused).toMatchObject({ kind: "refused", retryAfterMs: 3_600_000 });
+    time.now += 5_000;
+    expect((await limiter.check(client)).kind).toBe("refused");
+  });
+
+  it("a degraded decision under a cached prefix override keeps the block", async () => {
+    let down = false;
+    const time = { now: 1_700_000_000_000 };
+    const clock = () => time.now;
+    const backend = switchableBackend(memoryBackend({ clock }), () => (down ? new Error("down") : undefined));
+    const limiter = new Limiter({ rules: [{ ...guard, failMode: "local" }], clock, log: () => {}, backend, localFraction: 1 });
+    await backend.overrides.put({ id: "guard ent", rule: "guard", client: { "header:x-api-key": "ent_*" }, capacity: 2, rate: "2/1s" }, new AbortController().signal);
+    const client = request({ "x-api-key": "ent_1" });
+    expect((await limiter.check(client)).kind).toBe("allowed"); // loads the prefix overrides
+    down = true;
+    expect((await limiter.check(client)).kind).toBe("allowed"); // local bucket: the override's 2
+    expect((await limiter.check(client)).kind).toBe("allowed");
+    expect((await limiter.check(client)).kind).toBe("refused");
+    time.now += 5_000;
+    expect((await limiter.check(client)).kind).toBe("refused");
+  });
+});

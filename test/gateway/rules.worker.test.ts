@@ -104,9 +104,9 @@ describe.each(BACKENDS)("rules on the $name backend", ({ vars }) => {
   });
 
   it("blockFor: once refused, refused for the whole period whatever the bucket refills", async () => {
+    // Default settings: the deny cache must not answer the refusal that starts the block.
     const gateway = gatewayWith({
       ...vars,
-      LIMITER_DENY_CACHE_SIZE: "0", // the store must hold the block, not the isolate's memory
       LIMITER_RULES: rules([{ name: "guard", key: "ip", capacity: 2, rate: "20/1s", blockFor: "1500ms" }]),
     });
     const ip = randomIp();
@@ -122,6 +122,19 @@ describe.each(BACKENDS)("rules on the $name backend", ({ vars }) => {
     expect(remaining(blocked)).toBe(2);
     await new Promise((resolve) => setTimeout(resolve, 1_300));
     expect((await gateway("/", { ip })).status).toBe(200);
+  });
+
+  it("blockFor: a client going over one request at a time starts the block (deny cache on)", async () => {
+    const gateway = gatewayWith({ ...vars, LIMITER_RULES: rules([{ name: "guard", key: "ip", capacity: 1, rate: "1/1s", blockFor: "1h" }]) });
+    const ip = randomIp();
+    expect((await gateway("/", { ip })).status).toBe(200);
+    const refused = await gateway("/", { ip });
+    expect(refused.status).toBe(429);
+    expect(refused.headers.get("Retry-After")).toBe("3600");
+    await new Promise((resolve) => setTimeout(resolve, 1_100)); // the bucket refilled; the block holds
+    const blocked = await gateway("/", { ip });
+    expect(blocked.status).toBe(429);
+    expect(Number(blocked.headers.get("Retry-After"))).toBeGreaterThan(3500);
   });
 
   it("count: only responses with those statuses are charged (5 failed logins, however many succeed)", async () => {
