@@ -81,9 +81,11 @@ export function rateLimiter<E extends Env = Env>(options: RateLimiterOptions<E>)
 
 /**
  * Keeps the concurrency slots an allowed verdict holds: renewed before their lease ends, and given
- * back once the response body has been fully read, its stream cancelled, or the client went away
- * (`request.signal`). A response without a body to stream (HEAD, a WebSocket upgrade) gives them
- * back at once. Undefined when the verdict holds none.
+ * back once the response body has been fully read or its stream cancelled, or when the next
+ * handler throws. A response without a body to stream (HEAD, a WebSocket upgrade) gives them back
+ * at once. A client that goes away (`request.signal`) does not free its slot: the origin may still
+ * be working on its request, so the slot stays held until that work settles, or, should it never
+ * settle, until the lease lapses (renewal stops). Undefined when the verdict holds none.
  */
 function holdSlots(c: Context, limiter: Limiter, verdict: Verdict): { release: () => void; untilSent: () => void } | undefined {
   const holding = limiter.holding(verdict);
@@ -98,9 +100,10 @@ function holdSlots(c: Context, limiter: Limiter, verdict: Verdict): { release: (
     clearInterval(timer);
     void limiter.release(verdict).finally(finish);
   };
-  // The client went away: Workers abort the request's signal (flag `enable_request_signal`);
-  // the response stream itself is only cancelled at the next write, which may be much later.
-  c.req.raw.signal?.addEventListener("abort", release, { once: true });
+  // The client went away (Workers abort the request's signal, flag `enable_request_signal`):
+  // disconnecting must not free a slot while the origin still works, or a client could repeat
+  // at will. Renewal stops, so a request whose handler never settles frees it when the lease lapses.
+  c.req.raw.signal?.addEventListener("abort", () => clearInterval(timer), { once: true });
   const untilSent = () => {
     const body = c.res.body;
     if (body === null || c.res.status === 101 || c.req.method === "HEAD") return release();

@@ -128,4 +128,27 @@ describe("rateLimiter (Hono, plain Node, memory backend)", () => {
     expect(after.status).toBe(200);
     await after.text();
   });
+
+  it("a client that disconnects keeps its slot until the origin's work settles (issue 16: 3)", async () => {
+    let originDone: (() => void) | undefined;
+    const app = new Hono()
+      .use(rateLimiter({ backend: memoryBackend(), rules: [{ name: "inflight", concurrency: 1 }] }))
+      .get("/slow", async (c) => {
+        await new Promise<void>((resolve) => (originDone = resolve));
+        return c.text("done");
+      })
+      .get("/quick", (c) => c.text("quick"));
+    const client = new AbortController();
+    const slow = app.request(new Request("http://gateway.test/slow", { signal: client.signal }));
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    client.abort(); // the client leaves; the origin keeps working
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect((await app.request("/quick")).status).toBe(429); // repeating does not get another slot
+    originDone?.();
+    await (await slow).body?.cancel(); // the runtime cancels the answer nobody reads
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    const after = await app.request("/quick");
+    expect(after.status).toBe(200);
+    await after.text();
+  });
 });
