@@ -59,3 +59,69 @@ export class CircuitBreaker {
     return this.probeStartedAtMs !== undefined && nowMs - this.probeStartedAtMs < this.options.cooldownMs;
   }
 }
+
+/** Clients whose own circuit an isolate remembers; the oldest is forgotten first (its calls then just go through again). */
+const CLIENT_CIRCUITS_KEPT = 1_000;
+
+/**
+ * The isolate's breakers where one store is many objects (a Durable Object per client): a failing
+ * object opens only its own client's circuit, so one hot or broken object cannot switch every
+ * client to the fail mode. The store's circuit opens only when failures span at least two
+ * clients with no success between them, or on a failure of the whole store (no client given).
+ *
+ * @example
+ * const breaker = new ScopedBreaker({ failureThreshold: 5, cooldownMs: 5000 });
+ * if (!breaker.allowCall(Date.now(), clientKey)) return applyFailMode();
+ * try { await call(); breaker.recordSuccess(clientKey); } catch { breaker.recordFailure(Date.now(), clientKey); }
+ */
+export class ScopedBreaker {
+  private readonly store: CircuitBreaker;
+  private readonly clients = new Map<string, CircuitBreaker>();
+  /** Clients that failed since the last success (two are enough to tell). */
+  private readonly failing = new Set<string>();
+
+  constructor(private readonly options: CircuitBreakerOptions) {
+    this.store = new CircuitBreaker(options);
+  }
+
+  /** Whether a call for `client` (or for the whole store, when undefined) may be made now. */
+  allowCall(nowMs: number, client?: string): boolean {
+    if (!this.store.allowCall(nowMs)) return false;
+    return client === undefined || (this.clients.get(client)?.allowCall(nowMs) ?? true);
+  }
+
+  recordSuccess(client?: string): void {
+    this.store.recordSuccess();
+    this.failing.clear();
+    if (client !== undefined) this.clients.delete(client);
+  }
+
+  /** Counts a failure; returns whether it opened (or re-opened) the store's circuit. */
+  recordFailure(nowMs: number, client?: string): boolean {
+    if (client === undefined) return this.store.recordFailure(nowMs);
+    let circuit = this.clients.get(client);
+    if (circuit === undefined) {
+      circuit = new CircuitBreaker(this.options);
+      this.clients.set(client, circuit);
+      for (const oldest of this.clients.keys()) {
+        if (this.clients.size <= CLIENT_CIRCUITS_KEPT) break;
+        this.clients.delete(oldest);
+      }
+    }
+    circuit.recordFailure(nowMs);
+    if (this.failing.size < 2) this.failing.add(client);
+    return this.failing.size >= 2 && this.store.recordFailure(nowMs);
+  }
+
+  /** The store's circuit: `closed`, `open` or `half-open`. */
+  state(nowMs: number): "closed" | "open" | "half-open" {
+    return this.store.state(nowMs);
+  }
+
+  /** Clients whose own circuit is open or half-open now. */
+  openClients(nowMs: number): number {
+    let open = 0;
+    for (const circuit of this.clients.values()) if (circuit.state(nowMs) !== "closed") open += 1;
+    return open;
+  }
+}

@@ -410,3 +410,36 @@ describe("blockFor under the default deny cache and overrides (issue 16: 1, 2)",
     expect((await limiter.check(client)).kind).toBe("refused");
   });
 });
+
+describe("one failing object does not open the breaker for every client (issue 16: 15)", () => {
+  /** A store of one object per client (like Durable Objects) where the objects of `broken` clients fail. */
+  function perClientStore(broken: Set<string>) {
+    const inner = memoryBackend();
+    const backend: LimiterBackend = {
+      ...inner,
+      name: "objects",
+      failureScope: "client",
+      take: (charges, signal) => (charges.some((c) => broken.has(c.clientKey)) ? Promise.reject(new Error("Durable Object is overloaded")) : inner.take(charges, signal)),
+    };
+    return backend;
+  }
+
+  it("a hot object's errors open only its client's circuit; two failing clients open the store's", async () => {
+    const broken = new Set<string>();
+    const backend = perClientStore(broken);
+    const limiter = new Limiter({ backend, rules: [{ name: "api", key: "header:x-api-key", capacity: 100, rate: 1 }], log: () => {} });
+    const hot = (await limiter.named("api", { "header:x-api-key": "hot" })) as { ok: true; buckets: { ref: { clientKey: string } }[] };
+    broken.add(hot.buckets[0]!.ref.clientKey);
+    for (let i = 0; i < 20; i++) expect((await limiter.check(request({ "x-api-key": "hot" }))).kind).toBe("fail-open");
+    const other = await limiter.check(request({ "x-api-key": "calm" }));
+    expect(other.kind).toBe("allowed"); // a real decision: the store's circuit stayed closed
+    expect(limiter.isolateState()).toMatchObject({ breaker: "closed", clientCircuitsOpen: 1 });
+
+    for (const key of ["down-1", "down-2", "down-3"]) {
+      const named = (await limiter.named("api", { "header:x-api-key": key })) as { ok: true; buckets: { ref: { clientKey: string } }[] };
+      broken.add(named.buckets[0]!.ref.clientKey);
+    }
+    for (let i = 0; i < 3; i++) for (const key of ["down-1", "down-2", "down-3"]) await limiter.check(request({ "x-api-key": key }));
+    expect(limiter.isolateState().breaker).toBe("open"); // failures across clients: the store itself may be down
+  });
+});

@@ -42,6 +42,7 @@ export function durableObjectBackend(namespace: DurableObjectNamespace<ClientBuc
   const batcher = new ClientBatcher(stubFor, options);
   return {
     name: "durable-object",
+    failureScope: "client",
     stats,
     async take(charges, signal) {
       signal.throwIfAborted();
