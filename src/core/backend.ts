@@ -84,6 +84,12 @@ export interface LimiterBackend {
    */
   readonly stats?: { readonly calls: number };
   /**
+   * `client` when each client lives in an object of its own that can fail alone (Durable
+   * Objects): a failure then opens only that client's circuit. Absent or `store`: one store, whose
+   * failures are everyone's.
+   */
+  readonly failureScope?: "store" | "client";
+  /**
    * Charges one request to its buckets, all or nothing: when an enforced charge is refused,
    * no bucket keeps a charge. An exact override stored for a bucket replaces the charge's policy
    * in the same call. Returns one answer per charge, in order.

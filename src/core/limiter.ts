@@ -1,5 +1,5 @@
 import { BackendConfigError, type BucketAnswer, type BucketCharge, type BucketRef, type LimiterBackend, type Refund, type SlotClaim } from "./backend";
-import { CircuitBreaker, type CircuitBreakerOptions } from "./circuit-breaker";
+import { ScopedBreaker, type CircuitBreakerOptions } from "./circuit-breaker";
 import { BackendTimeoutError, withDeadline } from "./deadline";
 import { DEFAULTS } from "./defaults";
 import type { LimiterEvent } from "./events";
@@ -11,6 +11,7 @@ import { findRule, parseClient, PrefixOverrides } from "./overrides";
 import { normalizePath } from "./path";
 import type { NamedPolicy } from "./policy";
 import { compileRules, countsStatus, InvalidRulesError, ruleMatches, type ConcurrencyRule, type FailMode, type Rule, type RuleSpec } from "./rules";
+import { LocalTable } from "./local-table";
 import { MAX_LOCAL_ENTRIES, SlotKeeper, type ClaimEntry, type SlotAnswer } from "./slot-keeper";
 import type { ClientSubject, RequestSubject, Subject } from "./subject";
 import { MAX_SAFE_UNITS, takeBuckets, waitForTokensMs, type BucketPolicy, type BucketState } from "./token-bucket";
@@ -183,7 +184,7 @@ export class Limiter {
   /** Backend calls this limiter made: decisions, and reads of the override registry (health reports it; the benchmark divides it by requests). */
   readonly stats = { backendCalls: 0 };
   private readonly denyCache: DenyCache;
-  private readonly breaker: CircuitBreaker;
+  private readonly breaker: ScopedBreaker;
   readonly identity: IdentityOptions;
   /** Budget of one backend call, ms. */
   readonly timeoutMs: number;
@@ -207,7 +208,7 @@ export class Limiter {
    */
   private readonly knownOverrides = new Map<string, BucketPolicy>();
   /** Degraded-mode buckets (`failMode: "local"`), this isolate's only. */
-  private readonly localBuckets = new Map<string, BucketState>();
+  private readonly localBuckets = new LocalTable<BucketState>(MAX_LOCAL_ENTRIES);
   private loadingPrefixes: { readonly startedMs: number; readonly load: Promise<PrefixOverrides> } | undefined;
 
   /** @throws InvalidRulesError when a rule does not check, naming every rule and field. */
@@ -218,7 +219,7 @@ export class Limiter {
     this.concurrencyRules = compiled.concurrency;
     this.backend = options.backend;
     this.denyCache = new DenyCache(options.denyCacheSize ?? DEFAULTS.denyCacheSize);
-    this.breaker = new CircuitBreaker(options.breaker ?? DEFAULTS.breaker);
+    this.breaker = new ScopedBreaker(options.breaker ?? DEFAULTS.breaker);
     this.identity = { ...DEFAULTS.identity, ...options.identity };
     this.timeoutMs = options.timeoutMs ?? DEFAULTS.timeoutMs;
     this.headerMode = options.headers ?? DEFAULTS.headers;
@@ -308,10 +309,11 @@ export class Limiter {
    */
   private async acquire(claims: readonly ClaimEntry[], trace: Trace): Promise<SlotAnswer | { kind: "verdict"; verdict: Verdict }> {
     const asked = claims.map(({ claim }) => claim);
-    const result = await this.storeCall(() => {
+    const result = await this.storeCall((reached) => {
       this.stats.backendCalls += 1;
+      reached();
       return withDeadline((signal) => this.backend.acquire(asked, signal), this.timeoutMs);
-    }, trace);
+    }, trace, this.failureScope(asked));
     if (result.kind === "misconfigured") return { kind: "verdict", verdict: result.verdict };
     if (result.kind === "answered") return this.slots.answer(claims, result.value, false, trace.requestId);
     if (trace.backendCall?.result !== "breaker_open") {
@@ -389,10 +391,11 @@ export class Limiter {
     }
   }
 
-  /** This isolate's view: breaker state, deny-cache size, backend calls made, rule names. */
-  isolateState(): { breaker: ReturnType<CircuitBreaker["state"]>; denyCacheEntries: number; backendCalls: number; rules: string[] } {
+  /** This isolate's view: breaker state (the store's, and how many clients' own circuits are open), deny-cache size, backend calls made, rule names. */
+  isolateState(): { breaker: ReturnType<ScopedBreaker["state"]>; clientCircuitsOpen: number; denyCacheEntries: number; backendCalls: number; rules: string[] } {
     return {
       breaker: this.breaker.state(this.clock()),
+      clientCircuitsOpen: this.breaker.openClients(this.clock()),
       denyCacheEntries: this.denyCache.size,
       backendCalls: this.backend.stats?.calls ?? this.stats.backendCalls,
       rules: this.rules.map((rule) => rule.name),
@@ -610,17 +613,18 @@ export class Limiter {
     releaseProbes: () => void,
     trace: Trace,
   ): Promise<{ kind: "outcomes"; outcomes: RuleOutcome[]; receipts: Receipt[] } | { kind: "verdict"; verdict: Verdict }> {
-    const result = await this.storeCall(async () => {
+    const result = await this.storeCall(async (reached) => {
       const prefixes = await this.prefixOverrides(trace);
       const charges = entries.map(({ rule, charge, values }) => {
         const override = values === undefined ? undefined : prefixes.policyFor(rule, values);
         return override === undefined ? charge : { ...charge, policy: overridden(charge.policy, override) };
       });
       this.stats.backendCalls += 1;
+      reached();
       const answers = await withDeadline((signal) => this.backend[operation](charges, signal), this.timeoutMs);
       if (answers.length !== entries.length) throw new Error(`backend answered ${answers.length} decisions for ${entries.length} charges`);
       return { charges, answers };
-    }, trace, releaseProbes); // waiting requests go on before a fail-open one does
+    }, trace, this.failureScope(entries.map(({ charge }) => charge)), releaseProbes); // waiting requests go on before a fail-open one does
     if (result.kind === "misconfigured") return { kind: "verdict", verdict: result.verdict };
     if (result.kind === "unreachable") return { kind: "verdict", verdict: this.failMode(rules, entries, operation, result.reason, trace) };
     const { charges, answers } = result.value;
@@ -638,10 +642,17 @@ export class Limiter {
    * breaker is open (the store is probed in the background), a misconfigured store answered with
    * its verdict, any other failure counted against the breaker (except a wait on another
    * request's read) and reported `unreachable` with its reason, for the caller's fail mode.
-   * `onFailure` runs first whenever the call does not answer.
+   * `onFailure` runs first whenever the call does not answer. `client` scopes the breaker (see
+   * {@link Limiter.failureScope}): a failure after `run` called `reached` (the call went to the
+   * client's own object) counts against that client's circuit, one before it against the store's.
    */
-  private async storeCall<T>(run: () => Promise<T>, trace: Trace, onFailure: () => void = () => {}): Promise<StoreResult<T>> {
-    if (!this.breaker.allowCall(this.clock())) {
+  private async storeCall<T>(
+    run: (reached: () => void) => Promise<T>,
+    trace: Trace,
+    client: string | undefined,
+    onFailure: () => void = () => {},
+  ): Promise<StoreResult<T>> {
+    if (!this.breaker.allowCall(this.clock(), client)) {
       onFailure();
       this.probeInBackground(trace);
       trace.backendCall = { result: "breaker_open", latencyMs: 0 };
@@ -649,24 +660,33 @@ export class Limiter {
     }
     const started = performance.now();
     const call = (result: BackendCall["result"]) => (trace.backendCall = { result, latencyMs: performance.now() - started });
+    let reachedClient = false;
     try {
-      const value = await run();
-      this.breaker.recordSuccess();
+      const value = await run(() => (reachedClient = true));
+      this.breaker.recordSuccess(client);
       call("ok");
       return { kind: "answered", value };
     } catch (error) {
       onFailure();
       if (error instanceof BackendConfigError) {
         call("misconfigured");
-        this.breaker.recordSuccess(); // the backend answered: it is misconfigured, not down
+        this.breaker.recordSuccess(client); // the backend answered: it is misconfigured, not down
         this.log({ event: "limiter.backend_config_error", variable: error.variable, reason: error.message }, trace.requestId);
         return { kind: "misconfigured", verdict: { kind: "backend-misconfigured", variable: error.variable, message: error.message } };
       }
       call(error instanceof BackendTimeoutError ? "timeout" : "error");
-      if (!(error instanceof OverridesWaitError)) trace.breakerOpened = this.breaker.recordFailure(this.clock());
+      if (!(error instanceof OverridesWaitError)) trace.breakerOpened = this.breaker.recordFailure(this.clock(), reachedClient ? client : undefined);
       if (trace.breakerOpened) this.log({ event: "limiter.breaker_opened", backend: this.backend.name }, trace.requestId);
       return { kind: "unreachable", reason: error instanceof Error ? `${error.name}: ${error.message}` : String(error) };
     }
+  }
+
+  /**
+   * The circuit a call for these buckets or slots counts against: where each client is an object
+   * of its own (`failureScope: "client"`), the clients it addresses; else the store's.
+   */
+  private failureScope(refs: readonly BucketRef[]): string | undefined {
+    return this.backend.failureScope === "client" ? refs.map(({ clientKey }) => clientKey).join("|") : undefined;
   }
 
   /**
@@ -742,6 +762,8 @@ export class Limiter {
    * The degraded decision: the `local` rules on buckets in this isolate's memory, each a
    * `localFraction` of the rule (capacity rounded down, at least 1; refill slowed to match). With
    * k isolates serving a client, the client gets at most k × the fraction during the outage.
+   * Local buckets are kept until they are full again, whatever other clients do; a client the
+   * isolate has no room to track (every one of its entries is live) is treated as drained.
    */
   private decideLocally(entries: readonly Entry[], operation: "take" | "peek"): Verdict {
     const nowMs = this.clock();
@@ -750,14 +772,19 @@ export class Limiter {
       // The policy in force for this client as last known: an exact override the store answered
       // with, else a cached prefix override, else the rule's.
       const prefix = entry.values === undefined ? undefined : this.prefixes?.overrides.policyFor(entry.rule, entry.values);
-      const inForce = this.knownOverrides.get(key) ?? (prefix === undefined ? entry.charge.policy : overridden(entry.charge.policy, prefix));
-      return { ...entry, key, policy: localPolicy(inForce, this.localFraction, entry.charge.cost) };
+      const inForce = this.knownOverride(key) ?? (prefix === undefined ? entry.charge.policy : overridden(entry.charge.policy, prefix));
+      const policy = localPolicy(inForce, this.localFraction, entry.charge.cost);
+      const tracked = this.localBuckets.tracks(key, nowMs);
+      const drained: BucketState = { level: 0, unitsPerToken: policy.refillPeriodMs, updatedAtMs: nowMs };
+      return { ...entry, key, policy, tracked, state: tracked ? this.localBuckets.get(key, nowMs) : drained };
     });
     const { results } = takeBuckets(
-      keyed.map((e) => ({ ...e, state: this.localBuckets.get(e.key), cost: e.charge.cost, enforced: e.charge.enforced })),
+      keyed.map((e) => ({ ...e, cost: e.charge.cost, enforced: e.charge.enforced })),
       nowMs,
     );
-    if (operation === "take") for (const { entry, next } of results) if (next !== undefined) this.rememberLocal(entry.key, next);
+    if (operation === "take") {
+      for (const { entry, next, expiresInMs } of results) if (next !== undefined && entry.tracked) this.localBuckets.set(entry.key, next, nowMs + expiresInMs, nowMs);
+    }
     const outcomes = results.map(({ entry, decision }) => ({ rule: entry.rule, policy: effectivePolicy(entry.rule, entry.policy, entry.charge.cost), decision }));
     return this.verdictFor(entries.map((e) => e.rule), outcomes, true);
   }
@@ -783,14 +810,13 @@ export class Limiter {
     });
   }
 
-  /** Local buckets are bounded like the deny cache: the oldest goes first. */
-  private rememberLocal(key: string, state: BucketState): void {
-    this.localBuckets.delete(key);
-    this.localBuckets.set(key, state);
-    for (const oldest of this.localBuckets.keys()) {
-      if (this.localBuckets.size <= MAX_LOCAL_ENTRIES) break;
-      this.localBuckets.delete(oldest);
-    }
+  /** The exact override last seen for a bucket; a read makes it the newest, so a client in use keeps its entry. */
+  private knownOverride(key: string): BucketPolicy | undefined {
+    const policy = this.knownOverrides.get(key);
+    if (policy === undefined) return undefined;
+    this.knownOverrides.delete(key);
+    this.knownOverrides.set(key, policy);
+    return policy;
   }
 
   /**

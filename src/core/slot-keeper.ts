@@ -1,3 +1,4 @@
+import { LocalTable } from "./local-table";
 import type { LimiterBackend, SlotClaim } from "./backend";
 import { withDeadline } from "./deadline";
 import type { LimiterEvent } from "./events";
@@ -52,7 +53,7 @@ export class SlotKeeper {
   /** Concurrency slots an allowed verdict holds, until {@link SlotKeeper.release}. */
   private readonly held = new WeakMap<Verdict, HeldSlots>();
   /** Degraded-mode slots, this isolate's only. */
-  private readonly localSlots = new Map<string, SlotState>();
+  private readonly localSlots = new LocalTable<SlotState>(MAX_LOCAL_ENTRIES);
 
   constructor(private readonly options: SlotKeeperOptions) {}
 
@@ -77,13 +78,14 @@ export class SlotKeeper {
   /** Degraded concurrency: `local` rules' slots in this isolate's memory ({@link SlotKeeper.localLimit}); other rules pass. */
   acquireLocally(claims: readonly ClaimEntry[]): SlotDecision[] {
     const nowMs = this.options.clock();
-    const entries = claims.map(({ rule, claim }) => ({
-      rule,
-      key: slotKey(claim),
-      enforced: claim.enforced,
-      claim: { ...claim, limit: this.localLimit(rule) },
-      state: this.localSlots.get(slotKey(claim)),
-    }));
+    const entries = claims.map(({ rule, claim }) => {
+      const key = slotKey(claim);
+      const limit = this.localLimit(rule);
+      // A client the isolate has no room to track is treated as having every slot taken.
+      const full: SlotState = Array.from({ length: limit }, (_, i) => ({ id: `untracked-${i}`, expiresAtMs: nowMs + 1 }));
+      const tracked = this.localSlots.tracks(key, nowMs);
+      return { rule, key, enforced: claim.enforced, claim: { ...claim, limit }, state: tracked ? this.localSlots.get(key, nowMs) : full };
+    });
     const local = entries.filter(({ rule }) => rule.failMode === "local");
     const { decisions, writes } = acquireSlots(local, nowMs);
     for (const { entry, next } of writes) this.remember(entry.key, next);
@@ -109,7 +111,7 @@ export class SlotKeeper {
     if (held.local) {
       const nowMs = this.options.clock();
       for (const claim of held.claims) {
-        const current = this.localSlots.get(slotKey(claim));
+        const current = this.localSlots.get(slotKey(claim), nowMs);
         if (current !== undefined) this.remember(slotKey(claim), renewSlot(current, claim, nowMs));
       }
       return;
@@ -135,7 +137,7 @@ export class SlotKeeper {
     if (held.claims.length === 0) return;
     if (held.local) {
       const nowMs = this.options.clock();
-      for (const claim of held.claims) this.remember(slotKey(claim), releaseSlot(this.localSlots.get(slotKey(claim)), claim.id, nowMs));
+      for (const claim of held.claims) this.remember(slotKey(claim), releaseSlot(this.localSlots.get(slotKey(claim), nowMs), claim.id, nowMs));
       return;
     }
     const { backend } = this.options;
@@ -152,15 +154,10 @@ export class SlotKeeper {
     return Math.max(1, Math.floor(rule.limit * this.options.localFraction));
   }
 
-  /** Local slot sets are bounded: the oldest goes first; an empty one goes at once. */
+  /** Local slot sets are kept until their last lease lapses (an empty set goes at once), whatever other clients do. */
   private remember(key: string, leases: SlotState): void {
-    this.localSlots.delete(key);
-    if (leases.length === 0) return;
-    this.localSlots.set(key, leases);
-    for (const oldest of this.localSlots.keys()) {
-      if (this.localSlots.size <= MAX_LOCAL_ENTRIES) break;
-      this.localSlots.delete(oldest);
-    }
+    const nowMs = this.options.clock();
+    this.localSlots.set(key, leases, Math.max(nowMs, ...leases.map(({ expiresAtMs }) => expiresAtMs)), nowMs);
   }
 }
 

@@ -443,3 +443,26 @@ describe("one failing object does not open the breaker for every client (issue 1
     expect(limiter.isolateState().breaker).toBe("open"); // failures across clients: the store itself may be down
   });
 });
+
+describe("degraded mode's local state under other clients' traffic (issue 16: 11)", () => {
+  it("a drained client stays drained however many other clients the isolate serves", async () => {
+    const time = { now: 1_700_000_000_000 };
+    const backend = switchableBackend(memoryBackend(), () => new Error("down"));
+    const limiter = new Limiter({
+      backend,
+      rules: [{ name: "api", key: "header:x-api-key", capacity: 1_000, rate: "1000/1h", failMode: "local" }],
+      breaker: { failureThreshold: 1_000_000, cooldownMs: 1 },
+      clock: () => time.now,
+      log: () => {},
+    });
+    const drained = request({ "x-api-key": "drained" });
+    let allowed = 0;
+    for (let i = 0; i < 150; i++) if ((await limiter.check(drained)).kind === "allowed") allowed += 1;
+    expect(allowed).toBe(100); // a tenth of 1,000
+    // 10,000 other clients pass through this isolate (the old LRU evicted the drained client here).
+    for (let i = 0; i < 10_000; i++) await limiter.check(request({ "x-api-key": `other-${i}` }));
+    for (let i = 0; i < 50; i++) expect((await limiter.check(drained)).kind).toBe("refused");
+    // One more new client finds no room (every entry is live): refused, never a fresh share.
+    expect((await limiter.check(request({ "x-api-key": "newcomer" }))).kind).toBe("refused");
+  }, 60_000);
+});
