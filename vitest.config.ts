@@ -2,6 +2,7 @@ import { dirname } from "node:path";
 import { cloudflareTest } from "@cloudflare/vitest-plugin";
 import { defineConfig, defineProject } from "vitest/config";
 import { wranglerCompatibility } from "./dev/workerd.mjs";
+import { UNIT_EXCLUDE, UNIT_TESTS } from "./vitest.unit.config";
 
 const compatibility = await wranglerCompatibility();
 
@@ -39,12 +40,14 @@ export default defineConfig({
           globalSetup: ["./test/support/stack.global.ts", "./test/support/bundle.global.ts"],
         },
       }),
-      // Everything else runs in Node: the core, Redis, dev tooling, several gateway processes, the package.
+      // Pure modules in Node, with nothing else running (also `npm run test:unit` alone).
+      defineProject({ test: { name: "unit", include: UNIT_TESTS, exclude: UNIT_EXCLUDE, environment: "node" } }),
+      // Everything else runs in Node: Redis, dev tooling, several gateway processes, the package.
       defineProject({
         test: {
           name: "node",
           include: ["test/**/*.test.ts"],
-          exclude: ["test/**/*.worker.test.ts", "**/node_modules/**"],
+          exclude: [...UNIT_TESTS, "test/**/*.worker.test.ts", "**/node_modules/**"],
           environment: "node",
           globalSetup: ["./test/support/bundle.global.ts"],
           testTimeout: 30_000,
