@@ -1,5 +1,4 @@
 import type { OverrideRecord } from "./backend";
-import { withDeadline } from "./deadline";
 import type { Limiter, NamedBucket } from "./limiter";
 import { compileOverride, overrideId, PrefixOverrides } from "./overrides";
 import type { Verdict } from "./verdict";
@@ -49,7 +48,7 @@ export async function peekClient(limiter: Limiter, body: unknown): Promise<{ ok:
   if (!input.ok) return input;
   const named = await limiter.named(input.value.rule, input.value.client);
   if (!named.ok) return { ...named, ok: false };
-  const records = await withDeadline((signal) => limiter.backend.overrides.list(signal), limiter.timeoutMs);
+  const records = await limiter.store.send((signal) => limiter.backend.overrides.list(signal));
   const buckets: BucketStatus[] = [];
   for (const bucket of named.buckets) {
     const verdict = await limiter.check({ kind: "client", rule: bucket.rule.name, client: bucket.client }, { mode: "peek", cost: 0 });
@@ -136,10 +135,10 @@ export async function putOverride(limiter: Limiter, body: unknown): Promise<{ ok
     const named = await limiter.named(override.rule.name, override.record.client);
     if (!named.ok) return { ...named, ok: false };
     // Beside the bucket first, then listed: the list never shows an override not in force.
-    for (const { ref } of named.buckets) await withDeadline((signal) => limiter.backend.setOverride(ref, override.policy, signal), limiter.timeoutMs);
+    for (const { ref } of named.buckets) await limiter.store.send((signal) => limiter.backend.setOverride(ref, override.policy, signal));
     limiter.forget(named.buckets);
   }
-  await withDeadline((signal) => limiter.backend.overrides.put(override.record, signal), limiter.timeoutMs);
+  await limiter.store.send((signal) => limiter.backend.overrides.put(override.record, signal));
   limiter.forget();
   return { ok: true, override: { ...override.record, kind: override.kind } };
 }
@@ -151,7 +150,7 @@ export async function putOverride(limiter: Limiter, body: unknown): Promise<{ ok
  * await listOverrides(limiter); // { ok: true, overrides: [{ id, rule: "api", client: { … }, capacity: 1000, rate: "1000/1m", kind: "prefix" }] }
  */
 export async function listOverrides(limiter: Limiter): Promise<{ ok: true; overrides: (OverrideRecord & { kind: "exact" | "prefix" })[] }> {
-  const records = await withDeadline((signal) => limiter.backend.overrides.list(signal), limiter.timeoutMs);
+  const records = await limiter.store.send((signal) => limiter.backend.overrides.list(signal));
   return { ok: true, overrides: records.map((record) => ({ ...record, kind: Object.values(record.client).some((v) => v.endsWith("*")) ? "prefix" : "exact" })) };
 }
 
@@ -171,10 +170,10 @@ export async function deleteOverride(limiter: Limiter, body: unknown): Promise<{
   if (override.kind === "exact") {
     const named = await limiter.named(override.rule.name, override.record.client);
     if (!named.ok) return { ...named, ok: false };
-    for (const { ref } of named.buckets) await withDeadline((signal) => limiter.backend.setOverride(ref, null, signal), limiter.timeoutMs);
+    for (const { ref } of named.buckets) await limiter.store.send((signal) => limiter.backend.setOverride(ref, null, signal));
     limiter.forget(named.buckets);
   }
-  const removed = await withDeadline((signal) => limiter.backend.overrides.remove(override.record.id, signal), limiter.timeoutMs);
+  const removed = await limiter.store.send((signal) => limiter.backend.overrides.remove(override.record.id, signal));
   limiter.forget();
   return { ok: true, removed };
 }

@@ -19,3 +19,16 @@ export interface NamedPolicy extends BucketPolicy {
 export function secondsToFill(policy: BucketPolicy): number {
   return Math.ceil((policy.capacity * policy.refillPeriodMs) / policy.refillTokens / 1000);
 }
+
+/**
+ * A policy under an override: capacity and refill are the override's; everything else (the block
+ * after a refusal, `blockForMs`, the cost) stays the rule's, as an override never lifts a block.
+ *
+ * @example
+ * withOverride({ capacity: 5, refillTokens: 1, refillPeriodMs: 1000, blockForMs: 60000 }, { capacity: 50, refillTokens: 10, refillPeriodMs: 1000 });
+ * // { capacity: 50, refillTokens: 10, refillPeriodMs: 1000, blockForMs: 60000 }
+ */
+export function withOverride<P extends BucketPolicy>(policy: P, override: BucketPolicy): P {
+  const { capacity, refillTokens, refillPeriodMs } = override;
+  return { ...policy, capacity, refillTokens, refillPeriodMs };
+}

@@ -1,10 +1,10 @@
 import { LocalTable } from "./local-table";
-import type { LimiterBackend, SlotClaim } from "./backend";
-import { withDeadline } from "./deadline";
+import type { SlotClaim } from "./backend";
 import type { LimiterEvent } from "./events";
 import { DEGRADED_HEADER, withConcurrencyHeaders, type HeaderMode, type SlotHeader } from "./headers";
 import type { ConcurrencyRule } from "./rules";
 import { acquireSlots, releaseSlot, renewSlot, type SlotDecision, type SlotState } from "./slots";
+import type { CallTrace, StoreGuard } from "./store-guard";
 import type { Verdict } from "./verdict";
 
 /** One concurrency rule's claim in a check. */
@@ -27,15 +27,13 @@ export const MAX_LOCAL_ENTRIES = 10_000;
 
 /** What a {@link SlotKeeper} needs of its limiter. */
 export interface SlotKeeperOptions {
-  readonly backend: LimiterBackend;
+  /** Where releases and renewals go (under the deadline, counted). */
+  readonly store: StoreGuard;
   readonly clock: () => number;
-  readonly timeoutMs: number;
   /** Share of a concurrency rule's limit one isolate keeps while the store is unreachable. */
   readonly localFraction: number;
   readonly headerMode: HeaderMode;
   readonly log: (event: LimiterEvent, requestId: string | undefined) => void;
-  /** Counts one call to the store (the limiter's `stats`). */
-  readonly countCall: () => void;
 }
 
 /**
@@ -61,7 +59,7 @@ export class SlotKeeper {
    * The decisions for a request's claims as a refusal (the first enforced rule refused) or the
    * slots it now holds. Degraded (`local`), only `local` rules hold a slot; the others pass without one.
    */
-  answer(claims: readonly ClaimEntry[], decisions: readonly SlotDecision[], local: boolean, requestId: string | undefined): SlotAnswer | { kind: "verdict"; verdict: Verdict } {
+  private answer(claims: readonly ClaimEntry[], decisions: readonly SlotDecision[], local: boolean, requestId: string | undefined): SlotAnswer | { kind: "verdict"; verdict: Verdict } {
     const paired = claims.map(({ rule }, i) => ({ rule, limit: local ? this.localLimit(rule) : rule.limit, decision: decisions[i] ?? { granted: false, inFlight: rule.limit } }));
     for (const { rule, decision } of paired) {
       if (rule.mode === "shadow" && !decision.granted) this.options.log({ event: "limiter.shadow_refusal", rule: rule.name, outcome: "denied" }, requestId);
@@ -75,8 +73,38 @@ export class SlotKeeper {
     return { kind: "held", held, decisions: paired };
   }
 
+  /**
+   * Takes one slot per claim from the store, under the breaker and the deadline. A refusal of an
+   * enforced rule becomes `concurrency-refused`; an unreachable store, each rule's fail mode
+   * (`closed`: 503; `local`: slots in this isolate's memory, `localFraction` of the limit, at
+   * least one; else the request goes on without slots, `failedOpen`).
+   */
+  async take(claims: readonly ClaimEntry[], trace: CallTrace): Promise<SlotAnswer | { kind: "verdict"; verdict: Verdict }> {
+    const { store, log } = this.options;
+    const asked = claims.map(({ claim }) => claim);
+    const result = await store.decide((reached) => {
+      reached();
+      return store.send((signal) => store.backend.acquire(asked, signal));
+    }, trace, store.scope(asked));
+    if (result.kind === "misconfigured") return { kind: "verdict", verdict: { kind: "backend-misconfigured", variable: result.variable, message: result.message } };
+    if (result.kind === "answered") return this.answer(claims, result.value, false, trace.requestId);
+    if (trace.backendCall?.result !== "breaker_open") {
+      // The store may have taken the slots after all (an RPC cannot be recalled): give them back.
+      const giveBack = this.giveBack({ claims: asked, local: false }, trace.requestId);
+      if (trace.background !== undefined) trace.background(giveBack);
+      else void giveBack;
+    }
+    const reason = result.reason;
+    const closed = claims.find(({ rule }) => rule.mode === "enforce" && rule.failMode === "closed");
+    const local = claims.some(({ rule }) => rule.failMode === "local");
+    log({ event: "limiter.backend_failure", backend: store.backend.name, failMode: closed ? "closed" : local ? "local" : "open", reason }, trace.requestId);
+    if (closed !== undefined) return { kind: "verdict", verdict: { kind: "fail-closed", rule: closed.rule, backend: store.backend.name, reason } };
+    if (!local) return { kind: "held", held: { claims: [], local: false }, decisions: [], failedOpen: reason };
+    return this.answer(claims, this.acquireLocally(claims), true, trace.requestId);
+  }
+
   /** Degraded concurrency: `local` rules' slots in this isolate's memory ({@link SlotKeeper.localLimit}); other rules pass. */
-  acquireLocally(claims: readonly ClaimEntry[]): SlotDecision[] {
+  private acquireLocally(claims: readonly ClaimEntry[]): SlotDecision[] {
     const nowMs = this.options.clock();
     const entries = claims.map(({ rule, claim }) => {
       const key = slotKey(claim);
@@ -117,8 +145,7 @@ export class SlotKeeper {
       return;
     }
     try {
-      this.options.countCall();
-      await withDeadline((signal) => this.options.backend.renew(held.claims, signal), this.options.timeoutMs);
+      await this.options.store.send((signal) => this.options.store.backend.renew(held.claims, signal));
     } catch {
       // The next renewal tries again (each comes a third of the lease before it would lapse).
     }
@@ -140,10 +167,10 @@ export class SlotKeeper {
       for (const claim of held.claims) this.remember(slotKey(claim), releaseSlot(this.localSlots.get(slotKey(claim), nowMs), claim.id, nowMs));
       return;
     }
-    const { backend } = this.options;
+    const { store } = this.options;
+    const { backend } = store;
     try {
-      this.options.countCall();
-      await withDeadline((signal) => backend.release(held.claims, signal), this.options.timeoutMs);
+      await store.send((signal) => backend.release(held.claims, signal));
     } catch (error) {
       this.options.log({ event: "limiter.slot_release_failure", backend: backend.name, reason: error instanceof Error ? error.message : String(error) }, requestId);
     }
