@@ -12,7 +12,8 @@ export const DEFAULTS = {
   /** Entries of the per-isolate deny cache (0 = off). */
   denyCacheSize: 10_000,
   breaker: { failureThreshold: 5, cooldownMs: 5_000 },
-  identity: { ipHeader: "cf-connecting-ip", ipv6PrefixLength: 64 },
+  /** `trustedHops`: proxies that append to the address header; the client is that many entries from the right. */
+  identity: { ipHeader: "cf-connecting-ip", ipv6PrefixLength: 64, trustedHops: 1 },
   /** What a rule does when the backend cannot decide. */
   failMode: "open",
   /**

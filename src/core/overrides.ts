@@ -1,6 +1,6 @@
 import type { OverrideRecord } from "./backend";
-import { namedKeyValue, type IdentityOptions } from "./identity";
-import { keySpec } from "./key-parts";
+import { namedKeyValue, parseAddress, type IdentityOptions } from "./identity";
+import { keySpec, type KeyPart } from "./key-parts";
 import { compileRules, type Rule } from "./rules";
 import type { BucketPolicy } from "./token-bucket";
 
@@ -108,16 +108,80 @@ export function parseClient(
     const spec = keySpec(part);
     const text = client[spec];
     if (typeof text !== "string") return { ok: false, field: `client.${spec}`, message: `is missing: rule "${rule.name}" keys on ${specs.join(", ")}` };
-    const prefix = prefixes && text.endsWith("*");
-    const literal = prefix ? text.slice(0, -1) : text;
+    const starred = text.endsWith("*");
+    const literal = starred ? text.slice(0, -1) : text;
     if (literal.includes("*")) return { ok: false, field: `client.${spec}`, message: "may hold one * only, at the end" };
-    // A prefix of an address or route is kept as written (it is not a whole value to normalise).
-    const value = prefix ? literal.trim() : namedKeyValue(part, literal, identity);
-    if (value === undefined || (prefix && value === "")) return { ok: false, field: `client.${spec}`, message: `${JSON.stringify(text)} is not a valid ${spec} value` };
-    parts.push(prefix ? { kind: "prefix", prefix: value } : { kind: "exact", value });
-    canonical[spec] = prefix ? `${value}*` : value;
+    if (starred && !prefixes) return { ok: false, field: `client.${spec}`, message: `${JSON.stringify(text)} names many clients: name one` };
+    // A prefix is brought to the spelling traffic's values have, or refused if no value could start with it.
+    const match = part.kind === "ip" ? addressMatch(literal, starred, prefixes, identity) : starred ? textPrefix(part, literal) : exactValue(part, literal, identity);
+    if (typeof match === "string") return { ok: false, field: `client.${spec}`, message: `${JSON.stringify(text)} ${match}` };
+    parts.push(match);
+    canonical[spec] = match.kind === "prefix" ? `${match.prefix}*` : match.value;
   }
   return { ok: true, parts, canonical };
+}
+
+function exactValue(part: KeyPart, text: string, identity: IdentityOptions): PartMatch | string {
+  const value = namedKeyValue(part, text, identity);
+  return value === undefined ? `is not a valid ${keySpec(part)} value` : { kind: "exact", value };
+}
+
+/**
+ * An `ip` value: one address (any spelling), or with prefixes allowed a network, written in CIDR
+ * (`2001:db8::/32`, `203.0.113.0/24`) or as whole groups then `*` (`2001:db8:*`, `203.0.113.*`),
+ * on a group boundary (IPv4 /8, /16, /24; IPv6 a multiple of 16) no longer than the IPv6
+ * grouping. Its canonical spelling is the `*` form in the spelling traffic has (lower-case hex,
+ * no leading zeros, no `::`), so the text prefix matches exactly the network's clients.
+ */
+function addressMatch(text: string, starred: boolean, prefixes: boolean, identity: IdentityOptions): PartMatch | string {
+  const usage = "must be an address, or a network such as 203.0.113.0/24, 203.0.113.*, 2001:db8::/32 or 2001:db8:*";
+  const trimmed = text.trim();
+  let family: 4 | 6;
+  let groups: number[];
+  let length: number;
+  if (starred) {
+    const v4 = /^(\d{1,3}\.){1,3}$/.test(trimmed);
+    const v6 = /^([0-9a-f]{1,4}:){1,7}$/i.test(trimmed);
+    if (!v4 && !v6) return `${usage} (a * prefix is whole groups, each followed by its separator)`;
+    family = v4 ? 4 : 6;
+    groups = trimmed.slice(0, -1).split(v4 ? "." : ":").map((group) => parseInt(group, v4 ? 10 : 16));
+    if (v4 && groups.some((byte) => byte > 255)) return usage;
+    length = groups.length * (v4 ? 8 : 16);
+  } else {
+    const parsed = parseAddress(trimmed, identity);
+    if (parsed === undefined) return usage;
+    if (parsed.kind === "address") return { kind: "exact", value: parsed.value };
+    ({ family, length } = parsed);
+    groups = parsed.groups.slice(0, length / (family === 4 ? 8 : 16));
+    if (!prefixes) return "is a network of many clients: name one address";
+    if (!Number.isInteger(length / (family === 4 ? 8 : 16)) || length === 0) {
+      return `is not on a group boundary: a network override covers whole groups (IPv4 /8, /16 or /24; IPv6 a multiple of 16, e.g. /32 or /48)`;
+    }
+  }
+  if (family === 6 && length > identity.ipv6PrefixLength) {
+    return `can never match: IPv6 clients are grouped by /${identity.ipv6PrefixLength} (LIMITER_IPV6_PREFIX), so a longer prefix names less than one client`;
+  }
+  const separator = family === 4 ? "." : ":";
+  return { kind: "prefix", prefix: groups.map((group) => group.toString(family === 4 ? 10 : 16)).join(separator) + separator };
+}
+
+/**
+ * A prefix of a header, bearer or route value. A route prefix is brought to the spelling route
+ * values have (method upper-case, path lower-case, single slashes); one holding what route values
+ * never do (`;`, `%2F`) is refused.
+ */
+function textPrefix(part: KeyPart, text: string): PartMatch | string {
+  const value = text.trim();
+  if (value === "") return "is not a prefix: write some characters before the *";
+  if (part.kind !== "route") return { kind: "prefix", prefix: value };
+  const [, method = "", space, path = ""] = /^([A-Za-z]{1,16})(\s+)?(\/\S*)?$/.exec(value) ?? [];
+  if (method === "" || (space === undefined && path !== "") || (space !== undefined && path === "")) {
+    return 'must start with a method, then optionally a space and a path, e.g. "POST /api/*" or "GET *"';
+  }
+  if (/;|%2f/i.test(path)) return "can never match: route values drop matrix parameters (;) and decode %2F";
+  const upper = method.toUpperCase();
+  const canonicalMethod = space === undefined ? upper : upper === "HEAD" ? "GET" : upper;
+  return { kind: "prefix", prefix: space === undefined ? canonicalMethod : `${canonicalMethod} ${path.replace(/\/{2,}/g, "/").toLowerCase()}` };
 }
 
 /**

@@ -2,6 +2,7 @@ import { DEFAULTS } from "./defaults";
 import { describeKey, isHeaderName, keySpec, parseKeyPart, type KeyPart, type KeySpec } from "./key-parts";
 import type { NamedPolicy } from "./policy";
 import { parseRatePerSecond, parseRateShorthand, type RefillRate } from "./rate";
+import { pathSpellings } from "./path";
 import { MAX_SAFE_UNITS } from "./token-bucket";
 
 /** What a backend failure does to a request a rule covers: allow it, refuse with 503, or decide on the isolate's local share of the limit. */
@@ -262,15 +263,17 @@ const patterns = new Map<string, URLPattern>();
 
 /**
  * Whether a rule covers a request: method, path (as `normalizePath` returns it), headers and host.
- * Paths match case-insensitively: many origins route `/LOGIN` to `/login`, and a limit must not
- * be dodged by spelling.
+ * Paths match case-insensitively, and in every spelling an origin may route to the same handler
+ * (`pathSpellings`: `/login;x`, `/login.json`, `/api%2Flogin`): a limit must not be dodged by
+ * spelling. `GET` covers `HEAD` (the same handler, without the body), and a host's trailing dot
+ * (`example.com.`, the same name) is ignored.
  *
  * @example
  * ruleMatches(rule, { method: "POST", pathname: "/login", headers, host: "api.example.com" }); // true
  */
 export function ruleMatches(rule: Pick<Rule, "match">, request: MatchableRequest): boolean {
   const { path, methods, headers, hosts } = rule.match;
-  if (methods !== undefined && !methods.includes(request.method.toUpperCase())) return false;
+  if (methods !== undefined && !methodMatches(methods, request.method.toUpperCase())) return false;
   if (hosts !== undefined && !hosts.some((host) => hostMatches(host, request.host))) return false;
   if (headers !== undefined) {
     for (const [name, value] of Object.entries(headers)) {
@@ -281,11 +284,16 @@ export function ruleMatches(rule: Pick<Rule, "match">, request: MatchableRequest
   if (path === undefined) return true;
   let pattern = patterns.get(path);
   if (pattern === undefined) patterns.set(path, (pattern = new URLPattern({ pathname: path }, { ignoreCase: true })));
-  return pattern.test({ pathname: request.pathname });
+  const compiled = pattern;
+  return pathSpellings(request.pathname).some((pathname) => compiled.test({ pathname }));
+}
+
+function methodMatches(methods: readonly string[], method: string): boolean {
+  return methods.includes(method) || (method === "HEAD" && methods.includes("GET"));
 }
 
 function hostMatches(pattern: string, host: string): boolean {
-  const name = host.toLowerCase();
+  const name = host.toLowerCase().replace(/\.$/, "");
   return pattern.startsWith("*.") ? name.endsWith(pattern.slice(1)) && name.length > pattern.length - 1 : name === pattern;
 }
 
@@ -354,7 +362,8 @@ function parseMatch(value: unknown, fail: (field: string, message: string) => un
   let hosts: string[] | undefined;
   if (value.hosts !== undefined) {
     const list: unknown[] = Array.isArray(value.hosts) ? value.hosts : [];
-    const lower = list.map((h) => (typeof h === "string" ? h.trim().toLowerCase() : ""));
+    // `example.com.` is `example.com` (the root's dot), as requests are matched.
+    const lower = list.map((h) => (typeof h === "string" ? h.trim().toLowerCase().replace(/\.$/, "") : ""));
     if (lower.length === 0 || !lower.every((h) => HOST.test(h))) return fail("match.hosts", 'must be a non-empty list of host names, e.g. ["api.example.com", "*.example.com"]');
     hosts = lower;
   }

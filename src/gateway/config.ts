@@ -144,6 +144,8 @@ export function parseGatewayConfig(env: Env): ConfigResult {
   const ipHeaderField = read("LIMITER_IP_HEADER", DEFAULTS.identity.ipHeader);
   const ipHeaderText = ipHeaderField.text ?? "";
   const ipHeader = isHeaderName(ipHeaderText) ? ipHeaderText.toLowerCase() : fail(ipHeaderField, "must be a header name, e.g. cf-connecting-ip");
+  const trustedHops = integer("LIMITER_TRUSTED_PROXIES", DEFAULTS.identity.trustedHops, 1, 32);
+  if (trustedHops !== undefined && trustedHops > 1 && ipHeader === DEFAULTS.identity.ipHeader) fail(read("LIMITER_TRUSTED_PROXIES"), `counts proxies that append to a list header such as x-forwarded-for (LIMITER_IP_HEADER); ${DEFAULTS.identity.ipHeader} holds one address, so it must be 1`);
   const rules = parseRuleVars(vars, failMode);
   const backend = backendKind === undefined ? undefined : parseBackend(backendKind, vars);
   const admin = parseAdmin(vars);
@@ -152,7 +154,7 @@ export function parseGatewayConfig(env: Env): ConfigResult {
   const breaker = failureThreshold !== undefined && cooldownMs !== undefined ? { failureThreshold, cooldownMs } : undefined;
   const hashKey = parseToken(vars, "LIMITER_HASH_KEY", "keyed hashing of client keys");
   const identity =
-    ipHeader !== undefined && ipv6PrefixLength !== undefined && hashKey !== undefined ? { ipHeader, ipv6PrefixLength, ...(hashKey !== null && { hashKey }) } : undefined;
+    ipHeader !== undefined && ipv6PrefixLength !== undefined && trustedHops !== undefined && hashKey !== undefined ? { ipHeader, ipv6PrefixLength, trustedHops, ...(hashKey !== null && { hashKey }) } : undefined;
   const limiter = allDefined({ rules, failMode, localFraction, identity, missingKey, timeoutMs, headers, denyCacheSize, breaker });
   const origin = originUrl !== undefined && originTimeoutMs !== undefined ? { url: originUrl, timeoutMs: originTimeoutMs } : undefined;
   if (errors.length > 0 || limiter === undefined || origin === undefined || backend === undefined || admin === undefined || metrics === undefined) {

@@ -217,8 +217,9 @@ describe("identity", () => {
 
     const behindProxy = gatewayWith({ LIMITER_CAPACITY: "5", LIMITER_REFILL_RATE: "0.001", LIMITER_IP_HEADER: "X-Forwarded-For" });
     const [a, b] = [randomIp(), randomIp()];
-    expect(remaining(await behindProxy("/", { ip, headers: { "x-forwarded-for": `${a}, 10.0.0.1` } }))).toBe(4);
-    expect(remaining(await behindProxy("/", { ip, headers: { "x-forwarded-for": `${b}, 10.0.0.1` } }))).toBe(4);
+    // The proxy appends the client it saw: the last entry is the client, whatever it wrote before.
+    expect(remaining(await behindProxy("/", { ip, headers: { "x-forwarded-for": `10.0.0.1, ${a}` } }))).toBe(4);
+    expect(remaining(await behindProxy("/", { ip, headers: { "x-forwarded-for": `10.0.0.1, ${b}` } }))).toBe(4);
   });
 
   it("a request without the configured key is refused when so configured", async () => {
