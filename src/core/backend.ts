@@ -9,6 +9,16 @@ export interface BucketRef {
   readonly bucket: string;
 }
 
+/**
+ * One string naming a bucket within an isolate (local tables, caches): the rule and the client.
+ *
+ * @example
+ * bucketId({ bucket: "api", clientKey: "ip:3f2a…" }); // "api|ip:3f2a…"
+ */
+export function bucketId(ref: BucketRef): string {
+  return `${ref.bucket}|${ref.clientKey}`;
+}
+
 /** One charge against one bucket of one client. */
 export interface BucketCharge extends BucketRef {
   /** The policy unless the store holds an exact override for this bucket (which then wins). */

@@ -1,3 +1,4 @@
+import { ISOLATE_BOUNDS } from "./defaults";
 /** Options of {@link CircuitBreaker}. */
 export interface CircuitBreakerOptions {
   /** Consecutive failures that open the circuit. */
@@ -60,8 +61,6 @@ export class CircuitBreaker {
   }
 }
 
-/** Clients whose own circuit an isolate remembers; the oldest is forgotten first (its calls then just go through again). */
-const CLIENT_CIRCUITS_KEPT = 1_000;
 
 /**
  * The isolate's breakers where one store is many objects (a Durable Object per client): a failing
@@ -104,7 +103,7 @@ export class ScopedBreaker {
       circuit = new CircuitBreaker(this.options);
       this.clients.set(client, circuit);
       for (const oldest of this.clients.keys()) {
-        if (this.clients.size <= CLIENT_CIRCUITS_KEPT) break;
+        if (this.clients.size <= ISOLATE_BOUNDS.clientCircuits) break;
         this.clients.delete(oldest);
       }
     }

@@ -27,3 +27,14 @@ export const DEFAULTS = {
   /** A concurrency rule's lease when left out: a slot an isolate lost (it died mid-response) frees itself within this. */
   leaseMs: 30_000,
 } as const;
+
+/**
+ * How much per-client state one isolate keeps, by what: fixed bounds (not settings) that keep an
+ * isolate's memory small whatever its traffic. The README quotes them.
+ */
+export const ISOLATE_BOUNDS = {
+  /** Degraded-mode entries of one limiter: local buckets, local slot sets, known exact overrides. */
+  localEntries: 10_000,
+  /** Clients whose own breaker circuit is remembered (Durable Objects). */
+  clientCircuits: 1_000,
+} as const;

@@ -1,9 +1,9 @@
-import type { BucketAnswer, BucketCharge } from "./backend";
+import { bucketId, type BucketAnswer, type BucketCharge } from "./backend";
+import { ISOLATE_BOUNDS } from "./defaults";
 import type { HeaderMode } from "./headers";
 import { LocalTable } from "./local-table";
 import type { PrefixOverrides } from "./overrides";
 import { withOverride } from "./policy";
-import { MAX_LOCAL_ENTRIES } from "./slot-keeper";
 import type { RuleCharge } from "./subject-resolver";
 import { MAX_SAFE_UNITS, takeBuckets, type BucketPolicy, type BucketState } from "./token-bucket";
 import type { Verdict } from "./verdict";
@@ -37,7 +37,7 @@ export function localPolicy(policy: BucketPolicy, fraction: number, cost = 1): B
  * const verdict = degraded.decide(localCharges, "take", prefixes, "all");
  */
 export class DegradedBuckets {
-  private readonly buckets = new LocalTable<BucketState>(MAX_LOCAL_ENTRIES);
+  private readonly buckets = new LocalTable<BucketState>(ISOLATE_BOUNDS.localEntries);
   /**
    * Exact overrides the store answered with, by bucket (`local` rules only): what a degraded
    * decision scales, so an outage does not lift a client's lowered limit. A read makes an entry
@@ -54,7 +54,7 @@ export class DegradedBuckets {
   decide(charges: readonly RuleCharge[], operation: "take" | "peek", prefixes: PrefixOverrides | undefined, headerMode: HeaderMode): Verdict {
     const nowMs = this.clock();
     const keyed = charges.map((entry) => {
-      const key = localKey(entry.charge);
+      const key = bucketId(entry.charge);
       const prefix = entry.values === undefined ? undefined : prefixes?.policyFor(entry.rule, entry.values);
       const inForce = this.knownOverride(key) ?? (prefix === undefined ? entry.charge.policy : withOverride(entry.charge.policy, prefix));
       const policy = localPolicy(inForce, this.fraction, entry.charge.cost);
@@ -80,13 +80,13 @@ export class DegradedBuckets {
     charges.forEach(({ rule }, i) => {
       const [charge, answer] = [asked[i], answers[i]];
       if (rule.failMode !== "local" || charge === undefined || answer === undefined) return;
-      const key = localKey(charge);
+      const key = bucketId(charge);
       this.knownOverrides.delete(key);
       const { capacity, refillTokens, refillPeriodMs } = answer.policy;
       if (capacity === charge.policy.capacity && refillTokens === charge.policy.refillTokens && refillPeriodMs === charge.policy.refillPeriodMs) return;
       this.knownOverrides.set(key, withOverride(charge.policy, answer.policy));
       for (const oldest of this.knownOverrides.keys()) {
-        if (this.knownOverrides.size <= MAX_LOCAL_ENTRIES) break;
+        if (this.knownOverrides.size <= ISOLATE_BOUNDS.localEntries) break;
         this.knownOverrides.delete(oldest);
       }
     });
@@ -99,8 +99,4 @@ export class DegradedBuckets {
     this.knownOverrides.set(key, policy);
     return policy;
   }
-}
-
-function localKey(charge: BucketCharge): string {
-  return `${charge.bucket}|${charge.clientKey}`;
 }

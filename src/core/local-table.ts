@@ -7,7 +7,7 @@
  * tracked, and callers refuse it (towards refusing, never admitting).
  *
  * @example
- * const table = new LocalTable<BucketState>(10_000);
+ * const table = new LocalTable<BucketState>(ISOLATE_BOUNDS.localEntries);
  * if (!table.tracks(key, now)) return refuse();
  * const state = table.get(key, now);
  * table.set(key, next, now + expiresInMs, now);

@@ -1,3 +1,4 @@
+import { isObject } from "./units";
 import type { OverrideRecord } from "./backend";
 import { namedKeyValue, parseAddress, type IdentityOptions } from "./identity";
 import { keySpec, type KeyPart } from "./key-parts";
@@ -233,8 +234,4 @@ function matches(parts: readonly PartMatch[], values: readonly string[]): boolea
     const value = values[i];
     return value !== undefined && (part.kind === "exact" ? value === part.value : value.startsWith(part.prefix));
   });
-}
-
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
 }

@@ -1,3 +1,4 @@
+import { DURATION_UNIT_PATTERN, DURATION_UNITS_MS, type DurationUnit } from "./units";
 import type { BucketPolicy } from "./token-bucket";
 
 /** A refill rate as an exact fraction, the form the token bucket computes with. */
@@ -30,8 +31,7 @@ function gcd(a: number, b: number): number {
   return a;
 }
 
-const PERIOD_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
-const SHORTHAND = /^(\d{1,9})\s*\/\s*(\d{1,6})?\s*(ms|s|m|h|d)$/;
+const SHORTHAND = new RegExp(`^(\\d{1,9})\\s*\\/\\s*(\\d{1,6})?\\s*(${DURATION_UNIT_PATTERN})$`);
 
 /**
  * Parses an "N per period" shorthand: `"100/1m"`, `"5/30s"`, `"10000/1d"`, `"20/s"`.
@@ -44,7 +44,7 @@ export function parseRateShorthand(text: string): RefillRate | undefined {
   const match = SHORTHAND.exec(text.trim());
   if (!match) return undefined;
   const tokens = Number(match[1]);
-  const periodMs = Number(match[2] ?? "1") * PERIOD_MS[match[3] as keyof typeof PERIOD_MS];
+  const periodMs = Number(match[2] ?? "1") * DURATION_UNITS_MS[match[3] as DurationUnit];
   if (tokens === 0 || periodMs === 0) return undefined;
   const divisor = gcd(tokens, periodMs);
   return { refillTokens: tokens / divisor, refillPeriodMs: periodMs / divisor };

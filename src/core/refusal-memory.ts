@@ -1,4 +1,4 @@
-import type { BucketCharge, BucketRef } from "./backend";
+import { bucketId, type BucketCharge, type BucketRef } from "./backend";
 import { DenyCache, type CachedRefusal } from "./deny-cache";
 import type { Rule } from "./rules";
 import type { RuleCharge } from "./subject-resolver";
@@ -34,14 +34,14 @@ export class RefusalMemory {
 
   /** Forgets what is remembered of this bucket (after a reset or an override). */
   forget(ref: BucketRef): void {
-    this.cache.forget(cacheKey(ref));
+    this.cache.forget(bucketId(ref));
   }
 
   /** The refusals held for these charges, without waiting on or starting a probe (peeks). */
   refusals(charges: readonly RuleCharge[]): RuleOutcome[] {
     const nowMs = this.clock();
     return charges.flatMap(({ rule, charge }) => {
-      const refusal = answersFor(rule, charge) ? this.cache.peek(cacheKey(charge), nowMs) : undefined;
+      const refusal = answersFor(rule, charge) ? this.cache.peek(bucketId(charge), nowMs) : undefined;
       return refusal === undefined ? [] : [cachedOutcome(rule, refusal, nowMs)];
     });
   }
@@ -57,7 +57,7 @@ export class RefusalMemory {
     const probes: (() => void)[] = [];
     for (const { rule, charge } of charges) {
       if (!answersFor(rule, charge)) continue;
-      const key = cacheKey(charge);
+      const key = bucketId(charge);
       let answer = this.cache.lookup(key, this.clock());
       // Waiting is real time, whatever clock the cache runs on.
       const waitUntil = Date.now() + this.timeoutMs;
@@ -95,7 +95,7 @@ export class RefusalMemory {
             ? waitForTokensMs(policy, charge.cost, decision.resetMs)
             : 0;
       if (waitMs > 0) {
-        this.cache.remember(cacheKey(charge), { retryAtMs: nowMs + waitMs, resetAtMs: nowMs + decision.resetMs, remaining: decision.remaining, policy });
+        this.cache.remember(bucketId(charge), { retryAtMs: nowMs + waitMs, resetAtMs: nowMs + decision.resetMs, remaining: decision.remaining, policy });
       }
     });
   }
@@ -121,8 +121,4 @@ function cachedOutcome(rule: Rule, refusal: CachedRefusal, nowMs: number): RuleO
     policy: effectivePolicy(rule, refusal.policy, rule.policy.cost),
     decision: { outcome: "denied", remaining: refusal.remaining, retryAfterMs: refusal.retryAtMs - nowMs, resetMs: refusal.resetAtMs - nowMs },
   };
-}
-
-function cacheKey(ref: BucketRef): string {
-  return `${ref.bucket}|${ref.clientKey}`;
 }

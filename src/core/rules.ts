@@ -1,3 +1,4 @@
+import { DURATION_UNIT_PATTERN, DURATION_UNITS_MS, isObject, type DurationUnit } from "./units";
 import { DEFAULTS } from "./defaults";
 import { describeKey, isHeaderName, keySpec, parseKeyPart, type KeyPart, type KeySpec } from "./key-parts";
 import type { NamedPolicy } from "./policy";
@@ -132,8 +133,7 @@ const BUCKET_FIELDS = ["capacity", "rate", "cost", "blockFor", "count"] as const
 const CONCURRENCY_FIELDS = ["lease"] as const;
 const MIN_LEASE_MS = 1_000;
 const MAX_LEASE_MS = 3_600_000;
-const DURATION = /^(\d{1,9})\s*(ms|s|m|h|d)$/;
-const DURATION_MS = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
+const DURATION = new RegExp(`^(\\d{1,9})\\s*(${DURATION_UNIT_PATTERN})$`);
 /** The longest block: 30 days. */
 const MAX_BLOCK_MS = 30 * 86_400_000;
 const MATCH_FIELDS = ["path", "methods", "headers", "hosts"] as const;
@@ -333,7 +333,7 @@ function parseCount(value: unknown): string[] | undefined {
 function parseDuration(value: unknown): number | undefined {
   const match = typeof value === "string" ? DURATION.exec(value.trim()) : null;
   if (match === null) return undefined;
-  const ms = Number(match[1]) * DURATION_MS[match[2] as keyof typeof DURATION_MS];
+  const ms = Number(match[1]) * DURATION_UNITS_MS[match[2] as DurationUnit];
   return ms >= 1 && ms <= MAX_BLOCK_MS ? ms : undefined;
 }
 
@@ -387,10 +387,6 @@ function parseMatch(value: unknown, fail: (field: string, message: string) => un
     methods = upper;
   }
   return { ...(path !== undefined && { path }), ...(methods !== undefined && { methods }), ...(headers !== undefined && { headers }), ...(hosts !== undefined && { hosts }) };
-}
-
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
 function isInteger(value: unknown, min: number, max: number): value is number {

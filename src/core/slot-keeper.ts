@@ -1,5 +1,6 @@
 import { LocalTable } from "./local-table";
-import type { SlotClaim } from "./backend";
+import { bucketId, type SlotClaim } from "./backend";
+import { ISOLATE_BOUNDS } from "./defaults";
 import type { LimiterEvent } from "./events";
 import { DEGRADED_HEADER, withConcurrencyHeaders, type HeaderMode, type SlotHeader } from "./headers";
 import type { ConcurrencyRule } from "./rules";
@@ -22,8 +23,6 @@ export interface HeldSlots {
 /** Slots taken for a request (none when every rule failed open: `failedOpen` says why), with what headers show of them. */
 export type SlotAnswer = { readonly kind: "held"; readonly held: HeldSlots; readonly decisions: readonly SlotHeader[]; readonly failedOpen?: string };
 
-/** Degraded-mode entries (slot sets, buckets, known overrides) one limiter keeps in memory: the oldest go first. */
-export const MAX_LOCAL_ENTRIES = 10_000;
 
 /** What a {@link SlotKeeper} needs of its limiter. */
 export interface SlotKeeperOptions {
@@ -51,7 +50,7 @@ export class SlotKeeper {
   /** Concurrency slots an allowed verdict holds, until {@link SlotKeeper.release}. */
   private readonly held = new WeakMap<Verdict, HeldSlots>();
   /** Degraded-mode slots, this isolate's only. */
-  private readonly localSlots = new LocalTable<SlotState>(MAX_LOCAL_ENTRIES);
+  private readonly localSlots = new LocalTable<SlotState>(ISOLATE_BOUNDS.localEntries);
 
   constructor(private readonly options: SlotKeeperOptions) {}
 
@@ -190,5 +189,5 @@ export class SlotKeeper {
 
 /** Where a client's slots under one concurrency rule are kept in this isolate (degraded mode). */
 function slotKey(claim: SlotClaim): string {
-  return `${claim.bucket}|${claim.clientKey}`;
+  return bucketId(claim);
 }
