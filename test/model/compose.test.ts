@@ -47,7 +47,7 @@ const CONFIGS: readonly Config[] = [
 ];
 
 /** Runs per configuration in `npm test`, and commands per run: bounded well under a minute per backend. */
-const QUICK_RUNS = 3;
+const QUICK_RUNS = 5;
 const MAX_COMMANDS = LONG_RUNS > 0 ? 40 : 22;
 const TIME_LIMIT_MS = LONG_RUNS > 0 ? 60 * 60_000 : 45_000;
 
@@ -105,7 +105,10 @@ for (const config of CONFIGS) {
           interruptAfterTimeLimit: TIME_LIMIT_MS,
           endOnFailure: SURVEY,
         });
-        if (result.failed) throw new Error(fc.defaultReportMessage(result) ?? "model run failed");
+        if (result.failed) {
+          const cause = result.errorInstance instanceof Error ? result.errorInstance.message : String(result.errorInstance);
+          throw new Error(`${fc.defaultReportMessage(result) ?? "model run failed"}\n${cause}`);
+        }
         expect(result.numRuns).toBeGreaterThan(0);
       },
       TIME_LIMIT_MS + 60_000,
