@@ -1,0 +1,395 @@
+import { localShare, ROUTES, RULES, type BucketRuleModel, type BucketRuleName, type ModelPolicy, type RouteName } from "./rules";
+
+/**
+ * The reference model: what sluice promises, as a conservative envelope over what was observed.
+ * It never predicts a decision; it bounds what any correct gateway may have done, from the
+ * times (Node's clock, the store's machine) at which requests were sent and answers arrived:
+ *
+ * - bucket: in every interval (s, t] not crossing a reset, a client's admitted cost under a rule
+ *   is at most C + ρ·(t − s) + the refunds that may have landed in it, with C and ρ the most
+ *   permissive of the policies that may be in force then (an override applies from the moment
+ *   its admin request is sent; the old policy may still apply until its answer, plus 10 s for a
+ *   prefix override and a lease's second for an exact one on Durable Objects). An admission
+ *   happened between its request's sending and its answer; a refund of a `count` rule at most
+ *   gives back the cost, after the charge, within the limiter's deadline of the answer, and never
+ *   across a reset (it belongs to the bucket the reset replaced);
+ * - block: after a 429 naming a `blockFor` rule, every request of that client under the rule
+ *   SENT after the 429 arrived is refused until (refusal sent + blockFor − slack), unless a reset
+ *   came between; a 429 during a known block announces (Retry-After) at least the block's rest;
+ * - concurrency: checked at the origin (its own books: see origin.ts);
+ * - degraded (`failMode: "local"`, X-Sluice-Degraded): per isolate, at most its local share;
+ * - fail open (no decision, no headers) is excused only while the store is frozen (until the
+ *   breaker's cool-down after the thaw) or for a client whose own bucket is broken;
+ * - headers agree with the status.
+ */
+
+/** Clock granularity and store/Node clock offsets, ms. */
+export const SLACK_MS = 25;
+
+export interface Answer {
+  readonly id: number;
+  readonly step: number;
+  readonly client: string;
+  readonly route: RouteName | "work";
+  readonly isolate: number;
+  readonly send: number;
+  readonly recv: number;
+  readonly status: number;
+  readonly headers: Readonly<Record<string, string>>;
+  readonly body: string;
+  /** The status asked of the origin (count route). */
+  readonly asked?: number;
+}
+
+export interface AdminChange {
+  readonly kind: "exact" | "prefix";
+  readonly rule: BucketRuleName;
+  /** The client value (exact) or the pattern's prefix without `*` (prefix). */
+  readonly subject: string;
+  readonly policy: ModelPolicy | null;
+  readonly send: number;
+  readonly recv: number;
+  /** The admin request failed: the change may or may not have been made. */
+  readonly uncertain?: boolean;
+}
+
+export interface Reset {
+  readonly rule: BucketRuleName;
+  readonly client: string;
+  readonly send: number;
+  readonly recv: number;
+  /** The admin request failed: the reset may or may not have been made (never an anchor, always a break). */
+  readonly uncertain?: boolean;
+}
+
+export interface Violation {
+  readonly kind: string;
+  readonly message: string;
+}
+
+export interface EnvelopeOptions {
+  /** Lag of an exact override after its answer (Durable Object leases: up to a second). */
+  readonly exactLagMs: number;
+  /** The limiter's deadline: refunds land within it of the answer. */
+  readonly timeoutMs: number;
+  /** After a thaw, fail-mode answers are excused this long (breaker cool-down and probe). */
+  readonly thawGraceMs: number;
+  readonly localFraction: number;
+  /** Fail-mode answers are excused until then (left over from an earlier run's outage). */
+  readonly degradedUntil: number;
+}
+
+const PREFIX_LAG_MS = 10_000 + 500;
+
+export class Envelope {
+  readonly answers: Answer[] = [];
+  readonly changes: AdminChange[] = [];
+  readonly resets: Reset[] = [];
+  readonly freezes: { from: number; to: number | undefined }[] = [];
+  readonly poisoned: { rule: BucketRuleName; client: string; at: number }[] = [];
+  readonly violations: Violation[] = [];
+  private checkedAnswers = 0;
+
+  constructor(readonly options: EnvelopeOptions) {}
+
+  /** Checks every promise for the answers recorded since the last call; returns the new violations. */
+  verify(): Violation[] {
+    const fresh = this.answers.slice(this.checkedAnswers);
+    this.checkedAnswers = this.answers.length;
+    const found: Violation[] = [];
+    for (const answer of fresh) found.push(...this.checkHeaders(answer));
+    for (const answer of fresh) found.push(...this.checkBuckets(answer));
+    for (const answer of fresh) found.push(...this.checkBlocks(answer));
+    this.violations.push(...found);
+    return found;
+  }
+
+  record(violation: Violation): void {
+    this.violations.push(violation);
+  }
+
+  // ---- what answers mean ----
+
+  static admitted(answer: Answer): boolean {
+    return answer.headers["x-model-origin"] === "1";
+  }
+
+  static degraded(answer: Answer): boolean {
+    return answer.headers["x-sluice-degraded"] === "local";
+  }
+
+  /** A decision by the fail mode `open`: admitted with no rate-limit headers at all. */
+  static failedOpen(answer: Answer): boolean {
+    return Envelope.admitted(answer) && answer.headers["ratelimit-policy"] === undefined;
+  }
+
+  rulesOf(answer: Answer): readonly BucketRuleModel[] {
+    return answer.route === "work" ? [] : ROUTES[answer.route].rules.map((name) => RULES[name]);
+  }
+
+  /** Whether the store may have been unreachable for this answer (frozen, or the breaker still open after). */
+  storeMayBeDown(answer: Pick<Answer, "send" | "recv">): boolean {
+    if (answer.send < this.options.degradedUntil) return true;
+    return this.freezes.some(({ from, to }) => answer.recv >= from && (to === undefined || answer.send <= to + this.options.thawGraceMs));
+  }
+
+  isPoisoned(rule: BucketRuleName, answer: Answer): boolean {
+    return this.poisoned.some((p) => p.rule === rule && p.client === answer.client && answer.recv >= p.at);
+  }
+
+  // ---- policies in force ----
+
+  /** Values a sequence of changes may have given one override during [s, t]: each is current from its change's sending until the next one's answer plus the lag. */
+  private possibleValues(changes: readonly AdminChange[], s: number, t: number, lagMs: number): (ModelPolicy | null)[] {
+    const values: (ModelPolicy | null)[] = [];
+    const ordered = [...changes].sort((a, b) => a.send - b.send);
+    for (let i = -1; i < ordered.length; i++) {
+      const from = i < 0 ? -Infinity : ordered[i]!.send;
+      // A value stays possible until a change that certainly happened replaced it.
+      const next = ordered.slice(i + 1).find((c) => c.uncertain !== true);
+      const until = next === undefined ? Infinity : next.recv + lagMs;
+      if (from <= t && until >= s) values.push(i < 0 ? null : ordered[i]!.policy);
+    }
+    return values;
+  }
+
+  /** Every policy that may be in force for a client under a rule at some moment of [s, t]. */
+  policies(rule: BucketRuleModel, client: string, s: number, t: number): ModelPolicy[] {
+    const exact = this.changes.filter((c) => c.kind === "exact" && c.rule === rule.name && c.subject === client);
+    const prefix = this.changes.filter((c) => c.kind === "prefix" && c.rule === rule.name && client.startsWith(c.subject));
+    const out: ModelPolicy[] = [];
+    for (const e of this.possibleValues(exact, s, t, this.options.exactLagMs + SLACK_MS)) {
+      if (e !== null) out.push(e);
+      else for (const p of this.possibleValues(prefix, s, t, PREFIX_LAG_MS)) out.push(p ?? rule.policy);
+    }
+    return out;
+  }
+
+  /** Every policy ever possible for the client (degraded decisions may use a cached one of any age). */
+  allPolicies(rule: BucketRuleModel, client: string): ModelPolicy[] {
+    return this.policies(rule, client, -Infinity, Infinity);
+  }
+
+  // ---- the bucket envelope ----
+
+  private charges(rule: BucketRuleModel, client: string, kind: "store" | { isolate: number }): Answer[] {
+    return this.answers.filter((a) => {
+      if (a.client !== client || !Envelope.admitted(a) || !this.rulesOf(a).includes(rule)) return false;
+      if (kind !== "store") return Envelope.degraded(a) && a.isolate === kind.isolate;
+      if (Envelope.degraded(a)) return false;
+      // Fail-open answers are no decision while the store may be down, or for a broken bucket.
+      if (Envelope.failedOpen(a) && (this.storeMayBeDown(a) || this.isPoisoned(rule.name, a))) return false;
+      return true;
+    });
+  }
+
+  private resetsOf(rule: BucketRuleModel, client: string): Reset[] {
+    return this.resets.filter((r) => r.rule === rule.name && r.client === client);
+  }
+
+  /**
+   * The least upper bound the envelope gives on `rule`'s tokens for `client` at time t, after the
+   * admissions `counted` selects (store decisions only), or the local share's for an isolate.
+   */
+  headroom(rule: BucketRuleModel, client: string, t: number, counted: (a: Answer) => boolean, isolate?: number): { bound: number; used: number; from: number } {
+    const local = isolate !== undefined;
+    const charges = this.charges(rule, client, local ? { isolate } : "store").filter(counted);
+    const resets = this.resetsOf(rule, client);
+    const starts = new Set<number>([-Infinity, ...charges.map((a) => a.send), ...resets.filter((r) => r.uncertain !== true).map((r) => r.recv)]);
+    let best = { bound: Infinity, used: 0, from: -Infinity };
+    for (const s of starts) {
+      if (s > t) continue;
+      // A window may not contain a reset (it refills the bucket).
+      if (resets.some((r) => r.recv > s && r.send < t)) continue;
+      const policies = local ? this.allPolicies(rule, client).map((p) => localShare(p, this.options.localFraction, rule.cost)) : this.policies(rule, client, s, t);
+      const capacity = Math.max(...policies.map((p) => p.capacity));
+      const rate = Math.max(...policies.map((p) => p.rate));
+      const span = s === -Infinity ? Infinity : t - s + SLACK_MS;
+      let refunds = 0;
+      if (!local && rule.count !== undefined) {
+        for (const a of charges) {
+          if (rule.count.includes(a.status) || a.send >= t || a.recv + this.options.timeoutMs + 250 <= s) continue;
+          // A refund never crosses a reset: the charge it gives back belongs to the bucket the reset replaced.
+          if (resets.some((r) => r.uncertain !== true && r.send >= a.recv && r.recv <= s)) continue;
+          refunds += rule.cost;
+        }
+      }
+      const used = charges.filter((a) => a.send >= s && a.recv <= t).length * rule.cost;
+      const bound = Math.min(capacity + (span === Infinity ? Infinity : (rate * span) / 1000), Infinity) + refunds;
+      if (bound - used < best.bound - best.used) best = { bound, used, from: s };
+    }
+    return best;
+  }
+
+  private checkBuckets(answer: Answer): Violation[] {
+    if (answer.route === "work" || !Envelope.admitted(answer)) return [];
+    const out: Violation[] = [];
+    for (const rule of this.rulesOf(answer)) {
+      if (rule.mode === "shadow") continue; // charged, never refuses: no bound on what passes
+      const degraded = Envelope.degraded(answer);
+      const isolate = degraded ? answer.isolate : undefined;
+      const { bound, used, from } = this.headroom(rule, answer.client, answer.recv, () => true, isolate);
+      if (used > bound + 1e-9) {
+        out.push({
+          kind: degraded ? "local-share-exceeded" : "over-admission",
+          message: `${rule.name}/${answer.client}${degraded ? ` on isolate ${answer.isolate} (degraded)` : ""}: ${used} tokens admitted in (${fmt(from)}, ${fmt(answer.recv)}] ms, the envelope allows ${bound.toFixed(2)} (answer #${answer.id}, step ${answer.step})`,
+        });
+      }
+    }
+    return out;
+  }
+
+  // ---- blocks ----
+
+  private checkBlocks(answer: Answer): Violation[] {
+    if (answer.route === "work") return [];
+    const out: Violation[] = [];
+    for (const rule of this.rulesOf(answer)) {
+      if (rule.blockForMs === 0) continue;
+      const resets = this.resetsOf(rule, answer.client);
+      const resetBetween = (from: number, to: number) => resets.some((reset) => reset.recv > from && reset.send <= to);
+      const refusals = this.answers.filter((r) => r !== answer && r.client === answer.client && r.status === 429 && violated(r).includes(rule.name));
+      // Refusals certainly before this request was sent, whose block certainly still held when it was.
+      const known = refusals.filter((r) => r.recv <= answer.send && answer.send < r.send + rule.blockForMs - SLACK_MS && !resetBetween(r.send, answer.send));
+      const retryAfter = Number(answer.headers["retry-after"]);
+      for (const r of known) {
+        if (Envelope.admitted(answer)) {
+          out.push({
+            kind: "block-broken",
+            message: `${rule.name}/${answer.client}: refused (answer #${r.id}, isolate ${r.isolate}, Retry-After ${r.headers["retry-after"]}), blockFor ${rule.blockForMs} ms, yet answer #${answer.id} sent ${fmt(answer.send - r.send)} ms after that refusal was sent was admitted (isolate ${answer.isolate}, status ${answer.status})`,
+          });
+          break;
+        }
+        const blockLeft = r.send + rule.blockForMs - answer.recv - SLACK_MS;
+        if (answer.status === 429 && retryAfter * 1000 < blockLeft) {
+          out.push({
+            kind: "block-retry-after",
+            message: `${rule.name}/${answer.client}: answer #${answer.id} refused during a block that lasts ≥ ${Math.round(blockLeft)} ms more (from answer #${r.id}), but says Retry-After ${retryAfter}`,
+          });
+          break;
+        }
+      }
+      // A refusal that no earlier block can explain starts one: it says when that block ends.
+      if (answer.status === 429 && violated(answer).includes(rule.name)) {
+        const earlier = refusals.some((r) => r.send < answer.recv && r.recv + rule.blockForMs + SLACK_MS > answer.send && !resetBetween(r.send, answer.send));
+        const blockLeft = answer.send + rule.blockForMs - answer.recv - SLACK_MS;
+        if (!earlier && retryAfter * 1000 < blockLeft) {
+          out.push({ kind: "block-retry-after", message: `${rule.name}/${answer.client}: answer #${answer.id} is the refusal that starts a ${rule.blockForMs} ms block, but says Retry-After ${retryAfter}` });
+        }
+      }
+    }
+    return out;
+  }
+
+  // ---- headers ----
+
+  private checkHeaders(answer: Answer): Violation[] {
+    const out: Violation[] = [];
+    const bad = (message: string, kind = "headers") => out.push({ kind, message: `answer #${answer.id} (${answer.route}, ${answer.client}, isolate ${answer.isolate}, status ${answer.status}): ${message}` });
+    const h = answer.headers;
+    const admitted = Envelope.admitted(answer);
+    if (answer.route === "work") {
+      if (answer.status === 429 || (admitted && answer.status === 200)) {
+        if (!/"inflight";q=2;qu="concurrent-requests"/.test(h["ratelimit-policy"] ?? "")) bad(`RateLimit-Policy ${h["ratelimit-policy"]} lacks the concurrency rule`);
+      }
+      if (answer.status === 429 && h["retry-after"] !== "1") bad(`Retry-After ${h["retry-after"]} on a concurrency refusal`);
+      if (!admitted && answer.status !== 429 && answer.status !== 503) bad("unexpected status", "unexpected-status");
+      return out;
+    }
+    const rules = this.rulesOf(answer);
+    const enforced = rules.filter((r) => r.mode === "enforce");
+    const policyItems = parseItems(h["ratelimit-policy"]);
+    const limit = parseItems(h["ratelimit"])[0];
+    const degraded = Envelope.degraded(answer);
+    const capacitiesOf = (rule: BucketRuleModel) => {
+      const policies = degraded ? this.allPolicies(rule, answer.client).map((p) => localShare(p, this.options.localFraction, rule.cost)) : this.policies(rule, answer.client, answer.send, answer.recv);
+      return new Set(policies.map((p) => p.capacity));
+    };
+    const checkPolicyHeaders = () => {
+      const names = policyItems.map((i) => i.name);
+      if (names.join(",") !== rules.map((r) => r.name).join(",")) bad(`RateLimit-Policy names [${names}], the route's rules are [${rules.map((r) => r.name)}]`);
+      for (const item of policyItems) {
+        const rule = rules.find((r) => r.name === item.name);
+        if (rule !== undefined && !capacitiesOf(rule).has(Number(item.params.q))) bad(`RateLimit-Policy q=${item.params.q} for ${rule.name}, the capacities possibly in force are [${[...capacitiesOf(rule)]}]`);
+      }
+      if (limit === undefined) return bad("no RateLimit header");
+      const rule = rules.find((r) => r.name === limit.name);
+      if (rule === undefined || (rule.mode === "shadow" && enforced.length > 0)) bad(`RateLimit names ${limit.name}, not an enforced rule of the route`);
+      const r = Number(limit.params.r);
+      const q = Number(policyItems.find((i) => i.name === limit.name)?.params.q);
+      if (!(r >= 0 && r <= q)) bad(`RateLimit r=${limit.params.r} outside [0, q=${q}]`);
+      if (h["x-ratelimit-remaining"] !== String(limit.params.r)) bad(`X-RateLimit-Remaining ${h["x-ratelimit-remaining"]} ≠ RateLimit r=${limit.params.r}`);
+      if (h["x-ratelimit-limit"] !== String(q)) bad(`X-RateLimit-Limit ${h["x-ratelimit-limit"]} ≠ q=${q}`);
+      if (h["x-ratelimit-reset"] !== String(limit.params.t)) bad(`X-RateLimit-Reset ${h["x-ratelimit-reset"]} ≠ RateLimit t=${limit.params.t}`);
+      return undefined;
+    };
+    if (degraded && !rules.some((r) => r.failMode === "local")) bad("X-Sluice-Degraded on a route without a failMode-local rule");
+
+    if (answer.status === 429) {
+      const names = violated(answer);
+      if (h["content-type"] !== "application/problem+json") bad(`429 with content-type ${h["content-type"]}`);
+      if (names.length === 0 || names.some((n) => !enforced.some((r) => r.name === n))) bad(`violated-policies [${names}] are not enforced rules of the route [${enforced.map((r) => r.name)}]`);
+      const retryAfter = Number(h["retry-after"]);
+      if (!(Number.isInteger(retryAfter) && retryAfter >= 1)) bad(`Retry-After ${h["retry-after"]} on a 429`);
+      checkPolicyHeaders();
+      if (limit !== undefined && !names.includes(limit.name)) bad(`RateLimit names ${limit.name}, which did not refuse`);
+      if (limit !== undefined && Math.max(1, Number(limit.params.t)) !== retryAfter) bad(`Retry-After ${retryAfter} ≠ max(1, RateLimit t=${limit.params.t})`);
+      return out;
+    }
+    if (answer.status === 503) {
+      if (!enforced.some((r) => r.failMode === "closed")) bad("503 on a route whose rules fail open or local", "unexpected-status");
+      else if (!this.storeMayBeDown(answer) && !rules.some((r) => this.isPoisoned(r.name, answer))) bad("503 (fail closed) while the store answered", "fail-mode-while-healthy");
+      return out;
+    }
+    if (!admitted) {
+      bad(`unexpected status from the gateway: ${answer.body.slice(0, 200)}`, "unexpected-status");
+      return out;
+    }
+    if (h["retry-after"] !== undefined) bad(`Retry-After on an admitted request`);
+    if (Envelope.failedOpen(answer)) {
+      if (enforced.some((r) => r.failMode !== "open")) bad("admitted with no rate-limit headers on a route whose rules fail closed or local");
+      else if (!this.storeMayBeDown(answer) && !rules.some((r) => this.isPoisoned(r.name, answer)))
+        bad("admitted by the fail mode (no decision, no headers) while the store answered for this client", "fail-mode-while-healthy");
+      return out;
+    }
+    if (degraded && !this.storeMayBeDown(answer) && !rules.some((r) => this.isPoisoned(r.name, answer))) bad("decided locally (degraded) while the store answered for this client", "fail-mode-while-healthy");
+    checkPolicyHeaders();
+    // What the headers say is left never exceeds what the envelope allows after this admission.
+    const rule = rules.find((r) => r.name === limit?.name);
+    if (rule !== undefined && limit !== undefined && !degraded) {
+      const { bound, used } = this.headroom(rule, answer.client, answer.recv, (a) => a === answer || a.recv <= answer.send);
+      const left = bound - used;
+      if (Number(limit.params.r) > left + 1e-9) bad(`RateLimit r=${limit.params.r} for ${rule.name}, the envelope allows at most ${left.toFixed(2)} left`, "remaining-too-high");
+    }
+    return out;
+  }
+}
+
+function fmt(ms: number): string {
+  return ms === -Infinity ? "-∞" : String(Math.round(ms));
+}
+
+/** The rules a 429's problem body names (`violated-policies`). */
+export function violated(answer: Answer): string[] {
+  try {
+    const body = JSON.parse(answer.body) as { "violated-policies"?: unknown };
+    return Array.isArray(body["violated-policies"]) ? body["violated-policies"].map(String) : [];
+  } catch {
+    return [];
+  }
+}
+
+/** A draft -10 list header (`"name";k=v;k2="v2", …`) as items; lenient, for checking only. */
+export function parseItems(value: string | undefined): { name: string; params: Record<string, string> }[] {
+  if (value === undefined || value === "") return [];
+  return value.split(/,\s*/).map((item) => {
+    const [name = "", ...params] = item.split(";");
+    return {
+      name: name.trim().replace(/^"|"$/g, ""),
+      params: Object.fromEntries(params.map((p) => {
+        const [k = "", v = ""] = p.split("=");
+        return [k.trim(), v.trim().replace(/^"|"$/g, "")];
+      })),
+    };
+  });
+}
