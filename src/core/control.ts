@@ -1,4 +1,4 @@
-import type { OverrideRecord } from "./backend";
+import { BackendConfigError, type OverrideRecord } from "./backend";
 import type { Limiter, NamedBucket } from "./limiter";
 import { compileOverride, overrideId, PrefixOverrides } from "./overrides";
 import type { Verdict } from "./verdict";
@@ -7,6 +7,11 @@ import type { Verdict } from "./verdict";
  * Run-time control of a limiter, framework-free: what the admin API and the service-binding RPC
  * both call. Inputs are untrusted JSON; every answer is typed, and a bad input names its field.
  */
+
+/** The store could not answer an operation that needs it (answered with 503). */
+export class StoreUnavailableError extends Error {
+  override readonly name = "StoreUnavailableError";
+}
 
 /** A bad input: the field and what is wrong with it (answered with 400). */
 export interface ControlError {
@@ -52,6 +57,11 @@ export async function peekClient(limiter: Limiter, body: unknown): Promise<{ ok:
   const buckets: BucketStatus[] = [];
   for (const bucket of named.buckets) {
     const verdict = await limiter.check({ kind: "client", rule: bucket.rule.name, client: bucket.client }, { mode: "peek", cost: 0 });
+    // The bucket lives in the store: when the store cannot answer, neither can a peek (503, not a guess).
+    if (verdict.kind === "backend-misconfigured") throw new BackendConfigError(verdict.variable, verdict.message);
+    if (verdict.kind === "fail-open" || verdict.kind === "fail-closed" || ((verdict.kind === "allowed" || verdict.kind === "refused") && verdict.degraded)) {
+      throw new StoreUnavailableError(`the store could not be read for "${bucket.rule.name}"`);
+    }
     const outcome = verdict.kind === "allowed" || verdict.kind === "refused" ? verdict.outcomes[0] : undefined;
     if (outcome === undefined) return failure("client", verdict);
     const { policy, decision } = outcome;
@@ -163,8 +173,10 @@ export async function listOverrides(limiter: Limiter): Promise<{ ok: true; overr
 export async function deleteOverride(limiter: Limiter, body: unknown): Promise<{ ok: true; removed: boolean } | ControlError> {
   const input = asObject(body, ["rule", "client"]);
   if (!input.ok) return input;
-  // The same checks as setting one (capacity and rate are not asked for: any valid pair will do).
-  const compiled = compileOverride(limiter.rules, { ...input.value, capacity: 1, rate: 1 }, limiter.identity);
+  // The same checks as setting one (capacity and rate are not asked for: the rule's own pass them,
+  // whatever its cost).
+  const rule = limiter.rules.find(({ name }) => name === input.value.rule);
+  const compiled = compileOverride(limiter.rules, { ...input.value, capacity: rule?.spec.capacity ?? 1, rate: rule?.spec.rate ?? 1 }, limiter.identity);
   if (!compiled.ok) return { ...compiled, ok: false };
   const { override } = compiled;
   if (override.kind === "exact") {

@@ -57,7 +57,8 @@ export class DegradedBuckets {
       const key = bucketId(entry.charge);
       const prefix = entry.values === undefined ? undefined : prefixes?.policyFor(entry.rule, entry.values);
       const inForce = this.knownOverride(key) ?? (prefix === undefined ? entry.charge.policy : withOverride(entry.charge.policy, prefix));
-      const policy = localPolicy(inForce, this.fraction, entry.charge.cost);
+      // At least one request's cost, as traffic charges it (a peek asks about cost 0).
+      const policy = localPolicy(inForce, this.fraction, Math.max(entry.charge.cost, entry.rule.policy.cost));
       const tracked = this.buckets.tracks(key, nowMs);
       const drained: BucketState = { level: 0, unitsPerToken: policy.refillPeriodMs, updatedAtMs: nowMs };
       return { ...entry, key, policy, tracked, state: tracked ? this.buckets.get(key, nowMs) : drained, cost: entry.charge.cost, enforced: entry.charge.enforced };

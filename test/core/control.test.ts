@@ -1,0 +1,44 @@
+import { describe, expect, it } from "vitest";
+import type { LimiterBackend } from "../../src/core/backend";
+import { deleteOverride, peekClient, putOverride, StoreUnavailableError } from "../../src/core/control";
+import { Limiter } from "../../src/core/limiter";
+import { memoryBackend } from "../../src/core/memory-backend";
+import type { RequestSubject } from "../../src/core/subject";
+
+/** A memory store whose buckets can be switched off (the override registry still answers): decisions then fail as an unreachable store's would. */
+function switchable(state: { down: boolean }): LimiterBackend {
+  const inner = memoryBackend();
+  const guard = <T>(call: () => Promise<T>) => (state.down ? Promise.reject(new Error("down")) : call());
+  return {
+    ...inner,
+    take: (charges, signal) => guard(() => inner.take(charges, signal)),
+    peek: (charges, signal) => guard(() => inner.peek(charges, signal)),
+  };
+}
+
+describe("run-time control (found by the model-based test)", () => {
+  it("an override on a rule whose cost is above 1 can be removed", async () => {
+    const limiter = new Limiter({ backend: memoryBackend(), rules: [{ name: "heavy", key: "header:x-api-key", capacity: 4, rate: 1, cost: 2 }] });
+    const override = { rule: "heavy", client: { "header:x-api-key": "abc" } };
+    expect(await putOverride(limiter, { ...override, capacity: 10, rate: 2 })).toMatchObject({ ok: true });
+    expect(await deleteOverride(limiter, override)).toEqual({ ok: true, removed: true });
+  });
+
+  it.each(["open", "closed", "local"] as const)("a peek while the store is down is 'unavailable' (503), never a guess (failMode %s)", async (failMode) => {
+    const state = { down: false };
+    const limiter = new Limiter({ backend: switchable(state), rules: [{ name: "api", key: "header:x-api-key", capacity: 4, rate: 1, failMode }], log: () => {} });
+    const client = { rule: "api", client: { "header:x-api-key": "abc" } };
+    expect(await peekClient(limiter, client)).toMatchObject({ ok: true, buckets: [{ remaining: 4, capacity: 4 }] });
+    state.down = true;
+    await expect(peekClient(limiter, client)).rejects.toBeInstanceOf(StoreUnavailableError);
+  });
+
+  it("a degraded peek reports the local share traffic gets, never a capacity of 0", async () => {
+    const state = { down: true };
+    const limiter = new Limiter({ backend: switchable(state), rules: [{ name: "api", key: "header:x-api-key", capacity: 4, rate: 1, failMode: "local" }], log: () => {} });
+    const verdict = await limiter.check({ kind: "client", rule: "api", client: { "header:x-api-key": "abc" } }, { mode: "peek", cost: 0 });
+    expect(verdict).toMatchObject({ kind: "allowed", degraded: true, outcomes: [{ policy: { capacity: 1 } }] });
+    const request: RequestSubject = { kind: "request", method: "GET", path: "/", headers: new Headers({ "x-api-key": "abc" }) };
+    expect(await limiter.check(request)).toMatchObject({ kind: "allowed", outcomes: [{ policy: { capacity: 1 } }] });
+  });
+});
