@@ -81,11 +81,12 @@ export function rateLimiter<E extends Env = Env>(options: RateLimiterOptions<E>)
 
 /**
  * Keeps the concurrency slots an allowed verdict holds: renewed before their lease ends, and given
- * back once the response body has been fully read or its stream cancelled, or when the next
- * handler throws. A response without a body to stream (HEAD, a WebSocket upgrade) gives them back
- * at once. A client that goes away (`request.signal`) does not free its slot: the origin may still
- * be working on its request, so the slot stays held until that work settles, or, should it never
- * settle, until the lease lapses (renewal stops). Undefined when the verdict holds none.
+ * back once the origin's answer has settled: its body fully read, or, when the client stopped
+ * reading, once the origin's body ends anyway (at most one lease later); or when the next handler
+ * throws. A response without a body to stream (HEAD, a WebSocket upgrade) gives them back at once.
+ * A client that goes away (`request.signal`) does not free its slot: the origin may still be
+ * working on its request (renewal stops, so a handler that never settles frees it when the lease
+ * lapses). Undefined when the verdict holds none.
  */
 function holdSlots(c: Context, limiter: Limiter, verdict: Verdict): { release: () => void; untilSent: () => void } | undefined {
   const holding = limiter.holding(verdict);
@@ -93,6 +94,7 @@ function holdSlots(c: Context, limiter: Limiter, verdict: Verdict): { release: (
   let finish: (() => void) | undefined;
   runInBackground(c, new Promise<void>((resolve) => (finish = resolve)));
   const timer = setInterval(() => void limiter.renew(verdict), holding.renewEveryMs);
+  const leaseMs = holding.renewEveryMs * 3;
   let released = false;
   const release = () => {
     if (released) return;
@@ -122,13 +124,29 @@ function holdSlots(c: Context, limiter: Limiter, verdict: Verdict): { release: (
         }
       },
       cancel(reason) {
-        release();
-        return reader.cancel(reason);
+        // Nobody reads the answer any more, but the origin may still be producing it: the slot
+        // is held until the origin's body ends (read and dropped here), at most one lease long,
+        // then the origin's stream is cancelled too.
+        clearInterval(timer);
+        const giveUp = setTimeout(() => void reader.cancel(reason).catch(() => {}), leaseMs);
+        void drain(reader).finally(() => {
+          clearTimeout(giveUp);
+          release();
+        });
       },
     });
     c.res = new Response(tracked, c.res);
   };
   return { release, untilSent };
+}
+
+/** Reads a stream to its end (or its error), dropping what it reads. */
+async function drain(reader: ReadableStreamDefaultReader<Uint8Array>): Promise<void> {
+  try {
+    while (!(await reader.read()).done);
+  } catch {
+    // The origin's stream failed or was cancelled: its answer has settled either way.
+  }
 }
 
 /** `ctx.waitUntil` where the runtime has one (Workers); elsewhere the task just runs. */

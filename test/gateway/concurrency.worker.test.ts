@@ -8,7 +8,7 @@ import { rateLimitItems } from "../support/helpers";
 
 /**
  * A gateway whose responses are handed over while their bodies still stream: `done` waits for
- * the request's background work (a slot's release) once the body was read or cancelled.
+ * the request's background work (a slot's release) once the origin's body has ended.
  */
 function streamingGateway(vars: Record<string, string>) {
   const gatewayEnv: Env = { ...env, ...vars };
@@ -25,12 +25,12 @@ const RULES = JSON.stringify([
 ]);
 
 describe.each(SHARED_BACKENDS)("concurrency limits across isolates on the $name backend", ({ vars }) => {
-  it("N slow responses hold the slots, the N+1th is refused, and a slot frees as soon as one response ends", async () => {
+  it("N slow responses hold the slots, the N+1th is refused, and a slot frees as soon as one origin answer ends", async () => {
     // Two gateways stand for two isolates: the slots live in the store, not in either.
     const [a, b] = [streamingGateway({ ...vars, LIMITER_RULES: RULES }), streamingGateway({ ...vars, LIMITER_RULES: RULES })];
     const key = `key-${crypto.randomUUID()}`;
-    const first = await a("/stream?ms=60000", key);
-    const second = await b("/stream?ms=60000", key);
+    const first = await a("/stream?ms=1500", key);
+    const second = await b("/stream?ms=4000", key);
     expect([first.response.status, second.response.status]).toEqual([200, 200]);
     expect(rateLimitItems(second.response.headers.get("RateLimit-Policy"))).toEqual([
       ["api", { q: 100, w: 60 }],
@@ -50,9 +50,13 @@ describe.each(SHARED_BACKENDS)("concurrency limits across isolates on the $name 
     await other.response.text();
     await other.done();
 
-    // The client goes away: its stream is cancelled, the slot is given back.
+    // The client goes away: the origin still produces the body, so the slot stays held until the
+    // origin's answer ends (not when the client leaves).
     await first.response.body!.cancel();
-    await first.done();
+    const meanwhile = await b("/echo", key);
+    expect(meanwhile.response.status).toBe(429);
+    await meanwhile.done();
+    await first.done(); // the origin's body ended: released
     const fourth = await b("/echo", key);
     expect(fourth.response.status).toBe(200);
     expect(await fourth.response.json()).toMatchObject({ path: "/echo" }); // body fully read: released
@@ -66,7 +70,7 @@ describe.each(SHARED_BACKENDS)("concurrency limits across isolates on the $name 
       await quick.done();
     }
     // Still one slot held by the second (streaming) response, so two more cannot both pass.
-    const held = await a("/stream?ms=60000", key);
+    const held = await a("/stream?ms=2000", key);
     expect(held.response.status).toBe(200);
     expect((await b("/echo", key)).response.status).toBe(429);
     await Promise.all([second.response.body!.cancel(), held.response.body!.cancel()]);

@@ -62,7 +62,7 @@ describe("rateLimiter (Hono, plain Node, memory backend)", () => {
     expect(response.headers.get("RateLimit")).toBeNull();
   });
 
-  it("a concurrency rule holds a slot while the body streams and gives it back when it ends or is cancelled", async () => {
+  it("a concurrency rule holds a slot until the origin's body ends, whether the client reads it or cancels", async () => {
     let finish: (() => void) | undefined;
     const app = new Hono()
       .use(rateLimiter({ backend: memoryBackend(), rules: [{ name: "inflight", concurrency: 1 }] }))
@@ -93,8 +93,12 @@ describe("rateLimiter (Hono, plain Node, memory backend)", () => {
     expect(await quick.text()).toBe("quick");
     await new Promise((resolve) => setTimeout(resolve, 10));
 
+    // A client that stops reading does not free the slot while the origin still produces the body.
     const cancelled = await app.request("/stream");
     await cancelled.body?.cancel();
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    expect((await app.request("/quick")).status).toBe(429);
+    finish?.(); // the origin's body ends: its answer has settled
     await new Promise((resolve) => setTimeout(resolve, 10));
     const afterCancel = await app.request("/quick");
     expect(afterCancel.status).toBe(200);
