@@ -34,8 +34,8 @@ metricsRoutes.get("/dashboard", (c) => {
 metricsRoutes.get("/dashboard/data", async (c) => {
   const snapshot = await readSnapshot(c);
   if (snapshot instanceof Response) return snapshot;
-  const { limiter } = c.var.gateway;
-  const backend = await limiter.ping();
+  const { limiter, health } = c.var.gateway;
+  const backend = await health.read();
   return c.json({ ...dashboardData(snapshot), isolate: limiter.isolateState(), backend: { name: limiter.backend.name, ...backend } }, 200, { "Cache-Control": "no-store" });
 });
 
