@@ -17,6 +17,9 @@ import { statusRoute } from "./status-route";
  */
 export const limiterRoutes = new Hono<GatewayEnv>();
 
+/** Health is read live by monitors: no cache keeps a copy. */
+const NO_STORE = { "Cache-Control": "no-store" };
+
 /** Where health's details are, for a caller without a token. */
 const HEALTH_DETAILS_HINT = "the store, circuit breaker and rules need Authorization: Bearer with LIMITER_ADMIN_TOKEN or LIMITER_METRICS_TOKEN";
 
@@ -55,8 +58,6 @@ export const healthRoute: Handler<GatewayEnv> = async (c) => {
     : { name, ok: false, ...(configErrors === undefined && { error: backend.error }), ageMs: backend.ageMs };
   return c.json({ status, ...configPart, backend: backendPart, isolate }, code, NO_STORE);
 };
-
-const NO_STORE = { "Cache-Control": "no-store" };
 
 /** Whether the request carries the admin token or the metrics token. */
 async function holdsAToken(headers: Headers, config: GatewayConfig): Promise<boolean> {
