@@ -19,6 +19,11 @@ export const HOT_KEY_ISOLATES = 3;
 
 /** @typedef {import("./limiters.mjs").Policy} Policy */
 
+/** The benchmark's gateways read their backend calls from health's details, which need a token. */
+export const BENCH_ADMIN_TOKEN = "bench-admin-token-0123456789";
+/** `fetch` options that show health's details (`isolate.backendCalls`). */
+export const BENCH_HEALTH_DETAILS = { headers: { authorization: `Bearer ${BENCH_ADMIN_TOKEN}` } };
+
 /**
  * The gateway's vars for the benchmark's sluice limiters (as bench/limiters.mjs sets them).
  * @param {string} originUrl
@@ -28,6 +33,7 @@ export const HOT_KEY_ISOLATES = 3;
 export function sluiceIsolateVars(originUrl, policy) {
   return {
     ORIGIN_URL: originUrl,
+    LIMITER_ADMIN_TOKEN: BENCH_ADMIN_TOKEN,
     LIMITER_CAPACITY: String(policy.capacity),
     LIMITER_REFILL_RATE: String(policy.rate),
     LIMITER_KEY: "header:x-api-key",
@@ -155,7 +161,7 @@ export async function measureHotKey({ scriptPath, originUrl, profile, register }
 async function objectCalls(urls) {
   let total = 0;
   for (const url of urls) {
-    const health = /** @type {{ isolate?: { backendCalls?: number } }} */ (await (await fetch(`${url}/__limiter/health`)).json());
+    const health = /** @type {{ isolate?: { backendCalls?: number } }} */ (await (await fetch(`${url}/__limiter/health`, BENCH_HEALTH_DETAILS)).json());
     const calls = health.isolate?.backendCalls;
     if (typeof calls !== "number") throw new Error(`${url}/__limiter/health reports no isolate.backendCalls`);
     total += calls;

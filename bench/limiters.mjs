@@ -6,6 +6,7 @@
 import { LOCAL_UPSTASH_TOKEN, upstashVars } from "../dev/local-stack.mjs";
 import { buildGatewayBundle, startGateway } from "../dev/miniflare-gateway.mjs";
 import { startWorkerd } from "../dev/workerd.mjs";
+import { BENCH_ADMIN_TOKEN } from "./hot-key.mjs";
 import { bundleWorker, startWorker } from "./miniflare-worker.mjs";
 
 /** @typedef {{ capacity: number, rate: number }} Policy  tokens, and tokens per second */
@@ -42,6 +43,8 @@ export async function prepareLimiters(stack) {
   /** @param {Policy} policy @returns {Record<string, string>} */
   const sluiceVars = (policy) => ({
     ORIGIN_URL: stack.originUrl,
+    // Health shows the backend call count (isolate.backendCalls) to the holder of a token.
+    LIMITER_ADMIN_TOKEN: BENCH_ADMIN_TOKEN,
     LIMITER_CAPACITY: String(policy.capacity),
     LIMITER_REFILL_RATE: String(policy.rate),
     LIMITER_KEY: "header:x-api-key",

@@ -5,6 +5,7 @@
  */
 import { randomUUID } from "node:crypto";
 import { setTimeout as delay } from "node:timers/promises";
+import { BENCH_HEALTH_DETAILS } from "./hot-key.mjs";
 import { diffCommands } from "./redis-stats.mjs";
 import { runLoad } from "./load.mjs";
 import { runPaced } from "./load.mjs";
@@ -131,7 +132,7 @@ async function storageOps(baseUrl) {
  * @returns {Promise<number | null>}
  */
 async function gatewayBackendCalls(baseUrl) {
-  const response = await fetch(`${baseUrl}/__limiter/health`);
+  const response = await fetch(`${baseUrl}/__limiter/health`, BENCH_HEALTH_DETAILS);
   const body = await response.text();
   try {
     const calls = JSON.parse(body)?.isolate?.backendCalls;

@@ -10,6 +10,10 @@
  *   GET  /slow?ms=N        answers after N ms
  *   GET  /stream?ms=N      sends its headers and a first chunk at once, the rest after N ms
  *   GET  /hop              answers with hop-by-hop headers the gateway must drop
+ *   GET  …/redirect?to=P   a 302 to P on this origin as an absolute URL (`http://<Host>P`), as an
+ *                          origin that knows only its own address answers; `?url=U`: to U as given
+ *   ANY  anything else     the greeting below, marked `x-origin: fallback` (so a test sees that
+ *                          a request reached the origin at all)
  *   WS   /ws                a WebSocket that answers each message with "echo: <message>", and
  *                           first says "hello <x-api-key header>" so a test sees what was forwarded
  *
@@ -66,11 +70,14 @@ export async function startOrigin({ port = 0, host = "127.0.0.1" } = {}) {
       res.writeHead(200, { "content-type": "text/plain" });
       res.write("first;");
       setTimeout(() => res.end("last"), Number(url.searchParams.get("ms") ?? "1000"));
+    } else if (url.pathname.endsWith("/redirect")) {
+      res.writeHead(302, { location: url.searchParams.get("url") ?? `http://${req.headers.host}${url.searchParams.get("to") ?? "/"}` });
+      res.end();
     } else if (url.pathname === "/hop") {
       res.writeHead(200, { connection: "x-hop-custom", "x-hop-custom": "1", "keep-alive": "timeout=5", "x-end-to-end": "kept" });
       res.end("hop");
     } else {
-      res.writeHead(200, { "content-type": "application/json" });
+      res.writeHead(200, { "content-type": "application/json", "x-origin": "fallback" });
       res.end(JSON.stringify({ hello: "from the demo origin", method: req.method, path: url.pathname }) + "\n");
     }
   });

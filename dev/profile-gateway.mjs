@@ -24,6 +24,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import autocannon from "autocannon";
+import { BENCH_ADMIN_TOKEN, BENCH_HEALTH_DETAILS } from "../bench/hot-key.mjs";
 import { bundleWorker } from "../bench/miniflare-worker.mjs";
 import { buildGatewayBundle } from "./miniflare-gateway.mjs";
 import { startGatewayIsolates } from "./miniflare-isolates.mjs";
@@ -43,6 +44,7 @@ const currentBundle = buildGatewayBundle();
 const bareBundle = await bundleWorker("bare");
 const vars = (/** @type {number} */ capacity, /** @type {number} */ rate) => ({
   ORIGIN_URL: origin.url,
+  LIMITER_ADMIN_TOKEN: BENCH_ADMIN_TOKEN, // health's details (isolate.backendCalls) need a token
   LIMITER_CAPACITY: String(capacity),
   LIMITER_REFILL_RATE: String(rate),
   LIMITER_KEY: "header:x-api-key",
@@ -250,7 +252,7 @@ async function startWorkerdInspected(scriptPath, bindings) {
 async function backendCalls(urls) {
   let total = 0;
   for (const url of urls) {
-    const body = await (await fetch(`${url}/__limiter/health`)).text();
+    const body = await (await fetch(`${url}/__limiter/health`, BENCH_HEALTH_DETAILS)).text();
     try {
       total += JSON.parse(body)?.isolate?.backendCalls ?? 0;
     } catch {

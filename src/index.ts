@@ -1,9 +1,9 @@
 import { Hono } from "hono";
 import { peerAddress } from "./core/identity";
 import { withGateway, type GatewayEnv } from "./gateway/gateway";
-import { limiterRoutes } from "./gateway/limiter-routes";
 import { requestIdOf } from "./gateway/log";
 import { forwardToOrigin } from "./gateway/proxy";
+import { reservedRoutes } from "./gateway/reserved";
 import { rateLimiter } from "./hono";
 
 export { ClientBuckets } from "./backends/durable-object";
@@ -13,7 +13,8 @@ export { LimiterService } from "./gateway/rpc";
 /** The sluice Worker: reserved limiter routes, then configuration, rate limiting, and the proxy. */
 const app = new Hono<GatewayEnv>();
 
-app.route("/__limiter", limiterRoutes);
+// First: /__limiter in any spelling (case, escapes, //) is the gateway's own, never the origin's.
+app.use("*", reservedRoutes);
 app.use("*", withGateway);
 app.use(
   "*",

@@ -1,6 +1,20 @@
 import { DASHBOARD_SCRIPT, DASHBOARD_STYLE } from "./dashboard/assets.generated.js";
 
 /**
+ * The page's response headers. It shares its origin with the proxied content, so: it may not be
+ * framed (clickjacking the token form), it sends no Referer, nothing keeps a copy, and it loads
+ * nothing and posts nowhere but its own data. The token itself is kept in the script's memory only.
+ */
+export const DASHBOARD_HEADERS: Readonly<Record<string, string>> = {
+  "Content-Security-Policy":
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+  "X-Frame-Options": "DENY",
+  "Referrer-Policy": "no-referrer",
+  "Cache-Control": "no-store",
+  "X-Content-Type-Options": "nosniff",
+};
+
+/**
  * The dashboard: one self-contained page (its script and the charting library, uPlot, inline),
  * which asks for the metrics token once and then reads `/__limiter/dashboard/data` every 2 s.
  */

@@ -8,6 +8,7 @@ import { invalidConfigurationProblem } from "../core/problems";
 import type { RuleSpec } from "../core/rules";
 import { describeConfigErrors, parseGatewayConfig, type BackendConfig, type ConfigError, type GatewayConfig } from "./config";
 import type { Env } from "./env";
+import { HealthProbe } from "./health";
 import { logEvent, type LogLevel } from "./log";
 import type { GatewayMetrics } from "./metrics-object";
 import { MetricsPipeline } from "./metrics-pipeline";
@@ -33,6 +34,8 @@ export interface ReadyGateway {
   readonly limiter: Limiter;
   /** Limits `/__limiter/status` per client, on the same store. */
   readonly statusLimiter: Limiter;
+  /** This isolate's cached probe of the store, for health and the dashboard. */
+  readonly health: HealthProbe;
   /** This isolate's counts, on their way to the metrics object. */
   readonly metrics: MetricsPipeline;
   /**
@@ -76,7 +79,9 @@ export function gatewayFor(env: Env): Gateway {
         log: (event: LimiterEvent, requestId: string | undefined) => logEvent(LEVELS[event.event], event, requestId),
         ...(config.metrics.kind === "on" && { onDecision: (event: DecisionEvent) => metrics.recordDecision(event) }),
       };
-      gateway = { ok: true, config, limiter: new Limiter(observed), statusLimiter: new Limiter({ ...observed, rules: [STATUS_RULE] }), metrics, metricsStore };
+      const limiter = new Limiter(observed);
+      const health = new HealthProbe(() => limiter.ping(), limiter.timeoutMs);
+      gateway = { ok: true, config, limiter, statusLimiter: new Limiter({ ...observed, rules: [STATUS_RULE] }), health, metrics, metricsStore };
     } else {
       gateway = parsed;
       logEvent("error", { event: "config.invalid", errors: describeConfigErrors(parsed.errors) });

@@ -1,39 +1,72 @@
-import { Hono } from "hono";
+import { Hono, type Handler } from "hono";
 import { notFoundProblem } from "../core/problems";
 import { adminRoutes } from "./admin-routes";
-import { describeConfigErrors } from "./config";
+import { bearerMatches } from "./bearer";
+import { describeConfigErrors, type GatewayConfig } from "./config";
 import { gatewayFor, withGateway, type GatewayEnv } from "./gateway";
 import { metricsRoutes } from "./metrics-routes";
 import { statusRoute } from "./status-route";
 
 /**
  * The reserved `/__limiter/*` routes; nothing under this prefix is ever proxied or charged to a
- * client's buckets. `GET /__limiter/health` answers 200 with the backend's round-trip time and
- * this isolate's breaker state, or 503 when the configuration is invalid or the backend does not
- * answer; `/__limiter/status` and `/__limiter/admin/*` are described where they are defined.
+ * client's buckets. `GET /__limiter/health` is described at {@link healthRoute};
+ * `/__limiter/status` and `/__limiter/admin/*` where they are defined.
  *
  * @example
  * app.route("/__limiter", limiterRoutes);
  */
 export const limiterRoutes = new Hono<GatewayEnv>();
 
-limiterRoutes.get("/health", async (c) => {
+/** Health is read live by monitors: no cache keeps a copy. */
+const NO_STORE = { "Cache-Control": "no-store" };
+
+/** Where health's details are, for a caller without a token. */
+const HEALTH_DETAILS_HINT = "the store, circuit breaker and rules need Authorization: Bearer with LIMITER_ADMIN_TOKEN or LIMITER_METRICS_TOKEN";
+
+/**
+ * `GET /__limiter/health`: `ok` (200) when the store answered, `degraded` (200) when it answered
+ * but this isolate's circuit breaker is not closed yet, `error` (503) when it did not answer or
+ * the configuration is invalid. The store is probed at most once per 2 s per isolate
+ * (`HEALTH_PROBE_TTL_MS`; callers in between get that answer), so a call costs the store nothing.
+ * Anyone gets the status, and the variables a configuration error names (every other request
+ * answers them too); the store's name, latency and error text, the breaker and the rule names
+ * need the admin or the metrics token.
+ *
+ * @example
+ * // curl https://gateway.example.com/__limiter/health
+ * // {"status":"ok","details":"… need Authorization: Bearer …"}
+ */
+export const healthRoute: Handler<GatewayEnv> = async (c) => {
   const gateway = gatewayFor(c.env);
   if (!gateway.ok) {
-    return c.json({ status: "error", config: { ok: false, errors: describeConfigErrors(gateway.errors) } }, 503);
+    return c.json({ status: "error", config: { ok: false, errors: describeConfigErrors(gateway.errors) } }, 503, NO_STORE);
   }
-  const { limiter } = gateway;
-  // What this isolate knows besides the ping: its circuit breaker, deny cache and call count.
+  const { limiter, health, config } = gateway;
+  const backend = await health.read();
+  // What this isolate knows besides the probe: its circuit breaker, deny cache and call count.
   const isolate = limiter.isolateState();
-  const backend = await limiter.ping();
-  const name = limiter.backend.name;
-  if (backend.ok) return c.json({ status: "ok", config: { ok: true }, backend: { name, ok: true, latencyMs: backend.latencyMs }, isolate });
-  if (backend.configError !== undefined) {
-    const { variable, message } = backend.configError;
-    return c.json({ status: "error", config: { ok: false, errors: [`${variable}: ${message}`] }, backend: { name, ok: false }, isolate }, 503);
+  const status = !backend.ok ? "error" : isolate.breaker === "closed" ? "ok" : "degraded";
+  const code = status === "error" ? 503 : 200;
+  const configErrors = !backend.ok && backend.configError !== undefined ? [`${backend.configError.variable}: ${backend.configError.message}`] : undefined;
+  const configPart = { config: configErrors === undefined ? { ok: true } : { ok: false, errors: configErrors } };
+  if (!(await holdsAToken(c.req.raw.headers, config))) {
+    return c.json({ status, ...(configErrors !== undefined && configPart), details: HEALTH_DETAILS_HINT }, code, NO_STORE);
   }
-  return c.json({ status: "error", config: { ok: true }, backend: { name, ok: false, error: backend.error }, isolate }, 503);
-});
+  const name = limiter.backend.name;
+  const backendPart = backend.ok
+    ? { name, ok: true, latencyMs: backend.latencyMs, ageMs: backend.ageMs }
+    : { name, ok: false, ...(configErrors === undefined && { error: backend.error }), ageMs: backend.ageMs };
+  return c.json({ status, ...configPart, backend: backendPart, isolate }, code, NO_STORE);
+};
+
+/** Whether the request carries the admin token or the metrics token. */
+async function holdsAToken(headers: Headers, config: GatewayConfig): Promise<boolean> {
+  const tokens = [config.admin.kind === "on" ? config.admin.token : undefined, config.metrics.kind === "on" ? config.metrics.token : undefined];
+  for (const token of new Set(tokens)) if (token !== undefined && (await bearerMatches(headers, token))) return true;
+  return false;
+}
+
+limiterRoutes.get("/health", healthRoute);
 
 limiterRoutes.use("/status", withGateway);
 limiterRoutes.get("/status", statusRoute);

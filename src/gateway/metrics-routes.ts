@@ -2,7 +2,7 @@ import { Hono, type Context } from "hono";
 import { quantile, type Histogram, type MetricsDelta } from "../core/metrics";
 import { notFoundProblem, unauthorizedProblem } from "../core/problems";
 import { bearerMatches } from "./bearer";
-import { DASHBOARD_HTML } from "./dashboard-page";
+import { DASHBOARD_HEADERS, DASHBOARD_HTML } from "./dashboard-page";
 import type { GatewayEnv } from "./gateway";
 import type { MetricsSnapshot } from "./metrics-object";
 import { PROMETHEUS_CONTENT_TYPE, prometheusText } from "./prometheus";
@@ -13,7 +13,7 @@ import { PROMETHEUS_CONTENT_TYPE, prometheusText } from "./prometheus";
  * isolate has flushed its own counts. The data needs `Authorization: Bearer` with
  * `LIMITER_METRICS_TOKEN` (or the admin token when that is the only one set); with neither, or
  * with metrics off, these routes are 404. The page itself holds no data: it asks for the token
- * once and keeps it in the tab's session storage, never in a URL.
+ * and keeps it in its script's memory only (no storage, no URL), and may not be framed.
  *
  * @example
  * limiterRoutes.route("/", metricsRoutes);
@@ -28,14 +28,14 @@ metricsRoutes.get("/metrics", async (c) => {
 
 metricsRoutes.get("/dashboard", (c) => {
   if (unavailable(c) !== undefined) return notFoundProblem(new URL(c.req.url).pathname);
-  return c.html(DASHBOARD_HTML, 200, { "Cache-Control": "no-store", "Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'" });
+  return c.html(DASHBOARD_HTML, 200, DASHBOARD_HEADERS);
 });
 
 metricsRoutes.get("/dashboard/data", async (c) => {
   const snapshot = await readSnapshot(c);
   if (snapshot instanceof Response) return snapshot;
-  const { limiter } = c.var.gateway;
-  const backend = await limiter.ping();
+  const { limiter, health } = c.var.gateway;
+  const backend = await health.read();
   return c.json({ ...dashboardData(snapshot), isolate: limiter.isolateState(), backend: { name: limiter.backend.name, ...backend } }, 200, { "Cache-Control": "no-store" });
 });
 

@@ -1,5 +1,6 @@
-import { originTimeoutProblem, originUnreachableProblem } from "../core/problems";
+import { notFoundProblem, originTimeoutProblem, originUnreachableProblem } from "../core/problems";
 import { logEvent } from "./log";
+import { reservedPath } from "./reserved";
 
 /** Options of {@link forwardToOrigin}. */
 export interface ForwardOptions {
@@ -7,7 +8,7 @@ export interface ForwardOptions {
   readonly originUrl: URL;
   /** Time allowed for the origin's response headers; past it the answer is 504. */
   readonly timeoutMs: number;
-  /** The client's address, for `X-Forwarded-For`. */
+  /** The client's address, for `X-Forwarded-For` and `X-Real-IP`. */
   readonly clientIp: string;
   /** Logged with a failure. */
   readonly requestId?: string;
@@ -31,8 +32,18 @@ const HOP_BY_HOP = [
 const INTERNAL_REQUEST_HEADERS = /^(x-sluice-|cf-)/i;
 
 /**
+ * Client-sent headers that claim to say who the client is, which the origin might believe: the
+ * gateway drops them and sets `X-Real-IP` itself (`X-Forwarded-For` gets the address appended,
+ * so its last entry is the gateway's).
+ */
+const CLIENT_ADDRESS_HEADERS = ["x-real-ip", "true-client-ip", "forwarded", "x-client-ip", "x-cluster-client-ip", "fastly-client-ip"];
+
+/**
  * Forwards a request to the origin, streaming both bodies, and returns the origin's answer
- * (status, headers including every `Set-Cookie`, body) with hop-by-hop headers removed.
+ * (status, headers including every `Set-Cookie`, body) with hop-by-hop headers removed. What the
+ * origin may trust: `X-Real-IP` and the last `X-Forwarded-For` entry are the client's address
+ * as the gateway saw it; other client-sent address headers are dropped. A `Location` pointing
+ * into `ORIGIN_URL` is rewritten to the gateway's own origin. A reserved path is never sent.
  * An unreachable origin gives 502 and a slow one 504, both as problem+json. A WebSocket upgrade
  * is passed through: the origin's 101 comes back with its socket, which the runtime connects.
  *
@@ -41,12 +52,15 @@ const INTERNAL_REQUEST_HEADERS = /^(x-sluice-|cf-)/i;
  */
 export async function forwardToOrigin(request: Request, options: ForwardOptions): Promise<Response> {
   const incoming = new URL(request.url);
+  // The Worker answers these itself: a path that spells one must never carry its token out.
+  if (reservedPath(incoming.pathname) !== undefined) return notFoundProblem(incoming.pathname);
   const target = new URL(options.originUrl);
   target.pathname = joinPaths(target.pathname, incoming.pathname);
   target.search = incoming.search;
 
   const headers = withoutHopByHop(request.headers);
   for (const name of [...headers.keys()]) if (INTERNAL_REQUEST_HEADERS.test(name)) headers.delete(name);
+  for (const name of CLIENT_ADDRESS_HEADERS) headers.delete(name);
   // A WebSocket upgrade keeps its Upgrade: the runtime then connects the socket through to the origin.
   const upgrade = request.headers.get("upgrade")?.toLowerCase() === "websocket";
   if (upgrade) {
@@ -55,6 +69,7 @@ export async function forwardToOrigin(request: Request, options: ForwardOptions)
   }
   const forwardedFor = request.headers.get("x-forwarded-for");
   headers.set("X-Forwarded-For", forwardedFor ? `${forwardedFor}, ${options.clientIp}` : options.clientIp);
+  headers.set("X-Real-IP", options.clientIp);
   headers.set("X-Forwarded-Proto", incoming.protocol.replace(":", ""));
   headers.set("X-Forwarded-Host", incoming.host);
 
@@ -82,11 +97,33 @@ export async function forwardToOrigin(request: Request, options: ForwardOptions)
   }
 
   if (response.webSocket) return new Response(null, { status: 101, webSocket: response.webSocket, headers: withoutHopByHop(response.headers) });
-  return new Response(response.body, {
-    status: response.status,
-    statusText: response.statusText,
-    headers: withoutHopByHop(response.headers),
-  });
+  const headersBack = withoutHopByHop(response.headers);
+  const location = headersBack.get("location");
+  const rewritten = location === null ? undefined : gatewayLocation(location, options.originUrl, incoming.origin);
+  if (rewritten !== undefined) headersBack.set("Location", rewritten);
+  return new Response(response.body, { status: response.status, statusText: response.statusText, headers: headersBack });
+}
+
+/**
+ * An absolute `Location` into `ORIGIN_URL` (its origin, under its path) as the same place
+ * behind the gateway; `undefined` for any other (relative ones, other hosts), which pass as they are.
+ *
+ * @example
+ * gatewayLocation("http://10.0.0.5:8080/v1/login?next=%2F", new URL("http://10.0.0.5:8080/v1"), "https://api.example.com");
+ * // "https://api.example.com/login?next=%2F"
+ */
+export function gatewayLocation(location: string, originUrl: URL, gatewayOrigin: string): string | undefined {
+  if (!/^[a-z][a-z0-9+.-]*:/i.test(location)) return undefined;
+  let url: URL;
+  try {
+    url = new URL(location);
+  } catch {
+    return undefined;
+  }
+  if (url.origin !== originUrl.origin) return undefined;
+  const base = originUrl.pathname.replace(/\/+$/, "");
+  if (base !== "" && url.pathname !== base && !url.pathname.startsWith(`${base}/`)) return undefined;
+  return `${gatewayOrigin}${url.pathname.slice(base.length) || "/"}${url.search}${url.hash}`;
 }
 
 function withoutHopByHop(source: Headers): Headers {

@@ -106,7 +106,8 @@ describe.each(BACKENDS)("$name backend conformance", ({ name, create, vars }) =>
   });
 
   it("through the gateway: the same headers and refusals", async () => {
-    const gateway = gatewayWith({ ...vars, LIMITER_CAPACITY: "2", LIMITER_REFILL_RATE: "0.5" });
+    const token = "conformance-admin-token";
+    const gateway = gatewayWith({ ...vars, LIMITER_CAPACITY: "2", LIMITER_REFILL_RATE: "0.5", LIMITER_ADMIN_TOKEN: token });
     const ip = randomIp();
     const first = await gateway("/", { ip });
     expect(first.status).toBe(200);
@@ -115,7 +116,8 @@ describe.each(BACKENDS)("$name backend conformance", ({ name, create, vars }) =>
     const refused = await gateway("/", { ip });
     expect(refused.status).toBe(429);
     expect(refused.headers.get("Retry-After")).toBe("2");
-    const health = await gateway("/__limiter/health");
+    // The store's name is among health's details, for the holder of a token.
+    const health = await gateway("/__limiter/health", { headers: { authorization: `Bearer ${token}` } });
     expect(await health.json()).toMatchObject({ status: "ok", backend: { name } });
   });
 });

@@ -3,6 +3,9 @@ import { startLocalStack, upstashVars } from "../../dev/local-stack.mjs";
 import { startGateway } from "../../dev/miniflare-gateway.mjs";
 
 const TIMEOUT_MS = 300;
+/** Health's details (the store's error, the breaker) are for the holder of a token. */
+const ADMIN_TOKEN = "upstash-failure-admin-token";
+const detailed = { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } };
 
 let stack: Awaited<ReturnType<typeof startLocalStack>>;
 let failOpen: Awaited<ReturnType<typeof startGateway>>;
@@ -11,7 +14,7 @@ let failClosed: Awaited<ReturnType<typeof startGateway>>;
 beforeAll(async () => {
   stack = await startLocalStack();
   // A high breaker threshold: these gateways test single failures, the breaker has its own test.
-  const vars = { ...upstashVars(stack), LIMITER_TIMEOUT_MS: String(TIMEOUT_MS), LIMITER_CAPACITY: "1000", LIMITER_BREAKER_THRESHOLD: "100" };
+  const vars = { ...upstashVars(stack), LIMITER_ADMIN_TOKEN: ADMIN_TOKEN, LIMITER_TIMEOUT_MS: String(TIMEOUT_MS), LIMITER_CAPACITY: "1000", LIMITER_BREAKER_THRESHOLD: "100" };
   [failOpen, failClosed] = await Promise.all([
     startGateway({ scriptPath: inject("gatewayBundle"), vars: { ...vars, LIMITER_FAIL_MODE: "open" } }),
     startGateway({ scriptPath: inject("gatewayBundle"), vars: { ...vars, LIMITER_FAIL_MODE: "closed" } }),
@@ -66,7 +69,7 @@ describe("Upstash backend failures", () => {
     expect(JSON.parse(closed.body)).toMatchObject({ status: 503, type: "tag:sluice.dev,2026:limiter-unavailable" });
     expect(closed.ms).toBeLessThan(TIMEOUT_MS + 1_000);
 
-    const health = await fetch(`${failOpen.url}/__limiter/health`);
+    const health = await fetch(`${failOpen.url}/__limiter/health`, detailed);
     expect(health.status).toBe(503);
     expect(await health.json()).toMatchObject({ backend: { name: "upstash", ok: false } });
 
@@ -119,7 +122,7 @@ describe("Upstash backend failures", () => {
   it("with the circuit open, an outage stops adding the timeout to every request", async () => {
     const gateway = await startGateway({
       scriptPath: inject("gatewayBundle"),
-      vars: { ...upstashVars(stack), LIMITER_TIMEOUT_MS: String(TIMEOUT_MS), LIMITER_BREAKER_THRESHOLD: "3", LIMITER_BREAKER_COOLDOWN_MS: "60000" },
+      vars: { ...upstashVars(stack), LIMITER_ADMIN_TOKEN: ADMIN_TOKEN, LIMITER_TIMEOUT_MS: String(TIMEOUT_MS), LIMITER_BREAKER_THRESHOLD: "3", LIMITER_BREAKER_COOLDOWN_MS: "60000" },
     });
     try {
       expect((await timed(`${gateway.url}/echo`)).response.headers.get("RateLimit")).not.toBeNull();
@@ -129,7 +132,7 @@ describe("Upstash backend failures", () => {
       // The first three wait for the timeout; then the breaker is open and answers at once.
       for (const ms of latencies.slice(0, 3)) expect(ms).toBeGreaterThanOrEqual(TIMEOUT_MS - 5);
       for (const ms of latencies.slice(3)) expect(ms).toBeLessThan(TIMEOUT_MS / 2);
-      const health = (await (await fetch(`${gateway.url}/__limiter/health`)).json()) as { isolate: { breaker: string } };
+      const health = (await (await fetch(`${gateway.url}/__limiter/health`, detailed)).json()) as { isolate: { breaker: string } };
       expect(health.isolate.breaker).toBe("open");
     } finally {
       await gateway.dispose();
@@ -139,12 +142,12 @@ describe("Upstash backend failures", () => {
   it("after an outage, decisions come from the store again within 1 s of it answering, though the cool-down is a minute", async () => {
     const gateway = await startGateway({
       scriptPath: inject("gatewayBundle"),
-      vars: { ...upstashVars(stack), LIMITER_TIMEOUT_MS: String(TIMEOUT_MS), LIMITER_BREAKER_THRESHOLD: "2", LIMITER_BREAKER_COOLDOWN_MS: "60000" },
+      vars: { ...upstashVars(stack), LIMITER_ADMIN_TOKEN: ADMIN_TOKEN, LIMITER_TIMEOUT_MS: String(TIMEOUT_MS), LIMITER_BREAKER_THRESHOLD: "2", LIMITER_BREAKER_COOLDOWN_MS: "60000" },
     });
     try {
       await stack.redis.stop();
       for (let i = 0; i < 4; i++) await timed(`${gateway.url}/echo`); // fails open; the breaker opens
-      const health = (await (await fetch(`${gateway.url}/__limiter/health`)).json()) as { isolate: { breaker: string } };
+      const health = (await (await fetch(`${gateway.url}/__limiter/health`, detailed)).json()) as { isolate: { breaker: string } };
       expect(health.isolate.breaker).toBe("open");
 
       await stack.redis.start(); // resolves once redis-server answers

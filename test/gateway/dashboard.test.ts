@@ -57,6 +57,9 @@ describe("the dashboard in Chromium", () => {
     const text = (selector: string) => page.evaluate(`document.querySelector(${JSON.stringify(selector)}).textContent`) as Promise<string>;
     const before = Number(await text("#total-requests"));
     expect(page.url()).not.toContain(TOKEN);
+    // The token is kept in the page's memory only: no other page of this origin can read it.
+    expect(await page.evaluate(`sessionStorage.length + localStorage.length`)).toBe(0);
+    expect(await page.evaluate(`document.cookie`)).toBe("");
 
     const traffic = async (rounds: number) => {
       for (let i = 0; i < rounds; i++) {

@@ -17,8 +17,12 @@ afterAll(async () => {
   await origin?.close();
 });
 
+/** Health shows `isolate.backendCalls` to the holder of the metrics (or admin) token. */
+const METRICS_TOKEN = "hot-key-metrics-token-0123";
+
 const varsFor = (capacity: number, rate: string) => ({
   ORIGIN_URL: origin.url,
+  LIMITER_METRICS_TOKEN: METRICS_TOKEN,
   LIMITER_CAPACITY: String(capacity),
   LIMITER_REFILL_RATE: rate,
   LIMITER_KEY: "header:x-api-key",
@@ -30,7 +34,7 @@ const varsFor = (capacity: number, rate: string) => ({
 async function objectCalls(urls: readonly string[]): Promise<number> {
   let total = 0;
   for (const url of urls) {
-    const health = (await (await fetch(`${url}/__limiter/health`)).json()) as { isolate: { backendCalls: number } };
+    const health = (await (await fetch(`${url}/__limiter/health`, { headers: { authorization: `Bearer ${METRICS_TOKEN}` } })).json()) as { isolate: { backendCalls: number } };
     total += health.isolate.backendCalls;
   }
   return total;

@@ -68,6 +68,24 @@ describe("metrics across isolates", () => {
   });
 });
 
+describe("the dashboard page's headers", () => {
+  // It shares an origin with proxied content: no framing, no Referer, no cached copy, nothing
+  // loaded or posted elsewhere (issue 16, finding 14).
+  it("forbid framing, referrers, caching and any other source", async () => {
+    const page = await gatewayWith({ LIMITER_METRICS_TOKEN: TOKEN })("/__limiter/dashboard");
+    expect(page.status).toBe(200);
+    const csp = page.headers.get("content-security-policy") ?? "";
+    expect(csp).toContain("frame-ancestors 'none'");
+    expect(csp).toContain("default-src 'none'");
+    expect(csp).toContain("connect-src 'self'");
+    expect(page.headers.get("x-frame-options")).toBe("DENY");
+    expect(page.headers.get("referrer-policy")).toBe("no-referrer");
+    expect(page.headers.get("cache-control")).toBe("no-store");
+    // The script keeps the token in memory: nothing in the page touches web storage.
+    expect(await page.text()).not.toMatch(/sessionStorage|localStorage/);
+  });
+});
+
 describe("Analytics Engine", () => {
   it("gets one data point per decision, in the documented schema", async () => {
     const points: AnalyticsEngineDataPoint[] = [];

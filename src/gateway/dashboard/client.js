@@ -2,10 +2,12 @@
 // one string the Worker serves inline: the page loads nothing from anywhere else.
 import uPlot from "uplot";
 
-const TOKEN_KEY = "sluice-metrics-token";
 const REFRESH_MS = 2000;
 const $ = (id) => document.getElementById(id);
 const charts = new Map();
+// The token lives in this variable only: never in storage (another page of this origin, the
+// proxied content, could read that), never in a URL. A reload asks for it again.
+let token = "";
 
 function showLogin(message) {
   $("login").hidden = false;
@@ -15,14 +17,12 @@ function showLogin(message) {
 
 $("login").addEventListener("submit", (event) => {
   event.preventDefault();
-  // The token stays in this tab's session storage: never in a URL, gone when the tab closes.
-  sessionStorage.setItem(TOKEN_KEY, $("token").value.trim());
+  token = $("token").value.trim();
   $("token").value = "";
   void refresh();
 });
 
 async function refresh() {
-  const token = sessionStorage.getItem(TOKEN_KEY);
   if (!token) return showLogin();
   let response;
   try {
@@ -32,7 +32,7 @@ async function refresh() {
     return;
   }
   if (response.status === 401) {
-    sessionStorage.removeItem(TOKEN_KEY);
+    token = "";
     return showLogin("That token was refused.");
   }
   if (!response.ok) {
