@@ -143,14 +143,15 @@ local now_ms = clock()
 local charge = mode == '1'
 local refund = mode == '2'
 
--- The value a write stores for a state, and the key's TTL (false when it holds an override). The
--- state carries its expiry under the charge's own policy (the rule's: what is left if the override goes).
-local function written(l, u, t, generation, blocked_until, at, capacity, refill_tokens, units_per_token, suffix)
-  local own = expires_in(now_ms, l, u, t, blocked_until, tonumber(ARGV[at]), tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]))
-  local value = string.format('%d:%d:%d:%d:%d', l, u, t, generation, now_ms + own)
+-- The value a write stores for a state (bucket i's ARGV at 'at'), and the key's TTL: the state
+-- carries when it stops mattering under the charge's own policy (the rule's: what is left when an
+-- override goes), which is the TTL of a key without override (false: one with an override has none).
+local function written(l, u, t, generation, blocked_until, at, suffix)
+  local ttl = expires_in(now_ms, l, u, t, blocked_until, tonumber(ARGV[at]), tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]))
+  local value = string.format('%d:%d:%d:%d:%d', l, u, t, generation, now_ms + ttl)
   if blocked_until > 0 then value = value .. string.format(':%d', blocked_until) end
   if suffix ~= '' then return value .. suffix, false end
-  return value, expires_in(now_ms, l, u, t, blocked_until, capacity, refill_tokens, units_per_token)
+  return value, ttl
 end
 
 -- Decides every bucket from the given stored values (i → value, '' when absent). Returns the
@@ -197,7 +198,7 @@ local function decide(values)
         local withheld = 0
         if since_charge < ceil_div(gap, refill_tokens) then withheld = math.min(cost * units_per_token, gap - since_charge * refill_tokens) end
         if withheld > 0 then
-          local value, ttl = written(math.min(full, level + withheld), units_per_token, stamp, generation, block_end, at, capacity, refill_tokens, units_per_token, suffix)
+          local value, ttl = written(math.min(full, level + withheld), units_per_token, stamp, generation, block_end, at, suffix)
           writes[#writes + 1] = { i, value, ttl }
           reply[i] = value
         end
@@ -217,13 +218,13 @@ local function decide(values)
         if block_ms > 0 and sl then
           -- This refusal starts a block: the tokens stay as stored, the block's end is written beside them.
           retry_after = math.max(retry_after, block_ms)
-          local value, ttl = written(sl, su, st, generation, now_ms + block_ms, at, capacity, refill_tokens, units_per_token, suffix)
+          local value, ttl = written(sl, su, st, generation, now_ms + block_ms, at, suffix)
           write = { i, value, ttl, true }
         end
       else
         after = level - cost_units
         reset_ms = ceil_div(full - after, refill_tokens)
-        local value, ttl = written(after, units_per_token, stamp, generation, 0, at, capacity, refill_tokens, units_per_token, suffix)
+        local value, ttl = written(after, units_per_token, stamp, generation, 0, at, suffix)
         write = { i, value, ttl, false }
       end
       if outcome ~= 1 and enforced then refused = true end
@@ -319,4 +320,4 @@ return reply
 `;
 
 /** SHA-1 of {@link TOKEN_BUCKET_LUA}, for EVALSHA; a test pins it to the script text. */
-export const TOKEN_BUCKET_SHA1 = "b2378a25495c31d5122cf1878395ef52babd3419";
+export const TOKEN_BUCKET_SHA1 = "465dbbee65879c7056a2f24b3682a199fede98ea";
