@@ -1,6 +1,6 @@
 import type { BucketCharge, BucketRef, LimiterBackend, OverrideRecord } from "./backend";
 import { acquireSlots, releaseSlot, renewSlot, type SlotState } from "./slots";
-import { ceilDiv, refundTokens, takeBuckets, type BucketPolicy, type BucketState } from "./token-bucket";
+import { refundTokens, stateExpiresInMs, takeBuckets, type BucketPolicy, type BucketState } from "./token-bucket";
 
 /** Options of {@link memoryBackend}. */
 export interface MemoryBackendOptions {
@@ -29,7 +29,8 @@ const SWEEP_EVERY = 1_000;
 export function memoryBackend(options: MemoryBackendOptions = {}): LimiterBackend {
   const clock = options.clock ?? Date.now;
   const buckets = new Map<string, StoredBucket>();
-  const exactOverrides = new Map<string, BucketPolicy>();
+  /** Capacity and refill only: an override never changes the rule's block period. */
+  const exactOverrides = new Map<string, Pick<BucketPolicy, "capacity" | "refillTokens" | "refillPeriodMs">>();
   const registry = new Map<string, OverrideRecord>();
   const slots = new Map<string, SlotState>();
   let writes = 0;
@@ -44,9 +45,10 @@ export function memoryBackend(options: MemoryBackendOptions = {}): LimiterBacken
       state: buckets.get(keyOf(charge))?.state,
     }));
     const { results } = takeBuckets(entries, nowMs);
-    for (const { entry, next, expiresInMs } of results) {
+    for (const [i, { entry, next, expiresInMs }] of results.entries()) {
       if (!write || next === undefined) continue;
-      buckets.set(keyOf(entry), { state: next, fullAtMs: nowMs + expiresInMs });
+      // Kept until full under the charge's own policy too, so removing an override leaves it an end.
+      buckets.set(keyOf(entry), { state: next, fullAtMs: nowMs + Math.max(expiresInMs, stateExpiresInMs(next, charges[i]!.policy, nowMs)) });
       if (++writes % SWEEP_EVERY === 0) sweep(nowMs);
     }
     return results.map(({ entry, decision, next }) => ({ decision, policy: entry.policy, charged: write && decision.outcome === "allowed" ? (next ?? null) : null }));
@@ -69,8 +71,7 @@ export function memoryBackend(options: MemoryBackendOptions = {}): LimiterBacken
         const before = buckets.get(key);
         const state = refundTokens(before?.state, policy, charge.cost, charged, nowMs);
         if (state === undefined || state === before?.state) continue;
-        const missing = policy.capacity * policy.refillPeriodMs - state.level;
-        buckets.set(key, { state, fullAtMs: Math.max(state.updatedAtMs + ceilDiv(missing, policy.refillTokens), state.blockedUntilMs ?? 0) });
+        buckets.set(key, { state, fullAtMs: nowMs + Math.max(stateExpiresInMs(state, policy, nowMs), stateExpiresInMs(state, charge.policy, nowMs)) });
       }
     },
     async acquire(claims, signal) {
@@ -97,15 +98,17 @@ export function memoryBackend(options: MemoryBackendOptions = {}): LimiterBacken
     },
     async reset(refs, signal) {
       await ready(signal);
+      // Forgotten: the next take starts a new generation, so refunds of earlier charges give nothing.
       for (const ref of refs) buckets.delete(keyOf(ref));
     },
     async setOverride(ref, policy, signal) {
       await ready(signal);
       if (policy === null) exactOverrides.delete(keyOf(ref));
-      else exactOverrides.set(keyOf(ref), policy);
-      // Its time to full was reckoned under the old policy: keep the bucket until the next take reckons it anew.
+      else exactOverrides.set(keyOf(ref), { capacity: policy.capacity, refillTokens: policy.refillTokens, refillPeriodMs: policy.refillPeriodMs });
+      // Kept until full under the new override too (under the rule's already: see `decide`).
       const current = buckets.get(keyOf(ref));
-      if (current !== undefined) buckets.set(keyOf(ref), { ...current, fullAtMs: Number.MAX_SAFE_INTEGER });
+      const nowMs = clock();
+      if (current !== undefined && policy !== null) buckets.set(keyOf(ref), { ...current, fullAtMs: Math.max(current.fullAtMs, nowMs + stateExpiresInMs(current.state, policy, nowMs)) });
     },
     overrides: {
       list: async (signal) => (await ready(signal), [...registry.values()]),

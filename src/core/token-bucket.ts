@@ -31,6 +31,14 @@ export interface BucketState {
   readonly unitsPerToken: number;
   /** Store clock (ms) at which `level` was measured. */
   readonly updatedAtMs: number;
+  /**
+   * Which life of the bucket this is: a random number ({@link newGeneration}) the take that
+   * started it from full chose; every later take carries it on. A reset forgets the state, so
+   * the next take starts another, and a refund of a charge made before gives nothing (see
+   * {@link refundTokens}). Random rather than a time, so that a bucket reset and started again
+   * within one millisecond is still another.
+   */
+  readonly generation: number;
   /** Store clock (ms) until which a block (`blockForMs`) refuses every request; absent: none. */
   readonly blockedUntilMs?: number;
 }
@@ -52,12 +60,25 @@ export type BucketDecision =
 export const MAX_SAFE_UNITS = 2 ** 50;
 
 /**
+ * A new bucket generation (see {@link BucketState.generation}): a random integer below 2^48,
+ * exact in a Lua number.
+ *
+ * @example
+ * takeTokens(undefined, policy, 1, Date.now(), newGeneration());
+ */
+export function newGeneration(): number {
+  const [high = 0, low = 0] = crypto.getRandomValues(new Uint32Array(2));
+  return (high & 0xffff) * 2 ** 32 + low;
+}
+
+/**
  * Charges `cost` tokens against a bucket at `nowMs` (the store's clock).
  *
  * Returns the decision and the state to write back, if any: the spent tokens when allowed; when
  * a refusal starts a block (`blockForMs`), the unchanged tokens with the block's end. Otherwise
  * a denied request changes nothing. `expiresInMs` is how long the written state matters (until
- * the bucket is full and any block is over): a store may forget it after that.
+ * the bucket is full and any block is over): a store may forget it after that. A bucket this
+ * take starts from full gets `generation` (default: a {@link newGeneration}).
  *
  * @example
  * const policy = { capacity: 10, refillTokens: 1, refillPeriodMs: 1000 }; // 1 token/s
@@ -69,6 +90,7 @@ export function takeTokens(
   policy: BucketPolicy,
   cost: number,
   nowMs: number,
+  generation?: number,
 ): { decision: BucketDecision; next: BucketState | undefined; expiresInMs: number } {
   const unitsPerToken = policy.refillPeriodMs;
   const fullLevel = policy.capacity * unitsPerToken;
@@ -92,35 +114,51 @@ export function takeTokens(
     const waitMs = msUntil(costUnits - level);
     if (blockForMs === 0 || state === undefined) return unchanged({ outcome: "denied", remaining: remainingAfter(level), resetMs, retryAfterMs: waitMs });
     // This refusal starts a block: the tokens stay as stored, the block's end is written beside them.
-    const until = nowMs + blockForMs;
+    // (A state stored by an earlier version has no generation: it starts one here.)
+    const blocked = { level: state.level, unitsPerToken: state.unitsPerToken, updatedAtMs: state.updatedAtMs, generation: state.generation ?? generation ?? newGeneration(), blockedUntilMs: nowMs + blockForMs };
     return {
       decision: { outcome: "denied", remaining: remainingAfter(level), resetMs, retryAfterMs: Math.max(waitMs, blockForMs) },
-      next: { level: state.level, unitsPerToken: state.unitsPerToken, updatedAtMs: state.updatedAtMs, blockedUntilMs: until },
-      expiresInMs: Math.max(resetMs, blockForMs),
+      next: blocked,
+      expiresInMs: stateExpiresInMs(blocked, policy, nowMs),
     };
   }
   const after = level - costUnits;
   // A clock that stepped back must not refill the same stretch of time twice.
   const stamp = Math.max(nowMs, state?.updatedAtMs ?? nowMs);
-  const afterResetMs = msUntil(fullLevel - after);
+  // A bucket taken from full starts a generation; every later take carries it on.
+  const next = { level: after, unitsPerToken, updatedAtMs: stamp, generation: state?.generation ?? generation ?? newGeneration() };
   return {
-    decision: { outcome: "allowed", remaining: remainingAfter(after), resetMs: afterResetMs },
-    next: { level: after, unitsPerToken, updatedAtMs: stamp },
-    expiresInMs: Math.max(1, stamp - nowMs + afterResetMs),
+    decision: { outcome: "allowed", remaining: remainingAfter(after), resetMs: msUntil(fullLevel - after) },
+    next,
+    expiresInMs: stateExpiresInMs(next, policy, nowMs),
   };
+}
+
+/**
+ * How long a stored state matters under `policy`, from `nowMs`: until the bucket is full again
+ * (counted from the state's own stamp) and any block is over; at least 1 ms. A store may forget
+ * the state after that (a missing bucket is full), and must not before.
+ *
+ * @example
+ * const { next } = takeTokens(undefined, { capacity: 10, refillTokens: 1, refillPeriodMs: 1000 }, 3, 0);
+ * stateExpiresInMs(next!, { capacity: 10, refillTokens: 1, refillPeriodMs: 1000 }, 500); // 2500
+ */
+export function stateExpiresInMs(state: BucketState, policy: BucketPolicy, nowMs: number): number {
+  const fullLevel = policy.capacity * policy.refillPeriodMs;
+  const missing = fullLevel - Math.min(storedLevel(state, policy), fullLevel);
+  return Math.max(1, state.updatedAtMs - nowMs + ceilDiv(missing, policy.refillTokens), (state.blockedUntilMs ?? 0) - nowMs);
+}
+
+/** The state's level in the policy's units: a policy whose period changed measures tokens in other units, so keep the whole tokens. */
+function storedLevel(state: BucketState, policy: BucketPolicy): number {
+  return state.unitsPerToken === policy.refillPeriodMs ? state.level : floorDiv(state.level, state.unitsPerToken) * policy.refillPeriodMs;
 }
 
 /** The bucket's level in units at `nowMs`: the stored level plus continuous refill, capped. */
 function currentLevel(state: BucketState | undefined, policy: BucketPolicy, nowMs: number): number {
-  const unitsPerToken = policy.refillPeriodMs;
-  const fullLevel = policy.capacity * unitsPerToken;
+  const fullLevel = policy.capacity * policy.refillPeriodMs;
   if (state === undefined) return fullLevel;
-  // A policy whose period changed measures tokens in other units: keep the whole tokens.
-  const stored =
-    state.unitsPerToken === unitsPerToken
-      ? state.level
-      : floorDiv(state.level, state.unitsPerToken) * unitsPerToken;
-  const missing = fullLevel - Math.min(stored, fullLevel);
+  const missing = fullLevel - Math.min(storedLevel(state, policy), fullLevel);
   const elapsedMs = Math.max(0, nowMs - state.updatedAtMs);
   // Compare before multiplying, so elapsed × rate cannot leave the exact integer range.
   if (elapsedMs >= ceilDiv(missing, policy.refillTokens)) return fullLevel;
@@ -171,8 +209,8 @@ export interface BucketResult<E extends BucketEntry> {
  * const { results } = takeBuckets([{ state: undefined, policy, cost: 1, enforced: true, bucket: "api" }], Date.now());
  * for (const { entry, next } of results) if (next) save(entry.bucket, next);
  */
-export function takeBuckets<E extends BucketEntry>(entries: readonly E[], nowMs: number): { results: BucketResult<E>[]; refused: boolean } {
-  const taken = entries.map((entry) => ({ entry, ...takeTokens(entry.state, entry.policy, entry.cost, nowMs) }));
+export function takeBuckets<E extends BucketEntry>(entries: readonly E[], nowMs: number, generation?: number): { results: BucketResult<E>[]; refused: boolean } {
+  const taken = entries.map((entry) => ({ entry, ...takeTokens(entry.state, entry.policy, entry.cost, nowMs, generation) }));
   const refused = taken.some(({ entry, decision }) => entry.enforced && decision.outcome !== "allowed");
   const writes = (result: (typeof taken)[number]) => !refused || result.decision.outcome !== "allowed";
   return {
@@ -182,10 +220,12 @@ export function takeBuckets<E extends BucketEntry>(entries: readonly E[], nowMs:
 }
 
 /**
- * Undoes a charge when another Durable Object refused the same request. `charged` is the
- * state the charge wrote. What the charge still withholds fades as refill would have filled
- * the bucket anyway, so the refund gives back only that: it never over-admits. A bucket that
- * is gone (refilled and cleaned up) or whose policy changed gets nothing back.
+ * Undoes a charge: another store refused the same request, or a `count` rule does not count
+ * the response. `charged` is the state the charge wrote. What the charge still withholds fades
+ * as refill would have filled the bucket anyway, so the refund gives back only that: it never
+ * over-admits. A bucket that is gone (refilled and cleaned up, or reset), of another generation
+ * (reset since the charge, then taken again: the charge was not made from this bucket) or whose
+ * policy's period changed gets nothing back.
  *
  * @example
  * const { next } = takeTokens(state, policy, 1, now);
@@ -198,7 +238,7 @@ export function refundTokens(
   charged: BucketState,
   nowMs: number,
 ): BucketState | undefined {
-  if (state === undefined || charged.unitsPerToken !== policy.refillPeriodMs) return state;
+  if (state === undefined || state.generation !== charged.generation || charged.unitsPerToken !== policy.refillPeriodMs) return state;
   const full = policy.capacity * policy.refillPeriodMs;
   const sinceCharge = Math.max(0, nowMs - charged.updatedAtMs);
   const gapAtCharge = full - charged.level;
@@ -209,7 +249,7 @@ export function refundTokens(
       : Math.min(cost * policy.refillPeriodMs, gapAtCharge - sinceCharge * policy.refillTokens);
   if (withheld === 0) return state;
   const level = Math.min(full, currentLevel(state, policy, nowMs) + withheld);
-  const refunded = { level, unitsPerToken: policy.refillPeriodMs, updatedAtMs: Math.max(nowMs, state.updatedAtMs) };
+  const refunded = { level, unitsPerToken: policy.refillPeriodMs, updatedAtMs: Math.max(nowMs, state.updatedAtMs), generation: state.generation };
   return state.blockedUntilMs === undefined ? refunded : { ...refunded, blockedUntilMs: state.blockedUntilMs };
 }
 

@@ -97,6 +97,53 @@ describe.each(BACKENDS)("$name backend conformance", ({ name, create, vars }) =>
     expect((await backend.take(charge(key, slow, 4), signal))[0]?.charged).toBeNull();
   });
 
+  it("a refund of a charge made before a reset gives nothing to the new bucket (`count` rules: 5 per bucket, not 10)", async () => {
+    const key = client();
+    const five = policy(5, "0.001");
+    const signal = new AbortController().signal;
+    const before = [];
+    for (let i = 0; i < 5; i++) {
+      const [answer] = await backend.take(charge(key, five, 1), signal);
+      expect(answer?.decision.outcome).toBe("allowed");
+      before.push(answer!.charged!);
+    }
+    await backend.reset([{ clientKey: key, bucket: "default" }], signal);
+    const after = [];
+    for (let i = 0; i < 5; i++) {
+      const [answer] = await backend.take(charge(key, five, 1), signal);
+      expect(answer?.decision.outcome).toBe("allowed");
+      after.push(answer!.charged!);
+    }
+    // The first five responses turn out not to count: their charges were made from the old bucket.
+    await backend.refund(before.map((charged) => ({ charge: charge(key, five, 1)[0]!, charged })), signal);
+    expect(await take(key, five)).toMatchObject({ outcome: "denied", remaining: 0 });
+    // A charge made from the new bucket is given back as before.
+    await backend.refund([{ charge: charge(key, five, 1)[0]!, charged: after[4]! }], signal);
+    expect(await take(key, five)).toMatchObject({ outcome: "allowed", remaining: 0 });
+  });
+
+  it("an exact override changes capacity and rate, never the rule's block: a refusal still starts the block", async () => {
+    const key = client();
+    const ref = { clientKey: key, bucket: "default" };
+    const signal = new AbortController().signal;
+    const blocking = { ...policy(1, "0.001"), blockForMs: 60_000 };
+    // An override that names a block of its own (0) changes capacity and rate only.
+    await backend.setOverride(ref, { ...policy(2, "2"), blockForMs: 0 }, signal);
+    expect((await take(key, blocking)).outcome).toBe("allowed");
+    expect((await take(key, blocking)).outcome).toBe("allowed");
+    const refused = await take(key, blocking);
+    expect(refused).toMatchObject({ outcome: "denied" });
+    if (refused.outcome === "denied") expect(refused.retryAfterMs).toBeGreaterThan(59_000);
+    // The override's 2 tokens a second have refilled the bucket: only the block refuses now.
+    await sleep(1_100);
+    const blocked = await take(key, blocking);
+    expect(blocked).toMatchObject({ outcome: "denied" });
+    if (blocked.outcome === "denied") expect(blocked.retryAfterMs).toBeGreaterThan(58_000);
+    // The override as the admin API builds it (capacity and rate): the same.
+    await backend.setOverride(ref, policy(2, "2"), signal);
+    expect(await take(key, blocking)).toMatchObject({ outcome: "denied" });
+  });
+
   it("200 concurrent requests against capacity 50 allow exactly 50", async () => {
     const key = client();
     const fifty = policy(50, "0.001");

@@ -54,6 +54,18 @@ describe("ClientBuckets Durable Object", () => {
     expect(await takeOne(stub, "a", fast, 5)).toMatchObject({ outcome: "allowed", remaining: 0 });
   });
 
+  it("an override set and removed leaves the bucket an end: the alarm deletes it once it is full", async () => {
+    const stub = objectFor(`alarm-override-${crypto.randomUUID()}`);
+    await takeOne(stub, "a", fast, 3);
+    await stub.setOverride("a", { capacity: 10, refillTokens: 1, refillPeriodMs: 1 });
+    expect(await takeOne(stub, "a", fast, 3)).toMatchObject({ outcome: "allowed" });
+    await stub.setOverride("a", null);
+    await new Promise((resolve) => setTimeout(resolve, 20)); // full under either policy after 10 ms
+    await runDurableObjectAlarm(stub); // it may have fired on its own already
+    const size = await runInDurableObject(stub, async (_: ClientBuckets, state) => (await state.storage.list()).size);
+    expect(size).toBe(0);
+  });
+
   it("sets an alarm for when the bucket will be full", async () => {
     const stub = objectFor(`alarm-set-${crypto.randomUUID()}`);
     await takeOne(stub, "default", slow, 1);

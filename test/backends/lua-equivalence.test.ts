@@ -6,7 +6,7 @@ import { startRedis } from "../../dev/redis-server.mjs";
 import { decodeReply, overrideArgs, resetArgs, scriptArgs, scriptKeys, storedValues } from "../../src/backends/upstash";
 import { TOKEN_BUCKET_LUA, TOKEN_BUCKET_SHA1 } from "../../src/backends/upstash/token-bucket-script";
 import { parseRatePerSecond } from "../../src/core/rate";
-import { ceilDiv, refundTokens, takeBuckets, takeTokens, type BucketPolicy, type BucketState } from "../../src/core/token-bucket";
+import { refundTokens, stateExpiresInMs, takeBuckets, takeTokens, type BucketPolicy, type BucketState } from "../../src/core/token-bucket";
 import { policy as perSecond } from "../support/helpers";
 
 let redisServer: Awaited<ReturnType<typeof startRedis>>;
@@ -46,8 +46,9 @@ const step = fc.record({
   newRate: fc.option(rateText, { freq: 10 }),
   /** Sometimes only a look (an admin peek, of the rule's cost or of 0): the same decision, nothing written. */
   peek: fc.integer({ min: 0, max: 4 }).map((n) => n === 0),
-  /** Sometimes the last charge is given back instead (a response a `count` rule does not count). */
+  /** Sometimes a charge is given back instead (a response a `count` rule does not count): often the last, else an earlier one (before a reset, say). */
   refund: fc.integer({ min: 0, max: 3 }).map((n) => n === 0),
+  refundOf: fc.oneof(fc.constant(0), fc.nat({ max: 30 })),
   /** Sometimes an operator acts first: an exact override set or removed, or a reset. */
   admin: fc.option(
     fc.oneof(
@@ -75,13 +76,55 @@ function nearHint(value: string | null): string {
 
 type Step = typeof step extends fc.Arbitrary<infer T> ? T : never;
 
-/** A bucket's key as the script stores it: the state, then "|" and the exact override if any; null when neither. */
-function stored(state: BucketState | undefined, override?: BucketPolicy): string | null {
+/**
+ * A bucket's key as the script stores it: the state with its generation and the time it stops
+ * mattering (`expiresAtMs`, under the charge's own policy), then "|" and the exact override if
+ * any; null when neither.
+ */
+function stored(state: BucketState | undefined, expiresAtMs: number | undefined, override?: BucketPolicy): string | null {
   let value = "";
-  if (state !== undefined) value = `${state.level}:${state.unitsPerToken}:${state.updatedAtMs}`;
+  if (state !== undefined) value = `${state.level}:${state.unitsPerToken}:${state.updatedAtMs}:${state.generation}:${expiresAtMs}`;
   if (state?.blockedUntilMs !== undefined) value += `:${state.blockedUntilMs}`;
   if (override !== undefined) value += `|${override.capacity}:${override.refillTokens}:${override.refillPeriodMs}`;
   return value === "" ? null : value;
+}
+
+/**
+ * Simulated time runs ahead of Redis's real clock, so after each step the test gives every key
+ * that has an expiry this one instead (far longer than any bucket's), so none expires in real
+ * time between steps. A TTL below half of it was therefore set by the script in this step.
+ */
+const KEEP_ALIVE_MS = 10 ** 15;
+/** Atomically: the value and its TTL; then a key without override gets the keep-alive expiry (one with an override keeps none). */
+const READ_AND_KEEP_ALIVE = `
+local value = redis.call('GET', KEYS[1])
+local ttl = redis.call('PTTL', KEYS[1])
+if value and not string.find(value, '|', 1, true) then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return { value or '', ttl }`;
+
+/** The value the script left in a key and its TTL (ms; -1 none, -2 no key); the key then lives on (see {@link KEEP_ALIVE_MS}). */
+async function readKey(key: string): Promise<{ value: string | null; ttl: number }> {
+  const [value, ttl] = (await redis.eval(READ_AND_KEEP_ALIVE, { keys: [key], arguments: [String(KEEP_ALIVE_MS)] })) as [string, number];
+  return { value: value === "" ? null : value, ttl };
+}
+
+/**
+ * Every key expires no later than its state stops mattering: a key holding an override (configuration)
+ * has no expiry; any other has one, and one the script wrote in this step (a TTL not the test's
+ * keep-alive) ends exactly when its state stops mattering (`expiresAtMs`, less the real time the step took).
+ */
+function expectExpiry(value: string, ttl: number, expiresAtMs: number | undefined, nowMs: number, realMs: number): void {
+  if (value.includes("|")) {
+    expect(ttl).toBe(-1);
+    return;
+  }
+  // Never none (-1); 0 when it is about to go (a 1 ms TTL: the bucket is full).
+  expect(ttl).toBeGreaterThanOrEqual(0);
+  if (ttl >= KEEP_ALIVE_MS / 2) return;
+  expect(expiresAtMs).toBeDefined();
+  const leftMs = expiresAtMs! - nowMs;
+  expect(ttl).toBeLessThanOrEqual(leftMs);
+  expect(ttl).toBeGreaterThanOrEqual(leftMs - Math.ceil(realMs) - 1);
 }
 
 /** Runs one sequence through the TypeScript bucket and the script, step by step, and compares everything. */
@@ -92,83 +135,87 @@ async function checkSequence(capacity: number, rate: string, steps: readonly Ste
   let policy: BucketPolicy = withBlock(perSecond(capacity, rate));
   let override: BucketPolicy | undefined;
   let state: BucketState | undefined;
+  /** When `state` stops mattering under the policy of the charge that wrote it (the override left out): what the key carries. */
+  let expiresAtMs: number | undefined;
   let nowMs = startMs;
-  let last: { charged: BucketState; cost: number } | undefined;
+  /** Charges not given back yet, the last first; and the generation the next take that starts a bucket gets. */
+  const charges: { charged: BucketState; cost: number }[] = [];
+  let generation = 0;
   let previous: string | null = null;
-  for (const { elapsedMs, cost: stepCost, newRate, peek, admin, refund, hint: hintKind } of steps) {
+  const wrote = (next: BucketState) => {
+    state = next;
+    expiresAtMs = nowMs + stateExpiresInMs(next, policy, nowMs);
+  };
+  /**
+   * The key after a step: the model's value, with its expiry. The store may have forgotten a
+   * state that no longer matters: deleted when put back or uncovered past its expiry (the model
+   * forgets it too), or expired in real time when the script gave it a TTL shorter than the step
+   * took (then the test puts it back for the next simulated step).
+   */
+  const checkKey = async (sentAt: number, ttlSetMs: number | undefined) => {
+    const { value, ttl } = await readKey(key);
+    const realMs = performance.now() - sentAt;
+    const expected = stored(state, expiresAtMs, override);
+    if (value === null && expected !== null && override === undefined && expiresAtMs !== undefined && expiresAtMs <= nowMs) {
+      state = undefined;
+      expiresAtMs = undefined;
+    } else if (value === null && expected !== null && override === undefined && ttlSetMs !== undefined && ttlSetMs <= realMs + 1) {
+      await redis.set(key, expected, { PX: KEEP_ALIVE_MS });
+    } else {
+      expect(value).toBe(expected);
+      if (value !== null) expectExpiry(value, ttl, expiresAtMs, nowMs, realMs);
+    }
+  };
+  for (const { elapsedMs, cost: stepCost, newRate, peek, admin, refund, refundOf, hint: hintKind } of steps) {
     nowMs += elapsedMs;
     if (newRate !== null) policy = withBlock(perSecond(capacity, newRate));
     // The operator's action, as the backend does it (the script's reset and override modes).
     if (admin !== null) {
       if (admin.kind === "reset") state = undefined;
       else if (admin.kind === "override") override = perSecond(admin.capacity, admin.rate); // capacity and refill only: the block period stays the rule's
-      else override = undefined;
-      const reply = await redis.evalSha(TOKEN_BUCKET_SHA1, { keys: [key], arguments: admin.kind === "reset" ? resetArgs() : overrideArgs(override ?? null) });
-      expect(storedValues(reply, 1)).toEqual([stored(state, override) ?? ""]);
-      // A key holding an override never expires; one without keeps no expiry until the next charge.
-      const [value, ttl] = (await redis.multi().get(key).pTTL(key).persist(key).exec()) as unknown as [string | null, number];
-      expect(value).toBe(stored(state, override));
-      expect(ttl).toBeLessThan(0);
+      else {
+        override = undefined;
+        // Back to the rule: a state past its expiry is forgotten, as its TTL would have.
+        if (expiresAtMs !== undefined && expiresAtMs <= nowMs) state = undefined;
+      }
+      if (state === undefined) expiresAtMs = undefined;
+      const sentAt = performance.now();
+      const reply = await redis.evalSha(TOKEN_BUCKET_SHA1, { keys: [key], arguments: admin.kind === "reset" ? resetArgs() : overrideArgs(override ?? null, nowMs) });
+      expect(storedValues(reply, 1)).toEqual([stored(state, expiresAtMs, override) ?? ""]);
+      await checkKey(sentAt, undefined);
     }
-    const right = stored(state, override);
+    const right = stored(state, expiresAtMs, override);
     const hint = { right, none: null, stale: previous, near: nearHint(right) }[hintKind] ?? "";
     previous = right;
     const inForce = override === undefined ? policy : { ...policy, ...override };
-    if (refund && last !== undefined) {
-      // The script's refund mode against refundTokens: what the charge still withholds comes back.
-      state = refundTokens(state, inForce, last.cost, last.charged, nowMs);
+    if (refund && charges.length > 0) {
+      // The script's refund mode against refundTokens: what the charge still withholds comes back
+      // (nothing after a reset: the bucket is of another generation).
+      const [last] = charges.splice(refundOf % charges.length, 1) as [(typeof charges)[number]];
+      const refunded = refundTokens(state, inForce, last.cost, last.charged, nowMs);
+      if (refunded !== state && refunded !== undefined) wrote(refunded);
       const sentAt = performance.now();
       const reply = await redis.evalSha(TOKEN_BUCKET_SHA1, { keys: [key], arguments: scriptArgs([{ ...ref, policy, cost: last.cost, enforced: true }], false, nowMs, [last.charged]) });
-      const [value] = (await redis.multi().get(key).persist(key).exec()) as unknown as [string | null];
-      const expectedValue = stored(state, override);
-      expect(storedValues(reply, 1)).toEqual([expectedValue ?? ""]);
-      const fullInMs = state === undefined ? 0 : state.updatedAtMs - nowMs + ceilDiv(inForce.capacity * inForce.refillPeriodMs - state.level, inForce.refillTokens);
-      if (value === null && expectedValue !== null && fullInMs <= performance.now() - sentAt + 1) await redis.set(key, expectedValue);
-      else expect(value).toBe(expectedValue);
-      last = undefined;
+      expect(storedValues(reply, 1)).toEqual([stored(state, expiresAtMs, override) ?? ""]);
+      await checkKey(sentAt, state === undefined ? undefined : stateExpiresInMs(state, inForce, nowMs));
       continue;
     }
     // A peek may ask about 0 tokens: the bucket as it stands.
     const cost = peek && stepCost % 2 === 0 ? 0 : stepCost;
-    const taken = takeTokens(state, inForce, cost, nowMs);
+    generation += 1;
+    const taken = takeTokens(state, inForce, cost, nowMs, generation);
     const expected = peek ? { decision: taken.decision, next: undefined, expiresInMs: 0 } : taken;
-    state = expected.next ?? state;
+    if (expected.next !== undefined) wrote(expected.next);
 
     const charge = { ...ref, policy, cost, enforced: true };
     const sentAt = performance.now();
-    const reply = await redis.evalSha(TOKEN_BUCKET_SHA1, { keys: [key], arguments: scriptArgs([charge], !peek, nowMs, undefined, [hint]) });
+    const reply = await redis.evalSha(TOKEN_BUCKET_SHA1, { keys: [key], arguments: scriptArgs([charge], !peek, nowMs, undefined, [hint], generation) });
     const { capacity: c, refillTokens, refillPeriodMs } = inForce;
     const charged = !peek && expected.decision.outcome === "allowed" ? (expected.next ?? null) : null;
     expect(decodeReply(reply)).toEqual([{ decision: expected.decision, policy: { capacity: c, refillTokens, refillPeriodMs }, charged }]);
-    if (charged !== null) last = { charged, cost };
-
-    const expectedValue = stored(state, override);
-    expect(storedValues(reply)).toEqual([expectedValue ?? ""]);
-    // Atomically: read the state and its TTL, then drop the TTL. Simulated time runs ahead of
-    // Redis's real clock, so the key must not expire in real time between steps.
-    const [value, ttl] = (await redis.multi().get(key).pTTL(key).persist(key).exec()) as unknown as [string | null, number];
-    const realMs = performance.now() - sentAt;
-    // A key with nothing written may have been written and put back (a wrong hint): with no expiry.
-    if (value === null && expectedValue !== null && override === undefined && expected.next !== undefined && expected.expiresInMs <= realMs + 1) {
-      // The key's TTL (real time) ran out before we looked: put the state back for the
-      // next simulated step.
-      await redis.set(key, expectedValue);
-    } else {
-      expect(value).toBe(expectedValue);
-    }
-    if (expected.next !== undefined && value !== null && override !== undefined) {
-      expect(ttl).toBe(-1); // the key holds an override: no expiry
-    } else if (expected.next !== undefined && value !== null) {
-      // The key lives exactly until the bucket is full and any block is over (minus the real
-      // time this step took), counted from its own stamp when the clock stepped back.
-      expect(ttl).toBeLessThanOrEqual(expected.expiresInMs);
-      expect(ttl).toBeGreaterThanOrEqual(expected.expiresInMs - Math.ceil(realMs) - 1);
-    } else if (value !== null) {
-      // Nothing written (the test dropped the key's TTL after the last step): a wrong hint that
-      // made the script write puts the old value back with no expiry, whatever policy it has
-      // (an expiry from this call's policy could end the key before the bucket is full under another).
-      expect(ttl).toBe(-1);
-    }
+    if (charged !== null) charges.unshift({ charged, cost });
+    expect(storedValues(reply)).toEqual([stored(state, expiresAtMs, override) ?? ""]);
+    await checkKey(sentAt, expected.next === undefined ? undefined : expected.expiresInMs);
   }
   await redis.del(key);
 }
@@ -178,7 +225,7 @@ describe("the Lua script and the TypeScript bucket agree", () => {
     expect(createHash("sha1").update(TOKEN_BUCKET_LUA).digest("hex")).toBe(TOKEN_BUCKET_SHA1);
   });
 
-  it("on random sequences of (time step, cost, capacity, rate, take, peek or refund, override, reset): same decision, policy, state, block and expiry at every step", async () => {
+  it("on random sequences of (time step, cost, capacity, rate, take, peek or refund, override, reset): same decision, policy, state, generation, block and expiry at every step; every key expires when its state stops mattering", async () => {
     await fc.assert(
       fc.asyncProperty(
         fc.integer({ min: 1, max: 1_000 }),
@@ -203,6 +250,7 @@ describe("the Lua script and the TypeScript bucket agree", () => {
       newRate: fc.constant(null),
       peek: fc.integer({ min: 0, max: 6 }).map((n) => n === 0),
       refund: fc.integer({ min: 0, max: 6 }).map((n) => n === 0),
+      refundOf: fc.oneof(fc.constant(0), fc.nat({ max: 30 })),
       admin: fc.option(
         fc.oneof(
           fc.record({ kind: fc.constant("override" as const), capacity: fc.integer({ min: 1, max: 5 }), rate: fc.constantFrom("0.5", "1", "3") }),
@@ -253,27 +301,35 @@ describe("the Lua script and the TypeScript bucket agree", () => {
           const keys = refs.map((ref) => scriptKeys("p", [ref])[0] ?? "");
           const policies: BucketPolicy[] = buckets.map((b) => (b.blockForMs > 0 ? { ...perSecond(b.capacity, b.rate), blockForMs: b.blockForMs } : perSecond(b.capacity, b.rate)));
           const states: (BucketState | undefined)[] = buckets.map(() => undefined);
+          const expiries: (number | undefined)[] = buckets.map(() => undefined);
+          const value = (i: number) => stored(states[i], expiries[i]);
           let nowMs = 1_800_000_000_000;
+          let generation = 0;
           const previous: (string | null)[] = buckets.map(() => null);
           for (const { elapsedMs, costs, peek, hints: hintKinds } of steps) {
             nowMs += elapsedMs;
-            const hints = states.map((state, i) => {
-              const right = stored(state);
+            const hints = states.map((_, i) => {
+              const right = value(i);
               const hint = { right, none: null, stale: previous[i] ?? null, near: nearHint(right) }[hintKinds[i]!] ?? "";
               previous[i] = right;
               return hint;
             });
             const entries = buckets.map((b, i) => ({ state: states[i], policy: policies[i]!, cost: costs[i]!, enforced: b.enforced }));
-            const taken = takeBuckets(entries, nowMs);
+            generation += 1;
+            const taken = takeBuckets(entries, nowMs, generation);
             const { results } = taken;
             // A peek: the same decisions, nothing written.
             const expected = { decisions: results.map((r) => r.decision), next: results.map((r) => (peek ? undefined : r.next)) };
-            expected.next.forEach((state, i) => state && (states[i] = state));
+            expected.next.forEach((state, i) => {
+              if (state === undefined) return;
+              states[i] = state;
+              expiries[i] = nowMs + stateExpiresInMs(state, policies[i]!, nowMs);
+            });
 
             const charges = entries.map((e, i) => ({ ...refs[i]!, policy: e.policy, cost: e.cost, enforced: e.enforced }));
             const sentAt = performance.now();
-            const reply = await redis.evalSha(TOKEN_BUCKET_SHA1, { keys: scriptKeys("p", charges), arguments: scriptArgs(charges, !peek, nowMs, undefined, hints) });
-            expect(storedValues(reply)).toEqual(states.map((state) => stored(state) ?? ""));
+            const reply = await redis.evalSha(TOKEN_BUCKET_SHA1, { keys: scriptKeys("p", charges), arguments: scriptArgs(charges, !peek, nowMs, undefined, hints, generation) });
+            expect(storedValues(reply)).toEqual(states.map((_, i) => value(i) ?? ""));
             expect(decodeReply(reply)).toEqual(
               expected.decisions.map((decision, i) => {
                 const { capacity, refillTokens, refillPeriodMs } = entries[i]!.policy;
@@ -281,18 +337,24 @@ describe("the Lua script and the TypeScript bucket agree", () => {
                 return { decision, policy: { capacity, refillTokens, refillPeriodMs }, charged };
               }),
             );
-            const values = await Promise.all(keys.map(async (key) => (await redis.multi().get(key).persist(key).exec())[0] as unknown as string | null));
+            const read = await Promise.all(keys.map((key) => readKey(key)));
             const realMs = performance.now() - sentAt;
-            for (const [i, value] of values.entries()) {
-              const state = states[i];
-              const expectedValue = stored(state);
+            for (const [i, { value: found, ttl }] of read.entries()) {
+              const expectedValue = value(i);
               // A key written this step may already have expired in real time (its TTL is the
-              // time to full, sometimes 1 ms): then put the expected state back. One a wrong hint
-              // made the script write and then put back keeps no expiry.
+              // time to full, sometimes 1 ms): then put the expected state back. A key a wrong
+              // hint made the script write and put back takes back the expiry its state carries
+              // (deleted if that has come: then the model forgets it too).
               const ttlMs = expected.next[i] !== undefined ? (results[i]?.expiresInMs ?? 0) : Infinity;
-              const expiredInRealTime = value === null && expectedValue !== null && ttlMs <= realMs + 1;
-              if (expiredInRealTime) await redis.set(keys[i]!, expectedValue!);
-              else expect(value).toBe(expectedValue);
+              if (found === null && expectedValue !== null && expiries[i]! <= nowMs) {
+                states[i] = undefined;
+                expiries[i] = undefined;
+              } else if (found === null && expectedValue !== null && ttlMs <= realMs + 1) {
+                await redis.set(keys[i]!, expectedValue, { PX: KEEP_ALIVE_MS });
+              } else {
+                expect(found).toBe(expectedValue);
+                if (found !== null) expectExpiry(found, ttl, expiries[i], nowMs, realMs);
+              }
             }
           }
           await redis.del(keys);

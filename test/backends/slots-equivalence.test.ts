@@ -46,7 +46,8 @@ describe("the slots script and the TypeScript slots agree", () => {
         const prefix = `slots-${crypto.randomUUID()}`;
         const sets = [0, 1, 2].map((i) => `${prefix}:${i}`);
         const model = new Map<string, SlotState>();
-        let nowMs = 1_700_000_000_000;
+        const firstNowMs = 1_700_000_000_000;
+        let nowMs = firstNowMs;
         for (const { elapsedMs, ids, operation, limit, leaseMs, shadow } of steps) {
           nowMs += elapsedMs;
           // Claim i goes to set i: one request, several concurrency rules.
@@ -70,6 +71,12 @@ describe("the slots script and the TypeScript slots agree", () => {
             const stored = await redis.zRangeWithScores(key, 0, -1);
             const live = (leases: { id: string; expiresAtMs: number }[]) => leases.filter((l) => l.expiresAtMs > nowMs).sort((x, y) => x.id.localeCompare(y.id));
             expect(live(stored.map(({ value, score }) => ({ id: value, expiresAtMs: score })))).toEqual(live([...(model.get(key) ?? [])]));
+            // Every set expires: never a set without expiry, and never later than its last lease.
+            if (stored.length > 0) {
+              const ttl = await redis.pTTL(key);
+              expect(ttl).toBeGreaterThanOrEqual(0);
+              expect(ttl).toBeLessThanOrEqual(Math.max(...stored.map(({ score }) => score)) - firstNowMs);
+            }
           }
         }
       }),

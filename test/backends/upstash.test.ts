@@ -78,17 +78,48 @@ describe("Upstash backend on a real Redis through the REST bridge", () => {
     expect((await take(client)).outcome).toBe("allowed");
     expect((await other.take([charge], new AbortController().signal))[0]!.decision).toMatchObject({ outcome: "allowed", remaining: 0 });
 
+    const key = bucketKey("sluice-test", { bucket: "default", clientKey: client });
+    const ttlBefore = await redis.pTTL(key);
     await redis.configResetStat();
     // This isolate's hint still says 1 token left: the script finds 0, refuses, and puts the value back.
     expect((await take(client)).outcome).toBe("denied");
     expect(await commandCalls()).toEqual({ evalsha: 1, time: 1, set: 2 });
+    // Put back with the expiry it had (the value carries it): the key still ends when the bucket is full.
+    const ttlAfter = await redis.pTTL(key);
+    expect(ttlAfter).toBeGreaterThan(0);
+    expect(ttlAfter).toBeLessThanOrEqual(ttlBefore);
+    expect(ttlAfter).toBeGreaterThan(ttlBefore - 500);
+  });
+
+  it("a key put back after a wrong hint keeps its writer's expiry: never none, never shorter under another policy", async () => {
+    // Another isolate charged under a slow policy (a prefix override it already knows of): full again in 100 s.
+    const client = `put-back-${crypto.randomUUID()}`;
     const key = bucketKey("sluice-test", { bucket: "default", clientKey: client });
-    // Put back with no expiry: the old one is gone with the SET, and this call's policy may not be
-    // the one that set it; the next charge sets one again.
-    expect(await redis.pTTL(key)).toBe(-1);
-    await redis.set(key, "1:1000:1", { PX: 60_000 }); // long refilled: the next charge decides from it
-    expect((await take(client)).outcome).toBe("allowed");
-    expect(await redis.pTTL(key)).toBeGreaterThan(0);
+    const other = upstashBackend({ url: stack.bridge.url, token: LOCAL_UPSTASH_TOKEN, keyPrefix: "sluice-test" });
+    const slow = perSecond(1, "0.01");
+    expect((await other.take([{ clientKey: client, bucket: "default", policy: slow, cost: 1, enforced: true }], new AbortController().signal))[0]!.decision.outcome).toBe("allowed");
+    const ttlBefore = await redis.pTTL(key);
+    expect(ttlBefore).toBeGreaterThan(99_000);
+    // This isolate (hint "none": it has never seen the key) asks for more than the bucket holds
+    // under its own policy, so the script writes, finds the real value, refuses and puts it back.
+    const fast = perSecond(1, "1");
+    expect((await backend.take([{ clientKey: client, bucket: "default", policy: fast, cost: 1, enforced: true }], new AbortController().signal))[0]!.decision.outcome).toBe("denied");
+    const ttlAfter = await redis.pTTL(key);
+    expect(ttlAfter).toBeGreaterThan(ttlBefore - 1_000); // not this call's 1 s, and not none (-1)
+    expect(ttlAfter).toBeLessThanOrEqual(ttlBefore);
+  });
+
+  it("reads a value an earlier version of the script wrote (no generation, no expiry inside) and gives a put-back of it an expiry", async () => {
+    const client = `earlier-${crypto.randomUUID()}`;
+    const key = bucketKey("sluice-test", { bucket: "default", clientKey: client });
+    const nowMs = Date.now();
+    await redis.set(key, `0:1000:${nowMs}`, { PX: 2_000 }); // empty at 1/s (the earlier format)
+    // This isolate has no hint ("none"): it writes a fresh bucket, finds the old value, refuses and puts it back.
+    expect((await take(client)).outcome).toBe("denied");
+    expect(await redis.get(key)).toBe(`0:1000:${nowMs}`);
+    const ttl = await redis.pTTL(key);
+    expect(ttl).toBeGreaterThan(0); // this call's policy's: full in 2 s
+    expect(ttl).toBeLessThanOrEqual(2_000);
   });
 
   it("stores an exact override in the bucket's key, without expiry, and keeps the tokens", async () => {
@@ -97,7 +128,7 @@ describe("Upstash backend on a real Redis through the REST bridge", () => {
     const key = bucketKey("sluice-test", ref);
     expect((await take(client)).remaining).toBe(1);
     await backend.setOverride(ref, { capacity: 5, refillTokens: 1, refillPeriodMs: 60_000 }, new AbortController().signal);
-    expect(await redis.get(key)).toMatch(/^1000:1000:\d+\|5:1:60000$/);
+    expect(await redis.get(key)).toMatch(/^1000:1000:\d+:\d+:\d+\|5:1:60000$/);
     expect(await redis.pTTL(key)).toBe(-1);
 
     await redis.configResetStat();
@@ -106,9 +137,39 @@ describe("Upstash backend on a real Redis through the REST bridge", () => {
     expect(answer!.decision.outcome).toBe("allowed");
     expect(await commandCalls()).toEqual({ evalsha: 1, time: 1, set: 1 });
 
+    // Removed: the state expires when it stops mattering under the rule's policy (the last charge's:
+    // capacity 2 at 1/s), not never: the last take left it empty (in the override's units), full in 2 s.
+    await backend.setOverride(ref, null, new AbortController().signal);
+    expect(await redis.get(key)).toMatch(/^\d+:60000:\d+:\d+:\d+$/);
+    const ttl = await redis.pTTL(key);
+    expect(ttl).toBeGreaterThan(0);
+    expect(ttl).toBeGreaterThan(1_500);
+    expect(ttl).toBeLessThanOrEqual(2_000);
+
+    await backend.setOverride(ref, { capacity: 5, refillTokens: 1, refillPeriodMs: 60_000 }, new AbortController().signal);
     await backend.reset([ref], new AbortController().signal);
     expect(await redis.get(key)).toBe("|5:1:60000"); // the state is forgotten, the override stays
     await backend.setOverride(ref, null, new AbortController().signal);
+    expect(await redis.exists(key)).toBe(0);
+  });
+
+  it("a set of concurrency slots expires with its last lease: a release or a stranger's renewal never keeps it longer", async () => {
+    const client = `slots-${crypto.randomUUID()}`;
+    const key = bucketKey("sluice-test", { bucket: "inflight", clientKey: client });
+    const claim = (id: string, leaseMs: number) => ({ clientKey: client, bucket: "inflight", id, limit: 2, leaseMs, enforced: true });
+    const signal = () => new AbortController().signal;
+    await backend.acquire([claim("short", 1_000)], signal());
+    await backend.acquire([claim("long", 60_000)], signal());
+    expect(await redis.pTTL(key)).toBeGreaterThan(59_000);
+    await backend.release([claim("long", 60_000)], signal());
+    const afterRelease = await redis.pTTL(key);
+    expect(afterRelease).toBeGreaterThan(0);
+    expect(afterRelease).toBeLessThanOrEqual(1_000); // the short lease's end, not the released one's
+    await backend.renew([claim("stranger", 60_000)], signal()); // holds none: changes nothing
+    expect(await redis.pTTL(key)).toBeLessThanOrEqual(1_000);
+    await backend.renew([claim("short", 5_000)], signal());
+    expect(await redis.pTTL(key)).toBeGreaterThan(4_000);
+    await backend.release([claim("short", 5_000)], signal());
     expect(await redis.exists(key)).toBe(0);
   });
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { ceilDiv, floorDiv, refundTokens, takeTokens, waitForTokensMs, type BucketPolicy, type BucketState } from "../../src/core/token-bucket";
+import { ceilDiv, floorDiv, refundTokens, stateExpiresInMs, takeTokens, waitForTokensMs, type BucketPolicy, type BucketState } from "../../src/core/token-bucket";
 import { policy as perSecond } from "../support/helpers";
 
 /** Runs (time, cost) steps through one bucket, returning each decision. */
@@ -79,6 +79,29 @@ describe("takeTokens", () => {
     expect(takeTokens(takeTokens(refunded, policy, 1, 20).next, policy, 1, 20).decision.outcome).toBe("denied");
     // A bucket already cleaned up gets nothing back.
     expect(refundTokens(undefined, policy, 1, charged, 5)).toBeUndefined();
+  });
+
+  it("a refund gives nothing to another generation of the bucket (reset since the charge), even one started in the same millisecond", () => {
+    const policy = perSecond(5, "0.001");
+    const charged = takeTokens(undefined, policy, 5, 0).next!;
+    // Every later take carries the bucket's generation on.
+    expect(takeTokens(charged, policy, 0, 1).next?.generation).toBe(charged.generation);
+    // Reset (the state forgotten) and emptied again at the same millisecond: another bucket.
+    const fresh = takeTokens(undefined, policy, 5, 0).next!;
+    expect(fresh.generation).not.toBe(charged.generation);
+    expect(refundTokens(fresh, policy, 5, charged, 0)).toBe(fresh);
+    expect(refundTokens(fresh, policy, 5, fresh, 0)).toMatchObject({ level: 5 * policy.refillPeriodMs, generation: fresh.generation });
+  });
+
+  it("a stored state matters until the bucket is full and any block is over, never less than 1 ms", () => {
+    const policy = { ...perSecond(10, "1"), blockForMs: 60_000 };
+    const { next, expiresInMs } = takeTokens(undefined, policy, 3, 1_000);
+    expect(expiresInMs).toBe(3_000);
+    expect(stateExpiresInMs(next!, policy, 2_500)).toBe(1_500);
+    expect(stateExpiresInMs(next!, policy, 10_000)).toBe(1);
+    expect(stateExpiresInMs({ ...next!, blockedUntilMs: 70_000 }, policy, 10_000)).toBe(60_000);
+    // Measured under another period: whole tokens, as the next take would see them.
+    expect(stateExpiresInMs(next!, perSecond(10, "0.5"), 1_000)).toBe(6_000);
   });
 
   it("keeps whole tokens when the policy's rate changes", () => {

@@ -300,7 +300,7 @@ function leasedAnswer(lease: Lease, nowMs: number): BucketAnswer {
   const elapsedMs = Math.max(0, nowMs - lease.grantedAtMs);
   const missingAtGrant = Math.min(full, grant.resetMs * policy.refillTokens);
   const level = Math.min(full, full - missingAtGrant + stillLeased + elapsedMs * policy.refillTokens);
-  const charged: BucketState = { level: grant.charged.level + stillLeased, unitsPerToken: grant.charged.unitsPerToken, updatedAtMs: grant.charged.updatedAtMs };
+  const charged: BucketState = { level: grant.charged.level + stillLeased, unitsPerToken: grant.charged.unitsPerToken, updatedAtMs: grant.charged.updatedAtMs, generation: grant.charged.generation };
   return {
     decision: { outcome: "allowed", remaining: Math.max(grant.remaining + lease.left * lease.cost, floorDiv(level, unit)), resetMs: ceilDiv(full - level, policy.refillTokens) },
     policy,

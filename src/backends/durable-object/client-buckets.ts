@@ -1,7 +1,7 @@
 import { DurableObject } from "cloudflare:workers";
 import type { BucketAnswer, OverrideRecord } from "../../core/backend";
 import { acquireSlots, releaseSlot, renewSlot, slotsExpireInMs, type SlotDecision, type SlotState } from "../../core/slots";
-import { ceilDiv, floorDiv, refundTokens, takeBuckets, takeTokens, type BucketPolicy, type BucketState } from "../../core/token-bucket";
+import { ceilDiv, floorDiv, newGeneration, refundTokens, stateExpiresInMs, takeBuckets, takeTokens, type BucketPolicy, type BucketState } from "../../core/token-bucket";
 
 /** What one bucket keeps in storage: its state and when it will be full (then it can go). */
 interface StoredBucket extends BucketState {
@@ -111,7 +111,7 @@ const BUCKET_PREFIX = "bucket:";
 const OVERRIDE_PREFIX = "override:";
 const REGISTRY_PREFIX = "registry:";
 const SLOTS_PREFIX = "slots:";
-/** The next cleanup: when the last bucket is full, not sooner than a minute, not later than a day (a bucket kept "until the next take" has no time to full). */
+/** The next cleanup: when the last bucket is full, not sooner than a minute, not later than a day (it then looks again). */
 function cleanupAt(latestFullAtMs: number, nowMs: number): number {
   return Math.min(Math.max(latestFullAtMs, nowMs + MIN_CLEANUP_DELAY_MS), nowMs + MAX_CLEANUP_DELAY_MS);
 }
@@ -207,7 +207,9 @@ export class ClientBuckets extends DurableObject<object> {
   /**
    * Makes these buckets full again, less what isolates may still hand out from leases taken
    * before (they were spent from the old bucket, but can still be spent after the reset): so a
-   * reset never lets more through than a full bucket.
+   * reset never lets more through than a full bucket. The bucket starts a new generation, so a
+   * refund of a charge made before gives nothing; only the unused rest of a lease the reset
+   * counted as out comes back (see `counted`).
    */
   reset(buckets: readonly string[]): void {
     const nowMs = Date.now();
@@ -224,12 +226,16 @@ export class ClientBuckets extends DurableObject<object> {
       const policy = shapeOf(this.overrides.get(name) ?? leased.policy);
       const tokens = Math.max(0, policy.capacity - out);
       const missing = (policy.capacity - tokens) * policy.refillPeriodMs;
-      this.remember(name, { level: tokens * policy.refillPeriodMs, unitsPerToken: policy.refillPeriodMs, updatedAtMs: nowMs }, nowMs + ceilDiv(missing, policy.refillTokens), dirty, { ...leased, policy });
+      this.remember(name, { level: tokens * policy.refillPeriodMs, unitsPerToken: policy.refillPeriodMs, updatedAtMs: nowMs, generation: newGeneration() }, nowMs + ceilDiv(missing, policy.refillTokens), dirty, { ...leased, policy });
     }
     this.persist(dirty);
   }
 
-  /** Sets or (with null) removes a bucket's exact override; its tokens stay, capped by the next take. */
+  /**
+   * Sets or (with null) removes a bucket's exact override; its tokens stay, capped by the next
+   * take. The bucket is kept until it is full under the new override too; removing one needs
+   * nothing more (each write keeps a bucket until it is full under the charge's own policy as well).
+   */
   setOverride(bucket: string, policy: BucketPolicy | null): void {
     if (policy === null) {
       this.overrides.delete(bucket);
@@ -239,10 +245,11 @@ export class ClientBuckets extends DurableObject<object> {
       this.overrides.set(bucket, { capacity, refillTokens, refillPeriodMs });
       void this.ctx.storage.put(OVERRIDE_PREFIX + bucket, { capacity, refillTokens, refillPeriodMs });
     }
-    // Its time to full was reckoned under the old policy: keep the bucket until the next take reckons it anew.
     const current = this.buckets.get(bucket);
     if (current !== undefined) {
-      const kept: StoredBucket = { ...withinNewLimit(current, policy, Date.now()), fullAtMs: Number.MAX_SAFE_INTEGER };
+      const nowMs = Date.now();
+      const capped = withinNewLimit(current, policy, nowMs);
+      const kept: StoredBucket = { ...capped, fullAtMs: policy === null ? capped.fullAtMs : Math.max(capped.fullAtMs, nowMs + stateExpiresInMs(capped, policy, nowMs)) };
       this.buckets.set(bucket, kept);
       void this.ctx.storage.put(BUCKET_PREFIX + bucket, kept);
     }
@@ -321,8 +328,8 @@ export class ClientBuckets extends DurableObject<object> {
   private charge(charges: readonly ObjectCharge[], nowMs: number, dirty: Set<string>): ObjectAnswer[] {
     for (const charge of charges) this.reckon(charge.bucket, charge.policy, nowMs, dirty);
     const { results } = takeBuckets(this.entries(charges), nowMs);
-    return results.map(({ entry, decision, next, expiresInMs }) => {
-      if (next !== undefined) this.remember(entry.bucket, next, nowMs + expiresInMs, dirty);
+    return results.map(({ entry, decision, next, expiresInMs }, i) => {
+      if (next !== undefined) this.remember(entry.bucket, next, Math.max(nowMs + expiresInMs, fullUnder(next, charges[i]!.policy, nowMs)), dirty);
       // Only spent tokens are something to refund; a block is not.
       return { decision, policy: entry.policy, charged: decision.outcome === "allowed" ? (next ?? null) : null };
     });
@@ -360,11 +367,14 @@ export class ClientBuckets extends DurableObject<object> {
       // The holder's record, live or not: one past its lifetime is no longer counted as out, but
       // until a reset, an override or another charge of the bucket drops it, its unused rest can
       // still come back (a client that paused gets it back with its next call).
-      const entry = this.buckets.get(item.bucket)?.leased?.holders[holder];
-      if (entry === undefined || entry.seq !== item.seq) continue;
+      const bucket = this.buckets.get(item.bucket);
+      const entry = bucket?.leased?.holders[holder];
+      if (bucket === undefined || entry === undefined || entry.seq !== item.seq) continue;
       const tokens = Math.min(item.cost, left.get(item.bucket) ?? entry.tokens);
       left.set(item.bucket, (left.get(item.bucket) ?? entry.tokens) - tokens);
-      if (tokens >= 1) honoured.push({ bucket: item.bucket, policy: item.policy, cost: tokens, enforced: item.enforced, charged: item.charged });
+      // A lease still on record is counted in this generation of the bucket (a reset subtracted
+      // it from the new one), so its rest comes back, whichever generation it was taken from.
+      if (tokens >= 1) honoured.push({ bucket: item.bucket, policy: item.policy, cost: tokens, enforced: item.enforced, charged: { ...item.charged, generation: bucket.generation } });
     }
     return honoured;
   }
@@ -392,8 +402,7 @@ export class ClientBuckets extends DurableObject<object> {
       const before = this.buckets.get(bucket);
       const state = refundTokens(before, policy, cost, charged, nowMs);
       if (state === undefined || state === before) continue;
-      const missing = policy.capacity * policy.refillPeriodMs - state.level;
-      this.remember(bucket, state, Math.max(state.updatedAtMs + ceilDiv(missing, policy.refillTokens), state.blockedUntilMs ?? 0), dirty);
+      this.remember(bucket, state, Math.max(fullUnder(state, policy, nowMs), fullUnder(state, given, nowMs)), dirty);
     }
   }
 
@@ -416,7 +425,7 @@ export class ClientBuckets extends DurableObject<object> {
     if (taken.decision.outcome !== "allowed" || taken.next === undefined) return null;
     // Amounts in whole tokens, so leases taken under another period are counted as what they are.
     const holders = { ...before?.holders, [holder]: { tokens: granted * lease.cost, untilMs: nowMs + Math.max(0, lease.ttlMs) + LEASE_SLACK_MS, ...(seq !== undefined && { seq }) } };
-    this.remember(lease.bucket, taken.next, nowMs + taken.expiresInMs, dirty, { policy: shapeOf(entry.policy), holders });
+    this.remember(lease.bucket, taken.next, Math.max(nowMs + taken.expiresInMs, fullUnder(taken.next, lease.policy, nowMs)), dirty, { policy: shapeOf(entry.policy), holders });
     return { granted, charged: taken.next, remaining: taken.decision.remaining, resetMs: taken.decision.resetMs, policy: entry.policy };
   }
 
@@ -448,12 +457,13 @@ export class ClientBuckets extends DurableObject<object> {
    * while live), and the bucket is kept at least as long as they are.
    */
   private remember(name: string, state: BucketState, fullAtMs: number, dirty: Set<string>, leased?: LeasedOut): void {
-    const { level, unitsPerToken, updatedAtMs, blockedUntilMs } = state;
+    const { level, unitsPerToken, updatedAtMs, generation, blockedUntilMs } = state;
     const out = leased ?? liveLease(this.buckets.get(name), Date.now());
     const stored: StoredBucket = {
       level,
       unitsPerToken,
       updatedAtMs,
+      generation,
       ...(blockedUntilMs !== undefined && { blockedUntilMs }),
       fullAtMs: out === undefined ? fullAtMs : Math.max(fullAtMs, ...Object.values(out.holders).map((h) => h.untilMs)),
       ...(out !== undefined && { leased: out }),
@@ -514,8 +524,17 @@ function withinNewLimit(bucket: StoredBucket, policy: BucketPolicy | null, nowMs
   if (decision.outcome !== "allowed") return bucket;
   const out = leasedTokens(leased);
   const tokens = Math.max(0, Math.min(decision.remaining + out, policy.capacity) - out);
-  const { blockedUntilMs } = bucket;
-  return { level: tokens * policy.refillPeriodMs, unitsPerToken: policy.refillPeriodMs, updatedAtMs: Math.max(nowMs, bucket.updatedAtMs), ...(blockedUntilMs !== undefined && { blockedUntilMs }), fullAtMs: bucket.fullAtMs, leased: { ...leased, policy: shapeOf(policy) } };
+  const { blockedUntilMs, generation } = bucket;
+  return { level: tokens * policy.refillPeriodMs, unitsPerToken: policy.refillPeriodMs, updatedAtMs: Math.max(nowMs, bucket.updatedAtMs), generation, ...(blockedUntilMs !== undefined && { blockedUntilMs }), fullAtMs: bucket.fullAtMs, leased: { ...leased, policy: shapeOf(policy) } };
+}
+
+/**
+ * When a state stops mattering under a policy (full again, any block over). A bucket is kept
+ * until then under both the policy in force and the charge's own (the rule's, or its prefix
+ * override's), so removing an exact override never leaves a bucket without an end.
+ */
+function fullUnder(state: BucketState, policy: BucketPolicy, nowMs: number): number {
+  return nowMs + stateExpiresInMs(state, policy, nowMs);
 }
 
 /** The leases of a bucket that isolates may still be spending, if any. */

@@ -1,7 +1,7 @@
 import { Redis } from "@upstash/redis/cloudflare";
 import { BackendConfigError, type BucketAnswer, type BucketCharge, type BucketRef, type LimiterBackend, type OverrideRecord, type SlotClaim } from "../../core/backend";
 import type { SlotDecision } from "../../core/slots";
-import type { BucketDecision, BucketPolicy, BucketState } from "../../core/token-bucket";
+import { newGeneration, type BucketDecision, type BucketPolicy, type BucketState } from "../../core/token-bucket";
 import { SLOTS_LUA, SLOTS_SHA1 } from "./slots-script";
 import { TOKEN_BUCKET_LUA, TOKEN_BUCKET_SHA1 } from "./token-bucket-script";
 
@@ -35,17 +35,19 @@ export function scriptKeys(prefix: string, refs: readonly BucketRef[]): string[]
 /**
  * The script's arguments for a request's charges: `charge` false only looks (a peek); `nowMs`
  * only in tests (production uses Redis's clock); `hints`, per charge, the value the caller last
- * saw in the bucket's key ("" or absent: none), which saves the script a read when it is right.
+ * saw in the bucket's key ("" or absent: none), which saves the script a read when it is right;
+ * `generation`, that of a bucket this charge starts from full (default: a new one).
  *
  * @example
- * scriptArgs([charge], true); // ["", "1", "60", "1", "1000", "1", "1", "0", "0", "0", "0", ""]
+ * scriptArgs([charge], true); // ["", "1", "<generation>", "60", "1", "1000", "1", "1", "0", "0", "0", "0", "0", ""]
  */
-export function scriptArgs(charges: readonly BucketCharge[], charge: boolean, nowMs?: number, refunds?: readonly BucketState[], hints?: readonly string[]): string[] {
-  const args = [nowMs === undefined ? "" : String(nowMs), refunds !== undefined ? "2" : charge ? "1" : "0"];
+export function scriptArgs(charges: readonly BucketCharge[], charge: boolean, nowMs?: number, refunds?: readonly BucketState[], hints?: readonly string[], generation?: number): string[] {
+  const mode = refunds !== undefined ? "2" : charge ? "1" : "0";
+  const args = [nowMs === undefined ? "" : String(nowMs), mode, mode === "1" ? String(generation ?? newGeneration()) : "0"];
   for (const [index, { policy, cost, enforced }] of charges.entries()) {
     args.push(String(policy.capacity), String(policy.refillTokens), String(policy.refillPeriodMs), String(cost), enforced ? "1" : "0", String(policy.blockForMs ?? 0));
     const charged = refunds?.[index];
-    args.push(...(charged === undefined ? ["0", "0", "0"] : [String(charged.level), String(charged.unitsPerToken), String(charged.updatedAtMs)]));
+    args.push(...(charged === undefined ? ["0", "0", "0", "0"] : [String(charged.level), String(charged.unitsPerToken), String(charged.updatedAtMs), String(charged.generation)]));
     args.push(hints?.[index] ?? "");
   }
   return args;
@@ -58,13 +60,15 @@ export function resetArgs(): string[] {
 
 /**
  * The script's arguments to set one bucket's exact override (stored in the bucket's key, beside
- * its state, which it keeps), or to remove it with `null`.
+ * its state, which it keeps), or to remove it with `null` (the state then expires when it stops
+ * mattering under the rule's policy); `nowMs` only in tests.
  *
  * @example
  * overrideArgs({ capacity: 100, refillTokens: 1, refillPeriodMs: 600 }); // ["", "4", "100", "1", "600"]
  */
-export function overrideArgs(policy: BucketPolicy | null): string[] {
-  return policy === null ? ["", "4", "", "", ""] : ["", "4", String(policy.capacity), String(policy.refillTokens), String(policy.refillPeriodMs)];
+export function overrideArgs(policy: BucketPolicy | null, nowMs?: number): string[] {
+  const now = nowMs === undefined ? "" : String(nowMs);
+  return policy === null ? [now, "4", "", "", ""] : [now, "4", String(policy.capacity), String(policy.refillTokens), String(policy.refillPeriodMs)];
 }
 
 const SLOT_OPERATIONS = { acquire: "1", release: "0", renew: "2" } as const;
@@ -93,27 +97,27 @@ export function decodeSlotReply(reply: unknown): SlotDecision[] {
 }
 
 /** Values per bucket in a charge's or peek's reply. */
-const REPLY_WIDTH = 11;
+const REPLY_WIDTH = 12;
 
 /**
- * Decodes the script's reply (11 values per bucket) into answers: the decision, the policy in
+ * Decodes the script's reply (12 values per bucket) into answers: the decision, the policy in
  * force, and the state a charge wrote.
  *
  * @example
- * decodeReply([1, 9, 1000, 0, 10, 1, 1000, 9000, 1000, 1700000000000, "9000:1000:1700000000000"]);
+ * decodeReply([1, 9, 1000, 0, 10, 1, 1000, 9000, 1000, 1700000000000, 1700000000000, "9000:1000:1700000000000:1700000000000:1700000001000"]);
  * // [{ decision: { outcome: "allowed", remaining: 9, resetMs: 1000 }, policy: { capacity: 10, … }, charged: { level: 9000, … } }]
  */
 export function decodeReply(reply: unknown): BucketAnswer[] {
   if (!Array.isArray(reply) || reply.length % REPLY_WIDTH !== 0) throw new Error(`unexpected script reply: ${JSON.stringify(reply)}`);
   const answers: BucketAnswer[] = [];
   for (let i = 0; i < reply.length; i += REPLY_WIDTH) {
-    const [code, remaining, resetMs, retryAfterMs, capacity, refillTokens, refillPeriodMs, level, unitsPerToken, updatedAtMs] = reply.slice(i, i + 10).map(Number) as [
-      number, number, number, number, number, number, number, number, number, number,
+    const [code, remaining, resetMs, retryAfterMs, capacity, refillTokens, refillPeriodMs, level, unitsPerToken, updatedAtMs, generation] = reply.slice(i, i + 11).map(Number) as [
+      number, number, number, number, number, number, number, number, number, number, number,
     ];
     const outcome = OUTCOMES[code as keyof typeof OUTCOMES];
     if (outcome === undefined) throw new Error(`unexpected outcome code ${code}`);
     const decision: BucketDecision = outcome === "denied" ? { outcome, remaining, resetMs, retryAfterMs } : { outcome, remaining, resetMs };
-    const charged = level >= 0 ? { level, unitsPerToken, updatedAtMs } : null;
+    const charged = level >= 0 ? { level, unitsPerToken, updatedAtMs, generation } : null;
     answers.push({ decision, policy: { capacity, refillTokens, refillPeriodMs }, charged });
   }
   return answers;
@@ -121,10 +125,11 @@ export function decodeReply(reply: unknown): BucketAnswer[] {
 
 /**
  * The value each bucket's key holds after the call ("" for none), from a charge's or peek's reply
- * (`width` 11) or a refund's, reset's or override's (`width` 1): the next call's hints.
+ * (`width` 12) or a refund's, reset's or override's (`width` 1): the next call's hints.
  *
  * @example
- * storedValues([1, 9, 1000, 0, 10, 1, 1000, 9000, 1000, 1700000000000, "9000:1000:1700000000000"]); // ["9000:1000:1700000000000"]
+ * storedValues([1, 9, 1000, 0, 10, 1, 1000, 9000, 1000, 1700000000000, 1700000000000, "9000:1000:1700000000000:1700000000000:1700000001000"]);
+ * // ["9000:1000:1700000000000:1700000000000:1700000001000"]
  */
 export function storedValues(reply: unknown, width = REPLY_WIDTH): string[] {
   if (!Array.isArray(reply)) return [];
@@ -224,7 +229,7 @@ export function upstashBackend(options: UpstashBackendOptions): LimiterBackend {
     },
     async setOverride(ref, policy, signal) {
       // The override is written into the bucket's key, which keeps its state and, while it holds
-      // an override, never expires; removing it leaves the state without expiry until the next charge.
+      // an override, never expires; removing it gives the state back the expiry it carries.
       await script(scriptKeys(options.keyPrefix, [ref]), overrideArgs(policy), signal, 1);
     },
     overrides: {

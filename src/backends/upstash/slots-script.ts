@@ -9,7 +9,8 @@
  * "0" to release.
  * ARGV[3 + 4(i-1) …]: lease id, limit, leaseMs, enforced ("1"/"0") of claim i.
  * An acquisition first drops expired leases (score ≤ now). It is all or nothing: when an
- * enforced claim is refused, no lease is added or renewed. The set expires with its last lease.
+ * enforced claim is refused, no lease is added or renewed. Every call that changes a set gives it
+ * the expiry of its last lease (never later: a released or stranger's lease does not keep it).
  * Reply: 2 integers per claim (acquire): granted (1/0), requests in flight after it.
  */
 export const SLOTS_LUA = `
@@ -21,11 +22,16 @@ else
   now_ms = tonumber(ARGV[1])
 end
 local now = string.format('%d', now_ms)
+-- The set expires with its last lease (a set left empty is already gone).
+local function expire_with_last(key)
+  local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  if last[2] then redis.call('PEXPIRE', key, math.max(1, tonumber(last[2]) - now_ms)) end
+end
 
 if ARGV[2] == '0' then
   for i = 1, #KEYS do
     redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
-    redis.call('ZREM', KEYS[i], ARGV[3 + (i - 1) * 4])
+    if redis.call('ZREM', KEYS[i], ARGV[3 + (i - 1) * 4]) == 1 then expire_with_last(KEYS[i]) end
   end
   return {}
 end
@@ -35,8 +41,7 @@ if ARGV[2] == '2' then
     local lease_ms = tonumber(ARGV[at + 2])
     redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
     -- GT: never shortens a lease; XX: never adds one.
-    redis.call('ZADD', KEYS[i], 'XX', 'GT', string.format('%d', now_ms + lease_ms), ARGV[at])
-    if redis.call('PTTL', KEYS[i]) < lease_ms and redis.call('EXISTS', KEYS[i]) == 1 then redis.call('PEXPIRE', KEYS[i], lease_ms) end
+    if redis.call('ZADD', KEYS[i], 'XX', 'GT', 'CH', string.format('%d', now_ms + lease_ms), ARGV[at]) == 1 then expire_with_last(KEYS[i]) end
   end
   return {}
 end
@@ -66,7 +71,7 @@ if not refused then
       local at = 3 + (i - 1) * 4
       local lease_ms = tonumber(ARGV[at + 2])
       redis.call('ZADD', KEYS[i], string.format('%d', now_ms + lease_ms), ARGV[at])
-      if redis.call('PTTL', KEYS[i]) < lease_ms then redis.call('PEXPIRE', KEYS[i], lease_ms) end
+      expire_with_last(KEYS[i])
     end
   end
 end
@@ -74,4 +79,4 @@ return reply
 `;
 
 /** SHA-1 of {@link SLOTS_LUA}, for EVALSHA; a test pins it. */
-export const SLOTS_SHA1 = "da004c3ba315b6610670ff5774d0907f3057224b";
+export const SLOTS_SHA1 = "d352b2069efdff8a351c726adfd930fba25ec2a2";
