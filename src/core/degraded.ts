@@ -60,7 +60,7 @@ export class DegradedBuckets {
       // At least one request's cost, as traffic charges it (a peek asks about cost 0).
       const policy = localPolicy(inForce, this.fraction, Math.max(entry.charge.cost, entry.rule.policy.cost));
       const tracked = this.buckets.tracks(key, nowMs);
-      const drained: BucketState = { level: 0, unitsPerToken: policy.refillPeriodMs, updatedAtMs: nowMs };
+      const drained: BucketState = { level: 0, unitsPerToken: policy.refillPeriodMs, updatedAtMs: nowMs, generation: 0 };
       return { ...entry, key, policy, tracked, state: tracked ? this.buckets.get(key, nowMs) : drained, cost: entry.charge.cost, enforced: entry.charge.enforced };
     });
     const { results } = takeBuckets(keyed, nowMs);
