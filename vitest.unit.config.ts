@@ -5,7 +5,7 @@ import { defineConfig } from "vitest/config";
  * bundle to build. `npm run test:unit` runs just these in seconds; `npm test` runs them too (as
  * the `unit` project of vitest.config.ts).
  */
-export const UNIT_TESTS = ["test/core/**/*.test.ts", "test/hono/*.test.ts", "test/unit/**/*.test.ts"];
+export const UNIT_TESTS = ["test/core/**/*.test.ts", "test/hono/*.test.ts", "test/**/*.unit.test.ts"];
 
 export const UNIT_EXCLUDE = ["**/*.worker.test.ts", "**/node_modules/**"];
 

@@ -1,45 +1,38 @@
 /**
- * `sluice`: the rate limiter's framework-free core. Rules, client identity, the token bucket,
- * the deny cache, the circuit breaker and the problem catalogue, behind one {@link Limiter};
- * the in-memory backend; and the port other backends implement (`sluice/durable-object`,
- * `sluice/upstash`). Adapters: `sluice/hono`.
+ * `sluice`: the rate limiter's framework-free core. One {@link Limiter} (rules, client identity,
+ * token buckets, concurrency slots, the deny cache, the circuit breaker) answering typed
+ * verdicts; the in-memory backend; the port other backends implement (`sluice/durable-object`,
+ * `sluice/upstash`); and the verdict → Response mapping. Adapters: `sluice/hono`.
+ *
+ * Only what the README documents is exported here: a test (test/package/consumer.test.ts) fails
+ * when an internal leaks out.
  *
  * @example
  * import { Limiter, memoryBackend, requestSubject, verdictResponse } from "sluice";
  * const limiter = new Limiter({ backend: memoryBackend(), rules: [{ name: "api", key: "header:x-api-key", capacity: 5, rate: "1/1m" }] });
  * const refusal = verdictResponse(await limiter.check(requestSubject(request)));
  */
-export { Limiter, type BackendHealth, type CheckOptions, type LimiterEvent, type LimiterOptions, type MissingKeyMode } from "./limiter";
+export { Limiter, type BackendHealth, type CheckOptions, type DecisionEvent, type LimiterEvent, type LimiterOptions, type MissingKeyMode, type NamedBucket } from "./limiter";
 export { passes, type RateLimitHeaders, type RuleOutcome, type Verdict } from "./verdict";
 export { verdictResponse } from "./verdict-response";
 export { requestSubject, type ClientSubject, type RequestSubject, type Subject } from "./subject";
-export {
-  compileRules,
-  describeRuleError,
-  InvalidRulesError,
-  parseRulesJson,
-  ruleMatches,
-  type ConcurrencyRule,
-  type FailMode,
-  type MatchableRequest,
-  type RouteMatch,
-  type Rule,
-  type RuleError,
-  type RuleMode,
-  type RuleSpec,
-  type RulesResult,
-} from "./rules";
-export { describeKey, keySpec, parseKeyPart, type KeyPart, type KeySpec } from "./key-parts";
-export { clientIp, groupAddress, ipv6Prefix, type IdentityOptions } from "./identity";
-export { normalizePath } from "./path";
-export { mostRestrictive, rateLimitHeaders, retryAfterSeconds, withConcurrencyHeaders, type HeaderMode } from "./headers";
-export * from "./problems";
-export { BackendConfigError, type BucketAnswer, type BucketCharge, type BucketRef, type LimiterBackend, type OverrideRecord, type OverrideRegistry, type Refund, type SlotClaim } from "./backend";
-export { acquireSlot, acquireSlots, releaseSlot, type SlotDecision, type SlotLease, type SlotState } from "./slots";
-export { BackendTimeoutError, withDeadline } from "./deadline";
+export { InvalidRulesError, parseRulesJson, type ConcurrencyRule, type FailMode, type Rule, type RuleError, type RuleMode, type RuleSpec } from "./rules";
+export type { HeaderMode } from "./headers";
+export type { IdentityOptions } from "./identity";
+export { PROBLEM_TYPES, type Problem } from "./problems";
 export { memoryBackend, type MemoryBackendOptions } from "./memory-backend";
-export { takeBuckets, takeTokens, refundTokens, type BucketDecision, type BucketPolicy, type BucketState } from "./token-bucket";
-export { secondsToFill, type NamedPolicy } from "./policy";
-export { parseRatePerSecond, parseRateShorthand, type RefillRate } from "./rate";
+export {
+  BackendConfigError,
+  type BucketAnswer,
+  type BucketCharge,
+  type BucketRef,
+  type LimiterBackend,
+  type OverrideRecord,
+  type OverrideRegistry,
+  type Refund,
+  type SlotClaim,
+} from "./backend";
+export type { SlotDecision } from "./slots";
+export type { BucketDecision, BucketPolicy, BucketState } from "./token-bucket";
 export type { CircuitBreakerOptions } from "./circuit-breaker";
 export { DEFAULTS } from "./defaults";

@@ -1,6 +1,6 @@
 import { Hono, type Context } from "hono";
 import { BackendConfigError } from "../core/backend";
-import { checkClient, deleteOverride, listOverrides, peekClient, putOverride, resetClient, type ControlError } from "../core/control";
+import { checkClient, deleteOverride, listOverrides, peekClient, putOverride, resetClient, type ControlError } from "./control";
 import type { Limiter } from "../core/limiter";
 import { invalidConfigurationProblem, invalidRequestProblem, limiterUnavailableProblem, notFoundProblem, unauthorizedProblem } from "../core/problems";
 import { bearerMatches } from "./bearer";

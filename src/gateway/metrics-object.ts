@@ -1,5 +1,5 @@
 import { DurableObject } from "cloudflare:workers";
-import { emptyDelta, estimateClients, mergeDelta, trimRefusedClients, type MetricsDelta } from "../core/metrics";
+import { emptyDelta, estimateClients, mergeDelta, trimRefusedClients, type MetricsDelta } from "./metrics";
 
 /** One slot of history: what every isolate flushed during it. */
 export interface HistorySlot {

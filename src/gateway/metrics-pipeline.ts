@@ -1,5 +1,5 @@
 import type { DecisionEvent } from "../core/limiter";
-import { MetricsRecorder, type MetricsDelta } from "../core/metrics";
+import { MetricsRecorder, type MetricsDelta } from "./metrics";
 import { logEvent } from "./log";
 
 /** Where flushed deltas go (the metrics object), if anywhere. */

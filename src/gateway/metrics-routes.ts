@@ -1,5 +1,5 @@
 import { Hono, type Context } from "hono";
-import { quantile, type Histogram, type MetricsDelta } from "../core/metrics";
+import { quantile, type Histogram, type MetricsDelta } from "./metrics";
 import { notFoundProblem, unauthorizedProblem } from "../core/problems";
 import { bearerMatches } from "./bearer";
 import { DASHBOARD_HEADERS, DASHBOARD_HTML } from "./dashboard-page";

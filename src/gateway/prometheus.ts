@@ -1,4 +1,4 @@
-import { LATENCY_BUCKETS_S, type Histogram } from "../core/metrics";
+import { LATENCY_BUCKETS_S, type Histogram } from "./metrics";
 import type { MetricsSnapshot } from "./metrics-object";
 
 /** What each metric means, for `# HELP` (the README's metrics table says the same). */

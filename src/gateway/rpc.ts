@@ -1,5 +1,5 @@
 import { WorkerEntrypoint } from "cloudflare:workers";
-import { checkClient, peekClient, resetClient, type BucketStatus, type CheckResult, type ControlError } from "../core/control";
+import { checkClient, peekClient, resetClient, type BucketStatus, type CheckResult, type ControlError } from "./control";
 import type { Limiter } from "../core/limiter";
 import { describeConfigErrors } from "./config";
 import type { Env } from "./env";

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { listOverrides, putOverride } from "../../src/core/control";
+import { listOverrides, putOverride } from "../../src/gateway/control";
 import { DEFAULTS } from "../../src/core/defaults";
 import { Limiter } from "../../src/core/limiter";
 import { memoryBackend } from "../../src/core/memory-backend";

@@ -1,7 +1,7 @@
 import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { emptyDelta, type MetricsDelta } from "../../src/core/metrics";
+import { emptyDelta, type MetricsDelta } from "../../src/gateway/metrics";
 import { MAX_SLOT_BYTES, SLOT_MS, type GatewayMetrics } from "../../src/gateway/metrics-object";
 
 /**

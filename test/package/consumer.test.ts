@@ -87,6 +87,19 @@ describe("the sluice package, installed from its tarball", () => {
     }
   }, 60_000);
 
+  it("each entry point exports exactly the names the README documents (no internal leaks out)", async () => {
+    const dist = join(consumer, "node_modules/sluice/dist");
+    // tsdown ends each entry with one `export { a, b as c };` statement: the names after `as`, or the names.
+    const exported = async (entry: string) => {
+      const text = await readFile(join(dist, entry), "utf8");
+      const list = [...text.matchAll(/^export \{([^}]*)\};?$/gm)].flatMap((m) => (m[1] ?? "").split(","));
+      return list.map((item) => item.trim().split(/\s+as\s+/).pop() ?? "").filter((name) => name !== "").sort();
+    };
+    expect(await exported("index.js")).toEqual(["BackendConfigError", "DEFAULTS", "InvalidRulesError", "Limiter", "PROBLEM_TYPES", "memoryBackend", "parseRulesJson", "passes", "requestSubject", "verdictResponse"]);
+    expect(await exported("hono.js")).toEqual(["rateLimiter"]);
+    expect(await exported("durable-object.js")).toEqual(["ClientBuckets", "durableObjectBackend"]);
+  });
+
   it("neither `sluice` nor `sluice/hono` loads cloudflare:workers; `sluice/durable-object` does", async () => {
     const dist = join(consumer, "node_modules/sluice/dist");
     const importsOf = async (file: string, seen = new Set<string>()): Promise<string[]> => {

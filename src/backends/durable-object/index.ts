@@ -4,13 +4,13 @@ import type { BucketState } from "../../core/token-bucket";
 import type { ClientBuckets, ObjectAnswer, ObjectCharge } from "./client-buckets";
 import { ClientBatcher, type LeaseOptions } from "./client-batcher";
 
-export { ClientBuckets, LEASE_SHARE } from "./client-buckets";
+export { ClientBuckets } from "./client-buckets";
 export type { LeaseOptions } from "./client-batcher";
 
 const HEALTH_OBJECT = "__limiter_health";
 
 /** The one object that lists every override (client keys are hashes with a kind prefix: no clash). */
-export const REGISTRY_OBJECT = "__limiter_registry";
+const REGISTRY_OBJECT = "__limiter_registry";
 
 /**
  * The default backend: each client key names one {@link ClientBuckets} Durable Object.

@@ -1,4 +1,4 @@
-import type { DecisionEvent } from "./limiter";
+import type { DecisionEvent } from "../core/limiter";
 
 /**
  * Metrics as one isolate counts them: every decision (handed over by the limiter's

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { Limiter, type DecisionEvent } from "../../src/core/limiter";
 import { memoryBackend } from "../../src/core/memory-backend";
-import { emptyDelta, emptyHistogram, estimateClients, mergeDelta, MetricsRecorder, quantile } from "../../src/core/metrics";
+import { emptyDelta, emptyHistogram, estimateClients, mergeDelta, MetricsRecorder, quantile } from "../../src/gateway/metrics";
 import { prometheusText } from "../../src/gateway/prometheus";
 
 const request = (key: string) => ({ kind: "request", method: "GET", path: "/", headers: new Headers({ "x-api-key": key }) }) as const;

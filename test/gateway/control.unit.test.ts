@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { LimiterBackend } from "../../src/core/backend";
-import { deleteOverride, peekClient, putOverride, StoreUnavailableError } from "../../src/core/control";
+import { deleteOverride, peekClient, putOverride, StoreUnavailableError } from "../../src/gateway/control";
 import { Limiter } from "../../src/core/limiter";
 import { memoryBackend } from "../../src/core/memory-backend";
 import type { RequestSubject } from "../../src/core/subject";

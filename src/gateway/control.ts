@@ -1,7 +1,7 @@
-import { BackendConfigError, type OverrideRecord } from "./backend";
-import type { Limiter, NamedBucket } from "./limiter";
-import { compileOverride, overrideId, PrefixOverrides } from "./overrides";
-import type { Verdict } from "./verdict";
+import { BackendConfigError, type OverrideRecord } from "../core/backend";
+import type { Limiter, NamedBucket } from "../core/limiter";
+import { compileOverride, overrideId, PrefixOverrides } from "../core/overrides";
+import type { Verdict } from "../core/verdict";
 
 /**
  * Run-time control of a limiter, framework-free: what the admin API and the service-binding RPC
