@@ -2,7 +2,7 @@ import type { LimiterBackend, Refund } from "./backend";
 import { DEFAULTS } from "./defaults";
 import type { CheckOptions, DecisionEvent, LimiterOptions } from "./limiter-options";
 import { DegradedBuckets } from "./degraded";
-import type { LimiterEvent } from "./events";
+import { logLimiterEvent, type LimiterEvent } from "./events";
 import { DEGRADED_HEADER, withConcurrencyHeaders, type HeaderMode } from "./headers";
 import type { IdentityOptions } from "./identity";
 import { PrefixOverrideCache } from "./override-cache";
@@ -79,7 +79,7 @@ export class Limiter {
     this.identity = { ...DEFAULTS.identity, ...options.identity };
     this.headerMode = options.headers ?? DEFAULTS.headers;
     this.clock = options.clock ?? Date.now;
-    this.log = options.log ?? logToConsole;
+    this.log = options.log ?? logLimiterEvent;
     this.onDecision = options.onDecision;
     const timeoutMs = options.timeoutMs ?? DEFAULTS.timeoutMs;
     const localFraction = options.localFraction ?? DEFAULTS.localFraction;
@@ -341,8 +341,3 @@ export class Limiter {
   }
 }
 
-function logToConsole(event: LimiterEvent, requestId: string | undefined): void {
-  const line = JSON.stringify({ ...event, ...(requestId !== undefined && { requestId }) });
-  if (event.event === "limiter.shadow_refusal") console.log(line);
-  else console.error(line);
-}

@@ -58,7 +58,7 @@ async function answer(
     return c.json(rest);
   } catch (error) {
     if (error instanceof BackendConfigError) return invalidConfigurationProblem([`${error.variable}: ${error.message}`]);
-    logEvent("error", { event: "admin.failure", path: new URL(c.req.url).pathname, reason: error instanceof Error ? error.message : String(error) });
+    logEvent({ event: "admin.failure", path: new URL(c.req.url).pathname, reason: error instanceof Error ? error.message : String(error) });
     return limiterUnavailableProblem(limiter.backend.name, "the admin operation was not done");
   }
 }

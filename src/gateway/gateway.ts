@@ -9,20 +9,10 @@ import type { RuleSpec } from "../core/rules";
 import { describeConfigErrors, parseGatewayConfig, type BackendConfig, type ConfigError, type GatewayConfig } from "./config";
 import type { Env } from "./env";
 import { HealthProbe } from "./health";
-import { logEvent, type LogLevel } from "./log";
+import { logEvent } from "./log";
 import type { GatewayMetrics } from "./metrics-object";
 import { MetricsPipeline } from "./metrics-pipeline";
 
-/** How loud each of the limiter's events is. */
-const LEVELS: Record<LimiterEvent["event"], LogLevel> = {
-  "limiter.shadow_refusal": "info",
-  "limiter.backend_failure": "error",
-  "limiter.backend_config_error": "error",
-  "limiter.breaker_opened": "warn",
-  "limiter.breaker_closed": "info",
-  "limiter.refund_failure": "warn",
-  "limiter.slot_release_failure": "warn",
-};
 
 /** The gateway as one isolate runs it: its configuration and the limiter built from it, or what is wrong. */
 export type Gateway = ReadyGateway | { readonly ok: false; readonly errors: readonly ConfigError[] };
@@ -76,7 +66,7 @@ export function gatewayFor(env: Env): Gateway {
       const observed = {
         ...config.limiter,
         backend,
-        log: (event: LimiterEvent, requestId: string | undefined) => logEvent(LEVELS[event.event], event, requestId),
+        log: (event: LimiterEvent, requestId: string | undefined) => logEvent(event, requestId),
         ...(config.metrics.kind === "on" && { onDecision: (event: DecisionEvent) => metrics.recordDecision(event) }),
       };
       const limiter = new Limiter(observed);
@@ -84,7 +74,7 @@ export function gatewayFor(env: Env): Gateway {
       gateway = { ok: true, config, limiter, statusLimiter: new Limiter({ ...observed, rules: [STATUS_RULE] }), health, metrics, metricsStore };
     } else {
       gateway = parsed;
-      logEvent("error", { event: "config.invalid", errors: describeConfigErrors(parsed.errors) });
+      logEvent({ event: "config.invalid", errors: describeConfigErrors(parsed.errors) });
     }
     gateways.set(env, gateway);
   }

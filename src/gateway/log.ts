@@ -1,23 +1,43 @@
+import { LIMITER_EVENT_LEVELS, writeLogLine, type LimiterEvent, type LogLevel } from "../core/events";
+
 /**
  * The gateway's log lines: one JSON object per line, one schema for every event (the README's
- * "Logs" table lists the events and their fields). Workers observability collects them.
+ * "Logs" table lists the events and their fields; a test checks it against {@link EVENT_LEVELS}).
+ * Workers observability collects them.
  *
  * { "time": ISO 8601, "level": "info" | "warn" | "error", "event": "<area>.<what>",
  *   "requestId": "<cf-ray or a UUID>" (when a request caused it), …the event's own fields }
  */
-export type LogLevel = "info" | "warn" | "error";
+export type { LogLevel };
+
+/** The gateway's own events (the limiter's are {@link LimiterEvent}). */
+export type GatewayEvent =
+  | { readonly event: "config.invalid"; readonly errors: readonly string[] }
+  | { readonly event: "proxy.origin_unreachable"; readonly origin: string; readonly reason: string }
+  | { readonly event: "proxy.origin_timeout"; readonly origin: string; readonly timeoutMs: number }
+  | { readonly event: "admin.failure"; readonly path: string; readonly reason: string }
+  | { readonly event: "metrics.flush_failed"; readonly reason: string }
+  | { readonly event: "metrics.analytics_write_failed"; readonly reason: string };
+
+/** Every event the gateway writes, and its level: the one table. */
+export const EVENT_LEVELS: Readonly<Record<LimiterEvent["event"] | GatewayEvent["event"], LogLevel>> = {
+  ...LIMITER_EVENT_LEVELS,
+  "config.invalid": "error",
+  "proxy.origin_unreachable": "error",
+  "proxy.origin_timeout": "error",
+  "admin.failure": "error",
+  "metrics.flush_failed": "warn",
+  "metrics.analytics_write_failed": "warn",
+};
 
 /**
- * Writes one event. Never logs secrets: callers pass names and hashes, never tokens or keys.
+ * Writes one event at its level. Never logs secrets: callers pass names and hashes, never tokens or keys.
  *
  * @example
- * logEvent("error", { event: "proxy.origin_unreachable", origin: "https://api.example.com", reason }, requestId);
+ * logEvent({ event: "proxy.origin_unreachable", origin: "https://api.example.com", reason }, requestId);
  */
-export function logEvent(level: LogLevel, fields: { readonly event: string; readonly [field: string]: unknown }, requestId?: string): void {
-  const line = JSON.stringify({ time: new Date().toISOString(), level, ...fields, ...(requestId !== undefined && { requestId }) });
-  if (level === "error") console.error(line);
-  else if (level === "warn") console.warn(line);
-  else console.log(line);
+export function logEvent(event: LimiterEvent | GatewayEvent, requestId?: string): void {
+  writeLogLine(EVENT_LEVELS[event.event], event, requestId);
 }
 
 /**

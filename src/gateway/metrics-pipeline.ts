@@ -57,7 +57,7 @@ export class MetricsPipeline {
       await this.sink(delta);
     } catch (error) {
       this.recorder.restore(delta);
-      logEvent("warn", { event: "metrics.flush_failed", reason: error instanceof Error ? error.message : String(error) });
+      logEvent({ event: "metrics.flush_failed", reason: error instanceof Error ? error.message : String(error) });
     }
   }
 }
@@ -82,6 +82,6 @@ function writeDataPoint(dataset: AnalyticsEngineDataset, event: DecisionEvent): 
     });
   } catch (error) {
     // Past the per-invocation limit, or the dataset is unavailable: metrics never fail a request.
-    logEvent("warn", { event: "metrics.analytics_write_failed", reason: error instanceof Error ? error.message : String(error) });
+    logEvent({ event: "metrics.analytics_write_failed", reason: error instanceof Error ? error.message : String(error) });
   }
 }

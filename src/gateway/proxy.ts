@@ -86,10 +86,10 @@ export async function forwardToOrigin(request: Request, options: ForwardOptions)
     });
   } catch (error) {
     if (controller.signal.aborted) {
-      logEvent("error", { event: "proxy.origin_timeout", origin: options.originUrl.origin, timeoutMs: options.timeoutMs }, options.requestId);
+      logEvent({ event: "proxy.origin_timeout", origin: options.originUrl.origin, timeoutMs: options.timeoutMs }, options.requestId);
       return originTimeoutProblem(options.timeoutMs);
     }
-    logEvent("error", { event: "proxy.origin_unreachable", origin: options.originUrl.origin, reason: String(error) }, options.requestId);
+    logEvent({ event: "proxy.origin_unreachable", origin: options.originUrl.origin, reason: String(error) }, options.requestId);
     return originUnreachableProblem();
   } finally {
     // Once headers are in, the body streams for as long as it takes.

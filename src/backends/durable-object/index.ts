@@ -1,3 +1,4 @@
+import { logLimiterEvent } from "../../core/events";
 import type { BucketAnswer, BucketCharge, BucketRef, LimiterBackend, SlotClaim } from "../../core/backend";
 import type { SlotDecision } from "../../core/slots";
 import type { BucketState } from "../../core/token-bucket";
@@ -159,7 +160,7 @@ async function refundAll(
   });
   for (const outcome of await Promise.allSettled(refunds)) {
     if (outcome.status === "rejected") {
-      console.error(JSON.stringify({ event: "limiter.refund_failure", reason: String(outcome.reason) }));
+      logLimiterEvent({ event: "limiter.refund_failure", backend: "durable-object", reason: String(outcome.reason) });
     }
   }
 }
