@@ -1,0 +1,229 @@
+import type { BucketAnswer } from "../../core/backend";
+import { ceilDiv, newGeneration, refundTokens, stateExpiresInMs, takeBuckets, takeTokens, type BucketPolicy, type BucketState } from "../../core/token-bucket";
+import { LEASE_SHARE, LEASE_SLACK_MS, leasedTokens, liveLease, sameShape, shapeOf, withinNewLimit, type LeasedOut, type StoredBucket } from "./lease-ledger";
+import type { LeaseGrant, LeaseRequest, LeaseReturn, ObjectAnswer, ObjectCharge, ObjectRefund } from "./wire";
+
+/**
+ * One client's buckets and exact overrides, pure: every operation takes the clock (`nowMs`) and
+ * notes the buckets it changed in {@link BucketTable.dirty}, for the object to write through. The
+ * Durable Object (`ClientBuckets`) wraps it with storage and alarms; tests drive it in Node.
+ *
+ * @example
+ * const table = new BucketTable();
+ * const [answer] = table.charge([{ bucket: "api", policy, cost: 1, enforced: true }], Date.now());
+ * for (const name of table.takeDirty()) save(name, table.buckets.get(name));
+ */
+export class BucketTable {
+  readonly buckets = new Map<string, StoredBucket>();
+  /** Exact overrides by bucket: capacity and refill only (the rule's block stays). */
+  readonly overrides = new Map<string, BucketPolicy>();
+  /** Buckets changed since the last {@link BucketTable.takeDirty}. */
+  private readonly dirty = new Set<string>();
+
+  /** The buckets changed since the last call, and forgets them. */
+  takeDirty(): string[] {
+    const names = [...this.dirty];
+    this.dirty.clear();
+    return names;
+  }
+
+  /** One request's charges, all or nothing. */
+  charge(charges: readonly ObjectCharge[], nowMs: number): ObjectAnswer[] {
+    for (const charge of charges) this.reckon(charge.bucket, charge.policy, nowMs);
+    const { results } = takeBuckets(this.entries(charges), nowMs);
+    return results.map(({ entry, decision, next, expiresInMs }, i) => {
+      if (next !== undefined) this.remember(entry.bucket, next, Math.max(nowMs + expiresInMs, fullUnder(next, charges[i]!.policy, nowMs)), nowMs);
+      // Only spent tokens are something to refund; a block is not.
+      return { decision, policy: entry.policy, charged: decision.outcome === "allowed" ? (next ?? null) : null };
+    });
+  }
+
+  /** What `charge` would answer now, changing nothing. */
+  peek(charges: readonly ObjectCharge[], nowMs: number): BucketAnswer[] {
+    return takeBuckets(this.entries(charges), nowMs).results.map(({ entry, decision }) => ({ decision, policy: entry.policy, charged: null }));
+  }
+
+  /** Gives charges back with refund semantics (only what each still withholds, within its bucket's generation). */
+  giveBack(charges: readonly ObjectRefund[], nowMs: number): void {
+    for (const { bucket, cost, charged, policy: given } of charges) {
+      const policy = this.overrides.get(bucket) ?? given;
+      const before = this.buckets.get(bucket);
+      const state = refundTokens(before, policy, cost, charged, nowMs);
+      if (state === undefined || state === before) continue;
+      this.remember(bucket, state, Math.max(fullUnder(state, policy, nowMs), fullUnder(state, given, nowMs)), nowMs);
+    }
+  }
+
+  /**
+   * Makes a bucket full again, less what isolates may still hand out from leases taken before
+   * (they were spent from the old bucket, but can still be spent after the reset), so a reset
+   * never lets more through than a full bucket. The bucket starts a new generation, so a refund
+   * of a charge made before gives nothing; only the unused rest of a lease the reset counted as
+   * out comes back (see {@link BucketTable.counted}). Returns whether the bucket is gone.
+   */
+  reset(name: string, nowMs: number): boolean {
+    const leased = liveLease(this.buckets.get(name), nowMs);
+    const out = leased === undefined ? 0 : leasedTokens(leased);
+    if (leased === undefined || out === 0) {
+      this.buckets.delete(name);
+      return true;
+    }
+    // Full under the policy in force (an exact override, else the one the leases were last reckoned under), in its units.
+    const policy = shapeOf(this.overrides.get(name) ?? leased.policy);
+    const tokens = Math.max(0, policy.capacity - out);
+    const missing = (policy.capacity - tokens) * policy.refillPeriodMs;
+    const state = { level: tokens * policy.refillPeriodMs, unitsPerToken: policy.refillPeriodMs, updatedAtMs: nowMs, generation: newGeneration() };
+    this.remember(name, state, nowMs + ceilDiv(missing, policy.refillTokens), nowMs, { ...leased, policy });
+    return false;
+  }
+
+  /**
+   * Sets or (with null) removes a bucket's exact override; its tokens stay, capped by the next
+   * take (or at once, while leases are out). The bucket is kept until it is full under the new
+   * override too. Returns the bucket as now kept, if any.
+   */
+  setOverride(name: string, policy: BucketPolicy | null, nowMs: number): StoredBucket | undefined {
+    if (policy === null) this.overrides.delete(name);
+    else this.overrides.set(name, shapeOf(policy));
+    const current = this.buckets.get(name);
+    if (current === undefined) return undefined;
+    const capped = withinNewLimit(current, policy, nowMs);
+    const kept: StoredBucket = { ...capped, fullAtMs: policy === null ? capped.fullAtMs : Math.max(capped.fullAtMs, nowMs + stateExpiresInMs(capped, policy, nowMs)) };
+    this.buckets.set(name, kept);
+    return kept;
+  }
+
+  /**
+   * The give-backs of `holder`'s leases the table still has a record of, from the same call
+   * (`seq`), at most what each took. A reset, an override or another charge of the bucket drops
+   * the records of leases past their lifetime, and then their give-backs (towards refusing): a
+   * reset or override no longer reckons with those tokens, so adding them could over-admit.
+   */
+  counted(holder: string, returns: readonly LeaseReturn[], nowMs: number): ObjectRefund[] {
+    const honoured: ObjectRefund[] = [];
+    const left = new Map<string, number>();
+    for (const item of returns) {
+      this.reckon(item.bucket, item.policy, nowMs);
+      // The holder's record, live or not: one past its lifetime is no longer counted as out, but
+      // until a reset, an override or another charge of the bucket drops it, its unused rest can
+      // still come back (a client that paused gets it back with its next call).
+      const bucket = this.buckets.get(item.bucket);
+      const entry = bucket?.leased?.holders[holder];
+      if (bucket === undefined || entry === undefined || entry.seq !== item.seq) continue;
+      const tokens = Math.min(item.cost, left.get(item.bucket) ?? entry.tokens);
+      left.set(item.bucket, (left.get(item.bucket) ?? entry.tokens) - tokens);
+      // A lease still on record is counted in this generation of the bucket (a reset subtracted
+      // it from the new one), so its rest comes back, whichever generation it was taken from.
+      if (tokens >= 1) honoured.push({ bucket: item.bucket, policy: item.policy, cost: tokens, enforced: item.enforced, charged: { ...item.charged, generation: bucket.generation } });
+    }
+    return honoured;
+  }
+
+  /**
+   * An isolate calls again: its previous leases have ended (their rest comes back in this call),
+   * so they are no longer out. A lease taken by a later call of it (this one arrived late) stays.
+   */
+  releaseHolder(holder: string, seq: number | undefined): void {
+    for (const [name, bucket] of this.buckets) {
+      const leased = bucket.leased;
+      const entry = leased?.holders[holder];
+      if (leased === undefined || entry === undefined) continue;
+      if (seq !== undefined && entry.seq !== undefined && entry.seq > seq) continue;
+      const { [holder]: _ended, ...holders } = leased.holders;
+      const { leased: _old, ...rest } = bucket;
+      this.buckets.set(name, Object.keys(holders).length === 0 ? rest : { ...rest, leased: { ...leased, holders } });
+      this.dirty.add(name);
+    }
+  }
+
+  /** Takes up to `want` × `cost` tokens for an isolate to spend locally, within the bucket's share; null when none. */
+  grantLease(lease: LeaseRequest, holder: string, seq: number | undefined, nowMs: number): LeaseGrant | null {
+    if (lease.want < 1 || lease.cost < 1) return null;
+    this.reckon(lease.bucket, lease.policy, nowMs);
+    const [entry] = this.entries([{ bucket: lease.bucket, policy: lease.policy, cost: 0, enforced: true }]);
+    // A policy that blocks after a refusal is decided by the object alone: a lease would keep admitting during a block.
+    if (entry === undefined || (entry.policy.blockForMs ?? 0) > 0) return null;
+    const before = liveLease(this.buckets.get(lease.bucket), nowMs);
+    const mine = before?.holders[holder];
+    // This call arrived after a later one of the same isolate, which holds the current lease: none for it.
+    if (seq !== undefined && mine?.seq !== undefined && mine.seq > seq) return null;
+    const { decision } = takeTokens(entry.state, entry.policy, 0, nowMs);
+    if (decision.outcome !== "allowed") return null; // blocked
+    const granted = Math.min(lease.want, Math.floor(decision.remaining / LEASE_SHARE / lease.cost));
+    if (granted < 1) return null;
+    const taken = takeTokens(entry.state, entry.policy, granted * lease.cost, nowMs);
+    if (taken.decision.outcome !== "allowed" || taken.next === undefined) return null;
+    // Amounts in whole tokens, so leases taken under another period are counted as what they are.
+    const holders = { ...before?.holders, [holder]: { tokens: granted * lease.cost, untilMs: nowMs + Math.max(0, lease.ttlMs) + LEASE_SLACK_MS, ...(seq !== undefined && { seq }) } };
+    this.remember(lease.bucket, taken.next, Math.max(nowMs + taken.expiresInMs, fullUnder(taken.next, lease.policy, nowMs)), nowMs, { policy: shapeOf(entry.policy), holders });
+    return { granted, charged: taken.next, remaining: taken.decision.remaining, resetMs: taken.decision.resetMs, policy: entry.policy };
+  }
+
+  /** Drops buckets full again; returns the latest time a kept one is full, or 0 when none is kept. */
+  sweep(nowMs: number): { readonly removed: string[]; readonly latestFullAtMs: number } {
+    const removed: string[] = [];
+    let latestFullAtMs = 0;
+    for (const [name, bucket] of this.buckets) {
+      if (bucket.fullAtMs <= nowMs) {
+        this.buckets.delete(name);
+        removed.push(name);
+      } else {
+        latestFullAtMs = Math.max(latestFullAtMs, bucket.fullAtMs);
+      }
+    }
+    return { removed, latestFullAtMs };
+  }
+
+  /**
+   * A bucket with leases out, charged under another policy than the one they were last reckoned
+   * under (an override set or removed, a changed rule): the charge's capacity caps the bucket
+   * plus the leases still out, as `setOverride` does (removing an override cannot: the rule's
+   * policy is only known here).
+   */
+  private reckon(name: string, given: BucketPolicy, nowMs: number): void {
+    const bucket = this.buckets.get(name);
+    if (bucket?.leased === undefined) return;
+    const policy = this.overrides.get(name) ?? given;
+    if (sameShape(bucket.leased.policy, policy)) return;
+    const capped = withinNewLimit(bucket, policy, nowMs);
+    if (capped === bucket) return;
+    this.buckets.set(name, capped);
+    this.dirty.add(name);
+  }
+
+  /** The charges as the bucket math takes them: current state, and an exact override's capacity and refill where one is set. */
+  private entries(charges: readonly ObjectCharge[]) {
+    return charges.map((charge) => {
+      const override = this.overrides.get(charge.bucket);
+      return { ...charge, policy: override === undefined ? charge.policy : { ...charge.policy, ...override }, state: this.buckets.get(charge.bucket) };
+    });
+  }
+
+  /**
+   * Keeps a bucket's new state. Leases still out are kept beside it (`leased`, else the previous
+   * record while live), and the bucket is kept at least as long as they are.
+   */
+  private remember(name: string, state: BucketState, fullAtMs: number, nowMs: number, leased?: LeasedOut): void {
+    const { level, unitsPerToken, updatedAtMs, generation, blockedUntilMs } = state;
+    const out = leased ?? liveLease(this.buckets.get(name), nowMs);
+    this.buckets.set(name, {
+      level,
+      unitsPerToken,
+      updatedAtMs,
+      generation,
+      ...(blockedUntilMs !== undefined && { blockedUntilMs }),
+      fullAtMs: out === undefined ? fullAtMs : Math.max(fullAtMs, ...Object.values(out.holders).map((h) => h.untilMs)),
+      ...(out !== undefined && { leased: out }),
+    });
+    this.dirty.add(name);
+  }
+}
+
+/**
+ * When a state stops mattering under a policy (full again, any block over). A bucket is kept
+ * until then under both the policy in force and the charge's own (the rule's, or its prefix
+ * override's), so removing an exact override never leaves a bucket without an end.
+ */
+function fullUnder(state: BucketState, policy: BucketPolicy, nowMs: number): number {
+  return nowMs + stateExpiresInMs(state, policy, nowMs);
+}

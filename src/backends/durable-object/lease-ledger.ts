@@ -1,0 +1,129 @@
+import { takeTokens, type BucketPolicy, type BucketState } from "../../core/token-bucket";
+
+/**
+ * The lease ledger, pure: what a client's object records of the tokens isolates took in leases
+ * and may still hand out, and the rules that keep every lease inside the bucket. The most delicate
+ * invariant of the Durable Object backend lives here, with the clock passed in (`nowMs`), so it is
+ * unit-tested in Node (test/backends/durable-object/bucket-table.unit.test.ts).
+ */
+
+/** A policy's capacity and refill, without its block period. */
+export type ShapeOfBucket = Pick<BucketPolicy, "capacity" | "refillTokens" | "refillPeriodMs">;
+
+/** One isolate's current lease of a bucket. */
+export interface LeaseHolder {
+  /** Whole tokens the lease took (granted × cost, whatever the policy's units). */
+  readonly tokens: number;
+  /** Until when the isolate may spend it (its lifetime plus {@link LEASE_SLACK_MS}). */
+  readonly untilMs: number;
+  /** The call that took the lease (increasing per isolate); absent for a caller that sent none. */
+  readonly seq?: number;
+}
+
+/**
+ * Leased tokens isolates may still hand out: per isolate (its batcher's id), what its current
+ * lease took, until when, and which of its calls took it. An isolate holds one lease per client at
+ * a time and ends it (giving back the rest) before its next call, so each later call from it
+ * clears its entry.
+ */
+export interface LeasedOut {
+  /** The policy the bucket was last reckoned under with these leases out (a change caps bucket plus leases). */
+  readonly policy: ShapeOfBucket;
+  readonly holders: Readonly<Record<string, LeaseHolder>>;
+}
+
+/** What one bucket keeps: its state, when it is full again (then it can go), and the leases out of it. */
+export interface StoredBucket extends BucketState {
+  readonly fullAtMs: number;
+  readonly leased?: LeasedOut;
+}
+
+/**
+ * A lease takes at most this share of what a bucket holds after the batch: with k isolates
+ * leasing at once, the bucket still keeps (1 − 1/8)^k of its tokens, and a bucket with fewer than
+ * 8 × cost tokens grants nothing, so a client near its limit is decided exactly, one call per request.
+ */
+export const LEASE_SHARE = 8;
+
+/** An isolate's clock and the object's may disagree a little: a lease is counted as out this much longer. */
+export const LEASE_SLACK_MS = 1_000;
+
+/**
+ * The leases of a bucket that isolates may still be spending, if any.
+ *
+ * @example
+ * liveLease(bucket, Date.now()); // { policy, holders: { "isolate-a": { tokens: 4, untilMs, seq: 7 } } } or undefined
+ */
+export function liveLease(bucket: StoredBucket | undefined, nowMs: number): LeasedOut | undefined {
+  const leased = bucket?.leased;
+  if (leased === undefined) return undefined;
+  const live = Object.fromEntries(Object.entries(leased.holders).filter(([, h]) => h.untilMs > nowMs && h.tokens > 0));
+  return Object.keys(live).length === 0 ? undefined : { policy: leased.policy, holders: live };
+}
+
+/**
+ * Whole tokens the leases of a record may still hand out.
+ *
+ * @example
+ * leasedTokens({ policy, holders: { a: { tokens: 3, untilMs: 9 }, b: { tokens: 2, untilMs: 9 } } }); // 5
+ */
+export function leasedTokens(leased: LeasedOut): number {
+  let tokens = 0;
+  for (const { tokens: held } of Object.values(leased.holders)) tokens += held;
+  return tokens;
+}
+
+/**
+ * A policy's capacity and refill only.
+ *
+ * @example
+ * shapeOf({ capacity: 5, refillTokens: 1, refillPeriodMs: 1000, blockForMs: 60000 }); // { capacity: 5, refillTokens: 1, refillPeriodMs: 1000 }
+ */
+export function shapeOf({ capacity, refillTokens, refillPeriodMs }: ShapeOfBucket): ShapeOfBucket {
+  return { capacity, refillTokens, refillPeriodMs };
+}
+
+/**
+ * Whether two shapes are the same capacity and refill.
+ *
+ * @example
+ * sameShape({ capacity: 5, refillTokens: 1, refillPeriodMs: 1000 }, policy); // true when policy has those three
+ */
+export function sameShape(a: ShapeOfBucket, b: ShapeOfBucket): boolean {
+  return a.capacity === b.capacity && a.refillTokens === b.refillTokens && a.refillPeriodMs === b.refillPeriodMs;
+}
+
+/**
+ * A bucket under a new exact override while isolates hold leases of it: the new capacity caps
+ * what the bucket holds plus what the leases may still hand out (they were taken under the old
+ * limit), so a lowered limit holds from the next request on. Without live leases (or when the
+ * override is removed: the rule's policy is not known here), the bucket is kept as it is and the
+ * next take caps it.
+ *
+ * @example
+ * withinNewLimit(bucket, { capacity: 10, refillTokens: 1, refillPeriodMs: 1000 }, Date.now());
+ */
+export function withinNewLimit(bucket: StoredBucket, policy: BucketPolicy | null, nowMs: number): StoredBucket {
+  const leased = liveLease(bucket, nowMs);
+  if (leased === undefined) {
+    // Past leases' rests are not given back across a change of policy.
+    if (bucket.leased === undefined) return bucket;
+    const { leased: _past, ...rest } = bucket;
+    return rest;
+  }
+  if (policy === null) return bucket;
+  const { decision } = takeTokens(bucket, { ...policy, blockForMs: 0 }, 0, nowMs);
+  if (decision.outcome !== "allowed") return bucket;
+  const out = leasedTokens(leased);
+  const tokens = Math.max(0, Math.min(decision.remaining + out, policy.capacity) - out);
+  const { blockedUntilMs, generation } = bucket;
+  return {
+    level: tokens * policy.refillPeriodMs,
+    unitsPerToken: policy.refillPeriodMs,
+    updatedAtMs: Math.max(nowMs, bucket.updatedAtMs),
+    generation,
+    ...(blockedUntilMs !== undefined && { blockedUntilMs }),
+    fullAtMs: bucket.fullAtMs,
+    leased: { ...leased, policy: shapeOf(policy) },
+  };
+}
