@@ -39,7 +39,11 @@ async function main(argv: readonly string[], env: Readonly<Record<string, string
     process.stdout.write(`${json ? JSON.stringify(outcome.json, null, 2) : outcome.text}\n`);
     return outcome.code;
   } catch (error) {
-    if (!(error instanceof CliError)) throw error;
+    if (!(error instanceof CliError)) {
+      // An answer of a shape this version does not know (a newer or older gateway), or a bug: still one line.
+      process.stderr.write(`sluice: unexpected answer or internal error: ${error instanceof Error ? error.message : String(error)}\n`);
+      return EXIT.unavailable;
+    }
     if (json && error.body !== undefined) process.stdout.write(`${JSON.stringify(error.body, null, 2)}\n`);
     process.stderr.write(`sluice: ${error.message}\n`);
     return error.code;

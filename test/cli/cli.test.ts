@@ -1,3 +1,5 @@
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { ADMIN_TOKEN, closedPort, startAdminGateways } from "../support/admin-gateways";
 import { buildCli, runCli, type CliRun } from "./run-cli";
@@ -200,6 +202,17 @@ describe("sluice's errors: one line and an exit code scripts can use", () => {
     }
   });
 
+  it("a 404 from something that is not a sluice gateway exits 4 and says to check --url", async () => {
+    const server = createServer((_request, response) => response.writeHead(404, { "Content-Type": "text/html" }).end("<h1>Not Found</h1>"));
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    try {
+      const { port } = server.address() as AddressInfo;
+      expectOneLineError(await sluice([...peek, "--url", `http://127.0.0.1:${port}`]), 4, /404: no sluice gateway answers at http:\/\/127\.0\.0\.1:\d+ \(check --url or SLUICE_URL\)/);
+    } finally {
+      server.close();
+    }
+  });
+
   it("an unreachable gateway exits 5 and names the address", async () => {
     const url = `http://127.0.0.1:${await closedPort()}`;
     expectOneLineError(await sluice([...peek, "--url", url]), 5, new RegExp(`cannot reach the gateway at ${url.replaceAll(".", "\\.")} \\(ECONNREFUSED\\)`));
@@ -221,5 +234,12 @@ describe("sluice's errors: one line and an exit code scripts can use", () => {
     const status = await sluice(["status", "--url", url]);
     expect(status.code).toBe(5);
     expect(parsePairs(status.stdout).config).toMatch(/^invalid: LIMITER_CAPACITY="lots"/);
+  });
+
+  // Last in the file: it spends this address's status allowance (10 a minute) on the healthy gateway.
+  it("a 429 from the status endpoint's own limit exits 2", async () => {
+    let run: CliRun | undefined;
+    for (let i = 0; i < 12 && run?.code !== 2; i++) run = await sluice(["status", "--path", "/items"]);
+    expectOneLineError(run!, 2, /429 Too Many Requests: Rate limit "__limiter_status" exceeded: retry in \d+ s\./);
   });
 });
