@@ -57,7 +57,7 @@ const OPTIONS = {
  *
  * @example
  * parseInvocation(["peek", "--rule", "api", "--client", "header:x-api-key=abc"], {});
- * // { command: "peek", url: "http://localhost:8787", json: false, rule: "api", client: { "header:x-api-key": "abc" }, headers: {} }
+ * // { command: "peek", url: "http://localhost:8787", json: false, rule: "api", client: { "header:x-api-key": "abc" }, headers: {}, operands: [] }
  */
 export function parseInvocation(argv: readonly string[], env: Readonly<Record<string, string | undefined>>): Invocation {
   if (argv.some((arg) => arg === "--token" || arg.startsWith("--token="))) {
