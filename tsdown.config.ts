@@ -1,11 +1,11 @@
-import { defineConfig } from "tsdown";
+import { defineConfig, type UserConfig } from "tsdown";
 
 /**
  * The `sluice` package: ES modules and type declarations for each subpath, shared code in
  * chunks (so `sluice/hono` and `sluice` share one `Limiter` class). Hono, @upstash/redis and the
  * Workers runtime module stay imports, resolved by the consumer.
  */
-export default defineConfig({
+const library: UserConfig = {
   entry: {
     index: "src/core/index.ts",
     hono: "src/hono/index.ts",
@@ -20,4 +20,21 @@ export default defineConfig({
   dts: true,
   tsconfig: "tsconfig.build.json",
   deps: { neverBundle: [/^hono(\/.*)?$/, /^@upstash\/redis(\/.*)?$/, /^cloudflare:/] },
-});
+};
+
+/**
+ * The `sluice` command (package.json "bin"): one file for Node, no declarations. (tsdown empties
+ * dist/ once, before either build starts.)
+ */
+const cli: UserConfig = {
+  entry: { cli: "src/cli/index.ts" },
+  format: "esm",
+  platform: "node",
+  target: "node22",
+  fixedExtension: false,
+  outDir: "dist",
+  clean: false,
+  dts: false,
+};
+
+export default defineConfig([library, cli]);
