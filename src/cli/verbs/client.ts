@@ -1,4 +1,4 @@
-import type { BucketStatus, CheckResult } from "../../core/control";
+import type { BucketStatus, CheckResult } from "../../gateway/control";
 import { requireFlags, type Invocation } from "../args";
 import { EXIT } from "../exit-codes";
 import type { GatewayClient } from "../http";
