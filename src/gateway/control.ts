@@ -124,6 +124,10 @@ export async function checkClient(limiter: Limiter, body: unknown): Promise<Chec
       return { ok: true, allowed: false, rule: verdict.rule.name, failure: verdict.reason };
     case "invalid-subject":
       return { ok: false, field: verdict.field, message: verdict.message };
+    case "cost-exceeds-capacity":
+      return { ok: false, field: "cost", message: `is more than the "${verdict.rule.name}" bucket holds (${verdict.rule.policy.capacity})` };
+    case "backend-misconfigured":
+      throw new BackendConfigError(verdict.variable, verdict.message);
     default:
       return failure("client", verdict);
   }

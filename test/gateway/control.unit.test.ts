@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { LimiterBackend } from "../../src/core/backend";
-import { deleteOverride, peekClient, putOverride, StoreUnavailableError } from "../../src/gateway/control";
+import { checkClient, deleteOverride, peekClient, putOverride, StoreUnavailableError } from "../../src/gateway/control";
 import { Limiter } from "../../src/core/limiter";
 import { memoryBackend } from "../../src/core/memory-backend";
 import type { RequestSubject } from "../../src/core/subject";
@@ -40,5 +40,10 @@ describe("run-time control (found by the model-based test)", () => {
     expect(verdict).toMatchObject({ kind: "allowed", degraded: true, outcomes: [{ policy: { capacity: 1 } }] });
     const request: RequestSubject = { kind: "request", method: "GET", path: "/", headers: new Headers({ "x-api-key": "abc" }) };
     expect(await limiter.check(request)).toMatchObject({ kind: "allowed", outcomes: [{ policy: { capacity: 1 } }] });
+  });
+
+  it("a check whose cost is more than the bucket holds names the cost", async () => {
+    const limiter = new Limiter({ backend: memoryBackend(), rules: [{ name: "api", key: "header:x-api-key", capacity: 5, rate: 1 }] });
+    expect(await checkClient(limiter, { rule: "api", client: { "header:x-api-key": "abc" }, cost: 50 })).toMatchObject({ ok: false, field: "cost" });
   });
 });
