@@ -34,9 +34,14 @@ export class GatewayClient {
     throw failure(answer, this.url, this.token ? "wrong-token" : "no-token");
   }
 
-  /** GETs a public `/__limiter/` route (health, status) without the token; any status is returned, only a failure to connect throws. */
-  async get(path: string, headers: Record<string, string> = {}): Promise<Answer> {
-    return this.send(path, { method: "GET", headers: { Accept: "application/json", ...headers } });
+  /**
+   * GETs a public `/__limiter/` route (health, status); any status is returned, only a failure to
+   * connect throws. The token goes along only when asked (`withToken`: health's details): on
+   * `/status` a bearer token would count as the caller's own key.
+   */
+  async get(path: string, headers: Record<string, string> = {}, { withToken = false } = {}): Promise<Answer> {
+    const auth: Record<string, string> = withToken && this.token ? { Authorization: `Bearer ${this.token}` } : {};
+    return this.send(path, { method: "GET", headers: { Accept: "application/json", ...headers, ...auth } });
   }
 
   private async send(path: string, init: RequestInit): Promise<Answer> {

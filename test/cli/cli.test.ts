@@ -132,11 +132,13 @@ describe("sluice against a healthy gateway", () => {
     expect((await sluice(["overrides", "list"])).stdout).not.toContain(`${prefix}*`);
   });
 
-  it("status shows the gateway's health without the token; --json is the health answer", async () => {
+  it("status shows the gateway's health (its details with the token); --json is the health answer", async () => {
     const run = await sluice(["status"], { SLUICE_ADMIN_TOKEN: "" });
     expect(run.code, run.stderr).toBe(0);
-    expect(parsePairs(run.stdout)).toMatchObject({ gateway: gateways.healthy.url, status: "ok", config: "ok", rules: "api, login" });
-    expect(parsePairs(run.stdout).backend).toMatch(/^durable-object, ok, [\d.]+ ms$/);
+    expect(parsePairs(run.stdout)).toMatchObject({ gateway: gateways.healthy.url, status: "ok", details: expect.stringMatching(/SLUICE_ADMIN_TOKEN/) });
+    const withToken = await sluice(["status"]);
+    expect(parsePairs(withToken.stdout)).toMatchObject({ gateway: gateways.healthy.url, status: "ok", config: "ok", rules: "api, login" });
+    expect(parsePairs(withToken.stdout).backend).toMatch(/^durable-object, ok, [\d.]+ ms$/);
     const json = await sluice(["status", "--json"]);
     expect(JSON.parse(json.stdout)).toMatchObject({ status: "ok", config: { ok: true }, backend: { name: "durable-object", ok: true }, isolate: { rules: ["api", "login"] } });
   });

@@ -88,7 +88,7 @@ async function call(
     validate(media.schema, body, `request body of ${method} ${path}`);
   }
   const headers: Record<string, string> = {};
-  if (token !== null && path.startsWith("/__limiter/admin/")) headers.Authorization = `Bearer ${token}`;
+  if (token !== null && (path.startsWith("/__limiter/admin/") || path === "/__limiter/health")) headers.Authorization = `Bearer ${token}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const url = `${gateways[on].url}${path}${query ? `?${new URLSearchParams(query)}` : ""}`;
   const response = await fetch(url, { method, headers, ...(body !== undefined && { body: typeof body === "string" ? body : JSON.stringify(body) }) });
@@ -139,6 +139,8 @@ describe("docs/openapi.yaml", () => {
 
   it("health: 200 when healthy, 503 when the store is down or the configuration is invalid", async () => {
     expect((await call("healthy", "GET", "/__limiter/health")).status).toBe(200);
+    expect((await call("healthy", "GET", "/__limiter/health", { token: null })).body).toMatchObject({ status: "ok", details: expect.any(String) });
+    expect((await call("storeDown", "GET", "/__limiter/health", { token: null })).status).toBe(503);
     expect((await call("storeDown", "GET", "/__limiter/health")).body).toMatchObject({ status: "error", config: { ok: true }, backend: { name: "upstash", ok: false } });
     expect((await call("misconfigured", "GET", "/__limiter/health")).body).toMatchObject({ status: "error", config: { ok: false } });
   });

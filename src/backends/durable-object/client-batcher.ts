@@ -1,6 +1,7 @@
 import type { BucketAnswer } from "../../core/backend";
-import { ceilDiv, floorDiv, type BucketPolicy, type BucketState } from "../../core/token-bucket";
-import type { ClientBuckets, LeaseGrant, LeaseReturn, ObjectAnswer, ObjectCharge, ServeRequest } from "./client-buckets";
+import type { ClientBuckets } from "./client-buckets";
+import { commonCharge, LeaseWallet, type Lease } from "./lease-wallet";
+import type { ObjectAnswer, ObjectCharge, ServeRequest } from "./wire";
 
 /** How an isolate shares calls to one client's object (see {@link ClientBatcher}). */
 export interface LeaseOptions {
@@ -19,27 +20,8 @@ export interface LeaseOptions {
 const DEFAULT_MAX_LEASE = 64;
 const DEFAULT_LEASE_TTL_MS = 1_000;
 const DEFAULT_STALE_AFTER_MS = 1_000;
-/** The first lease a busy client gets, and how much each spent lease grows. */
-const FIRST_LEASE = 4;
-const LEASE_GROWTH = 4;
 /** Per-client state kept per isolate; idle entries without a live lease are dropped beyond this. */
 const MAX_CLIENTS = 10_000;
-
-/** A lease this isolate holds: charges of one bucket, already taken from the object, to hand out. */
-interface Lease {
-  readonly bucket: string;
-  readonly cost: number;
-  /** The policy the charges were asked under (what a request must match to use the lease). */
-  readonly asked: BucketPolicy;
-  readonly grant: LeaseGrant;
-  /** The call that took it (what the object knows it by). */
-  readonly seq: number;
-  /** Charges left to hand out. */
-  left: number;
-  /** Isolate clock when granted (headers only), and when what is left goes back: the call's send time plus the lifetime (the object counts it from later). */
-  readonly grantedAtMs: number;
-  readonly expiresAtMs: number;
-}
 
 /** A request waiting for its client's next call to the object. */
 interface Waiter {
@@ -51,7 +33,7 @@ interface Waiter {
   wake?: () => void;
 }
 
-/** One client key's queue, call in flight, lease and demand. */
+/** One client key's queue, call in flight and lease. */
 interface Client {
   readonly queue: Waiter[];
   inFlight: boolean;
@@ -59,14 +41,7 @@ interface Client {
   flight: number;
   flightStartedMs: number;
   flightSignal: AbortSignal | undefined;
-  lease: Lease | undefined;
-  /** Unused leased charges to give back with the next call. */
-  readonly returns: LeaseReturn[];
-  /** Lease size asked for next; grows while calls follow each other within a lease's lifetime. */
-  want: number;
-  /** The last lease ended with charges left over (it was larger than the demand). */
-  wasted: boolean;
-  lastCallMs: number;
+  readonly wallet: LeaseWallet;
 }
 
 /**
@@ -113,7 +88,7 @@ export class ClientBatcher {
   /** One request's charges on one client's object: from a lease, or in the client's next call. */
   async take(clientKey: string, charges: readonly ObjectCharge[], signal: AbortSignal): Promise<BucketAnswer[]> {
     const client = this.client(clientKey);
-    const local = this.fromLease(client, charges, Date.now());
+    const local = client.wallet.take(charges, Date.now());
     if (local !== undefined) return [local];
     const waiter: Waiter = { charges, signal, sent: false };
     client.queue.push(waiter);
@@ -156,14 +131,14 @@ export class ClientBatcher {
   /** Ends this isolate's lease on a bucket (reset, override): what it held is not handed out, and goes back with the next call. */
   endLeaseOf(clientKey: string, bucket: string): void {
     const client = this.clients.get(clientKey);
-    if (client?.lease?.bucket === bucket) this.endLease(client);
+    if (client?.wallet.lease?.bucket === bucket) client.wallet.end();
   }
 
   private client(clientKey: string): Client {
     let client = this.clients.get(clientKey);
     if (client === undefined) {
       if (this.clients.size >= MAX_CLIENTS) this.forgetIdle();
-      this.clients.set(clientKey, (client = { queue: [], inFlight: false, flight: 0, flightStartedMs: 0, flightSignal: undefined, lease: undefined, returns: [], want: 0, wasted: false, lastCallMs: -Infinity }));
+      this.clients.set(clientKey, (client = { queue: [], inFlight: false, flight: 0, flightStartedMs: 0, flightSignal: undefined, wallet: new LeaseWallet() }));
     }
     return client;
   }
@@ -177,24 +152,9 @@ export class ClientBatcher {
     const nowMs = Date.now();
     for (const [key, client] of this.clients) {
       if ((client.inFlight && !this.stale(client)) || client.queue.length > 0) continue;
-      if (client.lease !== undefined && client.lease.expiresAtMs > nowMs) continue;
+      if (client.wallet.live(nowMs)) continue;
       this.clients.delete(key); // an expired lease's rest is lost: towards refusing
     }
-  }
-
-  /** A leased charge for a one-charge request that matches the lease, or undefined. */
-  private fromLease(client: Client, charges: readonly ObjectCharge[], nowMs: number): BucketAnswer | undefined {
-    const lease = client.lease;
-    if (lease === undefined) return undefined;
-    if (nowMs >= lease.expiresAtMs) {
-      this.endLease(client);
-      return undefined;
-    }
-    const [charge] = charges;
-    if (charges.length !== 1 || charge === undefined || lease.left < 1) return undefined;
-    if (charge.bucket !== lease.bucket || charge.cost !== lease.cost || !samePolicy(charge.policy, lease.asked)) return undefined;
-    lease.left -= 1;
-    return leasedAnswer(lease, nowMs);
   }
 
   /** Sends the client's queue (and any lease request and give-back) in one call, and answers every request in it. */
@@ -208,23 +168,16 @@ export class ClientBatcher {
     client.inFlight = true;
     client.flightStartedMs = nowMs;
     client.flightSignal = signal;
-    // A spent lease is renewed four times as large while the client keeps calling (4, 16, 64);
-    // one that ran out of time with charges left over was too large: halve it.
-    if (client.lease !== undefined) this.endLease(client);
-    const leftOver = client.wasted;
-    client.wasted = false;
-    const busy = nowMs - client.lastCallMs < this.leaseTtlMs;
-    client.want = this.maxLease === 0 || !busy ? 0 : leftOver ? Math.max(1, client.want >> 1) : Math.min(this.maxLease, Math.max(FIRST_LEASE, client.want * LEASE_GROWTH));
-    client.lastCallMs = nowMs;
-    const common = client.want > 0 ? commonCharge(batch) : undefined;
+    const want = client.wallet.nextWant(nowMs, this.maxLease, this.leaseTtlMs);
+    const common = want > 0 ? commonCharge(batch.map((waiter) => waiter.charges)) : undefined;
     // A policy that blocks after a refusal gets no lease (the object grants none either).
     const leaseCharge = common !== undefined && (common.policy.blockForMs ?? 0) === 0 ? common : undefined;
     const request: ServeRequest = {
       holder: this.holder,
       seq,
       takes: batch.map((waiter) => waiter.charges),
-      ...(client.returns.length > 0 && { giveBack: client.returns.splice(0) }),
-      ...(leaseCharge !== undefined && { lease: { bucket: leaseCharge.bucket, policy: leaseCharge.policy, cost: leaseCharge.cost, want: client.want, ttlMs: this.leaseTtlMs } }),
+      ...(client.wallet.returns.length > 0 && { giveBack: client.wallet.returns.splice(0) }),
+      ...(leaseCharge !== undefined && { lease: { bucket: leaseCharge.bucket, policy: leaseCharge.policy, cost: leaseCharge.cost, want, ttlMs: this.leaseTtlMs } }),
     };
     try {
       const answer = await this.stubFor(clientKey).serve(request);
@@ -245,12 +198,8 @@ export class ClientBatcher {
           expiresAtMs: nowMs + this.leaseTtlMs,
         };
         // The answer of a call that went stale (a newer one was sent): its lease goes back unused.
-        if (client.flight === flight) {
-          if (client.lease !== undefined) this.endLease(client);
-          client.lease = lease;
-        } else {
-          this.giveBackLease(client, lease);
-        }
+        if (client.flight === flight) client.wallet.install(lease);
+        else client.wallet.giveBack(lease);
       }
     } catch (error) {
       for (const waiter of batch) waiter.result = { ok: false, error };
@@ -262,66 +211,13 @@ export class ClientBatcher {
     const waiting = client.queue.splice(0);
     const answeredAt = Date.now();
     for (const waiter of waiting) {
-      const local = this.fromLease(client, waiter.charges, answeredAt);
+      const local = client.wallet.take(waiter.charges, answeredAt);
       if (local === undefined) client.queue.push(waiter);
       else waiter.result = { ok: true, answers: [local] };
       waiter.wake?.();
     }
   }
 
-  /** Ends the lease; what is left goes back with the next call. */
-  private endLease(client: Client): void {
-    const lease = client.lease;
-    client.lease = undefined;
-    if (lease === undefined || lease.left < 1) return;
-    client.wasted = true;
-    this.giveBackLease(client, lease);
-  }
-
-  /** What is left of a lease goes back with the client's next call (the object honours it while it still counts the lease). */
-  private giveBackLease(client: Client, lease: Lease): void {
-    if (lease.left < 1) return;
-    client.returns.push({ bucket: lease.bucket, policy: lease.asked, cost: lease.left * lease.cost, enforced: true, charged: lease.grant.charged, seq: lease.seq });
-  }
-}
-
-/**
- * The answer for a charge taken from a lease: allowed, with what this client has left as seen
- * from here (the bucket after the lease plus the charges still leased; refill since the lease is
- * counted on the isolate's clock, for headers only), and the state a refund of this charge
- * needs: the bucket as if the lease's charges had been taken one by one, this one last so far.
- */
-function leasedAnswer(lease: Lease, nowMs: number): BucketAnswer {
-  const { grant } = lease;
-  const policy = grant.policy;
-  const unit = policy.refillPeriodMs;
-  const full = policy.capacity * unit;
-  const stillLeased = lease.left * lease.cost * unit;
-  const elapsedMs = Math.max(0, nowMs - lease.grantedAtMs);
-  const missingAtGrant = Math.min(full, grant.resetMs * policy.refillTokens);
-  const level = Math.min(full, full - missingAtGrant + stillLeased + elapsedMs * policy.refillTokens);
-  const charged: BucketState = { level: grant.charged.level + stillLeased, unitsPerToken: grant.charged.unitsPerToken, updatedAtMs: grant.charged.updatedAtMs, generation: grant.charged.generation };
-  return {
-    decision: { outcome: "allowed", remaining: Math.max(grant.remaining + lease.left * lease.cost, floorDiv(level, unit)), resetMs: ceilDiv(full - level, policy.refillTokens) },
-    policy,
-    charged,
-  };
-}
-
-/** The one charge every request of the batch makes, when they all make the same single charge. */
-function commonCharge(batch: readonly Waiter[]): ObjectCharge | undefined {
-  const first = batch[0]?.charges;
-  const charge = first?.length === 1 ? first[0] : undefined;
-  if (charge === undefined) return undefined;
-  for (const { charges } of batch) {
-    const other = charges[0];
-    if (charges.length !== 1 || other === undefined || other.bucket !== charge.bucket || other.cost !== charge.cost || !samePolicy(other.policy, charge.policy)) return undefined;
-  }
-  return charge;
-}
-
-function samePolicy(a: BucketPolicy, b: BucketPolicy): boolean {
-  return a.capacity === b.capacity && a.refillTokens === b.refillTokens && a.refillPeriodMs === b.refillPeriodMs && (a.blockForMs ?? 0) === (b.blockForMs ?? 0);
 }
 
 /** An object's answer as the port returns it (RPC results carry nothing else, but be explicit). */
