@@ -22,6 +22,11 @@ export const DEFAULT_ALGORITHM = "token-bucket" satisfies AlgorithmId;
 type PolicyOf<A> = A extends Algorithm<unknown, infer P> ? P : never;
 type StateOf<A> = A extends Algorithm<infer S, unknown> ? S : never;
 
+/** The policy type of one algorithm, by id. */
+export type AlgorithmPolicy<K extends AlgorithmId> = PolicyOf<(typeof ALGORITHMS)[K]>;
+/** The state type of one algorithm, by id. */
+export type AlgorithmState<K extends AlgorithmId> = StateOf<(typeof ALGORITHMS)[K]>;
+
 /** A policy of any registered algorithm (a union discriminated by `algorithm`). */
 export type RatePolicy = PolicyOf<(typeof ALGORITHMS)[AlgorithmId]>;
 /** A stored state of any registered algorithm (a union discriminated by `algorithm`). */
