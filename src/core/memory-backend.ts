@@ -1,6 +1,7 @@
 import type { BucketCharge, BucketRef, LimiterBackend, OverrideRecord } from "./backend";
 import { acquireSlots, releaseSlot, renewSlot, type SlotState } from "./slots";
-import { refundTokens, stateExpiresInMs, takeBuckets, type BucketPolicy, type BucketState } from "./token-bucket";
+import { expiresInMs as stateExpiresInMs, refundTokens, takeBuckets, type RateState } from "./algorithms/index";
+import type { BucketPolicy } from "./token-bucket";
 
 /** Options of {@link memoryBackend}. */
 export interface MemoryBackendOptions {
@@ -9,7 +10,7 @@ export interface MemoryBackendOptions {
 }
 
 interface StoredBucket {
-  readonly state: BucketState;
+  readonly state: RateState;
   /** When the bucket is full again: then it can be forgotten (a missing bucket is full). */
   readonly fullAtMs: number;
 }
@@ -21,7 +22,7 @@ const SWEEP_EVERY = 1_000;
  * Buckets in this isolate's memory: for unit tests, library users' own tests, and local
  * experiments (`LIMITER_BACKEND=memory`). Nothing is shared across isolates or processes, so
  * in production every isolate would hand out the whole limit: use the Durable Object or Upstash
- * backend there. Same semantics as theirs (the core's token bucket), exact within one isolate.
+ * backend there. Same semantics as theirs (the core's algorithms, through their registry), exact within one isolate.
  *
  * @example
  * const limiter = new Limiter({ backend: memoryBackend(), rules: [{ name: "api", capacity: 5, rate: "1/1m" }] });

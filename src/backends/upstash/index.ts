@@ -2,6 +2,7 @@ import { Redis } from "@upstash/redis/cloudflare";
 import { BackendConfigError, type BucketAnswer, type BucketCharge, type BucketRef, type LimiterBackend, type OverrideRecord, type SlotClaim } from "../../core/backend";
 import type { SlotDecision } from "../../core/slots";
 import { newGeneration, type BucketDecision, type BucketPolicy, type BucketState } from "../../core/token-bucket";
+import { luaAlgorithmById, luaAlgorithmOf } from "./algorithms/index";
 import { SLOTS_LUA, SLOTS_SHA1 } from "./slots-script";
 import { TOKEN_BUCKET_LUA, TOKEN_BUCKET_SHA1 } from "./token-bucket-script";
 
@@ -34,21 +35,22 @@ export function scriptKeys(prefix: string, refs: readonly BucketRef[]): string[]
 
 /**
  * The script's arguments for a request's charges: `charge` false only looks (a peek); `nowMs`
- * only in tests (production uses Redis's clock); `hints`, per charge, the value the caller last
- * saw in the bucket's key ("" or absent: none), which saves the script a read when it is right;
- * `generation`, that of a bucket this charge starts from full (default: a new one).
+ * only in tests (production uses Redis's clock); `refunds`, per charge, the state its take wrote
+ * (a refund); `hints`, per charge, the value the caller last saw in the bucket's key ("" or
+ * absent: none), which saves the script a read when it is right; `generation`, that of a bucket
+ * this charge starts from none (default: a new one). Each charge's algorithm (its policy's) and
+ * policy are written by the algorithm's Lua twin.
  *
  * @example
- * scriptArgs([charge], true); // ["", "1", "<generation>", "60", "1", "1000", "1", "1", "0", "0", "0", "0", "0", ""]
+ * scriptArgs([charge], true); // ["", "1", "<generation>", "token-bucket", "60:1:1000:0", "1", "1", "", ""]
  */
 export function scriptArgs(charges: readonly BucketCharge[], charge: boolean, nowMs?: number, refunds?: readonly BucketState[], hints?: readonly string[], generation?: number): string[] {
   const mode = refunds !== undefined ? "2" : charge ? "1" : "0";
   const args = [nowMs === undefined ? "" : String(nowMs), mode, mode === "1" ? String(generation ?? newGeneration()) : "0"];
   for (const [index, { policy, cost, enforced }] of charges.entries()) {
-    args.push(String(policy.capacity), String(policy.refillTokens), String(policy.refillPeriodMs), String(cost), enforced ? "1" : "0", String(policy.blockForMs ?? 0));
+    const [id, twin] = luaAlgorithmOf(policy);
     const charged = refunds?.[index];
-    args.push(...(charged === undefined ? ["0", "0", "0", "0"] : [String(charged.level), String(charged.unitsPerToken), String(charged.updatedAtMs), String(charged.generation)]));
-    args.push(hints?.[index] ?? "");
+    args.push(id, twin.policyArg(policy), String(cost), enforced ? "1" : "0", charged === undefined ? "" : twin.chargedArg(charged), hints?.[index] ?? "");
   }
   return args;
 }
@@ -60,15 +62,15 @@ export function resetArgs(): string[] {
 
 /**
  * The script's arguments to set one bucket's exact override (stored in the bucket's key, beside
- * its state, which it keeps), or to remove it with `null` (the state then expires when it stops
- * mattering under the rule's policy); `nowMs` only in tests.
+ * its state, which it keeps; written by the policy's algorithm's Lua twin), or to remove it with
+ * `null` (the state then expires when it stops mattering under the rule's policy); `nowMs` only in tests.
  *
  * @example
- * overrideArgs({ capacity: 100, refillTokens: 1, refillPeriodMs: 600 }); // ["", "4", "100", "1", "600"]
+ * overrideArgs({ capacity: 100, refillTokens: 1, refillPeriodMs: 600 }); // ["", "4", "100:1:600"]
  */
 export function overrideArgs(policy: BucketPolicy | null, nowMs?: number): string[] {
   const now = nowMs === undefined ? "" : String(nowMs);
-  return policy === null ? [now, "4", "", "", ""] : [now, "4", String(policy.capacity), String(policy.refillTokens), String(policy.refillPeriodMs)];
+  return [now, "4", policy === null ? "" : luaAlgorithmOf(policy)[1].overrideArg(policy)];
 }
 
 const SLOT_OPERATIONS = { acquire: "1", release: "0", renew: "2" } as const;
@@ -97,39 +99,41 @@ export function decodeSlotReply(reply: unknown): SlotDecision[] {
 }
 
 /** Values per bucket in a charge's or peek's reply. */
-const REPLY_WIDTH = 12;
+const REPLY_WIDTH = 8;
+
+/** A reply's value as text (Redis answers integers as numbers, strings as strings). */
+const text = (value: unknown) => (typeof value === "string" ? value : String(value));
 
 /**
- * Decodes the script's reply (12 values per bucket) into answers: the decision, the policy in
- * force, and the state a charge wrote.
+ * Decodes the script's reply (8 values per bucket) into answers: the decision, the policy in
+ * force, and the state a charge wrote (the texts as the bucket's algorithm's Lua twin reads them).
  *
  * @example
- * decodeReply([1, 9, 1000, 0, 10, 1, 1000, 9000, 1000, 1700000000000, 1700000000000, "9000:1000:1700000000000:1700000000000:1700000001000"]);
+ * decodeReply(["token-bucket", 1, 9, 1000, 0, "10:1:1000", "9000:1000:1700000000000:42", "9000:1000:1700000000000:42:1700000001000"]);
  * // [{ decision: { outcome: "allowed", remaining: 9, resetMs: 1000 }, policy: { capacity: 10, … }, charged: { level: 9000, … } }]
  */
 export function decodeReply(reply: unknown): BucketAnswer[] {
   if (!Array.isArray(reply) || reply.length % REPLY_WIDTH !== 0) throw new Error(`unexpected script reply: ${JSON.stringify(reply)}`);
   const answers: BucketAnswer[] = [];
   for (let i = 0; i < reply.length; i += REPLY_WIDTH) {
-    const [code, remaining, resetMs, retryAfterMs, capacity, refillTokens, refillPeriodMs, level, unitsPerToken, updatedAtMs, generation] = reply.slice(i, i + 11).map(Number) as [
-      number, number, number, number, number, number, number, number, number, number, number,
-    ];
+    const twin = luaAlgorithmById(text(reply[i]));
+    const [code, remaining, resetMs, retryAfterMs] = reply.slice(i + 1, i + 5).map(Number) as [number, number, number, number];
     const outcome = OUTCOMES[code as keyof typeof OUTCOMES];
     if (outcome === undefined) throw new Error(`unexpected outcome code ${code}`);
     const decision: BucketDecision = outcome === "denied" ? { outcome, remaining, resetMs, retryAfterMs } : { outcome, remaining, resetMs };
-    const charged = level >= 0 ? { level, unitsPerToken, updatedAtMs, generation } : null;
-    answers.push({ decision, policy: { capacity, refillTokens, refillPeriodMs }, charged });
+    const charged = text(reply[i + 6]);
+    answers.push({ decision, policy: twin.policyOfReply(text(reply[i + 5])), charged: charged === "" ? null : twin.chargedOfReply(charged) });
   }
   return answers;
 }
 
 /**
  * The value each bucket's key holds after the call ("" for none), from a charge's or peek's reply
- * (`width` 12) or a refund's, reset's or override's (`width` 1): the next call's hints.
+ * (`width` 8) or a refund's, reset's or override's (`width` 1): the next call's hints.
  *
  * @example
- * storedValues([1, 9, 1000, 0, 10, 1, 1000, 9000, 1000, 1700000000000, 1700000000000, "9000:1000:1700000000000:1700000000000:1700000001000"]);
- * // ["9000:1000:1700000000000:1700000000000:1700000001000"]
+ * storedValues(["token-bucket", 1, 9, 1000, 0, "10:1:1000", "9000:1000:1700000000000:42", "9000:1000:1700000000000:42:1700000001000"]);
+ * // ["9000:1000:1700000000000:42:1700000001000"]
  */
 export function storedValues(reply: unknown, width = REPLY_WIDTH): string[] {
   if (!Array.isArray(reply)) return [];
@@ -140,7 +144,7 @@ export function storedValues(reply: unknown, width = REPLY_WIDTH): string[] {
 const HINTS_KEPT = 10_000;
 
 /**
- * The Upstash backend: one atomic token-bucket script per decision over the REST API,
+ * The Upstash backend: one atomic rate-limit script per decision over the REST API,
  * EVALSHA first and EVAL only when Redis answers NOSCRIPT. A call whose signal aborts is
  * cancelled at the HTTP level, so a late answer cannot be mistaken for a decision.
  *

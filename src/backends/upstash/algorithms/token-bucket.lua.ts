@@ -1,0 +1,150 @@
+import type { BucketPolicy, BucketState } from "../../../core/token-bucket";
+import type { LuaAlgorithm } from "./lua-algorithm";
+
+/**
+ * The token bucket's Lua twin: `src/core/algorithms/token-bucket.ts` step for step, in the same
+ * integer units (one token = `refillPeriodMs` units, `refillTokens` units per ms).
+ *
+ * Policy text: "capacity:refillTokens:refillPeriodMs:blockForMs"; an override's and the reply's:
+ * "capacity:refillTokens:refillPeriodMs" (the block period stays the rule's).
+ * State text: "level:unitsPerToken:updatedAtMs:generation:expiresAtMs", plus ":blockedUntilMs"
+ * while a block holds. `expiresAtMs` is when the state stops mattering under the policy of the
+ * charge that wrote it (`stateExpiresInMs`, the override left out). An earlier version's state,
+ * "level:unitsPerToken:updatedAtMs[:blockedUntilMs]", is still read (no generation: a refund gives
+ * it nothing, a take starts one; no expiry: a put-back gives it the charge's policy's).
+ * Charged text (reply and refund): "level:unitsPerToken:updatedAtMs:generation".
+ * `string.format('%d')` writes integers: Lua's default number format loses digits past 1e14.
+ */
+const LUA = `
+do
+  -- A state's numbers: level, unitsPerToken, updatedAtMs, generation, expiresAtMs, blockedUntilMs (0: none);
+  -- nil when there is none. An earlier version's state has no generation nor expiresAtMs (nil).
+  local function parse(state)
+    local l, u, t, s, e, b = string.match(state, '^(%d+):(%d+):(%d+):(%d+):(%d+):?(%d*)$')
+    if not l then
+      l, u, t, b = string.match(state, '^(%d+):(%d+):(%d+):?(%d*)$')
+      if not l then return nil end
+    end
+    local blocked_until = 0
+    if b ~= '' then blocked_until = tonumber(b) end
+    return tonumber(l), tonumber(u), tonumber(t), s and tonumber(s), e and tonumber(e), blocked_until
+  end
+  -- How long a state matters under a policy: until the bucket is full (from the state's own
+  -- stamp) and any block is over; at least 1 ms. The twin of stateExpiresInMs.
+  local function expires_in(now_ms, l, u, t, blocked_until, p)
+    if u ~= p.period then l = floor_div(l, u) * p.period end
+    local full = p.capacity * p.period
+    return math.max(1, t - now_ms + ceil_div(full - math.min(l, full), p.tokens), blocked_until - now_ms)
+  end
+  -- The text a write stores, and how long it matters under the rule's policy (what the key's TTL is).
+  local function written(now_ms, l, u, t, generation, blocked_until, rule)
+    local ttl = expires_in(now_ms, l, u, t, blocked_until, rule)
+    local value = string.format('%d:%d:%d:%d:%d', l, u, t, generation, now_ms + ttl)
+    if blocked_until > 0 then value = value .. string.format(':%d', blocked_until) end
+    return value, ttl
+  end
+  -- The bucket's level in the policy's units at now_ms: the stored level plus continuous refill, capped.
+  local function level_at(now_ms, sl, su, st, p)
+    local full = p.capacity * p.period
+    if not sl then return full end
+    local l = sl
+    if su ~= p.period then l = floor_div(sl, su) * p.period end
+    local missing = full - math.min(l, full)
+    local elapsed = math.max(0, now_ms - st)
+    if elapsed < ceil_div(missing, p.tokens) then return full - missing + elapsed * p.tokens end
+    return full
+  end
+
+  define('token-bucket', {
+    policy = function(text)
+      local c, r, p, b = string.match(text, '^(%d+):(%d+):(%d+):(%d+)$')
+      return { capacity = tonumber(c), tokens = tonumber(r), period = tonumber(p), block_ms = tonumber(b) }
+    end,
+    -- Capacity and refill are the override's; the block period stays the rule's.
+    with_override = function(rule, text)
+      local c, r, p = string.match(text, '^(%d+):(%d+):(%d+)$')
+      if not c then return rule end
+      return { capacity = tonumber(c), tokens = tonumber(r), period = tonumber(p), block_ms = rule.block_ms }
+    end,
+    policy_reply = function(p)
+      return string.format('%d:%d:%d', p.capacity, p.tokens, p.period)
+    end,
+    take = function(state, p, rule, cost, now_ms, new_generation)
+      local full = p.capacity * p.period
+      local sl, su, st, generation, _, block_end = parse(state)
+      local level = level_at(now_ms, sl, su, st, p)
+      local blocked_until = 0
+      if sl and p.block_ms > 0 then blocked_until = block_end end
+      -- A clock that stepped back must not refill the same stretch of time twice.
+      local stamp = math.max(now_ms, st or now_ms)
+      -- A bucket taken from full (or an earlier version's) starts a generation; takes carry it on.
+      generation = generation or new_generation
+      local cost_units = cost * p.period
+      local r = { outcome = 1, remaining = floor_div(level, p.period), reset_ms = ceil_div(full - level, p.tokens), retry_after_ms = 0 }
+      if cost > p.capacity then
+        r.outcome = 2
+      elseif now_ms < blocked_until then
+        r.outcome, r.retry_after_ms = 0, blocked_until - now_ms
+      elseif level < cost_units then
+        r.outcome, r.retry_after_ms = 0, ceil_div(cost_units - level, p.tokens)
+        if p.block_ms > 0 and sl then
+          -- This refusal starts a block: the tokens stay as stored, the block's end is written beside them.
+          r.retry_after_ms = math.max(r.retry_after_ms, p.block_ms)
+          r.write, r.ttl = written(now_ms, sl, su, st, generation, now_ms + p.block_ms, rule)
+        end
+      else
+        local after = level - cost_units
+        r.remaining, r.reset_ms = floor_div(after, p.period), ceil_div(full - after, p.tokens)
+        r.write, r.ttl = written(now_ms, after, p.period, stamp, generation, 0, rule)
+        r.charged = string.format('%d:%d:%d:%d', after, p.period, stamp, generation)
+      end
+      return r
+    end,
+    -- What the charge still withholds fades as refill would have filled the bucket anyway;
+    -- only this generation of the bucket (not reset since the charge) gets it back.
+    refund = function(state, p, rule, cost, charged, now_ms)
+      local sl, su, st, generation, _, block_end = parse(state)
+      local cl, cu, ct, cg = string.match(charged, '^(%d+):(%d+):(%d+):(%d+)$')
+      if not (sl and cl) or tonumber(cu) ~= p.period or generation ~= tonumber(cg) then return nil end
+      local full = p.capacity * p.period
+      local since_charge = math.max(0, now_ms - tonumber(ct))
+      local gap = full - tonumber(cl)
+      local withheld = 0
+      if since_charge < ceil_div(gap, p.tokens) then withheld = math.min(cost * p.period, gap - since_charge * p.tokens) end
+      if withheld <= 0 then return nil end
+      local level = level_at(now_ms, sl, su, st, p)
+      return written(now_ms, math.min(full, level + withheld), p.period, math.max(now_ms, st), generation, block_end, rule)
+    end,
+    expires_at = function(state, now_ms, rule)
+      local l, u, t, _, expires_at, b = parse(state)
+      if not l then return nil end
+      if expires_at then return expires_at end
+      if rule then return now_ms + expires_in(now_ms, l, u, t, b, rule) end
+      return false
+    end,
+  })
+end
+`;
+
+/** The token bucket's Lua twin and its wire texts (see {@link LuaAlgorithm}). */
+export const tokenBucketLua: LuaAlgorithm<BucketPolicy, BucketState> = {
+  lua: LUA,
+  policyArg: (policy) => `${policy.capacity}:${policy.refillTokens}:${policy.refillPeriodMs}:${policy.blockForMs ?? 0}`,
+  overrideArg: (policy) => `${policy.capacity}:${policy.refillTokens}:${policy.refillPeriodMs}`,
+  chargedArg: (state) => `${state.level}:${state.unitsPerToken}:${state.updatedAtMs}:${state.generation}`,
+  policyOfReply(text) {
+    const [capacity = 0, refillTokens = 0, refillPeriodMs = 0] = numbers(text, 3);
+    return { capacity, refillTokens, refillPeriodMs };
+  },
+  chargedOfReply(text) {
+    const [level = 0, unitsPerToken = 0, updatedAtMs = 0, generation = 0] = numbers(text, 4);
+    return { level, unitsPerToken, updatedAtMs, generation };
+  },
+};
+
+/** `count` colon-separated integers, or an error naming the text. */
+function numbers(text: string, count: number): number[] {
+  const parts = text.split(":").map(Number);
+  if (parts.length !== count || !parts.every(Number.isSafeInteger)) throw new Error(`unexpected token-bucket reply text: ${JSON.stringify(text)}`);
+  return parts;
+}

@@ -1,0 +1,55 @@
+/**
+ * The seam every rate-limit algorithm sits behind: state + policy + cost + now → decision + the
+ * state to write. The stores (memory, Durable Object, Upstash's Lua twin) keep states and call
+ * this; they never look inside one. See `./index.ts` for the registry and docs/development.md for
+ * how to add an algorithm.
+ */
+
+/** The outcome of one `take`; times are whole milliseconds on the store's clock. */
+export type BucketDecision =
+  | { readonly outcome: "allowed"; readonly remaining: number; readonly resetMs: number }
+  | {
+      readonly outcome: "denied";
+      readonly remaining: number;
+      readonly resetMs: number;
+      /** Time until `cost` is admitted (or the block ends). */
+      readonly retryAfterMs: number;
+    }
+  /** The cost is larger than the limit: no wait will ever allow it. */
+  | { readonly outcome: "cost_exceeds_capacity"; readonly remaining: number; readonly resetMs: number };
+
+/** What one `take` returns: the decision, the state to write (undefined: write nothing), and how long that state matters. */
+export interface Taken<State> {
+  readonly decision: BucketDecision;
+  readonly next: State | undefined;
+  /** How long `next` matters from now (ms, ≥ 1 when written): a store may forget it after that. 0 when nothing is written. */
+  readonly expiresInMs: number;
+}
+
+/**
+ * One algorithm. `State` and `Policy` carry an optional or required `algorithm` discriminant (the
+ * id it is registered under); a state is only ever handed to the algorithm that wrote it.
+ * All arithmetic is in integers (the Lua twin must reach the same numbers). A peek is `take`'s
+ * decision with nothing written.
+ *
+ * @example
+ * const { decision, next, expiresInMs } = tokenBucket.take(undefined, policy, 1, Date.now());
+ * if (next) store.put(key, next, { ttlMs: expiresInMs });
+ */
+export interface Algorithm<State, Policy> {
+  /**
+   * Charges `cost` at `nowMs` (the store's clock) against `state` (undefined: none stored, e.g. a
+   * new client or a reset). A refusal may still write (a block). `generation` names the life of
+   * a state this take starts from nothing (see `BucketState.generation`): an algorithm whose
+   * refunds must not cross a reset keeps it in its state; one that needs none ignores it.
+   */
+  take(state: State | undefined, policy: Policy, cost: number, nowMs: number, generation?: number): Taken<State>;
+  /**
+   * Undoes a charge whose take wrote `charged`: gives back no more than the charge still
+   * withholds now (never over-admits). Returns the state to write, or `state` itself when
+   * nothing changes.
+   */
+  refund(state: State | undefined, policy: Policy, cost: number, charged: State, nowMs: number): State | undefined;
+  /** How long a stored state matters under `policy` from `nowMs` (≥ 1 ms): a store may forget it after, never before. */
+  expiresInMs(state: State, policy: Policy, nowMs: number): number;
+}
