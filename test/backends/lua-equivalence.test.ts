@@ -3,7 +3,7 @@ import fc from "fast-check";
 import { createClient } from "redis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startRedis } from "../../dev/redis-server.mjs";
-import { decodeReply, overrideArgs, resetArgs, scriptArgs, scriptKeys, storedValues } from "../../src/backends/upstash";
+import { decodeReply, overrideArgs, resetArgs, scriptArgs, scriptKeys, storedValues } from "../../src/backends/upstash/wire";
 import { TOKEN_BUCKET_LUA, TOKEN_BUCKET_SHA1 } from "../../src/backends/upstash/token-bucket-script";
 import { parseRatePerSecond } from "../../src/core/rate";
 import { take } from "../../src/core/algorithms/index";

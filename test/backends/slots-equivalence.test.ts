@@ -3,7 +3,7 @@ import fc from "fast-check";
 import { createClient } from "redis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startRedis } from "../../dev/redis-server.mjs";
-import { decodeSlotReply, slotArgs } from "../../src/backends/upstash";
+import { decodeSlotReply, slotArgs } from "../../src/backends/upstash/wire";
 import { SLOTS_LUA, SLOTS_SHA1 } from "../../src/backends/upstash/slots-script";
 import type { SlotClaim } from "../../src/core/backend";
 import { acquireSlots, releaseSlot, renewSlot, type SlotState } from "../../src/core/slots";

@@ -1,7 +1,8 @@
 import { createClient } from "redis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LOCAL_UPSTASH_TOKEN, startLocalStack } from "../../dev/local-stack.mjs";
-import { bucketKey, upstashBackend } from "../../src/backends/upstash";
+import { upstashBackend } from "../../src/backends/upstash";
+import { bucketKey } from "../../src/backends/upstash/wire";
 import { policy as perSecond } from "../support/helpers";
 
 let stack: Awaited<ReturnType<typeof startLocalStack>>;

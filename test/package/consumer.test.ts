@@ -98,6 +98,7 @@ describe("the sluice package, installed from its tarball", () => {
     expect(await exported("index.js")).toEqual(["BackendConfigError", "DEFAULTS", "InvalidRulesError", "Limiter", "PROBLEM_TYPES", "memoryBackend", "parseRulesJson", "passes", "requestSubject", "verdictResponse"]);
     expect(await exported("hono.js")).toEqual(["rateLimiter"]);
     expect(await exported("durable-object.js")).toEqual(["ClientBuckets", "durableObjectBackend"]);
+    expect(await exported("upstash.js")).toEqual(["upstashBackend"]);
   });
 
   it("neither `sluice` nor `sluice/hono` loads cloudflare:workers; `sluice/durable-object` does", async () => {

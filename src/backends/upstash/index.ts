@@ -1,10 +1,9 @@
 import { Redis } from "@upstash/redis/cloudflare";
-import { BackendConfigError, type BucketAnswer, type BucketCharge, type BucketRef, type LimiterBackend, type OverrideRecord, type SlotClaim } from "../../core/backend";
-import type { SlotDecision } from "../../core/slots";
-import { newGeneration, type BucketDecision, type BucketPolicy, type BucketState } from "../../core/token-bucket";
-import { luaAlgorithmById, luaAlgorithmOf } from "./algorithms/index";
+import { BackendConfigError, type BucketCharge, type LimiterBackend, type OverrideRecord, type SlotClaim } from "../../core/backend";
 import { SLOTS_LUA, SLOTS_SHA1 } from "./slots-script";
 import { TOKEN_BUCKET_LUA, TOKEN_BUCKET_SHA1 } from "./token-bucket-script";
+import { decodeReply, decodeSlotReply, overrideArgs, resetArgs, scriptArgs, scriptKeys, slotArgs, storedValues, type SlotOperation } from "./wire";
+import { logLimiterEvent } from "../../core/events";
 
 /** Options of {@link upstashBackend}. */
 export interface UpstashBackendOptions {
@@ -14,130 +13,6 @@ export interface UpstashBackendOptions {
   readonly token: string;
   /** Namespace of every key, so several gateways can share one database. */
   readonly keyPrefix: string;
-}
-
-const OUTCOMES = { 1: "allowed", 0: "denied", 2: "cost_exceeds_capacity" } as const;
-
-/**
- * The Redis key of one bucket: prefix, bucket (policy) name, hashed client key.
- *
- * @example
- * bucketKey("sluice", { bucket: "default", clientKey: "ip:3f2a…" }); // "sluice:default:ip:3f2a…"
- */
-export function bucketKey(prefix: string, ref: BucketRef): string {
-  return `${prefix}:${ref.bucket}:${ref.clientKey}`;
-}
-
-/** The script's KEYS for some charges: each bucket's key (its exact override lives in the same key). */
-export function scriptKeys(prefix: string, refs: readonly BucketRef[]): string[] {
-  return refs.map((ref) => bucketKey(prefix, ref));
-}
-
-/**
- * The script's arguments for a request's charges: `charge` false only looks (a peek); `nowMs`
- * only in tests (production uses Redis's clock); `refunds`, per charge, the state its take wrote
- * (a refund); `hints`, per charge, the value the caller last saw in the bucket's key ("" or
- * absent: none), which saves the script a read when it is right; `generation`, that of a bucket
- * this charge starts from none (default: a new one). Each charge's algorithm (its policy's) and
- * policy are written by the algorithm's Lua twin.
- *
- * @example
- * scriptArgs([charge], true); // ["", "1", "<generation>", "token-bucket", "60:1:1000:0", "1", "1", "", ""]
- */
-export function scriptArgs(charges: readonly BucketCharge[], charge: boolean, nowMs?: number, refunds?: readonly BucketState[], hints?: readonly string[], generation?: number): string[] {
-  const mode = refunds !== undefined ? "2" : charge ? "1" : "0";
-  const args = [nowMs === undefined ? "" : String(nowMs), mode, mode === "1" ? String(generation ?? newGeneration()) : "0"];
-  for (const [index, { policy, cost, enforced }] of charges.entries()) {
-    const [id, twin] = luaAlgorithmOf(policy);
-    const charged = refunds?.[index];
-    args.push(id, twin.policyArg(policy), String(cost), enforced ? "1" : "0", charged === undefined ? "" : twin.chargedArg(charged), hints?.[index] ?? "");
-  }
-  return args;
-}
-
-/** The script's arguments to reset buckets: their state is forgotten, their overrides stay. */
-export function resetArgs(): string[] {
-  return ["", "3"];
-}
-
-/**
- * The script's arguments to set one bucket's exact override (stored in the bucket's key, beside
- * its state, which it keeps; written by the policy's algorithm's Lua twin), or to remove it with
- * `null` (the state then expires when it stops mattering under the rule's policy); `nowMs` only in tests.
- *
- * @example
- * overrideArgs({ capacity: 100, refillTokens: 1, refillPeriodMs: 600 }); // ["", "4", "100:1:600"]
- */
-export function overrideArgs(policy: BucketPolicy | null, nowMs?: number): string[] {
-  const now = nowMs === undefined ? "" : String(nowMs);
-  return [now, "4", policy === null ? "" : luaAlgorithmOf(policy)[1].overrideArg(policy)];
-}
-
-const SLOT_OPERATIONS = { acquire: "1", release: "0", renew: "2" } as const;
-
-/**
- * The slots script's arguments; `nowMs` only in tests.
- *
- * @example
- * slotArgs([{ clientKey, bucket: "inflight", id: "r1", limit: 2, leaseMs: 30000, enforced: true }], "acquire"); // ["", "1", "r1", "2", "30000", "1"]
- */
-export function slotArgs(claims: readonly SlotClaim[], operation: keyof typeof SLOT_OPERATIONS, nowMs?: number): string[] {
-  return [nowMs === undefined ? "" : String(nowMs), SLOT_OPERATIONS[operation], ...claims.flatMap(({ id, limit, leaseMs, enforced }) => [id, String(limit), String(leaseMs), enforced ? "1" : "0"])];
-}
-
-/**
- * Decodes the slots script's reply (2 integers per claim).
- *
- * @example
- * decodeSlotReply([1, 2]); // [{ granted: true, inFlight: 2 }]
- */
-export function decodeSlotReply(reply: unknown): SlotDecision[] {
-  if (!Array.isArray(reply) || reply.length % 2 !== 0) throw new Error(`unexpected slots reply: ${JSON.stringify(reply)}`);
-  const decisions: SlotDecision[] = [];
-  for (let i = 0; i < reply.length; i += 2) decisions.push({ granted: Number(reply[i]) === 1, inFlight: Number(reply[i + 1]) });
-  return decisions;
-}
-
-/** Values per bucket in a charge's or peek's reply. */
-const REPLY_WIDTH = 8;
-
-/** A reply's value as text (Redis answers integers as numbers, strings as strings). */
-const text = (value: unknown) => (typeof value === "string" ? value : String(value));
-
-/**
- * Decodes the script's reply (8 values per bucket) into answers: the decision, the policy in
- * force, and the state a charge wrote (the texts as the bucket's algorithm's Lua twin reads them).
- *
- * @example
- * decodeReply(["token-bucket", 1, 9, 1000, 0, "10:1:1000", "9000:1000:1700000000000:42", "9000:1000:1700000000000:42:1700000001000"]);
- * // [{ decision: { outcome: "allowed", remaining: 9, resetMs: 1000 }, policy: { capacity: 10, … }, charged: { level: 9000, … } }]
- */
-export function decodeReply(reply: unknown): BucketAnswer[] {
-  if (!Array.isArray(reply) || reply.length % REPLY_WIDTH !== 0) throw new Error(`unexpected script reply: ${JSON.stringify(reply)}`);
-  const answers: BucketAnswer[] = [];
-  for (let i = 0; i < reply.length; i += REPLY_WIDTH) {
-    const twin = luaAlgorithmById(text(reply[i]));
-    const [code, remaining, resetMs, retryAfterMs] = reply.slice(i + 1, i + 5).map(Number) as [number, number, number, number];
-    const outcome = OUTCOMES[code as keyof typeof OUTCOMES];
-    if (outcome === undefined) throw new Error(`unexpected outcome code ${code}`);
-    const decision: BucketDecision = outcome === "denied" ? { outcome, remaining, resetMs, retryAfterMs } : { outcome, remaining, resetMs };
-    const charged = text(reply[i + 6]);
-    answers.push({ decision, policy: twin.policyOfReply(text(reply[i + 5])), charged: charged === "" ? null : twin.chargedOfReply(charged) });
-  }
-  return answers;
-}
-
-/**
- * The value each bucket's key holds after the call ("" for none), from a charge's or peek's reply
- * (`width` 8) or a refund's, reset's or override's (`width` 1): the next call's hints.
- *
- * @example
- * storedValues(["token-bucket", 1, 9, 1000, 0, "10:1:1000", "9000:1000:1700000000000:42", "9000:1000:1700000000000:42:1700000001000"]);
- * // ["9000:1000:1700000000000:42:1700000001000"]
- */
-export function storedValues(reply: unknown, width = REPLY_WIDTH): string[] {
-  if (!Array.isArray(reply)) return [];
-  return reply.filter((_, i) => i % width === width - 1).map((value) => (typeof value === "string" ? value : ""));
 }
 
 /** How many buckets' last seen values an isolate keeps as hints (the oldest go first). */
@@ -204,7 +79,7 @@ export function upstashBackend(options: UpstashBackendOptions): LimiterBackend {
   };
   const registryKey = `${options.keyPrefix}:__overrides`;
   // A client's slots under a concurrency rule: a sorted set under the rule's name (names are unique across rules).
-  const slots = (claims: readonly SlotClaim[], operation: keyof typeof SLOT_OPERATIONS, signal: AbortSignal) =>
+  const slots = (claims: readonly SlotClaim[], operation: SlotOperation, signal: AbortSignal) =>
     runScript(redis, scriptKeys(options.keyPrefix, claims), slotArgs(claims, operation), signal, SLOTS);
 
   return {
@@ -283,7 +158,7 @@ class UpstashClient extends Redis {
         result = await pending;
       } catch (error) {
         signal.throwIfAborted();
-        throw error;
+        throw withoutCommand(error);
       }
       signal.throwIfAborted();
       return result;
@@ -299,7 +174,7 @@ function parseRecord(value: unknown): OverrideRecord[] {
   } catch {
     // reported below
   }
-  console.error(JSON.stringify({ event: "limiter.override_unreadable", value: String(value).slice(0, 200) }));
+  logLimiterEvent({ event: "limiter.override_unreadable", backend: "upstash", value: String(value).slice(0, 200) });
   return [];
 }
 
@@ -332,4 +207,17 @@ async function withAuthCheck<T>(call: () => Promise<T>): Promise<T> {
     }
     throw error;
   }
+}
+
+/**
+ * The client's errors end with the whole command (", command was: [...]"), a script's full text
+ * included: kilobytes per log line. The reason is the part before it.
+ */
+function withoutCommand(error: unknown): unknown {
+  if (!(error instanceof Error)) return error;
+  const at = error.message.indexOf(", command was");
+  if (at < 0) return error;
+  const trimmed = new Error(error.message.slice(0, at));
+  trimmed.name = error.name;
+  return trimmed;
 }
