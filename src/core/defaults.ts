@@ -1,6 +1,6 @@
 /**
  * Every default of the limiter, in one place: the library's options and the gateway's wrangler
- * vars both fall back to these (the README's tables quote them).
+ * vars both fall back to these (docs/configuration.md quotes them).
  */
 export const DEFAULTS = {
   /** Budget of one backend call, ms. */
@@ -30,7 +30,7 @@ export const DEFAULTS = {
 
 /**
  * How much per-client state one isolate keeps, by what: fixed bounds (not settings) that keep an
- * isolate's memory small whatever its traffic. The README quotes them.
+ * isolate's memory small whatever its traffic. docs/configuration.md quotes them.
  */
 export const ISOLATE_BOUNDS = {
   /** Degraded-mode entries of one limiter: local buckets, local slot sets, known exact overrides. */

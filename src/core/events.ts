@@ -1,7 +1,7 @@
 import type { FailMode } from "./rules";
 import type { BucketDecision } from "./token-bucket";
 
-/** Events the limiter and its backends log; the gateway's README documents them. */
+/** Events the limiter and its backends log; docs/operations.md documents them. */
 export type LimiterEvent =
   | { readonly event: "limiter.shadow_refusal"; readonly rule: string; readonly outcome: BucketDecision["outcome"] }
   | { readonly event: "limiter.backend_failure"; readonly backend: string; readonly failMode: FailMode; readonly reason: string }

@@ -6,7 +6,7 @@ import { SharedWaitTimeoutError, type CallTrace, type StoreGuard } from "./store
 
 /** Prefix overrides are refreshed in the background once this old, and never used older than the maximum. */
 const OVERRIDES_REFRESH_AFTER_MS = 5_000;
-/** The bound the README promises: a prefix override reaches every isolate within 10 s. */
+/** The bound the documentation promises: a prefix override reaches every isolate within 10 s. */
 export const OVERRIDES_MAX_AGE_MS = 10_000;
 
 /**

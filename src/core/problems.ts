@@ -5,7 +5,7 @@ import type { Rule } from "./rules";
  * The catalogue of every problem (RFC 9457) the limiter and the gateway answer with. `type` is
  * the IETF rate-limit draft's registered URI for an exceeded quota, `about:blank` where the
  * status says it all, and otherwise a `tag:` URI (RFC 4151: an identifier, never fetched, never a
- * path on the gateway) that the README's "Problem types" table documents.
+ * path on the gateway) that the "Problem types" table of docs/configuration.md documents.
  */
 export const PROBLEM_TYPES = {
   /** 429: draft-ietf-httpapi-ratelimit-headers, with the `violated-policies` member. */

@@ -4,7 +4,7 @@ import type { GatewayMetrics } from "./metrics-object";
 /** A wrangler var arrives as a string, or as a number/boolean when written bare in TOML. */
 export type VarValue = string | number | boolean | undefined;
 
-/** The Worker's bindings: the vars and secrets the README documents, plus the Durable Object namespace. */
+/** The Worker's bindings: the vars and secrets docs/configuration.md documents, plus the Durable Object namespace. */
 export interface Env {
   ORIGIN_URL?: VarValue;
   ORIGIN_TIMEOUT_MS?: VarValue;

@@ -1,8 +1,8 @@
 import { LIMITER_EVENT_LEVELS, writeLogLine, type LimiterEvent, type LogLevel } from "../core/events";
 
 /**
- * The gateway's log lines: one JSON object per line, one schema for every event (the README's
- * "Logs" table lists the events and their fields; a test checks it against {@link EVENT_LEVELS}).
+ * The gateway's log lines: one JSON object per line, one schema for every event (the "Logs"
+ * table of docs/operations.md lists the events and their fields; a test checks it against {@link EVENT_LEVELS}).
  * Workers observability collects them.
  *
  * { "time": ISO 8601, "level": "info" | "warn" | "error", "event": "<area>.<what>",

@@ -63,7 +63,7 @@ export class MetricsPipeline {
 }
 
 /**
- * One Analytics Engine data point per decision (the README's schema): index = the hashed client
+ * One Analytics Engine data point per decision (the schema in docs/operations.md): index = the hashed client
  * (Analytics Engine samples by index), blobs = outcome, rule, client, backend, source,
  * doubles = decision ms, tokens charged, retry-after ms.
  */

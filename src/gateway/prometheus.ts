@@ -1,7 +1,7 @@
 import { LATENCY_BUCKETS_S, type Histogram } from "./metrics";
 import type { MetricsSnapshot } from "./metrics-object";
 
-/** What each metric means, for `# HELP` (the README's metrics table says the same). */
+/** What each metric means, for `# HELP` (the metrics table of docs/operations.md says the same). */
 const HELP: Record<string, [type: "counter" | "gauge" | "histogram", help: string]> = {
   sluice_requests_total: ["counter", "Decisions on requests, by outcome (each request counted once)."],
   sluice_rule_decisions_total: ["counter", "Decisions per applying rule, by outcome."],

@@ -18,7 +18,7 @@ const root = new URL("../..", import.meta.url).pathname;
 const DOCUMENT_PATH = `${root}docs/openapi.yaml`;
 const doc = parse(readFileSync(DOCUMENT_PATH, "utf8")) as OpenApi;
 const METHODS = ["get", "put", "post", "delete", "patch"] as const;
-/** Routes under /__limiter/ that are not JSON APIs and are described in the README instead. */
+/** Routes under /__limiter/ that are not JSON APIs and are described in docs/operations.md instead. */
 const NOT_DOCUMENTED_HERE = ["GET /__limiter/metrics", "GET /__limiter/dashboard", "GET /__limiter/dashboard/data"];
 
 interface OpenApi {

@@ -81,7 +81,7 @@ export const MODEL_RULES = [
 /** The rules overrides may address (the shadow rule too: it is charged like the others). */
 export const OVERRIDABLE: readonly BucketRuleName[] = ["plain", "heavy", "blocky", "counted", "local"];
 
-/** A degraded isolate's share of a policy, as the README defines it: capacity rounded down (at least the cost), refill slowed alike. */
+/** A degraded isolate's share of a policy, as docs/operations.md defines it: capacity rounded down (at least the cost), refill slowed alike. */
 export function localShare(policy: ModelPolicy, fraction: number, cost: number): ModelPolicy {
   return { capacity: Math.min(policy.capacity, Math.max(cost, Math.floor(policy.capacity * fraction))), rate: policy.rate * fraction };
 }

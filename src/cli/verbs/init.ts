@@ -9,5 +9,5 @@ import type { Outcome } from "../outcome";
  * await init(); // throws CliError(1, "sluice init is not available yet …")
  */
 export async function init(): Promise<Outcome> {
-  throw new CliError(EXIT.usage, "sluice init is not available yet: clone the repository and follow its README's Deploy section");
+  throw new CliError(EXIT.usage, "sluice init is not available yet: clone the repository and follow the Deploy section of docs/operations.md");
 }

@@ -1,7 +1,7 @@
 /**
  * The token bucket, in exact integer arithmetic.
  *
- * This is the one TypeScript implementation of the bucket the README's "Token bucket" section
+ * This is the one TypeScript implementation of the bucket the "Token bucket" section of docs/design.md
  * describes, registered as `"token-bucket"` (the default) in `./index.ts`; the Durable Object and
  * memory backends run it, and `src/backends/upstash/algorithms/token-bucket.lua.ts` is its Lua
  * twin (a property test proves they agree step for step).
