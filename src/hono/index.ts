@@ -84,9 +84,8 @@ export function rateLimiter<E extends Env = Env>(options: RateLimiterOptions<E>)
  * back once the origin's answer has settled: its body fully read, or, when the client stopped
  * reading, once the origin's body ends anyway (at most one lease later); or when the next handler
  * throws. A response without a body to stream (HEAD, a WebSocket upgrade) gives them back at once.
- * A client that goes away (`request.signal`) does not free its slot: the origin may still be
- * working on its request (renewal stops, so a handler that never settles frees it when the lease
- * lapses). Undefined when the verdict holds none.
+ * A client that goes away (`request.signal`) never frees its slot early: the origin may still be
+ * working, so the slot lapses with its lease (renewal stops). Undefined when the verdict holds none.
  */
 function holdSlots(c: Context, limiter: Limiter, verdict: Verdict): { release: () => void; untilSent: () => void } | undefined {
   const holding = limiter.holding(verdict);
@@ -102,10 +101,17 @@ function holdSlots(c: Context, limiter: Limiter, verdict: Verdict): { release: (
     clearInterval(timer);
     void limiter.release(verdict).finally(finish);
   };
-  // The client went away (Workers abort the request's signal, flag `enable_request_signal`):
-  // disconnecting must not free a slot while the origin still works, or a client could repeat
-  // at will. Renewal stops, so a request whose handler never settles frees it when the lease lapses.
-  c.req.raw.signal?.addEventListener("abort", () => clearInterval(timer), { once: true });
+  // The client went away (Workers abort the request's signal, flag `enable_request_signal`): the
+  // runtime may cancel the origin's fetch, but not the origin's work, and nothing here can see
+  // when that work ends. So the slot is not given back: renewal stops and it lapses with its
+  // lease. Otherwise a client could hang up and repeat at will, each time starting more work.
+  const lapse = () => {
+    if (released) return;
+    released = true;
+    clearInterval(timer);
+    finish?.();
+  };
+  c.req.raw.signal?.addEventListener("abort", lapse, { once: true });
   const untilSent = () => {
     const body = c.res.body;
     if (body === null || c.res.status === 101 || c.req.method === "HEAD") return release();
@@ -128,6 +134,7 @@ function holdSlots(c: Context, limiter: Limiter, verdict: Verdict): { release: (
         // is held until the origin's body ends (read and dropped here), at most one lease long,
         // then the origin's stream is cancelled too.
         clearInterval(timer);
+        if (released) return reader.cancel(reason).catch(() => {}); // lapsing with its lease already
         const giveUp = setTimeout(() => void reader.cancel(reason).catch(() => {}), leaseMs);
         void drain(reader).finally(() => {
           clearTimeout(giveUp);
