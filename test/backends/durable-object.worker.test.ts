@@ -196,7 +196,7 @@ describe("leases: regressions (over-admission after override, reset, delay, bloc
     return allowed;
   }
 
-  it("D1: a lease is counted in tokens when an override changes the period before a reset", async () => {
+  it("a lease is counted in tokens when an override changes the period before a reset", async () => {
     const stub = objectFor(`d1-${crypto.randomUUID()}`);
     const rule = { capacity: 1000, refillTokens: 1, refillPeriodMs: 3_600_000 };
     const a = await stub.serve({ holder: "A", seq: 1, takes: [charge(rule)], lease: { bucket: "default", policy: rule, cost: 1, want: 64, ttlMs: 1000 } });
@@ -207,7 +207,7 @@ describe("leases: regressions (over-admission after override, reset, delay, bloc
     expect(await takeOne(stub, "default", rule, 1)).toMatchObject({ outcome: "allowed", remaining: 935 });
   });
 
-  it("D1: leases granted under two periods are summed in tokens", async () => {
+  it("leases granted under two periods are summed in tokens", async () => {
     const stub = objectFor(`d1b-${crypto.randomUUID()}`);
     const rule = { capacity: 1000, refillTokens: 1, refillPeriodMs: 360_000 };
     await stub.serve({ holder: "A", seq: 1, takes: [charge(rule)], lease: { bucket: "default", policy: rule, cost: 1, want: 64, ttlMs: 1000 } });
@@ -217,7 +217,7 @@ describe("leases: regressions (over-admission after override, reset, delay, bloc
     expect(await drain(stub, rule)).toBeLessThanOrEqual(1000 - 128);
   });
 
-  it("D2: an unused lease given back after the object stopped counting it is not added to a reset bucket", async () => {
+  it("an unused lease given back after the object stopped counting it is not added to a reset bucket", async () => {
     const stub = objectFor(`d2-${crypto.randomUUID()}`);
     const big = { capacity: 800, refillTokens: 1, refillPeriodMs: 3_600_000 };
     const a = await stub.serve({ holder: "A", seq: 1, takes: [charge(big)], lease: { bucket: "default", policy: big, cost: 1, want: 64, ttlMs: 1000 } });
@@ -239,7 +239,7 @@ describe("leases: regressions (over-admission after override, reset, delay, bloc
     expect(back.answers[0]![0]!.decision).toMatchObject({ outcome: "allowed", remaining: 794 }); // 735 + 60 - 1
   });
 
-  it("D2: a give-back is capped at what the holder's lease took", async () => {
+  it("a give-back is capped at what the holder's lease took", async () => {
     const stub = objectFor(`d2b-${crypto.randomUUID()}`);
     const big = { capacity: 800, refillTokens: 1, refillPeriodMs: 3_600_000 };
     const a = await stub.serve({ holder: "A", seq: 1, takes: [charge(big)], lease: { bucket: "default", policy: big, cost: 1, want: 10, ttlMs: 1000 } });
@@ -249,7 +249,7 @@ describe("leases: regressions (over-admission after override, reset, delay, bloc
     expect(back.answers[0]![0]!.decision).toMatchObject({ outcome: "allowed", remaining: 698 });
   });
 
-  it("D3: a lease whose reply was delayed past its lifetime is not spent by the isolate", async () => {
+  it("a lease whose reply was delayed past its lifetime is not spent by the isolate", async () => {
     const key = `d3-${crypto.randomUUID()}`;
     const stub = realStub(key);
     const policy = { capacity: 800, refillTokens: 1, refillPeriodMs: 3_600_000 };
@@ -269,7 +269,7 @@ describe("leases: regressions (over-admission after override, reset, delay, bloc
     expect(admitted).toBeLessThanOrEqual(800);
   });
 
-  it("D3: a late answer of a call that went stale does not install its lease", async () => {
+  it("a late answer of a call that went stale does not install its lease", async () => {
     const policy = { capacity: 800, refillTokens: 1, refillPeriodMs: 3_600_000 };
     const stub = realStub(`d3b-${crypto.randomUUID()}`);
     const requests: ServeRequest[] = [];
@@ -295,7 +295,7 @@ describe("leases: regressions (over-admission after override, reset, delay, bloc
     expect(requests.at(-1)!.giveBack?.length ?? 0).toBeGreaterThan(0);
   });
 
-  it("D4: no lease is granted under a policy that blocks after a refusal", async () => {
+  it("no lease is granted under a policy that blocks after a refusal", async () => {
     const key = `d4-${crypto.randomUUID()}`;
     const stub = realStub(key);
     const policy = { capacity: 80, refillTokens: 1, refillPeriodMs: 3_600_000, blockForMs: 600_000 };
@@ -308,7 +308,7 @@ describe("leases: regressions (over-admission after override, reset, delay, bloc
     expect(outcomes).toEqual(["denied", "denied", "denied", "denied"]);
   });
 
-  it("D5: removing an override counts the leases taken under it within the rule's capacity", async () => {
+  it("removing an override counts the leases taken under it within the rule's capacity", async () => {
     const stub = objectFor(`d5-${crypto.randomUUID()}`);
     const rule = { capacity: 100, refillTokens: 1, refillPeriodMs: 3_600_000 };
     await stub.setOverride("default", { capacity: 10_000, refillTokens: 1, refillPeriodMs: 3_600_000 });
@@ -318,7 +318,7 @@ describe("leases: regressions (over-admission after override, reset, delay, bloc
     expect((await drain(stub, rule, 200)) + 64).toBeLessThanOrEqual(100);
   });
 
-  it("D6: a request queued behind a call that never settles calls itself once that call is stale", async () => {
+  it("a request queued behind a call that never settles calls itself once that call is stale", async () => {
     const policy = { capacity: 1000, refillTokens: 1, refillPeriodMs: 1000 };
     let hang = true;
     const answer = (n: number) => ({ answers: Array.from({ length: n }, () => [{ decision: { outcome: "allowed", remaining: 1, resetMs: 1 }, policy, charged: null }]), lease: null });
@@ -331,7 +331,7 @@ describe("leases: regressions (over-admission after override, reset, delay, bloc
     expect(outcome).toBe("settled");
   });
 
-  it("D7: a client whose call never settled is forgotten once that call is stale", async () => {
+  it("a client whose call never settled is forgotten once that call is stale", async () => {
     const policy = { capacity: 1000, refillTokens: 1, refillPeriodMs: 1000 };
     let hang = true;
     const answer = (n: number) => ({ answers: Array.from({ length: n }, () => [{ decision: { outcome: "allowed", remaining: 1, resetMs: 1 }, policy, charged: null }]), lease: null });

@@ -40,12 +40,15 @@ describe.each(BACKENDS)("rules on the $name backend", ({ vars }) => {
   });
 
   it.each([
-    ["the same client key", "ip"],
-    ["different client keys", "header:x-api-key"],
-  ])("all or nothing with %s: a refusal by one rule leaves the others' buckets untouched", async (_, keyB) => {
+    ["the same client key", "ip", {}],
+    ["different client keys", "header:x-api-key", {}],
+    // With the deny cache off every refusal reaches the store: its own all-or-nothing is what is tested.
+    ["the same client key, every refusal from the store", "ip", { LIMITER_DENY_CACHE_SIZE: "0" }],
+    ["different client keys, every refusal from the store", "header:x-api-key", { LIMITER_DENY_CACHE_SIZE: "0" }],
+  ])("all or nothing with %s: a refusal by one rule leaves the others' buckets untouched", async (_, keyB, setting) => {
     const gateway = gatewayWith({
       ...vars,
-      LIMITER_DENY_CACHE_SIZE: "0", // every refusal must come from the backend here
+      ...setting,
       LIMITER_RULES: rules([
         { name: "a", key: "ip", capacity: 5, rate: 0.001 },
         { name: "b", match: { path: "/b" }, key: keyB, capacity: 1, rate: 0.001 },
