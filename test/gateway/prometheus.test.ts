@@ -1,10 +1,10 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtemp, writeFile } from "node:fs/promises";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { startGatewayProcess } from "../support/processes";
+import { freePort } from "../support/ports";
 
 /**
  * A real Prometheus server (Debian's `prometheus`) scrapes a running gateway's metrics endpoint
@@ -103,13 +103,3 @@ function sorted(record: Record<string, number>): [string, number][] {
   return Object.entries(record).sort(([a], [b]) => a.localeCompare(b));
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      server.close(() => (typeof address === "object" && address !== null ? resolve(address.port) : reject(new Error("no port"))));
-    });
-  });
-}

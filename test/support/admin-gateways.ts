@@ -1,5 +1,5 @@
-import { createServer } from "node:net";
 import { startGateway } from "../../dev/miniflare-gateway.mjs";
+import { freePort } from "./ports";
 
 /** The admin token of the gateways the CLI and OpenAPI tests start (at least 16 characters, as the gateway asks). */
 export const ADMIN_TOKEN = "admin-tests-token-0123456789";
@@ -13,23 +13,8 @@ export const RULES = [
 /** The vars of a healthy gateway on the Durable Object backend with the admin API on. The origin is never called. */
 export const ADMIN_VARS = { ORIGIN_URL: "http://127.0.0.1:9", LIMITER_ADMIN_TOKEN: ADMIN_TOKEN, LIMITER_RULES: JSON.stringify(RULES) };
 
-/**
- * A loopback port nothing listens on (taken, then released): an unreachable gateway, or a store
- * that is down.
- *
- * @example
- * const port = await closedPort(); // fetch(`http://127.0.0.1:${port}`) is refused
- */
-export function closedPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      server.close(() => (typeof address === "object" && address !== null ? resolve(address.port) : reject(new Error("no port"))));
-    });
-  });
-}
+/** A loopback port nothing listens on: a store the gateway cannot reach. */
+export const closedPort = freePort;
 
 /**
  * Gateways in the states an admin client meets: `healthy` (admin API on), `adminOff` (no
