@@ -213,7 +213,7 @@ export class Limiter {
       return { asked, answers };
     }, trace, this.store.scope(charges.map(({ charge }) => charge)), releaseProbes); // waiting requests go on before a fail-open one does
     if (result.kind === "misconfigured") return { kind: "verdict", verdict: { kind: "backend-misconfigured", variable: result.variable, message: result.message } } as const;
-    if (result.kind === "unreachable") return { kind: "verdict", verdict: this.failMode(rules, charges, operation, result.reason, trace) } as const;
+    if (result.kind === "unreachable") return { kind: "verdict", verdict: this.failModeVerdict(rules, charges, operation, result.reason, trace) } as const;
     const { asked, answers } = result.value;
     // What a `count` rule may give back once the response is known: the charge as made and the state it wrote.
     const receipts = charges.flatMap(({ rule }, i) => {
@@ -228,7 +228,7 @@ export class Limiter {
    * The store could not decide: each rule's fail mode does. One closed enforced rule refuses the
    * request; else rules that fail `local` decide on this isolate's own buckets; else it goes on.
    */
-  private failMode(rules: readonly Rule[], charges: readonly RuleCharge[], operation: "take" | "peek", reason: string, trace: Trace): Verdict {
+  private failModeVerdict(rules: readonly Rule[], charges: readonly RuleCharge[], operation: "take" | "peek", reason: string, trace: Trace): Verdict {
     const closed = rules.find((rule) => rule.mode === "enforce" && rule.failMode === "closed");
     const local = charges.filter(({ rule }) => rule.failMode === "local");
     const failMode = closed ? "closed" : local.length > 0 ? "local" : "open";
@@ -320,8 +320,13 @@ export class Limiter {
   }
 
   /** Drops what this isolate remembers of these buckets (refusals) and its copy of the prefix overrides, so the next request asks the store. */
-  forget(buckets: readonly NamedBucket[] = []): void {
+  forget(buckets: readonly NamedBucket[]): void {
     for (const { ref } of buckets) this.refusals.forget(ref);
+    this.prefixes.forget();
+  }
+
+  /** Drops this isolate's copy of the prefix overrides (after an operator changed them): the next request reads the registry. */
+  forgetPrefixOverrides(): void {
     this.prefixes.forget();
   }
 

@@ -153,7 +153,7 @@ export async function putOverride(limiter: Limiter, body: unknown): Promise<{ ok
     limiter.forget(named.buckets);
   }
   await limiter.store.send((signal) => limiter.backend.overrides.put(override.record, signal));
-  limiter.forget();
+  limiter.forgetPrefixOverrides();
   return { ok: true, override: { ...override.record, kind: override.kind } };
 }
 
@@ -190,7 +190,7 @@ export async function deleteOverride(limiter: Limiter, body: unknown): Promise<{
     limiter.forget(named.buckets);
   }
   const removed = await limiter.store.send((signal) => limiter.backend.overrides.remove(override.record.id, signal));
-  limiter.forget();
+  limiter.forgetPrefixOverrides();
   return { ok: true, removed };
 }
 
