@@ -99,9 +99,10 @@ describe("the sluice package, installed from its tarball", () => {
     expect(await exported("hono.js")).toEqual(["rateLimiter"]);
     expect(await exported("durable-object.js")).toEqual(["ClientBuckets", "durableObjectBackend"]);
     expect(await exported("upstash.js")).toEqual(["upstashBackend"]);
+    expect(await exported("gateway.js")).toEqual(["ClientBuckets", "GatewayMetrics", "LimiterService", "default"]);
   });
 
-  it("neither `sluice` nor `sluice/hono` loads cloudflare:workers; `sluice/durable-object` does", async () => {
+  it("neither `sluice` nor `sluice/hono` loads cloudflare:workers; `sluice/durable-object` does; `sluice/gateway` loads nothing else", async () => {
     const dist = join(consumer, "node_modules/sluice/dist");
     const importsOf = async (file: string, seen = new Set<string>()): Promise<string[]> => {
       if (seen.has(file)) return [];
@@ -113,6 +114,8 @@ describe("the sluice package, installed from its tarball", () => {
     };
     for (const entry of ["index.js", "hono.js"]) expect((await importsOf(entry)).filter((s) => s.startsWith("cloudflare:"))).toEqual([]);
     expect(await importsOf("durable-object.js")).toContain("cloudflare:workers");
+    // The gateway carries Hono and @upstash/redis inside: a deployment installs sluice and wrangler only.
+    expect(await importsOf("gateway.js")).toEqual(["cloudflare:workers"]);
   });
 
   it("runs a Worker built on sluice/durable-object on workerd: 200, 200, 429", async () => {
