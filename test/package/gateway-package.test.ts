@@ -72,10 +72,10 @@ describe("sluice init, from the packed tarball", () => {
     expect(await readFile(join(project, "package.json"), "utf8")).toBe(before);
   });
 
-  it("`wrangler dev` serves the gateway: 200s, then a 429 with the IETF fields", async () => {
+  it("`wrangler dev` serves the gateway: 200s, then a 429 with the IETF fields; the dashboard comes built", async () => {
     const origin = await startOrigin();
     const [port, inspector] = [await freePort(), await freePort()];
-    const vars = { ORIGIN_URL: origin.url, LIMITER_CAPACITY: "3", LIMITER_REFILL_RATE: "0.001", LIMITER_KEY: "header:x-api-key" };
+    const vars = { ORIGIN_URL: origin.url, LIMITER_CAPACITY: "3", LIMITER_REFILL_RATE: "0.001", LIMITER_KEY: "header:x-api-key", LIMITER_METRICS_TOKEN: "a-metrics-token-of-32-characters" };
     const wrangler = spawn(
       join(project, "node_modules/.bin/wrangler"),
       ["dev", "--ip", "127.0.0.1", "--port", String(port), "--inspector-port", String(inspector), ...Object.entries(vars).flatMap(([k, v]) => ["--var", `${k}:${v}`])],
@@ -96,6 +96,12 @@ describe("sluice init, from the packed tarball", () => {
       expect(answers[3]).toMatchObject({ policy: '"default";q=3;w=3000', type: "application/problem+json" });
       expect(answers[3]?.rateLimit).toMatch(/^"default";r=0;t=\d+$/);
       expect(JSON.parse(answers[3]?.body ?? "{}")).toMatchObject({ status: 429, "violated-policies": ["default"] });
+      // The dashboard's script and uPlot's stylesheet are inside the package: the project built nothing of sluice's.
+      const dashboard = await fetch(`http://127.0.0.1:${port}/__limiter/dashboard`);
+      const html = await dashboard.text();
+      expect(dashboard.status).toBe(200);
+      expect(html).toMatch(/<style>[^<]*\.uplot/);
+      expect(html.match(/<script>([\s\S]*?)<\/script>/)?.[1]?.length ?? 0).toBeGreaterThan(10_000);
     } finally {
       await stop(wrangler);
       await origin.close();
