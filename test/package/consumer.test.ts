@@ -1,10 +1,11 @@
 import { execFile } from "node:child_process";
-import { mkdtemp, readdir, readFile, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { beforeAll, describe, expect, it } from "vitest";
 import { bundleForWorkers, startWorkerd } from "../../dev/workerd.mjs";
+import { packSluice } from "./pack";
 
 /**
  * The package as a user gets it: `npm pack` (which builds dist/ with tsdown), installed from the
@@ -16,16 +17,13 @@ const repo = new URL("../..", import.meta.url).pathname;
 let consumer: string;
 
 beforeAll(async () => {
-  const packed = await mkdtemp(join(tmpdir(), "sluice-pack-"));
-  await run("npm", ["pack", "--silent", "--pack-destination", packed], { cwd: repo });
-  const [tarball] = (await readdir(packed)).filter((name) => name.endsWith(".tgz"));
-  if (tarball === undefined) throw new Error("npm pack made no tarball");
+  const tarball = await packSluice();
   const honoVersion = JSON.parse(await readFile(join(repo, "node_modules/hono/package.json"), "utf8")).version as string;
 
   consumer = await mkdtemp(join(tmpdir(), "sluice-consumer-"));
   await writeFile(
     join(consumer, "package.json"),
-    JSON.stringify({ name: "consumer", private: true, type: "module", dependencies: { sluice: `file:${join(packed, tarball)}`, hono: honoVersion } }),
+    JSON.stringify({ name: "consumer", private: true, type: "module", dependencies: { sluice: `file:${tarball}`, hono: honoVersion } }),
   );
   await run("npm", ["install", "--no-audit", "--no-fund", "--prefer-offline", "--ignore-scripts"], { cwd: consumer });
   await writeFile(

@@ -2,10 +2,11 @@ import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { appendFile, mkdtemp, readdir, readFile, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { promisify } from "node:util";
 import { beforeAll, describe, expect, it } from "vitest";
 import { startOrigin } from "../../dev/origin.mjs";
+import { packSluice } from "./pack";
 
 /**
  * `sluice/gateway` as a stranger gets it: `npm pack`, then the packed `sluice init` writes a project
@@ -23,13 +24,9 @@ let tarball: string;
 let project: string;
 
 beforeAll(async () => {
-  const packed = await mkdtemp(join(tmpdir(), "sluice-gwpack-"));
-  await run("npm", ["pack", "--silent", "--pack-destination", packed], { cwd: repo });
-  const [name] = (await readdir(packed)).filter((file) => file.endsWith(".tgz"));
-  if (name === undefined) throw new Error("npm pack made no tarball");
-  tarball = join(packed, name);
-  await run("tar", ["xzf", tarball, "-C", packed]);
-  cli = join(packed, "package/dist/cli.js");
+  tarball = await packSluice();
+  await run("tar", ["xzf", tarball, "-C", dirname(tarball)]);
+  cli = join(dirname(tarball), "package/dist/cli.js");
 
   project = join(await mkdtemp(join(tmpdir(), "sluice-init-")), "my-gateway");
   await run(process.execPath, [cli, "init", project, "--sluice-version", `file:${tarball}`]);
