@@ -1,3 +1,11 @@
+/**
+ * `sluice/gateway`: the whole gateway Worker, configured by its vars (docs/configuration.md). A
+ * deployment's entry module re-exports it with the classes its wrangler.toml binds, e.g. the
+ * src/index.ts `npx sluice init` writes (this repository's is the same line, importing
+ * "./gateway/index": "sluice/gateway" would resolve to dist/, built only by `npm run build`):
+ *
+ *   export { default, ClientBuckets, GatewayMetrics, LimiterService } from "sluice/gateway";
+ */
 import { Hono } from "hono";
 import { peerAddress } from "../core/identity";
 import type { Env } from "./env";
@@ -7,14 +15,6 @@ import { forwardToOrigin } from "./proxy";
 import { reservedRoutes } from "./reserved";
 import { rateLimiter } from "../hono";
 
-/**
- * `sluice/gateway`: the whole gateway Worker, configured by its vars (docs/configuration.md). A
- * deployment's entry module re-exports it, with the classes its wrangler.toml binds:
- *
- * @example
- * // src/index.ts of a project made by `npx sluice init` (and of this repository)
- * export { default, ClientBuckets, GatewayMetrics, LimiterService } from "sluice/gateway";
- */
 export { ClientBuckets } from "../backends/durable-object";
 export { GatewayMetrics } from "./metrics-object";
 export { LimiterService } from "./rpc";
