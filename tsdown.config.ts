@@ -23,6 +23,23 @@ const library: UserConfig = {
 };
 
 /**
+ * `sluice/gateway`: the gateway Worker in one module, with Hono and @upstash/redis bundled in, so a
+ * deployment needs only `sluice` and wrangler. The runtime's `cloudflare:workers` stays an import;
+ * the dashboard's assets (dev/build-dashboard.mjs, run first by `npm run build`) are inlined.
+ */
+const gateway: UserConfig = {
+  entry: { gateway: "src/gateway/index.ts" },
+  format: "esm",
+  platform: "neutral",
+  target: "es2022",
+  outDir: "dist",
+  clean: false,
+  dts: true,
+  tsconfig: "tsconfig.gateway.json",
+  deps: { neverBundle: [/^cloudflare:/], alwaysBundle: [/^hono(\/.*)?$/, /^@upstash\/redis(\/.*)?$/], onlyBundle: false, onlyImport: [/^cloudflare:/] },
+};
+
+/**
  * The `sluice` command (package.json "bin"): one file for Node, no declarations. (tsdown empties
  * dist/ once, before either build starts.)
  */
@@ -37,4 +54,4 @@ const cli: UserConfig = {
   dts: false,
 };
 
-export default defineConfig([library, cli]);
+export default defineConfig([library, gateway, cli]);

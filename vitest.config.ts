@@ -37,7 +37,8 @@ export default defineConfig({
         test: {
           name: "workers",
           include: ["test/**/*.worker.test.ts"],
-          globalSetup: ["./test/support/stack.global.ts", "./test/support/bundle.global.ts"],
+          // First: stop at once, with one message, on a machine without redis-server, prometheus or chromium.
+          globalSetup: ["./test/support/requirements.global.ts", "./test/support/stack.global.ts", "./test/support/bundle.global.ts"],
         },
       }),
       // Pure modules in Node, with nothing else running (also `npm run test:unit` alone).
@@ -49,7 +50,7 @@ export default defineConfig({
           include: ["test/**/*.test.ts"],
           exclude: [...UNIT_TESTS, "test/**/*.worker.test.ts", "**/node_modules/**"],
           environment: "node",
-          globalSetup: ["./test/support/bundle.global.ts"],
+          globalSetup: ["./test/support/requirements.global.ts", "./test/support/bundle.global.ts"],
           testTimeout: 30_000,
         },
       }),

@@ -13,7 +13,7 @@ const COMMAND_FLAGS = {
   "overrides set": ["rule", "client", "capacity", "rate"],
   "overrides remove": ["rule", "client"],
   status: ["path", "method", "header"],
-  init: [],
+  init: ["sluice-version", "check"],
   help: [],
 } as const satisfies Record<string, readonly string[]>;
 
@@ -34,6 +34,10 @@ export interface Invocation {
   readonly method?: string;
   /** `--header NAME=VALUE`, repeated: how `status --path` identifies the caller. */
   readonly headers: Record<string, string>;
+  /** `init --sluice-version SPEC`: the dependency written for sluice (a version, range or `file:` tarball). */
+  readonly sluiceVersion?: string;
+  /** `init --check <dir>`: check an existing project's wrangler.toml instead of writing one. */
+  readonly check?: boolean;
   /** Operands after the command, for commands that take them (`init <dir>`). */
   readonly operands: readonly string[];
 }
@@ -50,6 +54,8 @@ const OPTIONS = {
   path: { type: "string" },
   method: { type: "string" },
   header: { type: "string", multiple: true },
+  "sluice-version": { type: "string" },
+  check: { type: "boolean" },
 } as const;
 
 /**
@@ -93,6 +99,8 @@ export function parseInvocation(argv: readonly string[], env: Readonly<Record<st
     ...(values.rate !== undefined && { rate: /^\d+(\.\d+)?$/.test(values.rate) ? Number(values.rate) : values.rate }),
     ...(values.path !== undefined && { path: values.path }),
     ...(values.method !== undefined && { method: values.method }),
+    ...(values["sluice-version"] !== undefined && { sluiceVersion: values["sluice-version"] }),
+    ...(values.check === true && { check: true }),
     headers: values.header === undefined ? {} : pairs("--header", values.header, "NAME=VALUE, e.g. x-api-key=abc"),
     operands,
   };

@@ -1,7 +1,7 @@
 import { DEFAULT_URL } from "./args";
 
 /** `sluice --help`: every command, flag and exit code (docs/cli.md says the same at length). */
-export const HELP = `sluice: operate a running sluice gateway over its admin API
+export const HELP = `sluice: make a sluice gateway project, and operate a running gateway over its admin API
 
 Usage:
   sluice peek    [--rule NAME] --client PART=VALUE...   the client's bucket(s) as they stand; consumes nothing
@@ -15,7 +15,10 @@ Usage:
   sluice status                                        the gateway's health: config, store, breaker
   sluice status --path /PATH [--method M] [--header NAME=VALUE...]
                                                        the buckets such a request would be charged to
-  sluice init                                          (not available yet)
+  sluice init DIR [--sluice-version SPEC]              write a gateway project (wrangler.toml, src/index.ts, …)
+                                                       into a new or empty folder
+  sluice init --check DIR                              check its wrangler.toml against this sluice's classes;
+                                                       exit 1 with the [[migrations]] block to append
 
 Flags:
   --client PART=VALUE   a key part of the rule and its value, repeatable: header:x-api-key=abc,

@@ -1,10 +1,11 @@
 import { execFile } from "node:child_process";
-import { mkdtemp, readdir, readFile, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { beforeAll, describe, expect, it } from "vitest";
 import { bundleForWorkers, startWorkerd } from "../../dev/workerd.mjs";
+import { packSluice } from "./pack";
 
 /**
  * The package as a user gets it: `npm pack` (which builds dist/ with tsdown), installed from the
@@ -16,16 +17,13 @@ const repo = new URL("../..", import.meta.url).pathname;
 let consumer: string;
 
 beforeAll(async () => {
-  const packed = await mkdtemp(join(tmpdir(), "sluice-pack-"));
-  await run("npm", ["pack", "--silent", "--pack-destination", packed], { cwd: repo });
-  const [tarball] = (await readdir(packed)).filter((name) => name.endsWith(".tgz"));
-  if (tarball === undefined) throw new Error("npm pack made no tarball");
+  const tarball = await packSluice();
   const honoVersion = JSON.parse(await readFile(join(repo, "node_modules/hono/package.json"), "utf8")).version as string;
 
   consumer = await mkdtemp(join(tmpdir(), "sluice-consumer-"));
   await writeFile(
     join(consumer, "package.json"),
-    JSON.stringify({ name: "consumer", private: true, type: "module", dependencies: { sluice: `file:${join(packed, tarball)}`, hono: honoVersion } }),
+    JSON.stringify({ name: "consumer", private: true, type: "module", dependencies: { sluice: `file:${tarball}`, hono: honoVersion } }),
   );
   await run("npm", ["install", "--no-audit", "--no-fund", "--prefer-offline", "--ignore-scripts"], { cwd: consumer });
   await writeFile(
@@ -99,9 +97,10 @@ describe("the sluice package, installed from its tarball", () => {
     expect(await exported("hono.js")).toEqual(["rateLimiter"]);
     expect(await exported("durable-object.js")).toEqual(["ClientBuckets", "durableObjectBackend"]);
     expect(await exported("upstash.js")).toEqual(["upstashBackend"]);
+    expect(await exported("gateway.js")).toEqual(["ClientBuckets", "GatewayMetrics", "LimiterService", "default"]);
   });
 
-  it("neither `sluice` nor `sluice/hono` loads cloudflare:workers; `sluice/durable-object` does", async () => {
+  it("neither `sluice` nor `sluice/hono` loads cloudflare:workers; `sluice/durable-object` does; `sluice/gateway` loads nothing else", async () => {
     const dist = join(consumer, "node_modules/sluice/dist");
     const importsOf = async (file: string, seen = new Set<string>()): Promise<string[]> => {
       if (seen.has(file)) return [];
@@ -113,6 +112,8 @@ describe("the sluice package, installed from its tarball", () => {
     };
     for (const entry of ["index.js", "hono.js"]) expect((await importsOf(entry)).filter((s) => s.startsWith("cloudflare:"))).toEqual([]);
     expect(await importsOf("durable-object.js")).toContain("cloudflare:workers");
+    // The gateway carries Hono and @upstash/redis inside: a deployment installs sluice and wrangler only.
+    expect(await importsOf("gateway.js")).toEqual(["cloudflare:workers"]);
   });
 
   it("runs a Worker built on sluice/durable-object on workerd: 200, 200, 429", async () => {
