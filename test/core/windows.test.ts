@@ -113,6 +113,17 @@ describe("window headers (the one field writer)", () => {
   });
 });
 
+describe("the deny cache and windows", () => {
+  it("never predicts a window empty from an allowed answer (a sliding window with 9 of 10 left still admits at once)", async () => {
+    const time = { now: 1_800_000_000_000 };
+    const limiter = new Limiter({ rules: [{ name: "api", key: "header:x-api-key", algorithm: "sliding-window", limit: 10, window: "10s" }], backend: memoryBackend({ clock: () => time.now }), clock: () => time.now, log: () => {} });
+    for (let i = 0; i < 10; i++) expect((await limiter.check(request("a"))).kind).toBe("allowed");
+    // The store's refusal (an exact wait) is remembered like any other.
+    expect(await limiter.check(request("a"))).toMatchObject({ kind: "refused", retryAfterMs: 10_000 });
+    expect(await limiter.check(request("a"))).toMatchObject({ kind: "refused", cached: true });
+  });
+});
+
 /**
  * The adversarial boundary test on the memory backend: three isolates (limiters) share the store,
  * whose clock the test moves; requests come in bursts at window edges (±1 ms, exactly on them),
