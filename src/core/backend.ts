@@ -1,5 +1,6 @@
 import type { SlotDecision } from "./slots";
-import type { BucketDecision, BucketPolicy, BucketState } from "./token-bucket";
+import type { RateState } from "./algorithms/index";
+import type { BucketDecision, BucketPolicy } from "./token-bucket";
 
 /** One bucket of one client, as stores name it. */
 export interface BucketRef {
@@ -33,13 +34,13 @@ export interface BucketAnswer {
   readonly decision: BucketDecision;
   readonly policy: BucketPolicy;
   /** The state the charge wrote when it took tokens (what a refund needs), else null. */
-  readonly charged: BucketState | null;
+  readonly charged: RateState | null;
 }
 
 /** Giving back one charge: the charge as it was made and the state its take wrote. */
 export interface Refund {
   readonly charge: BucketCharge;
-  readonly charged: BucketState;
+  readonly charged: RateState;
 }
 
 /**

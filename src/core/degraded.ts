@@ -5,20 +5,26 @@ import { LocalTable } from "./local-table";
 import type { PrefixOverrides } from "./overrides";
 import { withOverride } from "./policy";
 import type { RuleCharge } from "./subject-resolver";
-import { MAX_SAFE_UNITS, takeBuckets, type BucketPolicy, type BucketState } from "./token-bucket";
+import { drained, isTokenBucket, type RateState } from "./algorithms/index";
+import { windowMs } from "./algorithms/window-policy";
+import { MAX_SAFE_UNITS, takeBuckets, type BucketPolicy } from "./token-bucket";
 import type { Verdict } from "./verdict";
 import { decisionVerdict, effectivePolicy } from "./verdicts";
 
 /**
  * A rule's policy scaled to `fraction` for one isolate's degraded decisions: capacity rounded
  * down (at least one request's `cost`, so a request can still pass), refill slowed by the same
- * fraction (its period rounded up: never faster).
+ * fraction (its period rounded up: never faster). A window's limit is scaled the same way and its
+ * window kept (the fraction of L per W).
  *
  * @example
  * localPolicy({ capacity: 100, refillTokens: 1, refillPeriodMs: 100 }, 0.1); // { capacity: 10, refillTokens: 1, refillPeriodMs: 1000 }
+ * localPolicy({ algorithm: "fixed-window", capacity: 100, refillTokens: 1, refillPeriodMs: 600 }, 0.1); // 10 per the same 60000 ms window
  */
 export function localPolicy(policy: BucketPolicy, fraction: number, cost = 1): BucketPolicy {
   const capacity = Math.min(policy.capacity, Math.max(cost, Math.floor(policy.capacity * fraction)));
+  // A window of `capacity` per W: the rate capacity/W gives back W (see `windowMs`).
+  if (!isTokenBucket(policy)) return { ...policy, capacity, refillTokens: capacity, refillPeriodMs: windowMs(policy) };
   const slowed = Math.ceil(policy.refillPeriodMs / fraction);
   // Keep capacity × period exact for the bucket's integer arithmetic.
   const refillPeriodMs = Math.min(slowed, Math.floor(MAX_SAFE_UNITS / capacity));
@@ -37,7 +43,7 @@ export function localPolicy(policy: BucketPolicy, fraction: number, cost = 1): B
  * const verdict = degraded.decide(localCharges, "take", prefixes, "all");
  */
 export class DegradedBuckets {
-  private readonly buckets = new LocalTable<BucketState>(ISOLATE_BOUNDS.localEntries);
+  private readonly buckets = new LocalTable<RateState>(ISOLATE_BOUNDS.localEntries);
   /**
    * Exact overrides the store answered with, by bucket (`local` rules only): what a degraded
    * decision scales, so an outage does not lift a client's lowered limit. A read makes an entry
@@ -60,8 +66,7 @@ export class DegradedBuckets {
       // At least one request's cost, as traffic charges it (a peek asks about cost 0).
       const policy = localPolicy(inForce, this.fraction, Math.max(entry.charge.cost, entry.rule.policy.cost));
       const tracked = this.buckets.tracks(key, nowMs);
-      const drained: BucketState = { level: 0, unitsPerToken: policy.refillPeriodMs, updatedAtMs: nowMs, generation: 0 };
-      return { ...entry, key, policy, tracked, state: tracked ? this.buckets.get(key, nowMs) : drained, cost: entry.charge.cost, enforced: entry.charge.enforced };
+      return { ...entry, key, policy, tracked, state: tracked ? this.buckets.get(key, nowMs) : drained(policy, nowMs), cost: entry.charge.cost, enforced: entry.charge.enforced };
     });
     const { results } = takeBuckets(keyed, nowMs);
     if (operation === "take") {

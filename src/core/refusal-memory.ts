@@ -2,6 +2,7 @@ import { bucketId, type BucketCharge, type BucketRef } from "./backend";
 import { DenyCache, type CachedRefusal } from "./deny-cache";
 import type { Rule } from "./rules";
 import type { RuleCharge } from "./subject-resolver";
+import { isTokenBucket } from "./algorithms/index";
 import { waitForTokensMs, type BucketPolicy } from "./token-bucket";
 import type { RuleOutcome } from "./verdict";
 import { effectivePolicy } from "./verdicts";
@@ -109,10 +110,12 @@ function answersFor(rule: Rule, charge: BucketCharge): boolean {
 /**
  * Whether an allowed decision that left the bucket short may refuse the next request from the
  * cache. Not under `blockFor`: the refusal that starts a block must reach the store, which
- * writes the block (its refusal, with the block's wait, is then cached like any other).
+ * writes the block (its refusal, with the block's wait, is then cached like any other). Only
+ * for token buckets: `waitForTokensMs` is the bucket's refill (a window's refusals, whose waits
+ * are exact, are cached like any other).
  */
 function predictsEmptyBucket(policy: BucketPolicy): boolean {
-  return (policy.blockForMs ?? 0) === 0;
+  return (policy.blockForMs ?? 0) === 0 && isTokenBucket(policy);
 }
 
 function cachedOutcome(rule: Rule, refusal: CachedRefusal, nowMs: number): RuleOutcome {

@@ -4,10 +4,14 @@ import { describeKey, isHeaderName, keySpec, parseKeyPart, type KeyPart, type Ke
 import type { NamedPolicy } from "./policy";
 import { parseRatePerSecond, parseRateShorthand, type RefillRate } from "./rate";
 import { pathSpellings } from "./path";
+import { MAX_SLIDING_LIMIT } from "./algorithms/sliding-window";
 import { MAX_SAFE_UNITS } from "./token-bucket";
 
 /** What a backend failure does to a request a rule covers: allow it, refuse with 503, or decide on the isolate's local share of the limit. */
 export type FailMode = "open" | "closed" | "local";
+
+/** How a rule counts: a token bucket (the default), a fixed window or an exact sliding window. */
+export type RuleAlgorithm = "token-bucket" | "fixed-window" | "sliding-window";
 
 /** Whether a rule refuses (`enforce`) or is charged and reported only (`shadow`). */
 export type RuleMode = "enforce" | "shadow";
@@ -32,6 +36,16 @@ export interface RuleSpec {
   };
   /** Whose bucket: one key part or several combined. Default `ip`. */
   readonly key?: KeySpec | readonly KeySpec[];
+  /**
+   * How the limit is counted: `token-bucket` (the default: capacity and rate), `fixed-window` (at
+   * most `limit` per `window` aligned to the Unix epoch) or `sliding-window` (at most `limit` in
+   * every trailing `window`, exact; limit ≤ 1000).
+   */
+  readonly algorithm?: RuleAlgorithm;
+  /** A window rule's limit: units per window, integer 1–1000000000 (sliding: 1–1000). Only with `window`. */
+  readonly limit?: number;
+  /** A window rule's window, `"1s"` to `"30d"` (ms, s, m, h, d). Only with `limit`. */
+  readonly window?: string;
   /** Bucket size (largest burst), integer 1–1000000000. Not with `concurrency`. */
   readonly capacity?: number;
   /** Tokens per second (`10`, `0.5`), or `"N/period"` with period ms, s, m, h, d (`"100/1m"`). Not with `concurrency`. */
@@ -127,9 +141,12 @@ export class InvalidRulesError extends Error {
   }
 }
 
-const RULE_FIELDS = ["name", "match", "key", "capacity", "rate", "cost", "mode", "failMode", "blockFor", "count", "concurrency", "lease"] as const;
+const RULE_FIELDS = ["name", "match", "key", "algorithm", "capacity", "rate", "limit", "window", "cost", "mode", "failMode", "blockFor", "count", "concurrency", "lease"] as const;
 /** Fields only a bucket rule has, and only a concurrency rule has. */
-const BUCKET_FIELDS = ["capacity", "rate", "cost", "blockFor", "count"] as const;
+const BUCKET_FIELDS = ["algorithm", "capacity", "rate", "limit", "window", "cost", "blockFor", "count"] as const;
+const ALGORITHMS: readonly RuleAlgorithm[] = ["token-bucket", "fixed-window", "sliding-window"];
+/** A window from 1 s to 30 days. */
+const MIN_WINDOW_MS = 1_000;
 const CONCURRENCY_FIELDS = ["lease"] as const;
 const MIN_LEASE_MS = 1_000;
 const MAX_LEASE_MS = 3_600_000;
@@ -196,6 +213,36 @@ export function compileRules(specs: unknown, defaultFailMode: FailMode = DEFAULT
       return undefined;
     }
     for (const field of CONCURRENCY_FIELDS) if (raw[field] !== undefined) fail(field, "is only for concurrency rules (set concurrency, or leave it out)");
+    const algorithm: RuleAlgorithm | undefined =
+      raw.algorithm === undefined
+        ? "token-bucket"
+        : (ALGORITHMS as readonly unknown[]).includes(raw.algorithm)
+          ? (raw.algorithm as RuleAlgorithm)
+          : fail("algorithm", `must be ${ALGORITHMS.join(", ")}`);
+    if (algorithm === undefined) return undefined;
+    if (algorithm !== "token-bucket") {
+      const window = parseWindowRule(raw, algorithm, fail);
+      if (name && match && key && window && mode && failMode) {
+        const { limit, rate, cost, blockForMs, count } = window;
+        const spec: RuleSpec = {
+          name,
+          match,
+          key: key.map(keySpec),
+          algorithm,
+          limit,
+          window: String(raw.window).trim(),
+          cost,
+          mode,
+          failMode,
+          ...(typeof raw.blockFor === "string" && { blockFor: raw.blockFor }),
+          ...(count !== null && { count }),
+        };
+        const policy = { name, algorithm, capacity: limit, ...rate, cost, ...(blockForMs > 0 && { blockForMs }) };
+        rules.push({ name, match, key, keyName: describeKey(key), policy, mode, failMode, count: count ?? undefined, spec });
+      }
+      return undefined;
+    }
+    for (const field of ["limit", "window"] as const) if (raw[field] !== undefined) fail(field, 'is only for window rules (set "algorithm": "fixed-window" or "sliding-window"; a token bucket has capacity and rate)');
     const capacity = isInteger(raw.capacity, 1, 1_000_000_000)
       ? raw.capacity
       : fail("capacity", raw.capacity === undefined ? "is missing (a bucket rule needs capacity and rate; a concurrency rule sets concurrency)" : "must be an integer from 1 to 1000000000");
@@ -328,6 +375,45 @@ function parseCount(value: unknown): string[] | undefined {
     entries.push(text);
   }
   return entries;
+}
+
+/**
+ * A window rule's limit, window, cost, block and count: every problem reported on its field. The
+ * window becomes the rate limit/window (exact, reduced), the shape every policy has (`windowMs`
+ * reads it back).
+ */
+function parseWindowRule(raw: Record<string, unknown>, algorithm: Exclude<RuleAlgorithm, "token-bucket">, fail: (field: string, message: string) => undefined) {
+  for (const field of ["capacity", "rate"] as const) if (raw[field] !== undefined) fail(field, `is not used by a ${algorithm} rule (it has limit and window instead of capacity and rate)`);
+  const maxLimit = algorithm === "sliding-window" ? MAX_SLIDING_LIMIT : 1_000_000_000;
+  const limit = isInteger(raw.limit, 1, maxLimit)
+    ? raw.limit
+    : fail(
+        "limit",
+        raw.limit === undefined
+          ? `is missing (a ${algorithm} rule needs limit and window)`
+          : algorithm === "sliding-window" && isInteger(raw.limit, 1, 1_000_000_000)
+            ? `must be at most ${MAX_SLIDING_LIMIT} for a sliding-window rule (its exact log keeps one entry per admitted unit); use a fixed-window or token-bucket rule for larger limits`
+            : `must be an integer from 1 to ${maxLimit}`,
+      );
+  const parsedWindow = raw.window === undefined ? undefined : parseDuration(raw.window);
+  const windowMs =
+    parsedWindow !== undefined && parsedWindow >= MIN_WINDOW_MS
+      ? parsedWindow
+      : fail("window", raw.window === undefined ? `is missing (a ${algorithm} rule needs limit and window)` : 'must be a duration from 1s to 30d, e.g. "1m", "1h", "1d"');
+  const cost = raw.cost === undefined ? DEFAULTS.rule.cost : isInteger(raw.cost, 1, 1_000_000_000) ? raw.cost : fail("cost", "must be an integer ≥ 1");
+  if (limit !== undefined && cost !== undefined && cost > limit) fail("cost", `${cost} exceeds limit ${limit}: no request could ever pass`);
+  const blockForMs = raw.blockFor === undefined ? 0 : (parseDuration(raw.blockFor) ?? fail("blockFor", 'must be a duration from 1 ms to 30 days, e.g. "10m", "30s", "1h"'));
+  const count = raw.count === undefined ? null : (parseCount(raw.count) ?? fail("count", 'must be a non-empty list of statuses or classes, e.g. [401, 403] or ["4xx", "5xx"]'));
+  if (limit === undefined || windowMs === undefined || cost === undefined || blockForMs === undefined || count === undefined) return undefined;
+  const divisor = gcd(limit, windowMs);
+  const rate: RefillRate = { refillTokens: limit / divisor, refillPeriodMs: windowMs / divisor };
+  if (limit * rate.refillPeriodMs > MAX_SAFE_UNITS) return fail("window", "is too long for this limit to compute exactly (choose a limit that divides the window in ms more evenly)");
+  return { limit, windowMs, rate, cost, blockForMs, count };
+}
+
+function gcd(a: number, b: number): number {
+  while (b !== 0) [a, b] = [b, a % b];
+  return a;
 }
 
 function parseDuration(value: unknown): number | undefined {

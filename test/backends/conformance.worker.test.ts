@@ -226,3 +226,89 @@ describe.each(BACKENDS)("$name backend: renewing slots", ({ create }) => {
     expect(await backend.acquire([claim(key, "c")], signal())).toEqual([{ granted: false, inFlight: 1 }]);
   });
 });
+
+/** A window policy of `limit` per `windowMs`, as rules.ts compiles `"limit"` and `"window"` (the rate limit/window, reduced). */
+function windowPolicy(algorithm: "fixed-window" | "sliding-window", limit: number, windowMs: number): BucketPolicy {
+  let [a, b] = [limit, windowMs];
+  while (b !== 0) [a, b] = [b, a % b];
+  return { algorithm, capacity: limit, refillTokens: limit / a, refillPeriodMs: windowMs / a };
+}
+
+describe.each(BACKENDS)("$name backend: windows", ({ create, vars }) => {
+  const backend = create();
+  const signal = new AbortController().signal;
+  const client = () => `window-${crypto.randomUUID()}`;
+  const charge = (clientKey: string, bucketPolicy: BucketPolicy, cost = 1) => [{ clientKey, bucket: "default", policy: bucketPolicy, cost, enforced: true }];
+  const take = async (clientKey: string, bucketPolicy: BucketPolicy, cost = 1) => (await backend.take(charge(clientKey, bucketPolicy, cost), signal))[0]!;
+  const peek = async (clientKey: string, bucketPolicy: BucketPolicy, cost = 0) => (await backend.peek(charge(clientKey, bucketPolicy, cost), signal))[0]!.decision;
+  const DAY = 86_400_000;
+
+  it.each(["fixed-window", "sliding-window"] as const)("%s: allows exactly the limit (costs included), and a refusal waits until the window frees enough", async (algorithm) => {
+    const key = client();
+    const five = windowPolicy(algorithm, 5, DAY);
+    expect((await take(key, five, 3)).decision).toMatchObject({ outcome: "allowed", remaining: 2 });
+    expect((await take(key, five, 3)).decision).toMatchObject({ outcome: "denied", remaining: 2 });
+    expect((await take(key, five, 2)).decision).toMatchObject({ outcome: "allowed", remaining: 0 });
+    const refused = (await take(key, five)).decision;
+    expect(refused.outcome).toBe("denied");
+    if (refused.outcome !== "denied") return;
+    // Fixed: the window's end (aligned to the epoch: at most a day away); sliding: a day after the first admission.
+    expect(refused.retryAfterMs).toBeLessThanOrEqual(DAY);
+    if (algorithm === "sliding-window") expect(refused.retryAfterMs).toBeGreaterThan(DAY - 60_000);
+    expect(refused.resetMs).toBe(refused.retryAfterMs);
+    expect((await take(key, five, 6)).decision).toMatchObject({ outcome: "cost_exceeds_capacity" });
+  });
+
+  it.each(["fixed-window", "sliding-window"] as const)("%s: 200 concurrent requests against a limit of 50 allow exactly 50 (no lease, no estimate)", async (algorithm) => {
+    const key = client();
+    const fifty = windowPolicy(algorithm, 50, DAY);
+    const decisions = await Promise.all(Array.from({ length: 200 }, () => take(key, fifty)));
+    expect(decisions.filter((d) => d.decision.outcome === "allowed")).toHaveLength(50);
+    expect(await peek(key, fifty)).toMatchObject({ outcome: "allowed", remaining: 0 });
+  });
+
+  it.each(["fixed-window", "sliding-window"] as const)("%s: a refund gives back a charge's units once, and nothing across a reset", async (algorithm) => {
+    const key = client();
+    const three = windowPolicy(algorithm, 3, DAY);
+    const first = await take(key, three, 2);
+    expect(first.charged).not.toBeNull();
+    await backend.refund([{ charge: charge(key, three, 2)[0]!, charged: first.charged! }], signal);
+    expect(await peek(key, three)).toMatchObject({ remaining: 3 });
+    await backend.refund([{ charge: charge(key, three, 2)[0]!, charged: first.charged! }], signal);
+    expect(await peek(key, three)).toMatchObject({ remaining: 3 });
+    const before = await take(key, three, 3);
+    await backend.reset([{ clientKey: key, bucket: "default" }], signal);
+    expect((await take(key, three, 3)).decision.outcome).toBe("allowed");
+    await backend.refund([{ charge: charge(key, three, 3)[0]!, charged: before.charged! }], signal);
+    expect(await peek(key, three)).toMatchObject({ outcome: "allowed", remaining: 0 });
+  });
+
+  it.each(["fixed-window", "sliding-window"] as const)("%s: an exact override sets a new limit without forgetting what was used", async (algorithm) => {
+    const key = client();
+    const ref = { clientKey: key, bucket: "default" };
+    const four = windowPolicy(algorithm, 4, DAY);
+    await take(key, four, 3);
+    await backend.setOverride(ref, windowPolicy(algorithm, 10, DAY), signal);
+    expect((await take(key, four, 7)).decision).toMatchObject({ outcome: "allowed", remaining: 0 });
+    await backend.setOverride(ref, windowPolicy(algorithm, 2, DAY), signal);
+    expect((await take(key, four)).decision).toMatchObject({ outcome: "denied", remaining: 0 });
+    await backend.setOverride(ref, null, signal);
+    expect((await take(key, four)).decision).toMatchObject({ outcome: "denied", remaining: 0 });
+  });
+
+  it("through the gateway: window rules give q=L;w=W, t and Retry-After to the window's end", async () => {
+    const rules = [{ name: "legacy", key: "ip", algorithm: "fixed-window", limit: 2, window: "1d" }];
+    const gateway = gatewayWith({ ...vars, LIMITER_RULES: JSON.stringify(rules) });
+    const ip = randomIp();
+    const first = await gateway("/", { ip });
+    expect(first.status).toBe(200);
+    expect(first.headers.get("RateLimit-Policy")).toBe('"legacy";q=2;w=86400');
+    const untilMidnight = Math.ceil((DAY - (Date.now() % DAY)) / 1000);
+    const t = Number(/t=(\d+)/.exec(first.headers.get("RateLimit") ?? "")?.[1]);
+    expect(Math.abs(t - untilMidnight)).toBeLessThanOrEqual(2);
+    await gateway("/", { ip });
+    const refused = await gateway("/", { ip });
+    expect(refused.status).toBe(429);
+    expect(Number(refused.headers.get("Retry-After"))).toBeGreaterThanOrEqual(Number(/t=(\d+)/.exec(refused.headers.get("RateLimit") ?? "")?.[1]));
+  });
+});

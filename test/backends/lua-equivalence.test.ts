@@ -6,6 +6,7 @@ import { startRedis } from "../../dev/redis-server.mjs";
 import { decodeReply, overrideArgs, resetArgs, scriptArgs, scriptKeys, storedValues } from "../../src/backends/upstash/wire";
 import { TOKEN_BUCKET_LUA, TOKEN_BUCKET_SHA1 } from "../../src/backends/upstash/token-bucket-script";
 import { parseRatePerSecond } from "../../src/core/rate";
+import type { Taken } from "../../src/core/algorithms/algorithm";
 import { take } from "../../src/core/algorithms/index";
 import { refundTokens, stateExpiresInMs, takeBuckets, type BucketPolicy, type BucketState } from "../../src/core/token-bucket";
 import { policy as perSecond } from "../support/helpers";
@@ -193,7 +194,7 @@ async function checkSequence(capacity: number, rate: string, steps: readonly Ste
       // The script's refund mode against refundTokens: what the charge still withholds comes back
       // (nothing after a reset: the bucket is of another generation).
       const [last] = charges.splice(refundOf % charges.length, 1) as [(typeof charges)[number]];
-      const refunded = refundTokens(state, inForce, last.cost, last.charged, nowMs);
+      const refunded = refundTokens(state, inForce, last.cost, last.charged, nowMs) as BucketState | undefined;
       if (refunded !== state && refunded !== undefined) wrote(refunded);
       const sentAt = performance.now();
       const reply = await redis.evalSha(TOKEN_BUCKET_SHA1, { keys: [key], arguments: scriptArgs([{ ...ref, policy, cost: last.cost, enforced: true }], false, nowMs, [last.charged]) });
@@ -205,7 +206,7 @@ async function checkSequence(capacity: number, rate: string, steps: readonly Ste
     const cost = peek && stepCost % 2 === 0 ? 0 : stepCost;
     generation += 1;
     // Through the algorithm seam: the registry dispatches on the policy's algorithm.
-    const taken = take(state, inForce, cost, nowMs, generation);
+    const taken = take(state, inForce, cost, nowMs, generation) as Taken<BucketState>;
     const expected = peek ? { decision: taken.decision, next: undefined, expiresInMs: 0 } : taken;
     if (expected.next !== undefined) wrote(expected.next);
 
@@ -321,7 +322,7 @@ describe("the Lua script and the TypeScript bucket agree (through the algorithm 
             const taken = takeBuckets(entries, nowMs, generation);
             const { results } = taken;
             // A peek: the same decisions, nothing written.
-            const expected = { decisions: results.map((r) => r.decision), next: results.map((r) => (peek ? undefined : r.next)) };
+            const expected = { decisions: results.map((r) => r.decision), next: results.map((r) => (peek ? undefined : (r.next as BucketState | undefined))) };
             expected.next.forEach((state, i) => {
               if (state === undefined) return;
               states[i] = state;

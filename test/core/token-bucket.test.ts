@@ -74,7 +74,7 @@ describe("takeTokens", () => {
     expect(refundTokens(charged, policy, 1, charged, 0)).toMatchObject({ level: 2 * policy.refillPeriodMs });
     // By t=20 the bucket would be full anyway; another request took a token at t=20: the refund adds nothing.
     const other = takeTokens(charged, policy, 1, 20).next!;
-    const refunded = refundTokens(other, policy, 1, charged, 20)!;
+    const refunded = refundTokens(other, policy, 1, charged, 20) as BucketState;
     expect(takeTokens(refunded, policy, 1, 20).decision).toMatchObject({ outcome: "allowed", remaining: 0 });
     expect(takeTokens(takeTokens(refunded, policy, 1, 20).next, policy, 1, 20).decision.outcome).toBe("denied");
     // A bucket already cleaned up gets nothing back.

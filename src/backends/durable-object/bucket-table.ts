@@ -1,5 +1,6 @@
 import type { BucketAnswer } from "../../core/backend";
-import { ceilDiv, newGeneration, refundTokens, stateExpiresInMs, takeBuckets, takeTokens, type BucketPolicy, type BucketState } from "../../core/token-bucket";
+import { expiresInMs, isBucketState, isTokenBucket, type RateState } from "../../core/algorithms/index";
+import { ceilDiv, newGeneration, refundTokens, takeBuckets, takeTokens, type BucketPolicy } from "../../core/token-bucket";
 import { LEASE_SHARE, LEASE_SLACK_MS, leasedTokens, liveLease, sameShape, shapeOf, withinNewLimit, type LeasedOut, type StoredBucket } from "./lease-ledger";
 import type { LeaseGrant, LeaseRequest, LeaseReturn, ObjectAnswer, ObjectCharge, ObjectRefund } from "./wire";
 
@@ -88,7 +89,7 @@ export class BucketTable {
     const current = this.buckets.get(name);
     if (current === undefined) return undefined;
     const capped = withinNewLimit(current, policy, nowMs);
-    const kept: StoredBucket = { ...capped, fullAtMs: policy === null ? capped.fullAtMs : Math.max(capped.fullAtMs, nowMs + stateExpiresInMs(capped, policy, nowMs)) };
+    const kept: StoredBucket = { ...capped, fullAtMs: policy === null ? capped.fullAtMs : Math.max(capped.fullAtMs, fullUnder(capped, policy, nowMs)) };
     this.buckets.set(name, kept);
     return kept;
   }
@@ -142,16 +143,19 @@ export class BucketTable {
     this.reckon(lease.bucket, lease.policy, nowMs);
     const [entry] = this.entries([{ bucket: lease.bucket, policy: lease.policy, cost: 0, enforced: true }]);
     // A policy that blocks after a refusal is decided by the object alone: a lease would keep admitting during a block.
-    if (entry === undefined || (entry.policy.blockForMs ?? 0) > 0) return null;
-    const before = liveLease(this.buckets.get(lease.bucket), nowMs);
+    // A window is too: its units do not refill as a level, so a lease's rest could not be given back exactly.
+    if (entry === undefined || (entry.policy.blockForMs ?? 0) > 0 || !isTokenBucket(entry.policy)) return null;
+    const stored = this.buckets.get(lease.bucket);
+    const state = stored !== undefined && isBucketState(stored) ? stored : undefined;
+    const before = liveLease(stored, nowMs);
     const mine = before?.holders[holder];
     // This call arrived after a later one of the same isolate, which holds the current lease: none for it.
     if (seq !== undefined && mine?.seq !== undefined && mine.seq > seq) return null;
-    const { decision } = takeTokens(entry.state, entry.policy, 0, nowMs);
+    const { decision } = takeTokens(state, entry.policy, 0, nowMs);
     if (decision.outcome !== "allowed") return null; // blocked
     const granted = Math.min(lease.want, Math.floor(decision.remaining / LEASE_SHARE / lease.cost));
     if (granted < 1) return null;
-    const taken = takeTokens(entry.state, entry.policy, granted * lease.cost, nowMs);
+    const taken = takeTokens(state, entry.policy, granted * lease.cost, nowMs);
     if (taken.decision.outcome !== "allowed" || taken.next === undefined) return null;
     // Amounts in whole tokens, so leases taken under another period are counted as what they are.
     const holders = { ...before?.holders, [holder]: { tokens: granted * lease.cost, untilMs: nowMs + Math.max(0, lease.ttlMs) + LEASE_SLACK_MS, ...(seq !== undefined && { seq }) } };
@@ -203,15 +207,12 @@ export class BucketTable {
    * Keeps a bucket's new state. Leases still out are kept beside it (`leased`, else the previous
    * record while live), and the bucket is kept at least as long as they are.
    */
-  private remember(name: string, state: BucketState, fullAtMs: number, nowMs: number, leased?: LeasedOut): void {
-    const { level, unitsPerToken, updatedAtMs, generation, blockedUntilMs } = state;
+  private remember(name: string, state: RateState, fullAtMs: number, nowMs: number, leased?: LeasedOut): void {
+    // The state alone (one given back was read from the table, with its bookkeeping beside it).
+    const { fullAtMs: _full, leased: _leased, ...own } = state as StoredBucket;
     const out = leased ?? liveLease(this.buckets.get(name), nowMs);
     this.buckets.set(name, {
-      level,
-      unitsPerToken,
-      updatedAtMs,
-      generation,
-      ...(blockedUntilMs !== undefined && { blockedUntilMs }),
+      ...own,
       fullAtMs: out === undefined ? fullAtMs : Math.max(fullAtMs, ...Object.values(out.holders).map((h) => h.untilMs)),
       ...(out !== undefined && { leased: out }),
     });
@@ -224,6 +225,6 @@ export class BucketTable {
  * until then under both the policy in force and the charge's own (the rule's, or its prefix
  * override's), so removing an exact override never leaves a bucket without an end.
  */
-function fullUnder(state: BucketState, policy: BucketPolicy, nowMs: number): number {
-  return nowMs + stateExpiresInMs(state, policy, nowMs);
+function fullUnder(state: RateState, policy: BucketPolicy, nowMs: number): number {
+  return nowMs + expiresInMs(state, policy, nowMs);
 }

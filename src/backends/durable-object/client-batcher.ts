@@ -1,4 +1,5 @@
 import type { BucketAnswer } from "../../core/backend";
+import { isTokenBucket } from "../../core/algorithms/index";
 import type { ClientBuckets } from "./client-buckets";
 import { commonCharge, LeaseWallet, type Lease } from "./lease-wallet";
 import type { ObjectAnswer, ObjectCharge, ServeRequest } from "./wire";
@@ -170,8 +171,8 @@ export class ClientBatcher {
     client.flightSignal = signal;
     const want = client.wallet.nextWant(nowMs, this.maxLease, this.leaseTtlMs);
     const common = want > 0 ? commonCharge(batch.map((waiter) => waiter.charges)) : undefined;
-    // A policy that blocks after a refusal gets no lease (the object grants none either).
-    const leaseCharge = common !== undefined && (common.policy.blockForMs ?? 0) === 0 ? common : undefined;
+    // A policy that blocks after a refusal gets no lease, nor does a window (the object grants none either).
+    const leaseCharge = common !== undefined && (common.policy.blockForMs ?? 0) === 0 && isTokenBucket(common.policy) ? common : undefined;
     const request: ServeRequest = {
       holder: this.holder,
       seq,

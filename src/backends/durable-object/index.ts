@@ -1,7 +1,7 @@
 import { logLimiterEvent } from "../../core/events";
 import type { BucketAnswer, BucketCharge, BucketRef, LimiterBackend, SlotClaim } from "../../core/backend";
 import type { SlotDecision } from "../../core/slots";
-import type { BucketState } from "../../core/token-bucket";
+import type { RateState } from "../../core/algorithms/index";
 import type { ClientBuckets, ObjectAnswer, ObjectCharge } from "./client-buckets";
 import { ClientBatcher, type LeaseOptions } from "./client-batcher";
 
@@ -67,7 +67,7 @@ export function durableObjectBackend(namespace: DurableObjectNamespace<ClientBuc
     },
     async refund(refunds, signal) {
       signal.throwIfAborted();
-      const byClient = new Map<string, (ObjectCharge & { charged: BucketState })[]>();
+      const byClient = new Map<string, (ObjectCharge & { charged: RateState })[]>();
       for (const { charge, charged } of refunds) {
         const { clientKey, bucket, policy, cost, enforced } = charge;
         byClient.set(clientKey, [...(byClient.get(clientKey) ?? []), { bucket, policy, cost, enforced, charged }]);

@@ -1,4 +1,5 @@
-import { takeTokens, type BucketPolicy, type BucketState } from "../../core/token-bucket";
+import { isBucketState, type RateState } from "../../core/algorithms/index";
+import { takeTokens, type BucketPolicy } from "../../core/token-bucket";
 
 /**
  * The lease ledger, pure: what a client's object records of the tokens isolates took in leases
@@ -32,11 +33,14 @@ export interface LeasedOut {
   readonly holders: Readonly<Record<string, LeaseHolder>>;
 }
 
-/** What one bucket keeps: its state, when it is full again (then it can go), and the leases out of it. */
-export interface StoredBucket extends BucketState {
+/**
+ * What one bucket keeps: its state (of any algorithm), when it is full again (then it can go), and
+ * the leases out of it (token buckets only: no window policy is ever leased).
+ */
+export type StoredBucket = RateState & {
   readonly fullAtMs: number;
   readonly leased?: LeasedOut;
-}
+};
 
 /**
  * A lease takes at most this share of what a bucket holds after the batch: with k isolates
@@ -111,7 +115,7 @@ export function withinNewLimit(bucket: StoredBucket, policy: BucketPolicy | null
     const { leased: _past, ...rest } = bucket;
     return rest;
   }
-  if (policy === null) return bucket;
+  if (policy === null || !isBucketState(bucket)) return bucket;
   const { decision } = takeTokens(bucket, { ...policy, blockForMs: 0 }, 0, nowMs);
   if (decision.outcome !== "allowed") return bucket;
   const out = leasedTokens(leased);

@@ -1,4 +1,5 @@
 import type { BucketAnswer } from "../../core/backend";
+import type { RateState } from "../../core/algorithms/index";
 import type { BucketPolicy, BucketState } from "../../core/token-bucket";
 
 /**
@@ -25,11 +26,11 @@ export interface ObjectSlotClaim {
 
 /** One charge's answer: the decision, the policy in force, and the state it wrote (what a refund needs), or null. */
 export interface ObjectAnswer extends BucketAnswer {
-  readonly charged: BucketState | null;
+  readonly charged: RateState | null;
 }
 
 /** A charge to give back: the charge as made (its cost is what to return) and the state its take wrote. */
-export type ObjectRefund = ObjectCharge & { readonly charged: BucketState };
+export type ObjectRefund = ObjectCharge & { readonly charged: RateState };
 
 /** An unused lease's rest: a refund of tokens the lease took in the call numbered `seq`. */
 export type LeaseReturn = ObjectRefund & { readonly seq?: number };

@@ -1,6 +1,7 @@
 import type { BucketAnswer, BucketCharge, BucketRef, SlotClaim } from "../../core/backend";
 import type { SlotDecision } from "../../core/slots";
-import { newGeneration, type BucketDecision, type BucketPolicy, type BucketState } from "../../core/token-bucket";
+import type { RateState } from "../../core/algorithms/index";
+import { newGeneration, type BucketDecision, type BucketPolicy } from "../../core/token-bucket";
 import { luaAlgorithmById, luaAlgorithmOf } from "./algorithms/index";
 
 /**
@@ -37,7 +38,7 @@ export function scriptKeys(prefix: string, refs: readonly BucketRef[]): string[]
  * @example
  * scriptArgs([charge], true); // ["", "1", "<generation>", "token-bucket", "60:1:1000:0", "1", "1", "", ""]
  */
-export function scriptArgs(charges: readonly BucketCharge[], charge: boolean, nowMs?: number, refunds?: readonly BucketState[], hints?: readonly string[], generation?: number): string[] {
+export function scriptArgs(charges: readonly BucketCharge[], charge: boolean, nowMs?: number, refunds?: readonly RateState[], hints?: readonly string[], generation?: number): string[] {
   const mode = refunds !== undefined ? "2" : charge ? "1" : "0";
   const args = [nowMs === undefined ? "" : String(nowMs), mode, mode === "1" ? String(generation ?? newGeneration()) : "0"];
   for (const [index, { policy, cost, enforced }] of charges.entries()) {

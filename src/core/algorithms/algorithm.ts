@@ -5,6 +5,14 @@
  * how to add an algorithm.
  */
 
+/**
+ * The id of every registered algorithm (`./index.ts` registers exactly these; a policy names one in
+ * its `algorithm` field). Every algorithm's policy has the token bucket's shape (`BucketPolicy`):
+ * a window's limit L is its `capacity`, and its window W the time its rate takes to deliver L
+ * (`capacity × refillPeriodMs / refillTokens`), so overrides, headers and status read any policy alike.
+ */
+export type AlgorithmName = "token-bucket" | "fixed-window" | "sliding-window";
+
 /** The outcome of one `take`; times are whole milliseconds on the store's clock. */
 export type BucketDecision =
   | { readonly outcome: "allowed"; readonly remaining: number; readonly resetMs: number }
@@ -52,4 +60,6 @@ export interface Algorithm<State, Policy> {
   refund(state: State | undefined, policy: Policy, cost: number, charged: State, nowMs: number): State | undefined;
   /** How long a stored state matters under `policy` from `nowMs` (≥ 1 ms): a store may forget it after, never before. */
   expiresInMs(state: State, policy: Policy, nowMs: number): number;
+  /** A state that admits nothing at `nowMs` (what a degraded isolate assumes of a client it has no room to track). */
+  drained(policy: Policy, nowMs: number): State;
 }

@@ -5,13 +5,17 @@
  * `src/backends/upstash/algorithms/`, a property test, and one line in {@link ALGORITHMS}
  * (see docs/development.md).
  */
-import type { Algorithm, BucketDecision, Taken } from "./algorithm";
+import type { Algorithm, AlgorithmName, BucketDecision, Taken } from "./algorithm";
+import { fixedWindow } from "./fixed-window";
+import { slidingWindow } from "./sliding-window";
 import { tokenBucket } from "./token-bucket";
 
-/** Every algorithm, by the id policies and states name it with. One line per algorithm. */
+/** Every algorithm, by the id policies and states name it with. One line per algorithm (and its id in `AlgorithmName`). */
 export const ALGORITHMS = {
   "token-bucket": tokenBucket,
-} as const;
+  "fixed-window": fixedWindow,
+  "sliding-window": slidingWindow,
+} as const satisfies Record<AlgorithmName, unknown>;
 
 /** An algorithm's id. */
 export type AlgorithmId = keyof typeof ALGORITHMS;
@@ -89,6 +93,38 @@ export function refundTokens(state: RateState | undefined, policy: RatePolicy, c
   const own = ownState(state, policy);
   if (own === undefined || ownState(charged, policy) === undefined) return state;
   return algorithmOf(policy).refund(own, policy, cost, charged, nowMs);
+}
+
+/**
+ * A state that admits nothing now under `policy`'s algorithm (a degraded isolate's assumption for
+ * a client it cannot track).
+ *
+ * @example
+ * drained({ capacity: 10, refillTokens: 1, refillPeriodMs: 1000 }, Date.now()); // an empty bucket
+ */
+export function drained(policy: RatePolicy, nowMs: number): RateState {
+  return algorithmOf(policy).drained(policy, nowMs);
+}
+
+/**
+ * Whether a policy is a token bucket's: only those may be leased out, predicted empty by the deny
+ * cache, or scaled by refill (a window's state is not a level that refills).
+ *
+ * @example
+ * isTokenBucket({ algorithm: "fixed-window", capacity: 10, refillTokens: 1, refillPeriodMs: 1000 }); // false
+ */
+export function isTokenBucket(policy: RatePolicy): boolean {
+  return (policy.algorithm ?? DEFAULT_ALGORITHM) === "token-bucket";
+}
+
+/**
+ * Whether a stored state is a token bucket's (the only kind a lease is taken from).
+ *
+ * @example
+ * if (isBucketState(stored)) takeTokens(stored, policy, 0, nowMs);
+ */
+export function isBucketState(state: RateState): state is AlgorithmState<"token-bucket"> {
+  return (state.algorithm ?? DEFAULT_ALGORITHM) === "token-bucket";
 }
 
 /** One bucket's part in a multi-bucket take. */

@@ -10,14 +10,18 @@
  * `refillPeriodMs` units and the bucket gains `refillTokens` units per millisecond. Every value
  * is then an integer well below 2^53, which is what a Lua number in Redis can hold exactly.
  */
-import type { Algorithm, BucketDecision } from "./algorithm";
+import type { Algorithm, AlgorithmName, BucketDecision } from "./algorithm";
 
 export type { BucketDecision } from "./algorithm";
 
-/** A bucket's shape: how large and how fast it refills (tokens per period, as a fraction). */
+/**
+ * A bucket's shape: how large and how fast it refills (tokens per period, as a fraction). Every
+ * algorithm's policy has this shape (see `AlgorithmName`): a window's limit is `capacity`, its
+ * window the time the rate takes to deliver it.
+ */
 export interface BucketPolicy {
   /** The algorithm (absent: the token bucket, the default). */
-  readonly algorithm?: "token-bucket";
+  readonly algorithm?: AlgorithmName;
   /** Largest burst, whole tokens, ≥ 1. */
   readonly capacity: number;
   /** Tokens added every `refillPeriodMs` (integer ≥ 1). */
@@ -235,4 +239,5 @@ export const tokenBucket: Algorithm<BucketState, BucketPolicy> = {
   take: takeTokens,
   refund: refundBucket,
   expiresInMs: stateExpiresInMs,
+  drained: (policy, nowMs) => ({ level: 0, unitsPerToken: policy.refillPeriodMs, updatedAtMs: nowMs, generation: 0 }),
 };

@@ -6,10 +6,14 @@
 import type { AlgorithmId, AlgorithmPolicy, AlgorithmState, RatePolicy, RateState } from "../../../core/algorithms/index";
 import { DEFAULT_ALGORITHM } from "../../../core/algorithms/index";
 import type { LuaAlgorithm } from "./lua-algorithm";
+import { fixedWindowLua } from "./fixed-window.lua";
+import { slidingWindowLua } from "./sliding-window.lua";
 import { tokenBucketLua } from "./token-bucket.lua";
 
 export const LUA_ALGORITHMS: { readonly [K in AlgorithmId]: LuaAlgorithm<AlgorithmPolicy<K>, AlgorithmState<K>> } = {
   "token-bucket": tokenBucketLua,
+  "fixed-window": fixedWindowLua,
+  "sliding-window": slidingWindowLua,
 };
 
 /**
