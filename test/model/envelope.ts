@@ -249,8 +249,11 @@ export class Envelope {
       const resets = this.resetsOf(rule, answer.client);
       const resetBetween = (from: number, to: number) => resets.some((reset) => reset.recv > from && reset.send <= to);
       const refusals = this.answers.filter((r) => r !== answer && r.client === answer.client && r.status === 429 && violated(r).includes(rule.name));
-      // Refusals certainly before this request was sent, whose block certainly still held when it was.
-      const known = refusals.filter((r) => r.recv <= answer.send && answer.send < r.send + rule.blockForMs - SLACK_MS && !resetBetween(r.send, answer.send));
+      // A refusal an earlier block may explain (it came while that block may still have held) did
+      // not necessarily start a block of its own: a store refuses during a block without restarting it.
+      const explained = (r: Answer) => refusals.some((e) => e !== r && e.send < r.recv && e.recv + rule.blockForMs + SLACK_MS > r.send && !resetBetween(e.send, r.send));
+      // Refusals that started a block, certainly before this request was sent, whose block certainly still held when it was.
+      const known = refusals.filter((r) => r.recv <= answer.send && answer.send < r.send + rule.blockForMs - SLACK_MS && !resetBetween(r.send, answer.send) && !explained(r));
       const retryAfter = Number(answer.headers["retry-after"]);
       for (const r of known) {
         if (Envelope.admitted(answer)) {
