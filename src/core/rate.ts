@@ -26,7 +26,13 @@ export function parseRatePerSecond(text: string): RefillRate | undefined {
   return { refillTokens: numerator / divisor, refillPeriodMs: periodMs / divisor };
 }
 
-function gcd(a: number, b: number): number {
+/**
+ * The greatest common divisor of two non-negative integers (rates and windows are kept as reduced fractions).
+ *
+ * @example
+ * gcd(100, 60000); // 100
+ */
+export function gcd(a: number, b: number): number {
   while (b !== 0) [a, b] = [b, a % b];
   return a;
 }
