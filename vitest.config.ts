@@ -37,6 +37,8 @@ export default defineConfig({
         test: {
           name: "workers",
           include: ["test/**/*.worker.test.ts"],
+          // Tests that drain a bucket one call at a time take seconds on a busy 2-core machine.
+          testTimeout: 20_000,
           // First: stop at once, with one message, on a machine without redis-server, prometheus or chromium.
           globalSetup: ["./test/support/requirements.global.ts", "./test/support/stack.global.ts", "./test/support/bundle.global.ts"],
         },
