@@ -9,9 +9,13 @@
  * `Authorization: Bearer <token>` is required (401 otherwise). With `Upstash-Encoding: base64` (which
  * @upstash/redis sends by default) every string in a result is base64, except a top-level "OK".
  * While Redis is down, requests fail at once with 503 {"error": …}; the bridge reconnects by itself.
+ * Like Upstash, it accepts Upstash's script flags (`#!lua flags=allow-key-locking`), which Redis
+ * itself refuses: it strips them before Redis sees the script and answers to the SHA-1 of the
+ * script as sent (see {@link ScriptFlags}).
  *
  * Run alone: `node dev/upstash-bridge.mjs --redis redis://127.0.0.1:6379 --token dev-token --port 8079`.
  */
+import { createHash } from "node:crypto";
 import { createServer } from "node:http";
 import { setTimeout as delay } from "node:timers/promises";
 import { pathToFileURL } from "node:url";
@@ -59,8 +63,9 @@ export async function startUpstashBridge({ redisUrl, token, port = 0, host = "12
     if (lost) console.warn("upstash-bridge: Redis is back");
     lost = false;
   });
+  const scripts = new ScriptFlags();
   /** @type {Send} */
-  const send = (args, options) => redis.sendCommand(args, options);
+  const send = async (args, options) => scripts.reply(args, await redis.sendCommand(scripts.translate(args), options));
   const connecting = redis.connect();
   connecting.catch(() => {}); // failures also arrive as "error" events, and it keeps retrying
   await Promise.race([connecting, delay(2000)]);
@@ -228,3 +233,66 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {
   process.once("SIGINT", shutdown);
   process.once("SIGTERM", shutdown);
 }
+
+/** Script flags Upstash accepts that Redis does not know (Upstash's per-key locking). */
+const UPSTASH_ONLY_FLAGS = new Set(["allow-key-locking"]);
+
+/**
+ * Scripts as Upstash takes them: a shebang may carry Upstash-only flags, which Redis 7 refuses
+ * ("Unexpected flag in script shebang"). The script Redis runs has them stripped, so its SHA-1
+ * differs from the one the caller computed over the text it sent: EVALSHA, SCRIPT EXISTS and
+ * SCRIPT LOAD's answer are translated between the two, as Upstash itself would answer.
+ */
+class ScriptFlags {
+  /** SHA-1 of a script as sent → SHA-1 of the script Redis runs. */
+  #redisSha = new Map();
+
+  /**
+   * The command Redis should run for `args`.
+   * @param {string[]} args
+   * @returns {string[]}
+   */
+  translate(args) {
+    const name = (args[0] ?? "").toUpperCase();
+    if ((name === "EVAL" || name === "EVAL_RO") && args[1] !== undefined) return [args[0] ?? name, this.#strip(args[1]), ...args.slice(2)];
+    if ((name === "EVALSHA" || name === "EVALSHA_RO") && args[1] !== undefined) return [args[0] ?? name, this.#redisSha.get(args[1].toLowerCase()) ?? args[1], ...args.slice(2)];
+    const sub = (args[1] ?? "").toUpperCase();
+    if (name === "SCRIPT" && sub === "EXISTS") return args.map((arg, i) => (i < 2 ? arg : (this.#redisSha.get(arg.toLowerCase()) ?? arg)));
+    if (name === "SCRIPT" && sub === "LOAD" && args[2] !== undefined) return [args[0] ?? name, args[1] ?? sub, this.#strip(args[2])];
+    return args;
+  }
+
+  /**
+   * Redis's reply to `args`, as Upstash would give it: SCRIPT LOAD answers the SHA-1 of the script as sent.
+   * @param {string[]} args
+   * @param {unknown} reply
+   */
+  reply(args, reply) {
+    const isLoad = (args[0] ?? "").toUpperCase() === "SCRIPT" && (args[1] ?? "").toUpperCase() === "LOAD" && args[2] !== undefined;
+    if (!isLoad) return reply;
+    const sha = sha1(args[2] ?? "");
+    return Buffer.isBuffer(reply) ? Buffer.from(sha) : sha;
+  }
+
+  /**
+   * The script without Upstash-only flags; remembers which SHA-1 Redis will know it by.
+   * @param {string} script
+   */
+  #strip(script) {
+    const match = /^#!lua([^\n]*)/.exec(script);
+    if (match === null) return script;
+    const flags = /flags=([^\s]*)/.exec(match[1] ?? "");
+    if (flags === null) return script;
+    const kept = (flags[1] ?? "").split(",").filter((flag) => flag !== "" && !UPSTASH_ONLY_FLAGS.has(flag));
+    const shebang = `#!lua${kept.length > 0 ? ` flags=${kept.join(",")}` : ""}`;
+    const stripped = shebang + script.slice(match[0].length);
+    if (stripped !== script) this.#redisSha.set(sha1(script), sha1(stripped));
+    return stripped;
+  }
+}
+
+/** @param {string} text */
+function sha1(text) {
+  return createHash("sha1").update(text).digest("hex");
+}
+

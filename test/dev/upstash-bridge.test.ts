@@ -1,4 +1,5 @@
 // The local Upstash stand-in, driven by the real @upstash/redis client against a real redis-server.
+import { createHash } from "node:crypto";
 import { Redis } from "@upstash/redis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startRedis } from "../../dev/redis-server.mjs";
@@ -106,6 +107,17 @@ describe("upstash bridge", () => {
     expect(await direct.eval(script, ["a-key"], ["41", "wörd"])).toEqual(expected);
     const sha = await direct.scriptLoad(script);
     expect(await redis.evalsha(sha, ["a-key"], ["41", "wörd"])).toEqual(expected);
+  });
+
+  it("accepts Upstash's script flags as Upstash does (Redis itself refuses them), under the SHA-1 of the script as sent", async () => {
+    const script = "#!lua flags=allow-key-locking\nreturn redis.call('INCR', KEYS[1])";
+    const key = `flags-${crypto.randomUUID()}`;
+    expect(await direct.eval(script, [key], [])).toBe(1);
+    const sha = createHash("sha1").update(script).digest("hex");
+    expect(await direct.evalsha(sha, [key], [])).toBe(2); // known under the caller's SHA-1
+    const loaded = "#!lua flags=allow-key-locking,no-writes\nreturn redis.call('GET', KEYS[1])";
+    expect(await direct.scriptLoad(loaded)).toBe(createHash("sha1").update(loaded).digest("hex"));
+    expect(await direct.evalsha(createHash("sha1").update(loaded).digest("hex"), [key], [])).toBe("2");
   });
 
   it("turns Redis errors, in scripts too, into UpstashErrors carrying Redis's message", async () => {
