@@ -3,6 +3,7 @@
  * The things under test: the bare proxy, sluice on each backend, and the peers. Each knows how to
  * start one instance of itself (one workerd process) for a given token-bucket policy.
  */
+import { versionOf } from "./machine.mjs";
 import { LOCAL_UPSTASH_TOKEN, upstashVars } from "../dev/local-stack.mjs";
 import { buildGatewayBundle, startGateway } from "../dev/miniflare-gateway.mjs";
 import { startWorkerd } from "../dev/workerd.mjs";
@@ -102,7 +103,7 @@ export async function prepareLimiters(stack) {
     },
     {
       id: "upstash-ratelimit",
-      label: "@upstash/ratelimit 2.0.8 tokenBucket",
+      label: `@upstash/ratelimit ${versionOf("@upstash/ratelimit")} tokenBucket`,
       store: "redis",
       sharesStateAcrossProcesses: true,
       start: (policy) => startWorker({ scriptPath: upstashRatelimit, vars: peerVars(policy) }),

@@ -35,7 +35,14 @@ export function describeMachine({ redisVersion }) {
  * @param {string} path e.g. "hono", or "miniflare/node_modules/workerd" for a nested copy
  * @returns {string | undefined}
  */
-function versionOf(path) {
+/**
+ * The installed version of a package under node_modules, if any.
+ * @param {string} path
+ * @returns {string | undefined}
+ * @example
+ * versionOf("@upstash/ratelimit"); // "2.2.0"
+ */
+export function versionOf(path) {
   try {
     return String(JSON.parse(readFileSync(`${nodeModules}${path}/package.json`, "utf8")).version).replace(/^v/, "");
   } catch {

@@ -1,5 +1,7 @@
 /**
- * Peer: @upstash/ratelimit 2.0.8's token bucket over the Upstash REST API, as its README shows it
+ * Peer: @upstash/ratelimit's token bucket (the version users install today: its scripts start with
+ * `#!lua flags=allow-key-locking`, which the local bridge accepts as Upstash does) over the Upstash
+ * REST API, as its README shows it
  * for Cloudflare Workers, in front of the same origin as sluice.
  */
 import { Ratelimit } from "@upstash/ratelimit";
