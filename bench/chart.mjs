@@ -60,7 +60,7 @@ export function accuracyChart(results, labels, title) {
   return [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${WIDTH}" height="${height}" viewBox="0 0 ${WIDTH} ${height}" font-family="sans-serif" font-size="12">`,
     `<rect width="100%" height="100%" fill="#fff"/>`,
-    `<text x="${MARGIN.left}" y="24" font-size="15" font-weight="bold">${escape(title)}</text>`,
+    `<text x="${MARGIN.left}" y="24" font-size="15" font-weight="bold">${escapeHtml(title)}</text>`,
     top,
     bottom,
     `</svg>`,
@@ -103,7 +103,7 @@ function panel({ y0, title, xMax, yMax, series }) {
   const plotWidth = WIDTH - MARGIN.left - MARGIN.right;
   const x = (/** @type {number} */ v) => MARGIN.left + (v / xMax) * plotWidth;
   const y = (/** @type {number} */ v) => y0 + PANEL_HEIGHT - (v / yMax) * PANEL_HEIGHT;
-  const parts = [`<text x="${MARGIN.left}" y="${y0 - 12}" font-weight="bold">${escape(title)}</text>`];
+  const parts = [`<text x="${MARGIN.left}" y="${y0 - 12}" font-weight="bold">${escapeHtml(title)}</text>`];
   for (let i = 0; i <= 4; i++) {
     const v = (yMax / 4) * i;
     parts.push(`<line x1="${x(0)}" x2="${x(xMax)}" y1="${y(v)}" y2="${y(v)}" stroke="#ddd"/>`);
@@ -121,7 +121,7 @@ function panel({ y0, title, xMax, yMax, series }) {
     const ly = y0 + 10 + i * 18;
     const lx = WIDTH - MARGIN.right + 15;
     parts.push(`<line x1="${lx}" x2="${lx + 24}" y1="${ly}" y2="${ly}" stroke="${s.color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="6 4"' : ""}/>`);
-    parts.push(`<text x="${lx + 30}" y="${ly + 4}">${escape(s.label)}</text>`);
+    parts.push(`<text x="${lx + 30}" y="${ly + 4}">${escapeHtml(s.label)}</text>`);
   });
   return parts.join("\n");
 }
@@ -138,6 +138,6 @@ function round(v) {
 }
 
 /** @param {string} text */
-function escape(text) {
+function escapeHtml(text) {
   return text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
 }

@@ -78,7 +78,7 @@ export async function startOrigin({ port = 0, host = "127.0.0.1" } = {}) {
       res.end("hop");
     } else {
       res.writeHead(200, { "content-type": "application/json", "x-origin": "fallback" });
-      res.end(JSON.stringify({ hello: "from the demo origin", method: req.method, path: url.pathname }) + "\n");
+      res.end(`${JSON.stringify({ hello: "from the demo origin", method: req.method, path: url.pathname })}\n`);
     }
   });
   const sockets = new WebSocketServer({ server, path: "/ws" });

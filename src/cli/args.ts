@@ -69,11 +69,11 @@ export function parseInvocation(argv: readonly string[], env: Readonly<Record<st
   if (argv.some((arg) => arg === "--token" || arg.startsWith("--token="))) {
     throw usage("there is no --token flag: the token is read from SLUICE_ADMIN_TOKEN only (flags show in ps and shell history)");
   }
-  let parsed;
+  let parsed: ReturnType<typeof parseArgs<{ args: string[]; options: typeof OPTIONS; strict: true; allowPositionals: true }>>;
   try {
     parsed = parseArgs({ args: [...argv], options: OPTIONS, strict: true, allowPositionals: true });
   } catch (error) {
-    throw usage(error instanceof Error ? error.message.split("\n")[0]! : String(error));
+    throw usage(error instanceof Error ? (error.message.split("\n")[0] ?? error.message) : String(error));
   }
   const { values, positionals } = parsed;
   const url = gatewayUrl(values.url ?? env.SLUICE_URL ?? DEFAULT_URL);

@@ -76,7 +76,7 @@ export class GatewayClient {
 export function failure(answer: Answer, url: string, token: "no-token" | "wrong-token" | "not-sent"): CliError {
   const { status, body } = answer;
   const problem = isProblem(body) ? body : undefined;
-  const detail = problem?.detail ?? (typeof body === "string" ? body.split("\n")[0]!.slice(0, 200) : "");
+  const detail = problem?.detail ?? (typeof body === "string" ? (body.split("\n")[0] ?? "").slice(0, 200) : "");
   switch (true) {
     case status === 400: {
       const field = typeof problem?.field === "string" ? problem.field : undefined;

@@ -173,7 +173,9 @@ export class Limiter {
     // A client this isolate saw refused is refused again until its retry time, with no backend call.
     const cached = await this.refusals.consult(charges);
     // Requests of the same client waiting on this one's answer may go on.
-    const releaseProbes = () => cached.probes.splice(0).forEach((release) => release());
+    const releaseProbes = () => {
+      for (const release of cached.probes.splice(0)) release();
+    };
     try {
       if (cached.refusals.length > 0) return refusalVerdict(rules, cached.refusals, this.headerMode, true);
       const answer = await this.ask(rules, charges, "take", releaseProbes, trace);

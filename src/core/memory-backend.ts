@@ -49,7 +49,7 @@ export function memoryBackend(options: MemoryBackendOptions = {}): LimiterBacken
     for (const [i, { entry, next, expiresInMs }] of results.entries()) {
       if (!write || next === undefined) continue;
       // Kept until full under the charge's own policy too, so removing an override leaves it an end.
-      buckets.set(keyOf(entry), { state: next, fullAtMs: nowMs + Math.max(expiresInMs, stateExpiresInMs(next, charges[i]!.policy, nowMs)) });
+      buckets.set(keyOf(entry), { state: next, fullAtMs: nowMs + Math.max(expiresInMs, stateExpiresInMs(next, charges[i]?.policy ?? entry.policy, nowMs)) });
       if (++writes % SWEEP_EVERY === 0) sweep(nowMs);
     }
     return results.map(({ entry, decision, next }) => ({ decision, policy: entry.policy, charged: write && decision.outcome === "allowed" ? (next ?? null) : null }));
@@ -61,8 +61,14 @@ export function memoryBackend(options: MemoryBackendOptions = {}): LimiterBacken
 
   return {
     name: "memory",
-    take: async (charges, signal) => (await ready(signal), decide(charges, true)),
-    peek: async (charges, signal) => (await ready(signal), decide(charges, false)),
+    async take(charges, signal) {
+      await ready(signal);
+      return decide(charges, true);
+    },
+    async peek(charges, signal) {
+      await ready(signal);
+      return decide(charges, false);
+    },
     async refund(refunds, signal) {
       await ready(signal);
       const nowMs = clock();
@@ -112,12 +118,18 @@ export function memoryBackend(options: MemoryBackendOptions = {}): LimiterBacken
       if (current !== undefined && policy !== null) buckets.set(keyOf(ref), { ...current, fullAtMs: Math.max(current.fullAtMs, nowMs + stateExpiresInMs(current.state, policy, nowMs)) });
     },
     overrides: {
-      list: async (signal) => (await ready(signal), [...registry.values()]),
+      async list(signal) {
+        await ready(signal);
+        return [...registry.values()];
+      },
       async put(record, signal) {
         await ready(signal);
         registry.set(record.id, record);
       },
-      remove: async (id, signal) => (await ready(signal), registry.delete(id)),
+      async remove(id, signal) {
+        await ready(signal);
+        return registry.delete(id);
+      },
     },
     ping: ready,
   };

@@ -164,11 +164,11 @@ export function mergeDelta(into: MetricsDelta, delta: MetricsDelta): void {
   for (const [series, value] of Object.entries(delta.counters)) into.counters[series] = (into.counters[series] ?? 0) + value;
   for (const [name, histogram] of Object.entries(delta.histograms)) {
     const target = (into.histograms[name] ??= emptyHistogram());
-    histogram.buckets.forEach((count, i) => (target.buckets[i] = (target.buckets[i] ?? 0) + count));
+    for (const [i, count] of histogram.buckets.entries()) target.buckets[i] = (target.buckets[i] ?? 0) + count;
     target.sum += histogram.sum;
     target.count += histogram.count;
   }
-  delta.clients.forEach((rank, i) => (into.clients[i] = Math.max(into.clients[i] ?? 0, rank)));
+  for (const [i, rank] of delta.clients.entries()) into.clients[i] = Math.max(into.clients[i] ?? 0, rank);
   for (const [key, count] of Object.entries(delta.refusedClients)) into.refusedClients[key] = (into.refusedClients[key] ?? 0) + count;
 }
 

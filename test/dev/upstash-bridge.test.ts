@@ -96,7 +96,7 @@ describe("upstash bridge", () => {
     const txs = Array.from({ length: 20 }, (_, i) => redis.multi().set(`iso:${i}`, `v${i}`).get(`iso:${i}`).exec());
     const incrs = Array.from({ length: 20 }, () => redis.incr("iso:counter"));
     const [txResults, counts] = await Promise.all([Promise.all(txs), Promise.all(incrs)]);
-    txResults.forEach((result, i) => expect(result).toEqual(["OK", `v${i}`]));
+    for (const [i, result] of txResults.entries()) expect(result).toEqual(["OK", `v${i}`]);
     expect([...counts].sort((a, b) => a - b)).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
   });
 

@@ -62,9 +62,11 @@ describe("the Grafana dashboard's JSON", () => {
     for (const panel of dashboard.panels) {
       expect(panel.gridPos.x + panel.gridPos.w, panel.title).toBeLessThanOrEqual(24);
       if (panel.type === "row") continue;
-      expect(panel.datasource?.uid, panel.title).toBe("${DS_PROMETHEUS}");
+      // Grafana's own variable syntax, not a template literal.
+      const datasource = ["$", "{DS_PROMETHEUS}"].join("");
+      expect(panel.datasource?.uid, panel.title).toBe(datasource);
       expect(panel.targets?.length, panel.title).toBeGreaterThan(0);
-      for (const target of panel.targets ?? []) expect(target.datasource.uid, panel.title).toBe("${DS_PROMETHEUS}");
+      for (const target of panel.targets ?? []) expect(target.datasource.uid, panel.title).toBe(datasource);
     }
   });
 });

@@ -33,7 +33,7 @@ export class BucketTable {
     for (const charge of charges) this.reckon(charge.bucket, charge.policy, nowMs);
     const { results } = takeBuckets(this.entries(charges), nowMs);
     return results.map(({ entry, decision, next, expiresInMs }, i) => {
-      if (next !== undefined) this.remember(entry.bucket, next, Math.max(nowMs + expiresInMs, fullUnder(next, charges[i]!.policy, nowMs)), nowMs);
+      if (next !== undefined) this.remember(entry.bucket, next, Math.max(nowMs + expiresInMs, fullUnder(next, charges[i]?.policy ?? entry.policy, nowMs)), nowMs);
       // Only spent tokens are something to refund; a block is not.
       return { decision, policy: entry.policy, charged: decision.outcome === "allowed" ? (next ?? null) : null };
     });

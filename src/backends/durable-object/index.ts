@@ -82,7 +82,7 @@ export function durableObjectBackend(namespace: DurableObjectNamespace<ClientBuc
       const decisions: (SlotDecision | undefined)[] = claims.map(() => undefined);
       byClient.forEach(([, group], g) => {
         const answer = answers[g];
-        if (answer?.status === "fulfilled") group.forEach(({ index }, i) => (decisions[index] = answer.value[i]));
+        if (answer?.status === "fulfilled") for (const [i, { index }] of group.entries()) decisions[index] = answer.value[i];
       });
       const failure = answers.find((answer) => answer.status === "rejected");
       // A known refusal wins over a failed object, as in `take`.
@@ -178,7 +178,7 @@ function chargesOf(group: ClientGroup): ObjectCharge[] {
 /** Claims per client key, each with its position in the request's list. */
 function groupClaims(claims: readonly SlotClaim[]): [string, { index: number; claim: SlotClaim }[]][] {
   const byClient = new Map<string, { index: number; claim: SlotClaim }[]>();
-  claims.forEach((claim, index) => byClient.set(claim.clientKey, [...(byClient.get(claim.clientKey) ?? []), { index, claim }]));
+  for (const [index, claim] of claims.entries()) byClient.set(claim.clientKey, [...(byClient.get(claim.clientKey) ?? []), { index, claim }]);
   return [...byClient];
 }
 

@@ -69,7 +69,7 @@ function render(data) {
     { label: "origin p99", stroke: "#6a1b9a", dash: [6, 4] },
   ]);
 
-  const rows = data.topRefused.map((r) => `<tr><td>${escape(r.rule)}</td><td><code>${escape(r.client.slice(0, 24))}…</code></td><td>${r.refusals}</td></tr>`);
+  const rows = data.topRefused.map((r) => `<tr><td>${escapeHtml(r.rule)}</td><td><code>${escapeHtml(r.client.slice(0, 24))}…</code></td><td>${r.refusals}</td></tr>`);
   $("top-refused").innerHTML = rows.length > 0 ? rows.join("") : `<tr><td colspan="3">no refusals in the last hour</td></tr>`;
 }
 
@@ -85,7 +85,7 @@ function chart(id, parent, title, series, lines) {
   charts.set(id, plot);
 }
 
-function escape(text) {
+function escapeHtml(text) {
   return String(text).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
 
