@@ -105,6 +105,6 @@ describe("the client-key hash memo", () => {
     expect(stats.entries).toBeGreaterThan(0);
     expect(stats.chars).toBeLessThanOrEqual(stats.maxChars);
     expect(await hashedClientKey("ip", ["203.0.113.7"])).toBe(first);
-    expect(first).toBe("ip:" + [...new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode("203.0.113.7")))].map((b) => b.toString(16).padStart(2, "0")).join(""));
+    expect(first).toBe(`ip:${[...new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode("203.0.113.7")))].map((b) => b.toString(16).padStart(2, "0")).join("")}`);
   });
 });

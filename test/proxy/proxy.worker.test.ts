@@ -87,7 +87,7 @@ describe("proxy to a real origin", () => {
 
   it("forwards the client's Authorization header to the origin", async () => {
     const seen = await echo("/echo", { headers: { authorization: "Bearer client-token" } });
-    expect(seen.headers["authorization"]).toBe("Bearer client-token");
+    expect(seen.headers.authorization).toBe("Bearer client-token");
   });
 
   it("appends the request path to an ORIGIN_URL with a path prefix", async () => {

@@ -75,7 +75,7 @@ describe("what the origin may trust", () => {
     const seen = (await response.json()) as { headers: Record<string, string> };
     expect(seen.headers["x-real-ip"]).toBe(ip);
     expect(seen.headers["true-client-ip"]).toBeUndefined();
-    expect(seen.headers["forwarded"]).toBeUndefined();
+    expect(seen.headers.forwarded).toBeUndefined();
     expect(seen.headers["x-client-ip"]).toBeUndefined();
     expect(seen.headers["x-forwarded-for"]).toBe(`6.6.6.6, ${ip}`);
   });
