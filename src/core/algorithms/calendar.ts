@@ -144,6 +144,16 @@ export const calendar: Algorithm<CalendarState, CalendarPolicy> = {
 };
 
 /**
+ * Whether a policy is a calendar quota's (with its calendar).
+ *
+ * @example
+ * if (isCalendarPolicy(rule.policy)) calendarPeriodSeconds(rule.policy, Date.now());
+ */
+export function isCalendarPolicy(policy: BucketPolicy): policy is CalendarPolicy {
+  return policy.algorithm === "calendar" && typeof (policy as Partial<CalendarPolicy>).timeZone === "string";
+}
+
+/**
  * Seconds in the period that holds `nowMs` (the `w` of `RateLimit-Policy`: 82800 on a day
  * of 23 hours, 2419200 in a February of 28 days).
  *
