@@ -234,6 +234,18 @@ describe("calendar headers", () => {
   });
 });
 
+describe("the deny cache and calendar quotas", () => {
+  it("never predicts a quota empty from an allowed answer; remembers a refusal until the boundary", async () => {
+    const time = { now: at("2026-05-05T10:00:00Z") };
+    const limiter = new Limiter({ rules: [{ name: "daily", key: "header:x-api-key", algorithm: "calendar", limit: 10, period: "day" }], backend: memoryBackend({ clock: () => time.now }), clock: () => time.now, log: () => {} });
+    for (let i = 0; i < 10; i++) expect((await limiter.check(request("a"))).kind).toBe("allowed");
+    expect(await limiter.check(request("a"))).toMatchObject({ kind: "refused", cached: false, retryAfterMs: 14 * HOUR });
+    expect(await limiter.check(request("a"))).toMatchObject({ kind: "refused", cached: true });
+    time.now = at("2026-05-06T00:00:00Z");
+    expect((await limiter.check(request("a"))).kind).toBe("allowed");
+  });
+});
+
 /**
  * The boundary test on the memory backend: three isolates share the store, whose clock the test
  * moves; bursts land at ±1 ms of local midnights (a 23-hour and a 25-hour day among them), with
