@@ -24,6 +24,8 @@ export const DEFAULTS = {
   localFraction: 0.1,
   /** A rule's fields when left out. */
   rule: { key: "ip", cost: 1, mode: "enforce" },
+  /** A calendar rule's zone and (weeks) first day when left out. */
+  calendar: { timeZone: "UTC", weekStart: "monday" },
   /** A concurrency rule's lease when left out: a slot an isolate lost (it died mid-response) frees itself within this. */
   leaseMs: 30_000,
 } as const;

@@ -1,3 +1,4 @@
+import { calendarPeriodSeconds, isCalendarPolicy } from "./algorithms/calendar";
 import { secondsToFill } from "./policy";
 import type { ConcurrencyRule, Rule } from "./rules";
 import type { SlotDecision } from "./slots";
@@ -27,9 +28,12 @@ export function rateLimitHeaders(rules: readonly Rule[], outcomes: readonly Rule
   const seconds = Math.ceil((decision.outcome === "denied" ? decision.retryAfterMs : decision.resetMs) / 1000);
   if (mode === "all" || mode === "ietf") {
     // Each rule as it applies to this client: an override's limits where one is in force.
-    const policies = rules
-      .map((r) => outcomes.find((o) => o.rule === r)?.policy ?? r.policy)
-      .map((p) => `"${p.name}";q=${p.capacity};w=${secondsToFill(p)}`);
+    const policies = rules.map((r) => {
+      const p = outcomes.find((o) => o.rule === r)?.policy ?? r.policy;
+      // A calendar quota's w is the current period's length (its calendar is the rule's, whatever the override).
+      const w = isCalendarPolicy(r.policy) ? calendarPeriodSeconds(r.policy, Date.now()) : secondsToFill(p);
+      return `"${p.name}";q=${p.capacity};w=${w}`;
+    });
     headers.push(["RateLimit-Policy", policies.join(", ")], ["RateLimit", `"${rule.name}";r=${decision.remaining};t=${seconds}`]);
   }
   if (mode === "all" || mode === "legacy") {

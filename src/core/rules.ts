@@ -5,6 +5,8 @@ import type { NamedPolicy } from "./policy";
 import { gcd, parseRatePerSecond, parseRateShorthand, type RefillRate } from "./rate";
 import { parseMatch, type RouteMatch } from "./rule-match";
 import { MAX_SLIDING_LIMIT } from "./algorithms/sliding-window";
+import { CALENDAR_NOMINAL_MS, type CalendarPeriod, type WeekStart } from "./algorithms/calendar";
+import { ianaTimeZone } from "./algorithms/calendar-periods";
 import { MAX_SAFE_UNITS } from "./token-bucket";
 
 export { ruleMatches, type MatchableRequest, type RouteMatch } from "./rule-match";
@@ -12,8 +14,8 @@ export { ruleMatches, type MatchableRequest, type RouteMatch } from "./rule-matc
 /** What a backend failure does to a request a rule covers: allow it, refuse with 503, or decide on the isolate's local share of the limit. */
 export type FailMode = "open" | "closed" | "local";
 
-/** How a rule counts: a token bucket (the default), a fixed window or an exact sliding window. */
-export type RuleAlgorithm = "token-bucket" | "fixed-window" | "sliding-window";
+/** How a rule counts: a token bucket (the default), a fixed window, an exact sliding window or a calendar quota. */
+export type RuleAlgorithm = "token-bucket" | "fixed-window" | "sliding-window" | "calendar";
 
 /** Whether a rule refuses (`enforce`) or is charged and reported only (`shadow`). */
 export type RuleMode = "enforce" | "shadow";
@@ -41,13 +43,20 @@ export interface RuleSpec {
   /**
    * How the limit is counted: `token-bucket` (the default: capacity and rate), `fixed-window` (at
    * most `limit` per `window` aligned to the Unix epoch) or `sliding-window` (at most `limit` in
-   * every trailing `window`, exact; limit ≤ 1000).
+   * every trailing `window`, exact; limit ≤ 1000) or `calendar` (at most `limit` per calendar
+   * `period` in `timeZone`).
    */
   readonly algorithm?: RuleAlgorithm;
-  /** A window rule's limit: units per window, integer 1–1000000000 (sliding: 1–1000). Only with `window`. */
+  /** A window rule's limit: units per window, integer 1–1000000000 (sliding: 1–1000). Only with `window`; a calendar rule's per `period`. */
   readonly limit?: number;
   /** A window rule's window, `"1s"` to `"30d"` (ms, s, m, h, d). Only with `limit`. */
   readonly window?: string;
+  /** A calendar rule's period: `day`, `week` or `month`, resetting at local midnight of its first day. */
+  readonly period?: CalendarPeriod;
+  /** A calendar rule's IANA time zone (`"Europe/Berlin"`). Default `UTC`. */
+  readonly timeZone?: string;
+  /** A weekly calendar rule's first day: `monday` (the default) or `sunday`. */
+  readonly weekStart?: WeekStart;
   /** Bucket size (largest burst), integer 1–1000000000. Not with `concurrency`. */
   readonly capacity?: number;
   /** Tokens per second (`10`, `0.5`), or `"N/period"` with period ms, s, m, h, d (`"100/1m"`). Not with `concurrency`. */
@@ -121,10 +130,12 @@ export class InvalidRulesError extends Error {
   }
 }
 
-const RULE_FIELDS = ["name", "match", "key", "algorithm", "capacity", "rate", "limit", "window", "cost", "mode", "failMode", "blockFor", "count", "concurrency", "lease"] as const;
+const RULE_FIELDS = ["name", "match", "key", "algorithm", "capacity", "rate", "limit", "window", "period", "timeZone", "weekStart", "cost", "mode", "failMode", "blockFor", "count", "concurrency", "lease"] as const;
 /** Fields only a bucket rule has, and only a concurrency rule has. */
-const BUCKET_FIELDS = ["algorithm", "capacity", "rate", "limit", "window", "cost", "blockFor", "count"] as const;
-const ALGORITHMS: readonly RuleAlgorithm[] = ["token-bucket", "fixed-window", "sliding-window"];
+const BUCKET_FIELDS = ["algorithm", "capacity", "rate", "limit", "window", "period", "timeZone", "weekStart", "cost", "blockFor", "count"] as const;
+const ALGORITHMS: readonly RuleAlgorithm[] = ["token-bucket", "fixed-window", "sliding-window", "calendar"];
+/** Fields only a calendar rule has. */
+const CALENDAR_FIELDS = ["period", "timeZone", "weekStart"] as const;
 /** A window from 1 s to 30 days. */
 const MIN_WINDOW_MS = 1_000;
 const CONCURRENCY_FIELDS = ["lease"] as const;
@@ -197,6 +208,33 @@ export function compileRules(specs: unknown, defaultFailMode: FailMode = DEFAULT
           ? (raw.algorithm as RuleAlgorithm)
           : fail("algorithm", `must be ${ALGORITHMS.join(", ")}`);
     if (algorithm === undefined) return undefined;
+    if (algorithm === "calendar") {
+      const calendar = parseCalendarRule(raw, fail);
+      if (name && match && key && calendar && mode && failMode) {
+        const { limit, period, timeZone, weekStart, cost, blockForMs, count } = calendar;
+        const spec: RuleSpec = {
+          name,
+          match,
+          key: key.map(keySpec),
+          algorithm,
+          limit,
+          period,
+          timeZone,
+          ...(weekStart !== undefined && { weekStart }),
+          cost,
+          mode,
+          failMode,
+          ...(typeof raw.blockFor === "string" && { blockFor: raw.blockFor }),
+          ...(count !== null && { count }),
+        };
+        const divisor = gcd(limit, CALENDAR_NOMINAL_MS[period]);
+        const rate = { refillTokens: limit / divisor, refillPeriodMs: CALENDAR_NOMINAL_MS[period] / divisor };
+        const policy = { name, algorithm, capacity: limit, ...rate, cost, ...(blockForMs > 0 && { blockForMs }), period, timeZone, ...(weekStart !== undefined && { weekStart }) };
+        rules.push({ name, match, key, keyName: describeKey(key), policy, mode, failMode, count: count ?? undefined, spec });
+      }
+      return undefined;
+    }
+    for (const field of CALENDAR_FIELDS) if (raw[field] !== undefined) fail(field, 'is only for calendar rules (set "algorithm": "calendar")');
     if (algorithm !== "token-bucket") {
       const window = parseWindowRule(raw, algorithm, fail);
       if (name && match && key && window && mode && failMode) {
@@ -347,6 +385,37 @@ function parseWindowRule(raw: Record<string, unknown>, algorithm: Exclude<RuleAl
   const rate: RefillRate = { refillTokens: limit / divisor, refillPeriodMs: windowMs / divisor };
   if (limit * rate.refillPeriodMs > MAX_SAFE_UNITS) return fail("window", "is too long for this limit to compute exactly (choose a limit that divides the window in ms more evenly)");
   return { limit, windowMs, rate, cost, blockForMs, count };
+}
+
+/**
+ * A calendar rule's limit, period, zone, week start, cost, block and count: every problem
+ * reported on its field. An unknown time zone is refused (Intl decides what is known).
+ */
+function parseCalendarRule(raw: Record<string, unknown>, fail: (field: string, message: string) => undefined) {
+  for (const field of ["capacity", "rate", "window"] as const) if (raw[field] !== undefined) fail(field, 'is not used by a calendar rule (it has limit and period: "day", "week" or "month")');
+  const limit = isInteger(raw.limit, 1, 1_000_000_000)
+    ? raw.limit
+    : fail("limit", raw.limit === undefined ? "is missing (a calendar rule needs limit and period)" : "must be an integer from 1 to 1000000000");
+  const period: CalendarPeriod | undefined = raw.period === "day" || raw.period === "week" || raw.period === "month" ? raw.period : fail("period", raw.period === undefined ? "is missing (a calendar rule needs limit and period)" : "must be day, week or month");
+  const timeZone =
+    raw.timeZone === undefined
+      ? DEFAULTS.calendar.timeZone
+      : ((typeof raw.timeZone === "string" ? ianaTimeZone(raw.timeZone) : undefined) ??
+        fail("timeZone", `${JSON.stringify(raw.timeZone)} is not an IANA time zone (e.g. "UTC", "Europe/Berlin", "America/New_York")`));
+  let weekStart: WeekStart | undefined;
+  if (period === "week") {
+    const given = raw.weekStart ?? DEFAULTS.calendar.weekStart;
+    weekStart = given === "monday" || given === "sunday" ? given : fail("weekStart", "must be monday or sunday");
+  } else if (raw.weekStart !== undefined) {
+    fail("weekStart", 'is only for "period": "week"');
+  }
+  const cost = raw.cost === undefined ? DEFAULTS.rule.cost : isInteger(raw.cost, 1, 1_000_000_000) ? raw.cost : fail("cost", "must be an integer ≥ 1");
+  if (limit !== undefined && cost !== undefined && cost > limit) fail("cost", `${cost} exceeds limit ${limit}: no request could ever pass`);
+  const blockForMs = raw.blockFor === undefined ? 0 : (parseDuration(raw.blockFor) ?? fail("blockFor", 'must be a duration from 1 ms to 30 days, e.g. "10m", "30s", "1h"'));
+  const count = raw.count === undefined ? null : (parseCount(raw.count) ?? fail("count", 'must be a non-empty list of statuses or classes, e.g. [401, 403] or ["4xx", "5xx"]'));
+  if (limit === undefined || period === undefined || timeZone === undefined || (period === "week" && weekStart === undefined)) return undefined;
+  if (cost === undefined || blockForMs === undefined || count === undefined) return undefined;
+  return { limit, period, timeZone, weekStart, cost, blockForMs, count };
 }
 
 function parseDuration(value: unknown): number | undefined {

@@ -1,4 +1,6 @@
 import { describe, expect, it } from "vitest";
+import { CALENDAR_NOMINAL_MS, type CalendarPolicy } from "../../src/core/algorithms/calendar";
+import { calendarPeriodAt, type CalendarPeriod } from "../../src/core/algorithms/calendar-periods";
 import type { BucketPolicy } from "../../src/core/token-bucket";
 import { BACKENDS } from "../support/backends";
 import { gatewayWith, randomIp } from "../support/gateway";
@@ -310,5 +312,98 @@ describe.each(BACKENDS)("$name backend: windows", ({ create, vars }) => {
     const refused = await gateway("/", { ip });
     expect(refused.status).toBe(429);
     expect(Number(refused.headers.get("Retry-After"))).toBeGreaterThanOrEqual(Number(/t=(\d+)/.exec(refused.headers.get("RateLimit") ?? "")?.[1]));
+  });
+});
+
+/** A calendar policy of `limit` per `period` in `timeZone`, as rules.ts compiles it (L per the period's nominal length, reduced). */
+function calendarPolicy(limit: number, period: CalendarPeriod, timeZone: string): CalendarPolicy {
+  let [a, b] = [limit, CALENDAR_NOMINAL_MS[period]];
+  while (b !== 0) [a, b] = [b, a % b];
+  return { algorithm: "calendar", capacity: limit, refillTokens: limit / a, refillPeriodMs: CALENDAR_NOMINAL_MS[period] / a, period, timeZone, ...(period === "week" && { weekStart: "monday" }) };
+}
+
+describe.each(BACKENDS)("$name backend: calendar quotas", ({ create, vars }) => {
+  const backend = create();
+  const signal = new AbortController().signal;
+  const client = () => `calendar-${crypto.randomUUID()}`;
+  const charge = (clientKey: string, bucketPolicy: BucketPolicy, cost = 1) => [{ clientKey, bucket: "default", policy: bucketPolicy, cost, enforced: true }];
+  const take = async (clientKey: string, bucketPolicy: BucketPolicy, cost = 1) => (await backend.take(charge(clientKey, bucketPolicy, cost), signal))[0]!;
+  const peek = async (clientKey: string, bucketPolicy: BucketPolicy, cost = 0) => (await backend.peek(charge(clientKey, bucketPolicy, cost), signal))[0]!.decision;
+  const month = calendarPolicy(5, "month", "Europe/Berlin");
+
+  it("allows exactly the limit per period (costs included); a refusal waits until the next boundary in the rule's zone", async () => {
+    const key = client();
+    expect((await take(key, month, 3)).decision).toMatchObject({ outcome: "allowed", remaining: 2 });
+    expect((await take(key, month, 3)).decision).toMatchObject({ outcome: "denied", remaining: 2 });
+    const last = await take(key, month, 2);
+    expect(last.decision).toMatchObject({ outcome: "allowed", remaining: 0 });
+    expect(last.charged).toMatchObject({ algorithm: "calendar", used: 5 });
+    const refused = (await take(key, month)).decision;
+    expect(refused.outcome).toBe("denied");
+    if (refused.outcome !== "denied") return;
+    const untilBoundary = calendarPeriodAt(month, Date.now()).endMs - Date.now();
+    expect(Math.abs(refused.retryAfterMs - untilBoundary)).toBeLessThanOrEqual(2_000);
+    expect(refused.resetMs).toBe(refused.retryAfterMs);
+    expect((await take(key, month, 6)).decision).toMatchObject({ outcome: "cost_exceeds_capacity" });
+  });
+
+  it("200 concurrent requests against a limit of 50 allow exactly 50 (no lease, no estimate)", async () => {
+    const key = client();
+    const fifty = calendarPolicy(50, "week", "America/New_York");
+    const decisions = await Promise.all(Array.from({ length: 200 }, () => take(key, fifty)));
+    expect(decisions.filter((d) => d.decision.outcome === "allowed")).toHaveLength(50);
+    expect(await peek(key, fifty)).toMatchObject({ outcome: "allowed", remaining: 0 });
+  });
+
+  it("a refund gives back a charge's units once, and nothing across a reset", async () => {
+    const key = client();
+    const three = calendarPolicy(3, "day", "Asia/Kolkata");
+    const first = await take(key, three, 2);
+    expect(first.charged).not.toBeNull();
+    await backend.refund([{ charge: charge(key, three, 2)[0]!, charged: first.charged! }], signal);
+    expect(await peek(key, three)).toMatchObject({ remaining: 3 });
+    await backend.refund([{ charge: charge(key, three, 2)[0]!, charged: first.charged! }], signal);
+    expect(await peek(key, three)).toMatchObject({ remaining: 3 });
+    const before = await take(key, three, 3);
+    await backend.reset([{ clientKey: key, bucket: "default" }], signal);
+    expect((await take(key, three, 3)).decision.outcome).toBe("allowed");
+    await backend.refund([{ charge: charge(key, three, 3)[0]!, charged: before.charged! }], signal);
+    expect(await peek(key, three)).toMatchObject({ outcome: "allowed", remaining: 0 });
+  });
+
+  it("an exact override sets a new limit without forgetting what was used", async () => {
+    const key = client();
+    const ref = { clientKey: key, bucket: "default" };
+    const four = calendarPolicy(4, "month", "UTC");
+    await take(key, four, 3);
+    await backend.setOverride(ref, calendarPolicy(10, "month", "UTC"), signal);
+    const raised = await take(key, four, 7);
+    expect(raised.decision).toMatchObject({ outcome: "allowed", remaining: 0 });
+    expect(raised.policy).toMatchObject({ capacity: 10 });
+    await backend.setOverride(ref, calendarPolicy(2, "month", "UTC"), signal);
+    expect((await take(key, four)).decision).toMatchObject({ outcome: "denied", remaining: 0 });
+    await backend.setOverride(ref, null, signal);
+    expect((await take(key, four)).decision).toMatchObject({ outcome: "denied", remaining: 0 });
+  });
+
+  it("through the gateway (real time): a day quota gives q=L;w=the day's length, 200s then 429 with Retry-After to the zone's next midnight", async () => {
+    // The zone whose next midnight is furthest away, so the test never straddles a boundary.
+    const zones = ["Pacific/Kiritimati", "Asia/Tokyo", "Asia/Kolkata", "Europe/Berlin", "UTC", "America/New_York", "America/Los_Angeles", "Pacific/Pago_Pago"];
+    const timeZone = zones.reduce((best, zone) => (calendarPeriodAt({ period: "day", timeZone: zone }, Date.now()).endMs > calendarPeriodAt({ period: "day", timeZone: best }, Date.now()).endMs ? zone : best));
+    const day = calendarPeriodAt({ period: "day", timeZone }, Date.now());
+    const rules = [{ name: "daily", key: "ip", algorithm: "calendar", limit: 2, period: "day", timeZone }];
+    const gateway = gatewayWith({ ...vars, LIMITER_RULES: JSON.stringify(rules) });
+    const ip = randomIp();
+    const first = await gateway("/", { ip });
+    expect(first.status).toBe(200);
+    expect(first.headers.get("RateLimit-Policy")).toBe(`"daily";q=2;w=${Math.ceil((day.endMs - day.startMs) / 1000)}`);
+    const untilMidnight = Math.ceil((day.endMs - Date.now()) / 1000);
+    const t = Number(/t=(\d+)/.exec(first.headers.get("RateLimit") ?? "")?.[1]);
+    expect(Math.abs(t - untilMidnight)).toBeLessThanOrEqual(2);
+    expect((await gateway("/", { ip })).status).toBe(200);
+    const refused = await gateway("/", { ip });
+    expect(refused.status).toBe(429);
+    expect(Math.abs(Number(refused.headers.get("Retry-After")) - untilMidnight)).toBeLessThanOrEqual(2);
+    expect(refused.headers.get("RateLimit")).toMatch(/^"daily";r=0;t=\d+$/);
   });
 });

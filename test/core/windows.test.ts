@@ -40,7 +40,7 @@ describe("window rules", () => {
       '"t" (#1) limit: is only for window rules (set "algorithm": "fixed-window" or "sliding-window"; a token bucket has capacity and rate)',
       '"t" (#1) window: is only for window rules (set "algorithm": "fixed-window" or "sliding-window"; a token bucket has capacity and rate)',
     ]);
-    expect(errorsOf([{ name: "a", algorithm: "leaky", capacity: 1, rate: 1 }])).toEqual(['"a" (#1) algorithm: must be token-bucket, fixed-window, sliding-window']);
+    expect(errorsOf([{ name: "a", algorithm: "leaky", capacity: 1, rate: 1 }])).toEqual(['"a" (#1) algorithm: must be token-bucket, fixed-window, sliding-window, calendar']);
     expect(errorsOf([{ name: "m", algorithm: "fixed-window" }])).toEqual([
       '"m" (#1) limit: is missing (a fixed-window rule needs limit and window)',
       '"m" (#1) window: is missing (a fixed-window rule needs limit and window)',

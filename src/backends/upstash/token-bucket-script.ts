@@ -266,4 +266,4 @@ return reply
 export const TOKEN_BUCKET_LUA = [PRELUDE, ...Object.values(LUA_ALGORITHMS).map((twin) => twin.lua), BODY].join("");
 
 /** SHA-1 of {@link TOKEN_BUCKET_LUA}, for EVALSHA; a test pins it to the script text. */
-export const TOKEN_BUCKET_SHA1 = "059d659c3e0db16721cb12077579cce3bd433f04";
+export const TOKEN_BUCKET_SHA1 = "a24fb50cd48605116de5bab054f6692464af6d2f";

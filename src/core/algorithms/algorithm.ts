@@ -11,7 +11,7 @@
  * a window's limit L is its `capacity`, and its window W the time its rate takes to deliver L
  * (`capacity × refillPeriodMs / refillTokens`), so overrides, headers and status read any policy alike.
  */
-export type AlgorithmName = "token-bucket" | "fixed-window" | "sliding-window";
+export type AlgorithmName = "token-bucket" | "fixed-window" | "sliding-window" | "calendar";
 
 /** The outcome of one `take`; times are whole milliseconds on the store's clock. */
 export type BucketDecision =

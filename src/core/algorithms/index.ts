@@ -6,6 +6,7 @@
  * (see docs/development.md).
  */
 import type { Algorithm, AlgorithmName, BucketDecision, Taken } from "./algorithm";
+import { calendar } from "./calendar";
 import { fixedWindow } from "./fixed-window";
 import { slidingWindow } from "./sliding-window";
 import { tokenBucket } from "./token-bucket";
@@ -15,6 +16,7 @@ export const ALGORITHMS = {
   "token-bucket": tokenBucket,
   "fixed-window": fixedWindow,
   "sliding-window": slidingWindow,
+  calendar,
 } as const satisfies Record<AlgorithmName, unknown>;
 
 /** An algorithm's id. */

@@ -6,6 +6,7 @@
 import type { AlgorithmId, AlgorithmPolicy, AlgorithmState, RatePolicy, RateState } from "../../../core/algorithms/index";
 import { DEFAULT_ALGORITHM } from "../../../core/algorithms/index";
 import type { LuaAlgorithm } from "./lua-algorithm";
+import { calendarLua } from "./calendar.lua";
 import { fixedWindowLua } from "./fixed-window.lua";
 import { slidingWindowLua } from "./sliding-window.lua";
 import { tokenBucketLua } from "./token-bucket.lua";
@@ -14,6 +15,7 @@ export const LUA_ALGORITHMS: { readonly [K in AlgorithmId]: LuaAlgorithm<Algorit
   "token-bucket": tokenBucketLua,
   "fixed-window": fixedWindowLua,
   "sliding-window": slidingWindowLua,
+  calendar: calendarLua,
 };
 
 /**
