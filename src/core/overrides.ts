@@ -46,7 +46,10 @@ export function compileOverride(rules: readonly Rule[], input: unknown, identity
   if (!client.ok) return client;
   if (input.capacity === undefined) return fail("capacity", "is missing");
   if (input.rate === undefined) return fail("rate", "is missing");
-  const compiled = compileRules([{ ...rule.rule.spec, capacity: input.capacity, rate: input.rate }]);
+  // Every algorithm's override is written as capacity and rate (for a window or a calendar quota:
+  // the limit, and the limit per window or period), so it checks as a bucket rule with the rule's cost.
+  const { algorithm: _algorithm, limit: _limit, window: _window, period: _period, timeZone: _timeZone, weekStart: _weekStart, ...shared } = rule.rule.spec;
+  const compiled = compileRules([{ ...shared, capacity: input.capacity, rate: input.rate }]);
   if (!compiled.ok) {
     const [error] = compiled.errors;
     return fail(error?.field ?? "(override)", error?.message ?? "does not check");

@@ -46,4 +46,21 @@ describe("run-time control (found by the model-based test)", () => {
     const limiter = new Limiter({ backend: memoryBackend(), rules: [{ name: "api", key: "header:x-api-key", capacity: 5, rate: 1 }] });
     expect(await checkClient(limiter, { rule: "api", client: { "header:x-api-key": "abc" }, cost: 50 })).toMatchObject({ ok: false, field: "cost" });
   });
+
+  it("an override of a window or calendar rule is written as capacity and rate, and applies", async () => {
+    const limiter = new Limiter({
+      backend: memoryBackend(),
+      rules: [
+        { name: "fixed", key: "header:x-api-key", algorithm: "fixed-window", limit: 2, window: "1h" },
+        { name: "monthly", key: "header:x-api-key", algorithm: "calendar", limit: 2, period: "month" },
+      ],
+    });
+    for (const rule of ["fixed", "monthly"]) {
+      expect(await putOverride(limiter, { rule, client: { "header:x-api-key": "vip" }, capacity: 5, rate: "5/1h" })).toMatchObject({ ok: true });
+    }
+    const request = { kind: "request", method: "GET", path: "/", headers: new Headers({ "x-api-key": "vip" }) } as const;
+    let allowed = 0;
+    for (let i = 0; i < 8; i++) if ((await limiter.check(request)).kind === "allowed") allowed += 1;
+    expect(allowed).toBe(5);
+  });
 });
