@@ -210,3 +210,19 @@ describe("Upstash backend on a real Redis through the REST bridge", () => {
     }
   });
 });
+
+describe("commands per allowed decision", () => {
+  it("three (EVALSHA, TIME, SET … GET) even when the bucket refilled and its key expired between calls", async () => {
+    // 1e6 tokens a second: one token refills in a microsecond, so each call's state expires before the next.
+    const charge = { clientKey: `fast-${crypto.randomUUID()}`, bucket: "api", policy: { capacity: 1_000_000_000, refillTokens: 1_000_000, refillPeriodMs: 1_000 }, cost: 1, enforced: true };
+    await backend.take([charge], AbortSignal.timeout(5_000));
+    await redis.sendCommand(["CONFIG", "RESETSTAT"]);
+    for (let i = 0; i < 10; i++) {
+      await backend.take([charge], AbortSignal.timeout(5_000));
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    const stats = String(await redis.sendCommand(["INFO", "commandstats"]));
+    const calls = (name: string) => Number(new RegExp(`cmdstat_${name}:calls=(\\d+)`).exec(stats)?.[1] ?? 0);
+    expect({ evalsha: calls("evalsha"), time: calls("time"), set: calls("set"), mget: calls("mget") }).toEqual({ evalsha: 10, time: 10, set: 10, mget: 0 });
+  });
+});

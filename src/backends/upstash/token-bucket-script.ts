@@ -207,7 +207,16 @@ local function decide(values)
 end
 
 local hinted = {}
-for i = 1, n do hinted[i] = arg(i, 5) end
+for i = 1, n do
+  hinted[i] = arg(i, 5)
+  -- A hinted state past the expiry it carries is gone from Redis (its TTL ended): read it as
+  -- absent, as Redis will answer, so a bucket that refilled to full is still a hint hit.
+  local state, override = split(hinted[i])
+  if override == '' and state ~= '' then
+    local expires_at = algorithms[i].expires_at(state, now_ms, rules[i])
+    if expires_at and expires_at <= now_ms then hinted[i] = '' end
+  end
+end
 if not charge then
   -- A peek or a refund: read, then write what a refund gives back.
   local values = {}
@@ -266,4 +275,4 @@ return reply
 export const TOKEN_BUCKET_LUA = [PRELUDE, ...Object.values(LUA_ALGORITHMS).map((twin) => twin.lua), BODY].join("");
 
 /** SHA-1 of {@link TOKEN_BUCKET_LUA}, for EVALSHA; a test pins it to the script text. */
-export const TOKEN_BUCKET_SHA1 = "a24fb50cd48605116de5bab054f6692464af6d2f";
+export const TOKEN_BUCKET_SHA1 = "223a02ff5b82bced0712d905fbf14086e0ff7230";
