@@ -101,7 +101,8 @@ class RequestCommand implements Cmd {
  * The window rules' adversarial schedule: waits until `leadMs` before the next whole second of the
  * wall clock (a 1 s fixed window's edge, on the store's clock too), then sends `n` concurrent
  * requests of one client spread over the isolates, and as soon as they are answered `n` more
- * (after the edge): L at the end of one window and L at the start of the next.
+ * (after the edge): L at the end of one window and L at the start of the next. On the fixed
+ * window the origin answers 401, a status its `count` keeps (no refund loosens the bound).
  */
 class EdgeBurstCommand implements Cmd {
   constructor(
@@ -115,7 +116,7 @@ class EdgeBurstCommand implements Cmd {
     model.step++;
     const wait = (1000 - (Date.now() % 1000) - this.leadMs + 1000) % 1000;
     await new Promise((resolve) => setTimeout(resolve, wait));
-    const burst = () => Promise.all(Array.from({ length: this.n }, (_, i) => send(model, stack, model.client(this.client), i % stack.urls.length, this.route, this.route === "fixed" ? 200 : undefined)));
+    const burst = () => Promise.all(Array.from({ length: this.n }, (_, i) => send(model, stack, model.client(this.client), i % stack.urls.length, this.route, this.route === "fixed" ? 401 : undefined)));
     const answers = [...(await burst()), ...(await burst())];
     model.log.push(`${model.step} ${this.toString()} → ${answers.map(short).join(" ")}`);
     model.verify();
