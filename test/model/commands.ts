@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import fc from "fast-check";
 import { Envelope, type Answer, type Violation } from "./envelope";
-import { ADMIN_TOKEN, localShare, OVERRIDABLE, ROUTES, RULES, type BucketRuleName, type ModelPolicy, type RouteName } from "./rules";
+import { ADMIN_TOKEN, isWindow, localShare, OVERRIDABLE, ROUTES, RULES, WINDOW_OVERRIDES, type BucketRuleName, type ModelPolicy, type RouteName } from "./rules";
 import type { ModelStack } from "./stack";
 
 /** Client names; the run's tag is put in front. `vip-*` is the prefix overrides' pattern; `std-c` the client whose bucket may be broken. */
@@ -94,6 +94,35 @@ class RequestCommand implements Cmd {
   }
   toString() {
     return `request(${CLIENTS[this.client]}, isolate ${this.isolate}, /${this.route}${this.asked === undefined ? "" : ` status ${this.asked}`}, ×${this.n})`;
+  }
+}
+
+/**
+ * The window rules' adversarial schedule: waits until `leadMs` before the next whole second of the
+ * wall clock (a 1 s fixed window's edge, on the store's clock too), then sends `n` concurrent
+ * requests of one client spread over the isolates, and as soon as they are answered `n` more
+ * (after the edge): L at the end of one window and L at the start of the next. On the fixed
+ * window the origin answers 401, a status its `count` keeps (no refund loosens the bound).
+ */
+class EdgeBurstCommand implements Cmd {
+  constructor(
+    readonly client: number,
+    readonly route: "fixed" | "slide",
+    readonly n: number,
+    readonly leadMs: number,
+  ) {}
+  check = () => true;
+  async run(model: RunModel, stack: ModelStack) {
+    model.step++;
+    const wait = (1000 - (Date.now() % 1000) - this.leadMs + 1000) % 1000;
+    await new Promise((resolve) => setTimeout(resolve, wait));
+    const burst = () => Promise.all(Array.from({ length: this.n }, (_, i) => send(model, stack, model.client(this.client), i % stack.urls.length, this.route, this.route === "fixed" ? 401 : undefined)));
+    const answers = [...(await burst()), ...(await burst())];
+    model.log.push(`${model.step} ${this.toString()} → ${answers.map(short).join(" ")}`);
+    model.verify();
+  }
+  toString() {
+    return `edgeBurst(${CLIENTS[this.client]}, /${this.route}, ${this.n} ${this.leadMs} ms before a second, ${this.n} after)`;
   }
 }
 
@@ -254,11 +283,11 @@ class PeekCommand implements Cmd {
     if (status !== 200 || bucket === undefined) found.push(...adminFailure(model, status, send, recv, `peek ${this.rule}/${client}`));
     else if (RULES[this.rule].mode === "enforce") {
       const rule = RULES[this.rule];
-      const { bound, used } = model.envelope.headroom(rule, client, recv, (a) => a.recv <= send);
-      if (bucket.remaining > bound - used + 1e-9) found.push({ kind: "remaining-too-high", message: `peek ${this.rule}/${client}: remaining ${bucket.remaining}, the envelope allows at most ${(bound - used).toFixed(2)}` });
+      const left = isWindow(rule) ? model.envelope.windowRemaining(rule, client, send, recv, 0) : model.envelope.bucketLeft(rule, client, recv, (a) => a.recv <= send);
+      if (bucket.remaining > left + 1e-9) found.push({ kind: "remaining-too-high", message: `peek ${this.rule}/${client}: remaining ${bucket.remaining}, the envelope allows at most ${left.toFixed(2)}` });
       const capacities = new Set(model.envelope.policies(rule, client, send, recv).map((p) => p.capacity));
       // While the store may be down, a peek may be answered from the isolate's local share.
-      if (model.envelope.storeMayBeDown({ send, recv })) for (const p of model.envelope.allPolicies(rule, client)) capacities.add(localShare(p, stack.settings.localFraction, rule.cost).capacity);
+      if (model.envelope.storeMayBeDown({ send, recv })) for (const p of model.envelope.allPolicies(rule, client)) capacities.add(localShare(p, stack.settings.localFraction, rule.cost, rule.algorithm).capacity);
       if (!capacities.has(bucket.capacity)) found.push({ kind: "headers", message: `peek ${this.rule}/${client}: capacity ${bucket.capacity}, in force [${[...capacities]}]` });
     }
     model.verify(found);
@@ -314,6 +343,11 @@ class PoisonCommand implements Cmd {
   }
 }
 
+/** An override's policy as a user writes it for the rule: for a window rule, the capacity per second (`capacity: L2, rate: L2`: L2 per 1 s window). */
+function policyFor(rule: BucketRuleName, policy: ModelPolicy | null): ModelPolicy | null {
+  return policy !== null && isWindow(RULES[rule]) ? { capacity: policy.capacity, rate: policy.capacity } : policy;
+}
+
 /** The command generators for a stack: what it can do (freezing and poisoning need Upstash). */
 export function commandsFor(stack: ModelStack): fc.Arbitrary<Cmd>[] {
   const isolates = stack.urls.length;
@@ -321,11 +355,12 @@ export function commandsFor(stack: ModelStack): fc.Arbitrary<Cmd>[] {
   const isolate = fc.integer({ min: 0, max: isolates - 1 });
   // Weighted towards the rules whose features interact most (blockFor, count).
   const rule = fc.constantFrom<BucketRuleName>(...OVERRIDABLE, "blocky", "counted");
+  const overridden = WINDOW_OVERRIDES ? rule : fc.constantFrom<BucketRuleName>(...OVERRIDABLE.filter((r) => !isWindow(RULES[r])), "blocky", "counted");
   const policy = fc.record({ capacity: fc.constantFrom(2, 3, 6, 40), rate: fc.constantFrom(1, 5, 20) });
-  const bucketRoutes: RouteName[] = ["plain", "plain", "heavy", "block", "block", "block", "count", "count", "count", "local"];
+  const bucketRoutes: RouteName[] = ["plain", "plain", "heavy", "block", "block", "block", "count", "count", "count", "local", "fixed", "fixed", "slide", "slide"];
   const request = fc
     .record({ client, isolate, route: fc.constantFrom(...bucketRoutes), n: fc.integer({ min: 1, max: 5 }), asked: fc.constantFrom(200, 401, 403, 500) })
-    .map(({ client, isolate, route, n, asked }) => new RequestCommand(client, isolate, route, n, route === "count" ? asked : undefined));
+    .map(({ client, isolate, route, n, asked }) => new RequestCommand(client, isolate, route, n, ROUTES[route].rules.some((r) => RULES[r].count !== undefined) ? asked : undefined));
   const commands: fc.Arbitrary<Cmd>[] = [
     request,
     request,
@@ -333,10 +368,13 @@ export function commandsFor(stack: ModelStack): fc.Arbitrary<Cmd>[] {
     request,
     fc.constantFrom(20, 60, 150, 400, 900).map((ms) => new SleepCommand(ms)),
     fc.constantFrom(20, 60, 150, 400, 900).map((ms) => new SleepCommand(ms)),
+    fc
+      .record({ client, route: fc.constantFrom("fixed" as const, "slide" as const), n: fc.integer({ min: 2, max: 5 }), leadMs: fc.constantFrom(15, 60) })
+      .map(({ client, route, n, leadMs }) => new EdgeBurstCommand(client, route, n, leadMs)),
     fc.record({ client, isolate, ms: fc.constantFrom(300, 800, 1500), disconnect: fc.boolean() }).map(({ client, isolate, ms, disconnect }) => new SlowCommand(client, isolate, ms, disconnect)),
     fc.record({ client, rule, isolate }).map(({ client, rule, isolate }) => new ResetCommand(client, rule, isolate)),
-    fc.record({ client, rule, policy: fc.option(policy, { freq: 3 }), isolate }).map(({ client, rule, policy, isolate }) => new OverrideCommand(client, rule, policy, isolate)),
-    fc.record({ rule, policy: fc.option(policy, { freq: 3 }), isolate }).map(({ rule, policy, isolate }) => new OverrideCommand(undefined, rule, policy, isolate)),
+    fc.record({ client, rule: overridden, policy: fc.option(policy, { freq: 3 }), isolate }).map(({ client, rule, policy, isolate }) => new OverrideCommand(client, rule, policyFor(rule, policy), isolate)),
+    fc.record({ rule: overridden, policy: fc.option(policy, { freq: 3 }), isolate }).map(({ rule, policy, isolate }) => new OverrideCommand(undefined, rule, policyFor(rule, policy), isolate)),
     fc.record({ client, rule: fc.constantFrom(...OVERRIDABLE, "shadow" as const), isolate }).map(({ client, rule, isolate }) => new PeekCommand(client, rule, isolate)),
   ];
   if (stack.freeze !== undefined) commands.push(fc.boolean().map((frozen) => new FreezeCommand(frozen)));

@@ -8,7 +8,8 @@ import { startModelStack, type BackendName, type ModelStack } from "./stack";
 /**
  * Issue 16, "Prove that the features compose": a model-based test. fast-check generates
  * sequences of operations (requests of several clients through several isolates, with costs,
- * statuses for a `count` rule, slow responses and disconnects for a concurrency rule, real time
+ * statuses for a `count` rule, slow responses and disconnects for a concurrency rule, bursts at
+ * the edges of a fixed and a sliding window (issue 18: each algorithm in the model), real time
  * passing, exact and prefix overrides set and removed, resets, peeks, and on Upstash the store
  * frozen and thawed and one client's bucket broken) and runs each against the real stack; after
  * every step the reference model (envelope.ts) checks the promise. A failure prints the shrunk
@@ -18,6 +19,7 @@ import { startModelStack, type BackendName, type ModelStack } from "./stack";
  *   MODEL_RUNS=200 npx vitest run test/model   a longer run (random seeds unless MODEL_SEED is set)
  *   MODEL_SURVEY=1                             collect every violation instead of stopping at the first
  *   MODEL_LOG=/tmp/model.log                   append every run's log (each step and its answers) to that file
+ *   MODEL_WINDOW_OVERRIDES=1                   also set overrides of the window rules (see rules.ts WINDOW_OVERRIDES)
  */
 const LONG_RUNS = Number(process.env.MODEL_RUNS ?? "0");
 const SURVEY = process.env.MODEL_SURVEY === "1";

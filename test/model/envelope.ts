@@ -1,4 +1,4 @@
-import { localShare, ROUTES, RULES, type BucketRuleModel, type BucketRuleName, type ModelPolicy, type RouteName } from "./rules";
+import { isWindow, limitOf, localShare, ROUTES, RULES, windowOf, type BucketRuleModel, type BucketRuleName, type ModelPolicy, type RouteName } from "./rules";
 
 /**
  * The reference model: what sluice promises, as a conservative envelope over what was observed.
@@ -13,11 +13,21 @@ import { localShare, ROUTES, RULES, type BucketRuleModel, type BucketRuleName, t
  *   happened between its request's sending and its answer; a refund of a `count` rule at most
  *   gives back the cost, after the charge, within the limiter's deadline of the answer, and never
  *   across a reset (it belongs to the bucket the reset replaced);
+ * - sliding window: a client's admitted units under a rule in any W are at most L (the most
+ *   permissive limit possibly in force, plus the refunds of its `count` rule's uncounted answers
+ *   among them). An admission's store time lies in [send, recv] (± slack), so only a set of
+ *   admissions whose [send, recv] all fit in less than W certainly shares a trailing window:
+ *   only such a set above L is a violation;
+ * - fixed window: per window aligned to the Unix epoch (on the wall clock: the store's), the
+ *   admissions certainly in it (send and recv in the same window) are at most L (plus refunds);
+ *   and any set that certainly fits in less than W at most 2L (L at the end of one window, L at
+ *   the start of the next). Both window checks skip a stretch a reset may fall in;
  * - block: after a 429 naming a `blockFor` rule, every request of that client under the rule
  *   SENT after the 429 arrived is refused until (refusal sent + blockFor − slack), unless a reset
  *   came between; a 429 during a known block announces (Retry-After) at least the block's rest;
  * - concurrency: checked at the origin (its own books: see origin.ts);
- * - degraded (`failMode: "local"`, X-Sluice-Degraded): per isolate, at most its local share;
+ * - degraded (`failMode: "local"`, X-Sluice-Degraded): per isolate, at most its local share
+ *   (a window's: a fraction of L, at least the cost, per the same W, by the same checks);
  * - fail open (no decision, no headers) is excused only while the store is frozen (until the
  *   breaker's cool-down after the thaw) or for a client whose own bucket is broken;
  * - headers agree with the status.
@@ -89,6 +99,8 @@ export class Envelope {
   readonly poisoned: { rule: BucketRuleName; client: string; at: number }[] = [];
   readonly violations: Violation[] = [];
   private checkedAnswers = 0;
+  /** Wall-clock ms minus performance.now() (a fixed window is aligned to the Unix epoch on the store's wall clock). */
+  private readonly wallOffset = Date.now() - performance.now();
 
   constructor(readonly options: EnvelopeOptions) {}
 
@@ -221,6 +233,12 @@ export class Envelope {
     return best;
   }
 
+  /** The most a bucket may hold for a client at t after the admissions `counted` selects (store decisions). */
+  bucketLeft(rule: BucketRuleModel, client: string, t: number, counted: (a: Answer) => boolean): number {
+    const { bound, used } = this.headroom(rule, client, t, counted);
+    return bound - used;
+  }
+
   private checkBuckets(answer: Answer): Violation[] {
     if (answer.route === "work" || !Envelope.admitted(answer)) return [];
     const out: Violation[] = [];
@@ -228,6 +246,10 @@ export class Envelope {
       if (rule.mode === "shadow") continue; // charged, never refuses: no bound on what passes
       const degraded = Envelope.degraded(answer);
       const isolate = degraded ? answer.isolate : undefined;
+      if (isWindow(rule)) {
+        out.push(...this.checkWindow(rule, answer, isolate));
+        continue;
+      }
       const { bound, used, from } = this.headroom(rule, answer.client, answer.recv, () => true, isolate);
       if (used > bound + 1e-9) {
         out.push({
@@ -237,6 +259,100 @@ export class Envelope {
       }
     }
     return out;
+  }
+
+  // ---- the window envelopes ----
+
+  /** Whether an admission may have been given back (a `count` rule's uncounted status): its units then free early. */
+  private refundable(rule: BucketRuleModel, a: Answer): boolean {
+    return rule.count !== undefined && !rule.count.includes(a.status);
+  }
+
+  /** Whether a reset of the client's rule (even one whose admin request failed) may have happened in [from, to]. */
+  private resetMayFall(rule: BucketRuleModel, client: string, from: number, to: number): boolean {
+    return this.resetsOf(rule, client).some((r) => r.recv >= from && r.send <= to);
+  }
+
+  /** Of the window policies possibly in force in [s, t] (a degraded isolate's: local shares of any ever possible), the largest limit, the shortest window, and every window. */
+  private windowPolicies(rule: BucketRuleModel, client: string, s: number, t: number, local: boolean): { limit: number; window: number; windows: Set<number> } {
+    const policies = local ? this.allPolicies(rule, client).map((p) => localShare(p, this.options.localFraction, rule.cost, rule.algorithm)) : this.policies(rule, client, s, t);
+    const windows = new Set(policies.map(windowOf));
+    return { limit: Math.max(...policies.map((p) => limitOf(rule, p))), window: Math.min(...windows), windows };
+  }
+
+  /** The epoch-aligned window of length w (its index) an answer's store time certainly falls in, or undefined when it may fall in two. */
+  private certainWindow(a: Pick<Answer, "send" | "recv">, w: number): number | undefined {
+    const first = Math.floor((a.send - SLACK_MS + this.wallOffset) / w);
+    return first === Math.floor((a.recv + SLACK_MS + this.wallOffset) / w) ? first : undefined;
+  }
+
+  /**
+   * The window promises for an admission (store decisions, or one isolate's degraded ones): every
+   * set of admissions that certainly fits in less than W holds at most L units (fixed: 2L); a
+   * fixed window's admissions certainly in one aligned window at most L. Refunds of uncounted
+   * answers in a set raise its bound by their cost; a set a reset may fall in is not checked.
+   * With overrides of several windows possible, the sliding check uses the shortest W and the
+   * largest L (sound: every decision's own window covers the set), and the fixed checks are
+   * skipped (windows of other lengths are aligned otherwise).
+   */
+  private checkWindow(rule: BucketRuleModel, answer: Answer, isolate: number | undefined): Violation[] {
+    const local = isolate !== undefined;
+    const client = answer.client;
+    const admissions = this.charges(rule, client, local ? { isolate } : "store");
+    const units = (set: readonly Answer[]) => set.length * rule.cost;
+    const refunds = (set: readonly Answer[]) => set.filter((a) => this.refundable(rule, a)).length * rule.cost;
+    const violation = (message: string): Violation[] => [
+      { kind: local ? "local-share-exceeded" : "over-admission", message: `${rule.name}/${client}${local ? ` on isolate ${isolate} (degraded)` : ""} (${rule.algorithm}): ${message} (answer #${answer.id}, step ${answer.step})` },
+    ];
+    const all = this.windowPolicies(rule, client, -Infinity, Infinity, local);
+    const fixed = rule.algorithm === "fixed-window";
+    if (fixed && all.windows.size !== 1) return [];
+    const longest = Math.max(...all.windows);
+    // Sets holding this answer, each anchored at its earliest-sent admission.
+    for (const anchor of admissions) {
+      if (anchor.send > answer.send) continue;
+      const from = anchor.send - SLACK_MS;
+      const { limit, window } = this.windowPolicies(rule, client, from, from + longest + 2 * SLACK_MS, local);
+      const fits = (a: Answer) => a.send >= anchor.send && a.recv + SLACK_MS < from + window;
+      if (!fits(answer)) continue;
+      const set = admissions.filter(fits);
+      const to = Math.max(...set.map((a) => a.recv)) + SLACK_MS;
+      if (this.resetMayFall(rule, client, from, to)) continue;
+      const bound = (fixed ? 2 * limit : limit) + refunds(set);
+      if (units(set) > bound) {
+        return violation(`${units(set)} units admitted within ${Math.round(to - from)} ms (< W ${window} ms): answers #${set.map((a) => a.id).join(", #")} sent ${fmt(anchor.send)}…, the envelope allows ${bound} in a trailing W`);
+      }
+    }
+    if (fixed) {
+      const w = all.window;
+      const k = this.certainWindow(answer, w);
+      if (k === undefined) return [];
+      const start = k * w - this.wallOffset;
+      if (this.resetMayFall(rule, client, start - SLACK_MS, start + w + SLACK_MS)) return [];
+      const set = admissions.filter((a) => this.certainWindow(a, w) === k);
+      const bound = this.windowPolicies(rule, client, start - SLACK_MS, start + w + SLACK_MS, local).limit + refunds(set);
+      if (units(set) > bound) return violation(`${units(set)} units admitted certainly in the aligned window [${k * w}, ${(k + 1) * w}) (epoch ms): answers #${set.map((a) => a.id).join(", #")}, the envelope allows ${bound}`);
+    }
+    return [];
+  }
+
+  /**
+   * The most a window rule may say is left for a client (store decisions) at a decision made in
+   * [send, recv], charging `cost`: the largest limit possibly in force, minus the cost, minus the
+   * units of the admissions decided before (answered by `send`) that certainly still count then
+   * (in the trailing W; in the same aligned window) and can have been neither refunded nor reset.
+   */
+  windowRemaining(rule: BucketRuleModel, client: string, send: number, recv: number, cost: number): number {
+    const { limit } = this.windowPolicies(rule, client, send - SLACK_MS, recv + SLACK_MS, false);
+    const all = this.windowPolicies(rule, client, -Infinity, Infinity, false);
+    const earlier = this.charges(rule, client, "store").filter((a) => a.recv <= send && !this.refundable(rule, a) && !this.resetMayFall(rule, client, a.send - SLACK_MS, recv + SLACK_MS));
+    let counting: Answer[] = [];
+    if (rule.algorithm === "sliding-window") counting = earlier.filter((a) => a.send - SLACK_MS + all.window > recv + SLACK_MS);
+    else if (all.windows.size === 1) {
+      const k = this.certainWindow({ send, recv }, all.window);
+      if (k !== undefined) counting = earlier.filter((a) => this.certainWindow(a, all.window) === k);
+    }
+    return limit - cost - counting.length * rule.cost;
   }
 
   // ---- blocks ----
@@ -305,7 +421,7 @@ export class Envelope {
     const limit = parseItems(h["ratelimit"])[0];
     const degraded = Envelope.degraded(answer);
     const capacitiesOf = (rule: BucketRuleModel) => {
-      const policies = degraded ? this.allPolicies(rule, answer.client).map((p) => localShare(p, this.options.localFraction, rule.cost)) : this.policies(rule, answer.client, answer.send, answer.recv);
+      const policies = degraded ? this.allPolicies(rule, answer.client).map((p) => localShare(p, this.options.localFraction, rule.cost, rule.algorithm)) : this.policies(rule, answer.client, answer.send, answer.recv);
       return new Set(policies.map((p) => p.capacity));
     };
     const checkPolicyHeaders = () => {
@@ -360,8 +476,7 @@ export class Envelope {
     // What the headers say is left never exceeds what the envelope allows after this admission.
     const rule = rules.find((r) => r.name === limit?.name);
     if (rule !== undefined && limit !== undefined && !degraded) {
-      const { bound, used } = this.headroom(rule, answer.client, answer.recv, (a) => a === answer || a.recv <= answer.send);
-      const left = bound - used;
+      const left = isWindow(rule) ? this.windowRemaining(rule, answer.client, answer.send, answer.recv, rule.cost) : this.bucketLeft(rule, answer.client, answer.recv, (a) => a === answer || a.recv <= answer.send);
       if (Number(limit.params.r) > left + 1e-9) bad(`RateLimit r=${limit.params.r} for ${rule.name}, the envelope allows at most ${left.toFixed(2)} left`, "remaining-too-high");
     }
     return out;

@@ -6,14 +6,19 @@
 export const ADMIN_TOKEN = "model-test-admin-token-0123456789";
 
 export interface ModelPolicy {
+  /** A bucket's capacity C; a window's limit L. */
   readonly capacity: number;
-  /** Tokens per second. */
+  /** Tokens per second; a window's L per W (so W = capacity / rate seconds, as an override of a window rule states it). */
   readonly rate: number;
 }
+
+export type AlgorithmName = "token-bucket" | "fixed-window" | "sliding-window";
 
 export interface BucketRuleModel {
   readonly name: BucketRuleName;
   readonly kind: "bucket";
+  /** How the store counts: a token bucket, or a window of L per W (`policy`: capacity L, rate L/W). */
+  readonly algorithm: AlgorithmName;
   readonly policy: ModelPolicy;
   readonly cost: number;
   readonly mode: "enforce" | "shadow";
@@ -34,6 +39,7 @@ export type RuleModel = BucketRuleModel | ConcurrencyRuleModel;
 const bucket = (name: BucketRuleName, fields: Partial<BucketRuleModel> & { policy: ModelPolicy }): BucketRuleModel => ({
   name,
   kind: "bucket",
+  algorithm: "token-bucket",
   cost: 1,
   mode: "enforce",
   failMode: "open",
@@ -51,10 +57,13 @@ export const RULES = {
   blocky: bucket("blocky", { policy: { capacity: 2, rate: 10 }, blockForMs: 2_000, failMode: "closed" }),
   counted: bucket("counted", { policy: { capacity: 3, rate: 2 }, count: [401, 403], failMode: "closed" }),
   local: bucket("local", { policy: { capacity: 5, rate: 5 }, failMode: "local" }),
+  // Windows of 1 s: 3 per epoch-aligned second with refunds; 4 in every trailing second, decided locally in an outage.
+  fixed: bucket("fixed", { algorithm: "fixed-window", policy: { capacity: 3, rate: 3 }, count: [401, 403], failMode: "closed" }),
+  sliding: bucket("sliding", { algorithm: "sliding-window", policy: { capacity: 4, rate: 4 }, failMode: "local" }),
   inflight: { name: "inflight", kind: "concurrency", limit: 2 } as ConcurrencyRuleModel,
 } as const;
 
-export type BucketRuleName = "plain" | "shadow" | "heavy" | "blocky" | "counted" | "local";
+export type BucketRuleName = "plain" | "shadow" | "heavy" | "blocky" | "counted" | "local" | "fixed" | "sliding";
 
 /** Routes the commands use: path prefix → the rules that cover it. */
 export const ROUTES = {
@@ -63,6 +72,8 @@ export const ROUTES = {
   block: { path: "/block", rules: ["blocky"] },
   count: { path: "/count", rules: ["counted"] },
   local: { path: "/local", rules: ["local"] },
+  fixed: { path: "/fixed", rules: ["fixed"] },
+  slide: { path: "/slide", rules: ["sliding"] },
 } as const satisfies Record<string, { path: string; rules: readonly BucketRuleName[] }>;
 
 export type RouteName = keyof typeof ROUTES;
@@ -75,13 +86,47 @@ export const MODEL_RULES = [
   { name: "blocky", match: { path: "/block/*" }, key: "header:x-api-key", capacity: 2, rate: 10, blockFor: "2s", failMode: "closed" },
   { name: "counted", match: { path: "/count/*" }, key: "header:x-api-key", capacity: 3, rate: 2, count: [401, 403], failMode: "closed" },
   { name: "local", match: { path: "/local/*" }, key: "header:x-api-key", capacity: 5, rate: 5, failMode: "local" },
+  { name: "fixed", match: { path: "/fixed/*" }, key: "header:x-api-key", algorithm: "fixed-window", limit: 3, window: "1s", count: [401, 403], failMode: "closed" },
+  { name: "sliding", match: { path: "/slide/*" }, key: "header:x-api-key", algorithm: "sliding-window", limit: 4, window: "1s", failMode: "local" },
   { name: "inflight", match: { path: "/work/*" }, key: "header:x-api-key", concurrency: 2, failMode: "closed" },
 ];
 
 /** The rules overrides may address (the shadow rule too: it is charged like the others). */
-export const OVERRIDABLE: readonly BucketRuleName[] = ["plain", "heavy", "blocky", "counted", "local"];
+export const OVERRIDABLE: readonly BucketRuleName[] = ["plain", "heavy", "blocky", "counted", "local", "fixed", "sliding"];
 
-/** A degraded isolate's share of a policy, as docs/operations.md defines it: capacity rounded down (at least the cost), refill slowed alike. */
-export function localShare(policy: ModelPolicy, fraction: number, cost: number): ModelPolicy {
-  return { capacity: Math.min(policy.capacity, Math.max(cost, Math.floor(policy.capacity * fraction))), rate: policy.rate * fraction };
+/**
+ * Whether the model sets overrides of the window rules through the admin API. Off while the admin
+ * API refuses them: PUT and DELETE /__limiter/admin/overrides for a fixed-window or sliding-window
+ * rule answer 400 `capacity: is not used by a fixed-window rule` (src/core/overrides.ts
+ * `compileOverride` compiles the rule's spec, which has limit and window, with capacity and rate
+ * added). Turn on with the fix: the envelope already bounds window overrides (L2 per 1 s).
+ */
+export const WINDOW_OVERRIDES = process.env.MODEL_WINDOW_OVERRIDES === "1";
+
+/** Whether a rule counts in windows (its policy is L per W) rather than with a token bucket. */
+export const isWindow = (rule: BucketRuleModel): boolean => rule.algorithm !== "token-bucket";
+
+/** The largest limit a sliding window decides (src/core/algorithms/sliding-window.ts: a larger override is decided at it). */
+export const MAX_SLIDING_LIMIT = 1_000;
+
+/**
+ * A window policy's W in ms: the time its rate takes to deliver its capacity, rounded up as the
+ * store rounds it (src/core/algorithms/window-policy.ts).
+ *
+ * @example
+ * windowOf({ capacity: 3, rate: 3 }); // 1000
+ */
+export function windowOf(policy: ModelPolicy): number {
+  return Math.max(1, Math.ceil((policy.capacity * 1000) / policy.rate - 1e-9));
+}
+
+/** The limit a window policy decides: its capacity (a sliding window's at most MAX_SLIDING_LIMIT). */
+export function limitOf(rule: BucketRuleModel, policy: ModelPolicy): number {
+  return rule.algorithm === "sliding-window" ? Math.min(policy.capacity, MAX_SLIDING_LIMIT) : policy.capacity;
+}
+
+/** A degraded isolate's share of a policy, as docs/operations.md defines it: capacity rounded down (at least the cost), refill slowed alike (a window's W kept: rate scaled with its limit). */
+export function localShare(policy: ModelPolicy, fraction: number, cost: number, algorithm: AlgorithmName = "token-bucket"): ModelPolicy {
+  const capacity = Math.min(policy.capacity, Math.max(cost, Math.floor(policy.capacity * fraction)));
+  return { capacity, rate: algorithm === "token-bucket" ? policy.rate * fraction : (capacity * 1000) / windowOf(policy) };
 }
