@@ -136,9 +136,12 @@ function holdSlots(c: Context, limiter: Limiter, verdict: Verdict): { release: (
         clearInterval(timer);
         if (released) return reader.cancel(reason).catch(() => {}); // lapsing with its lease already
         const giveUp = setTimeout(() => void reader.cancel(reason).catch(() => {}), leaseMs);
-        void drain(reader).finally(() => {
+        void drain(reader).then((ended) => {
           clearTimeout(giveUp);
-          release();
+          // Read to its end: the origin's answer settled. Cut off (the runtime cancelled the
+          // origin's fetch when the client left): its work may go on unseen, so the slot lapses.
+          if (ended) release();
+          else lapse();
         });
       },
     });
@@ -147,12 +150,13 @@ function holdSlots(c: Context, limiter: Limiter, verdict: Verdict): { release: (
   return { release, untilSent };
 }
 
-/** Reads a stream to its end (or its error), dropping what it reads. */
-async function drain(reader: ReadableStreamDefaultReader<Uint8Array>): Promise<void> {
+/** Reads a stream to its end, dropping what it reads: true when it ended, false when it failed or was cancelled. */
+async function drain(reader: ReadableStreamDefaultReader<Uint8Array>): Promise<boolean> {
   try {
     while (!(await reader.read()).done);
+    return true;
   } catch {
-    // The origin's stream failed or was cancelled: its answer has settled either way.
+    return false;
   }
 }
 
