@@ -19,7 +19,7 @@ import { startModelStack, type BackendName, type ModelStack } from "./stack";
  *   MODEL_RUNS=200 npx vitest run test/model   a longer run (random seeds unless MODEL_SEED is set)
  *   MODEL_SURVEY=1                             collect every violation instead of stopping at the first
  *   MODEL_LOG=/tmp/model.log                   append every run's log (each step and its answers) to that file
- *   MODEL_WINDOW_OVERRIDES=1                   also set overrides of the window rules (see rules.ts WINDOW_OVERRIDES)
+ *   MODEL_WINDOW_OVERRIDES=0                   leave out overrides of the window rules (see rules.ts WINDOW_OVERRIDES)
  */
 const LONG_RUNS = Number(process.env.MODEL_RUNS ?? "0");
 const SURVEY = process.env.MODEL_SURVEY === "1";

@@ -95,13 +95,10 @@ export const MODEL_RULES = [
 export const OVERRIDABLE: readonly BucketRuleName[] = ["plain", "heavy", "blocky", "counted", "local", "fixed", "sliding"];
 
 /**
- * Whether the model sets overrides of the window rules through the admin API. Off while the admin
- * API refuses them: PUT and DELETE /__limiter/admin/overrides for a fixed-window or sliding-window
- * rule answer 400 `capacity: is not used by a fixed-window rule` (src/core/overrides.ts
- * `compileOverride` compiles the rule's spec, which has limit and window, with capacity and rate
- * added). Turn on with the fix: the envelope already bounds window overrides (L2 per 1 s).
+ * Whether the model sets overrides of the window rules through the admin API (on; MODEL_WINDOW_OVERRIDES=0
+ * leaves them out). The envelope bounds window overrides (L2 per 1 s).
  */
-export const WINDOW_OVERRIDES = process.env.MODEL_WINDOW_OVERRIDES === "1";
+export const WINDOW_OVERRIDES = process.env.MODEL_WINDOW_OVERRIDES !== "0";
 
 /** Whether a rule counts in windows (its policy is L per W) rather than with a token bucket. */
 export const isWindow = (rule: BucketRuleModel): boolean => rule.algorithm !== "token-bucket";
