@@ -164,6 +164,7 @@ export function compileRules(specs: unknown, defaultFailMode: FailMode = DEFAULT
   const rules: Rule[] = [];
   const concurrency: ConcurrencyRule[] = [];
   const seen = new Set<string>();
+  // biome-ignore lint/suspicious/useIterableCallbackReturn: each rule's checks stop early by returning fail(…), which returns nothing
   specs.forEach((raw: unknown, index) => {
     const label = isObject(raw) && typeof raw.name === "string" ? `"${raw.name}" (#${index + 1})` : `#${index + 1}`;
     const fail = (field: string, message: string) => {

@@ -71,7 +71,7 @@ async function send(model: RunModel, stack: ModelStack, client: string, isolate:
 
 function short(answer: Answer): string {
   const h = answer.headers;
-  const extra = answer.status === 429 ? ` RA=${h["retry-after"]}` : h["ratelimit"] ? ` ${h["ratelimit"]}` : h["x-model-origin"] ? " no-headers" : "";
+  const extra = answer.status === 429 ? ` RA=${h["retry-after"]}` : h.ratelimit ? ` ${h.ratelimit}` : h["x-model-origin"] ? " no-headers" : "";
   return `#${answer.id}:${answer.status}${h["x-sluice-degraded"] ? "(local)" : ""}${extra} @${Math.round(answer.send)}-${Math.round(answer.recv)}`;
 }
 

@@ -418,7 +418,7 @@ export class Envelope {
     const rules = this.rulesOf(answer);
     const enforced = rules.filter((r) => r.mode === "enforce");
     const policyItems = parseItems(h["ratelimit-policy"]);
-    const limit = parseItems(h["ratelimit"])[0];
+    const limit = parseItems(h.ratelimit)[0];
     const degraded = Envelope.degraded(answer);
     const capacitiesOf = (rule: BucketRuleModel) => {
       const policies = degraded ? this.allPolicies(rule, answer.client).map((p) => localShare(p, this.options.localFraction, rule.cost, rule.algorithm)) : this.policies(rule, answer.client, answer.send, answer.recv);

@@ -32,8 +32,9 @@ const aligned = (ms: number, w: number) => floorDiv(Math.max(0, ms), w) * w;
 function current(state: FixedWindowState | undefined, policy: BucketPolicy, nowMs: number): { startMs: number; used: number } {
   const w = windowMs(policy);
   const now = aligned(nowMs, w);
-  const stored = state === undefined ? undefined : aligned(state.windowStartMs, w);
-  return stored !== undefined && stored >= now ? { startMs: stored, used: state!.used } : { startMs: now, used: 0 };
+  if (state === undefined) return { startMs: now, used: 0 };
+  const stored = aligned(state.windowStartMs, w);
+  return stored >= now ? { startMs: stored, used: state.used } : { startMs: now, used: 0 };
 }
 
 /**

@@ -64,7 +64,10 @@ export function takeSlidingWindow(
   const log = live(state, w, nowMs);
   const used = sum(log);
   const remaining = Math.max(0, limit - used);
-  const freesInMs = (entries: readonly Admission[]) => (entries.length === 0 ? 0 : entries[0]!.atMs + w - nowMs);
+  const freesInMs = (entries: readonly Admission[]) => {
+    const first = entries[0];
+    return first === undefined ? 0 : first.atMs + w - nowMs;
+  };
   const resetMs = freesInMs(log);
   const blockForMs = policy.blockForMs ?? 0;
   const blockedUntilMs = blockForMs > 0 ? (state?.blockedUntilMs ?? 0) : 0;
@@ -120,8 +123,9 @@ export function refundSlidingWindow(state: SlidingWindowState | undefined, polic
   if (state === undefined || stampMs === undefined || state.generation !== charged.generation) return state;
   const log = live(state, windowMs(policy), nowMs);
   const index = log.findIndex(({ atMs }) => atMs === stampMs);
-  if (index === -1) return state;
-  const { units } = log[index]!;
+  const entry = log[index];
+  if (entry === undefined) return state;
+  const { units } = entry;
   const left = units - Math.min(cost, units);
   if (left === units) return state;
   const given = left === 0 ? [...log.slice(0, index), ...log.slice(index + 1)] : log.map((entry, i) => (i === index ? { atMs: stampMs, units: left } : entry));
