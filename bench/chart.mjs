@@ -31,7 +31,15 @@ export function accuracyChart(results, labels, title) {
     xMax: seconds,
     yMax: niceMax(Math.max(...policyPerSecond, ...perSecond.flat())),
     series: [
-      { label: "policy: burst, then rate", color: "#000", dashed: true, points: policyPerSecond.flatMap((v, s) => [[s, v], [s + 1, v]]) },
+      {
+        label: "policy: burst, then rate",
+        color: "#000",
+        dashed: true,
+        points: policyPerSecond.flatMap((v, s) => [
+          [s, v],
+          [s + 1, v],
+        ]),
+      },
       ...results.map((r, i) => ({
         label: labels[r.limiter] ?? r.limiter,
         color: COLORS[i % COLORS.length] ?? "#000",
@@ -47,7 +55,15 @@ export function accuracyChart(results, labels, title) {
     xMax: seconds,
     yMax: niceMax(cumulativeMax),
     series: [
-      { label: "capacity + rate × t", color: "#000", dashed: true, points: [[0, policy.capacity], [maxElapsed, cumulativeMax]] },
+      {
+        label: "capacity + rate × t",
+        color: "#000",
+        dashed: true,
+        points: [
+          [0, policy.capacity],
+          [maxElapsed, cumulativeMax],
+        ],
+      },
       ...results.map((r, i) => ({
         label: labels[r.limiter] ?? r.limiter,
         color: COLORS[i % COLORS.length] ?? "#000",
@@ -74,9 +90,7 @@ export function accuracyChart(results, labels, title) {
  */
 function perSecondCounts(result, seconds) {
   const perSecond = 1000 / result.intervalMs;
-  return Array.from({ length: seconds }, (_, s) =>
-    result.allowedPerInterval.slice(s * perSecond, (s + 1) * perSecond).reduce((a, b) => a + b, 0),
-  );
+  return Array.from({ length: seconds }, (_, s) => result.allowedPerInterval.slice(s * perSecond, (s + 1) * perSecond).reduce((a, b) => a + b, 0));
 }
 
 /**

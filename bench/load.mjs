@@ -63,20 +63,21 @@ export async function runLoad(options) {
   /** @type {Promise<autocannon.Result>} */
   const done = new Promise((resolve, reject) => ([finished, failed] = [resolve, reject]));
   // With a callback autocannon returns its instance, whose events give each answer's status and time.
-  const instance = autocannon({
-    url: options.url,
-    connections: options.connections,
-    duration: options.durationS,
-    maxOverallRequests: options.maxRequests,
-    overallRate: options.overallRate,
-    headers: options.headers ?? {},
-    timeout: 10,
-    // autocannon notices the end of a run at its next sample: sample often, so runs end promptly.
-    sampleInt: 100,
-    setupClient: options.keyPerConnection
-      ? (client) => client.setHeaders({ ...options.headers, "x-api-key": `${options.keyPerConnection}-${connection++}` })
-      : undefined,
-  }, (error, result) => (error ? failed(error) : finished(result)));
+  const instance = autocannon(
+    {
+      url: options.url,
+      connections: options.connections,
+      duration: options.durationS,
+      maxOverallRequests: options.maxRequests,
+      overallRate: options.overallRate,
+      headers: options.headers ?? {},
+      timeout: 10,
+      // autocannon notices the end of a run at its next sample: sample often, so runs end promptly.
+      sampleInt: 100,
+      setupClient: options.keyPerConnection ? (client) => client.setHeaders({ ...options.headers, "x-api-key": `${options.keyPerConnection}-${connection++}` }) : undefined,
+    },
+    (error, result) => (error ? failed(error) : finished(result)),
+  );
   instance.on("response", (_client, statusCode, _bytes, responseTime) => {
     const now = performance.now();
     lastResponseAt = now;
@@ -89,8 +90,7 @@ export async function runLoad(options) {
   const responses = latencies.length;
   const elapsedS = Math.max(((lastResponseAt || performance.now()) - startedAt) / 1000, 1e-3);
   latencies.sort((a, b) => a - b);
-  const count = (/** @type {(code: number) => boolean} */ match) =>
-    Object.entries(statusCodes).reduce((sum, [code, n]) => sum + (match(Number(code)) ? n : 0), 0);
+  const count = (/** @type {(code: number) => boolean} */ match) => Object.entries(statusCodes).reduce((sum, [code, n]) => sum + (match(Number(code)) ? n : 0), 0);
   const allowed = count((code) => code >= 200 && code < 300);
   const refused = count((code) => code === 429);
   return {

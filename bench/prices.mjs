@@ -122,9 +122,7 @@ export function costPerMillion(store, row) {
       // Counted where the gateway counts its objects' storage calls (every put, delete, setAlarm
       // and deleteAll is a row written); otherwise derived: at most one write per object call, and none for a refusal.
       const ops = row.storageOps;
-      const rowsWritten = ops
-        ? ((ops.put ?? 0) + (ops.delete ?? 0) + (ops.setAlarm ?? 0) + (ops.deleteAll ?? 0)) / decisions
-        : Math.min(requests, row.allowed / decisions);
+      const rowsWritten = ops ? ((ops.put ?? 0) + (ops.delete ?? 0) + (ops.setAlarm ?? 0) + (ops.deleteAll ?? 0)) / decisions : Math.min(requests, row.allowed / decisions);
       const usd = requests * PRICES.durableObjectRequest.usd + rowsWritten * PRICES.durableObjectRowWritten.usd;
       return result(usd, usd, { durableObjectRequests: requests, [ops ? "rowsWrittenCounted" : "rowsWritten"]: rowsWritten });
     }

@@ -38,7 +38,11 @@ export async function connectRedisStats(url) {
       const info = String(await client.sendCommand(["INFO", "server"]));
       return /redis_version:([^\r\n]+)/.exec(info)?.[1] ?? "unknown";
     },
-    close: () => client.quit().then(() => undefined, () => client.destroy()),
+    close: () =>
+      client.quit().then(
+        () => undefined,
+        () => client.destroy(),
+      ),
   };
 }
 

@@ -17,10 +17,8 @@ import { costPerMillion, LEFT_OUT, PRICES, PRICES_READ_ON } from "./prices.mjs";
  */
 export function compare({ bareRuns, rows, accuracy, hotKey }) {
   const bareRps = bareRuns.reduce((a, r) => a + r.rps, 0) / bareRuns.length;
-  const row = (/** @type {string} */ limiter, /** @type {string} */ scenario) =>
-    rows.find((r) => r.limiter === limiter && r.scenario === scenario);
-  const ratio = (/** @type {number | null | undefined} */ a, /** @type {number | null | undefined} */ b) =>
-    a == null || b == null || b === 0 ? null : a / b;
+  const row = (/** @type {string} */ limiter, /** @type {string} */ scenario) => rows.find((r) => r.limiter === limiter && r.scenario === scenario);
+  const ratio = (/** @type {number | null | undefined} */ a, /** @type {number | null | undefined} */ b) => (a == null || b == null || b === 0 ? null : a / b);
 
   /** @type {Record<string, Record<string, number | null>>} */
   const ratios = {};
@@ -40,35 +38,32 @@ export function compare({ bareRuns, rows, accuracy, hotKey }) {
 
   /** @type {TargetResult[]} */
   const targets = [];
-  const check = (/** @type {string} */ target, /** @type {boolean | null} */ ok, /** @type {string} */ figure) =>
-    targets.push({ target, status: ok === null ? "N/A" : ok ? "PASS" : "MISS", figure });
+  const check = (/** @type {string} */ target, /** @type {boolean | null} */ ok, /** @type {string} */ figure) => targets.push({ target, status: ok === null ? "N/A" : ok ? "PASS" : "MISS", figure });
   const x = (/** @type {number | null} */ v) => (v === null ? "n/a" : `${v.toFixed(2)}×`);
 
   const doAllowed = ratio(row("sluice-do", "allowed")?.rps, bareRps);
   check("sluice allowed path ≥ 0.6 × bare req/s, aim 0.8 (Durable Object)", doAllowed === null ? null : doAllowed >= 0.6, x(doAllowed));
-  for (const [id, name] of [["sluice-do", "Durable Object"], ["sluice-upstash", "Upstash"]]) {
+  for (const [id, name] of [
+    ["sluice-do", "Durable Object"],
+    ["sluice-upstash", "Upstash"],
+  ]) {
     const flood = row(id ?? "", "flood");
     const r = ratio(flood?.rps, bareRps);
     check(`refused path under a flood ≥ 0.9 × bare req/s (${name})`, r === null ? null : r >= 0.9, x(r));
     const calls = flood?.backendCallsPerRequest ?? null;
-    check(
-      `refused path backend calls per request ≤ 0.05 (${name})`,
-      calls === null ? null : calls <= 0.05,
-      calls === null ? "n/a" : calls.toFixed(3),
-    );
+    check(`refused path backend calls per request ≤ 0.05 (${name})`, calls === null ? null : calls <= 0.05, calls === null ? "n/a" : calls.toFixed(3));
   }
   // Metrics on (the default) against off, same run: the recording and flushing must cost no more than noise.
   for (const scenario of ["allowed", "flood"]) {
     const r = ratio(row("sluice-do", scenario)?.rps, row("sluice-do-no-metrics", scenario)?.rps);
     check(`metrics cost within noise: req/s with metrics ≥ 0.9 × without (Durable Object, ${scenario})`, r === null ? null : r >= 0.9, x(r));
   }
-  for (const [id, name] of [["sluice-do", "Durable Object"], ["sluice-upstash", "Upstash"]]) {
+  for (const [id, name] of [
+    ["sluice-do", "Durable Object"],
+    ["sluice-upstash", "Upstash"],
+  ]) {
     const a = accuracy.find((r) => r.limiter === id);
-    check(
-      `no over-admission in the accuracy scenario (${name})`,
-      a ? a.overAdmission === 0 : null,
-      a ? `${a.allowed} allowed, max ${a.theoreticalMax}, over by ${a.overAdmission}` : "not run",
-    );
+    check(`no over-admission in the accuracy scenario (${name})`, a ? a.overAdmission === 0 : null, a ? `${a.allowed} allowed, max ${a.theoreticalMax}, over by ${a.overAdmission}` : "not run");
   }
   check(
     `hot key: calls to the Durable Object per request ≤ 0.2 (one client over ${hotKey?.isolates ?? "?"} isolates, budget above the load)`,
@@ -137,9 +132,7 @@ export function formatReport(report) {
   lines.push(...columns([header, ...table]), `(÷bare: against the mean of the ${report.bareRuns.length} ceiling runs, ${bareRps.toFixed(0)} req/s)`, "");
 
   const policy = report.accuracy[0]?.policy;
-  lines.push(
-    `Accuracy: one client, capacity ${policy?.capacity}, ${policy?.rate}/s, offered ${report.accuracy[0]?.offeredRps ?? "?"} req/s over 3 streams for ${profile.accuracyS} s`,
-  );
+  lines.push(`Accuracy: one client, capacity ${policy?.capacity}, ${policy?.rate}/s, offered ${report.accuracy[0]?.offeredRps ?? "?"} req/s over 3 streams for ${profile.accuracyS} s`);
   lines.push(
     ...columns([
       ["limiter", "spread", "elapsed s", "allowed", "max", "over", "429", "other", "allowed per stream"],
@@ -204,7 +197,12 @@ export function formatReport(report) {
  */
 function columns(rows) {
   const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length))) ?? [];
-  return rows.map((r) => r.map((cell, i) => cell.padEnd(widths[i] ?? 0)).join("  ").trimEnd());
+  return rows.map((r) =>
+    r
+      .map((cell, i) => cell.padEnd(widths[i] ?? 0))
+      .join("  ")
+      .trimEnd(),
+  );
 }
 
 /**
@@ -300,8 +298,7 @@ export function compareExtras({ fixedRate, rows, accuracy, stores, bareRps }) {
   const upstashAllowed = rows.find((r) => r.limiter === "sluice-upstash" && r.scenario === "allowed");
   const registryReads = upstashAllowed?.redisCommands?.hgetall ?? 0;
   const decided = upstashAllowed ? upstashAllowed.allowed + upstashAllowed.refused : 0;
-  const cmd =
-    upstashAllowed?.redisCommandsPerDecision == null || decided === 0 ? null : upstashAllowed.redisCommandsPerDecision - registryReads / decided;
+  const cmd = upstashAllowed?.redisCommandsPerDecision == null || decided === 0 ? null : upstashAllowed.redisCommandsPerDecision - registryReads / decided;
   targets.push({
     target: "Redis commands per allowed decision ≤ 3 (sluice, Upstash)",
     status: cmd === null ? "N/A" : cmd <= 3 + 1e-9 ? "PASS" : "MISS",
@@ -344,7 +341,9 @@ export function formatExtras(extras, labels) {
         range(l.costRefused),
         l.costAllowed === null
           ? "—"
-          : Object.entries(l.costAllowed.operationsPerDecision).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(", ") || "none",
+          : Object.entries(l.costAllowed.operationsPerDecision)
+              .map(([k, v]) => `${k} ${v.toFixed(2)}`)
+              .join(", ") || "none",
         usd(l.costAllowed?.totalUsdPerMillion),
       ]),
     ]),
@@ -352,7 +351,9 @@ export function formatExtras(extras, labels) {
     "($a–$b: Upstash's pages do not say how commands inside a Lua script are billed: a = the commands sent over REST, b = every command Redis ran)",
     extras.rowsWrittenCheck
       ? `Durable Object rows written per allowed decision: derived ≤ ${(extras.rowsWrittenCheck.derivedPerAllowed ?? NaN).toFixed(3)} (at most one write per object call); counted by the storage wrapper ${extras.rowsWrittenCheck.countedPerAllowed.toFixed(3)} ` +
-        `(${Object.entries(extras.rowsWrittenCheck.storageOps).map(([k, v]) => `${k} ${v}`).join(", ")} for ${extras.rowsWrittenCheck.allowed} allowed)`
+          `(${Object.entries(extras.rowsWrittenCheck.storageOps)
+            .map(([k, v]) => `${k} ${v}`)
+            .join(", ")} for ${extras.rowsWrittenCheck.allowed} allowed)`
       : "Durable Object rows written per allowed decision: derived 1.00 (one put per allowance); not counted in this run",
     `Left out of the cost: ${LEFT_OUT.map((s) => s.split(" (")[0]).join("; ")}.`,
   );
@@ -373,4 +374,3 @@ export function formatExtras(extras, labels) {
   );
   return lines;
 }
-

@@ -29,9 +29,7 @@ const profile = quick
   ? { name: "quick", connections: 16, warmupS: 0.5, measureS: 1.5, maxRequests: 50_000, accuracyS: 3 }
   : { name: "full", connections: 16, warmupS: 2, measureS: 10, maxRequests: 500_000, accuracyS: 10 };
 const resultsDir = new URL("./results/", import.meta.url).pathname;
-const outputs = quick
-  ? { json: `${resultsDir}quick.json`, svg: `${resultsDir}accuracy-quick.svg` }
-  : { json: `${resultsDir}latest.json`, svg: `${resultsDir}accuracy.svg` };
+const outputs = quick ? { json: `${resultsDir}quick.json`, svg: `${resultsDir}accuracy-quick.svg` } : { json: `${resultsDir}latest.json`, svg: `${resultsDir}accuracy.svg` };
 const LIMITERS_UNDER_TEST = ["sluice-do", "sluice-upstash", "upstash-ratelimit", "hono-rate-limiter", "rl-binding"];
 /** Measured for throughput only: what metrics cost, same run; the bucket objects' storage calls counted (rows written). */
 const THROUGHPUT_ONLY = ["sluice-do-no-metrics", "sluice-do-counted"];
@@ -121,7 +119,11 @@ try {
     if (id === "sluice-do") {
       const shared = track(onSharedIsolates(byId(id), { scriptPath: isolatesBundle, originUrl: stack.originUrl }));
       const result = await measureAccuracy(shared, { profile });
-      accuracy.push({ ...result, note: `${result.instances} gateway isolates (workers of one Miniflare instance) sharing one Durable Object namespace`, spread: `${result.instances} isolates, 1 namespace` });
+      accuracy.push({
+        ...result,
+        note: `${result.instances} gateway isolates (workers of one Miniflare instance) sharing one Durable Object namespace`,
+        spread: `${result.instances} isolates, 1 namespace`,
+      });
     } else {
       accuracy.push(await measureAccuracy(byId(id), { profile }));
     }

@@ -72,8 +72,7 @@ export async function measureThroughput(limiter, scenario, { profile, stats }) {
   try {
     const runId = randomUUID();
     const url = `${instance.url}/`;
-    const keying =
-      scenario === "allowed" ? { keyPerConnection: `allowed-${runId}` } : { headers: { "x-api-key": `flood-${runId}` } };
+    const keying = scenario === "allowed" ? { keyPerConnection: `allowed-${runId}` } : { headers: { "x-api-key": `flood-${runId}` } };
     await expectAnswer(url, keying.headers, limiter);
 
     const warmup = await runLoad({ url, connections: profile.connections, durationS: profile.warmupS, maxRequests: profile.maxRequests, ...keying });
@@ -105,9 +104,7 @@ export async function measureThroughput(limiter, scenario, { profile, stats }) {
       redisCommandsPerDecision: used && decisions > 0 ? used.total / decisions : null,
       backendCallsPerRequest: backendCalls !== undefined && load.responses > 0 ? backendCalls / load.responses : null,
       redisCommands: used?.byCommand ?? null,
-      ...(storageBefore && storageAfter
-        ? { storageOps: Object.fromEntries(Object.entries(storageAfter).map(([name, n]) => [name, n - (storageBefore[name] ?? 0)])) }
-        : {}),
+      ...(storageBefore && storageAfter ? { storageOps: Object.fromEntries(Object.entries(storageAfter).map(([name, n]) => [name, n - (storageBefore[name] ?? 0)])) } : {}),
     };
   } finally {
     await instance.dispose();

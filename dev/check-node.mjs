@@ -6,8 +6,8 @@ var major = Number(parts[0]);
 var minor = Number(parts[1]);
 if (major < 22 || (major === 22 && minor < 12)) {
   process.stderr.write(
-    "sluice needs Node 22.12 or newer; this is Node " + process.versions.node +
-      ". Install a current one (e.g. `nvm install 22`, or https://nodejs.org) and run the command again.\n",
+    // biome-ignore lint/style/useTemplate: this file must run on any old Node, to say it is too old
+    "sluice needs Node 22.12 or newer; this is Node " + process.versions.node + ". Install a current one (e.g. `nvm install 22`, or https://nodejs.org) and run the command again.\n",
   );
   process.exit(1);
 }

@@ -31,11 +31,7 @@ console.log(`demo origin on ${vars.ORIGIN_URL}`);
 
 // A small bucket, so a few curls show 200s turning into 429s.
 vars = { LIMITER_CAPACITY: "5", LIMITER_REFILL_RATE: "1", ...vars };
-const wrangler = spawn(
-  "npx",
-  ["wrangler", "dev", "--port", "8787", "--ip", "127.0.0.1", ...Object.entries(vars).flatMap(([k, v]) => ["--var", `${k}:${v}`]), ...wranglerArgs],
-  { stdio: "inherit" },
-);
+const wrangler = spawn("npx", ["wrangler", "dev", "--port", "8787", "--ip", "127.0.0.1", ...Object.entries(vars).flatMap(([k, v]) => ["--var", `${k}:${v}`]), ...wranglerArgs], { stdio: "inherit" });
 const stop = () => wrangler.kill("SIGINT");
 process.on("SIGINT", stop);
 process.on("SIGTERM", stop);

@@ -155,8 +155,7 @@ async function profileScenario(label) {
             bundle: gatewayBundle,
           };
   try {
-    const headersFor =
-      name.startsWith("allowed") ? (/** @type {number} */ n) => ({ "x-api-key": `allowed-${runId}-${n}` }) : () => ({ "x-api-key": `one-${runId}` });
+    const headersFor = name.startsWith("allowed") ? (/** @type {number} */ n) => ({ "x-api-key": `allowed-${runId}-${n}` }) : () => ({ "x-api-key": `one-${runId}` });
     // Warm-up, then profile every isolate over the measured window.
     await load({ urls: started.urls, headersFor: () => headersFor(0) });
     const targets = (await inspectorTargets(INSPECTOR_PORT)).filter((t) => t.id.startsWith("core:user:"));
@@ -177,7 +176,20 @@ async function profileScenario(label) {
     const requests = results.reduce((a, r) => a + r.requests.total, 0);
     const rps = results.reduce((a, r) => a + r.requests.average, 0);
     const statuses = results.reduce((a, r) => ({ n2xx: a.n2xx + r["2xx"], n4xx: a.n4xx + r["4xx"], other: a.other + r["5xx"] + r.non2xx - r["4xx"] - r["5xx"] }), { n2xx: 0, n4xx: 0, other: 0 });
-    return { name: label, rps, requests, statuses, backendCalls: healthAfter - healthBefore, ...summarise(profiles, moduleMap(started.bundle), requests, label.replace("@", "-"), targets.map((t) => t.title)) };
+    return {
+      name: label,
+      rps,
+      requests,
+      statuses,
+      backendCalls: healthAfter - healthBefore,
+      ...summarise(
+        profiles,
+        moduleMap(started.bundle),
+        requests,
+        label.replace("@", "-"),
+        targets.map((t) => t.title),
+      ),
+    };
   } finally {
     await started.dispose();
   }
@@ -216,7 +228,20 @@ async function profilePeer(label) {
     const requests = results.reduce((a, r) => a + r.requests.total, 0);
     const rps = results.reduce((a, r) => a + r.requests.average, 0);
     const statuses = results.reduce((a, r) => ({ n2xx: a.n2xx + r["2xx"], n4xx: a.n4xx + r["4xx"], other: a.other + r["5xx"] }), { n2xx: 0, n4xx: 0, other: 0 });
-    return { name: label, rps, requests, statuses, backendCalls: 0, ...summarise(profiles, moduleMap(bundle), requests, label.replace(":", "-"), targets.map((t) => t.title)) };
+    return {
+      name: label,
+      rps,
+      requests,
+      statuses,
+      backendCalls: 0,
+      ...summarise(
+        profiles,
+        moduleMap(bundle),
+        requests,
+        label.replace(":", "-"),
+        targets.map((t) => t.title),
+      ),
+    };
   } finally {
     await started.dispose();
   }

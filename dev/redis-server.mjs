@@ -73,12 +73,8 @@ async function spawnRedis(port) {
 
   /** @type {Promise<never>} */
   const failed = new Promise((_, reject) => {
-    child.once("error", (err) =>
-      reject(/** @type {NodeJS.ErrnoException} */ (err).code === "ENOENT" ? new Error(NOT_INSTALLED) : err),
-    );
-    child.once("exit", (code, signal) =>
-      reject(new Error(`redis-server on port ${port} exited early (${signal ?? code}):\n${output}`)),
-    );
+    child.once("error", (err) => reject(/** @type {NodeJS.ErrnoException} */ (err).code === "ENOENT" ? new Error(NOT_INSTALLED) : err));
+    child.once("exit", (code, signal) => reject(new Error(`redis-server on port ${port} exited early (${signal ?? code}):\n${output}`)));
   });
   failed.catch(() => {}); // only observed through the race below
 
@@ -126,9 +122,7 @@ function ping(port) {
 function checkPort(port) {
   return new Promise((resolve, reject) => {
     const server = createServer();
-    server.once("error", (err) =>
-      reject(/** @type {NodeJS.ErrnoException} */ (err).code === "EADDRINUSE" ? new Error(`port ${port} is already in use`) : err),
-    );
+    server.once("error", (err) => reject(/** @type {NodeJS.ErrnoException} */ (err).code === "EADDRINUSE" ? new Error(`port ${port} is already in use`) : err));
     server.listen(port, "127.0.0.1", () => {
       const address = server.address();
       const port = typeof address === "object" && address ? address.port : 0;

@@ -26,10 +26,25 @@ import { createClient, ErrorReply, RESP_TYPES } from "redis";
 const AS_BUFFERS = { typeMapping: { [RESP_TYPES.BLOB_STRING]: Buffer } };
 
 // Commands that would change the state of the one connection every request shares.
-const CONNECTION_STATE = new Set(
-  ["MULTI", "EXEC", "DISCARD", "WATCH", "UNWATCH", "SELECT", "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE",
-    "UNSUBSCRIBE", "PUNSUBSCRIBE", "SUNSUBSCRIBE", "MONITOR", "QUIT", "RESET", "HELLO", "AUTH"],
-);
+const CONNECTION_STATE = new Set([
+  "MULTI",
+  "EXEC",
+  "DISCARD",
+  "WATCH",
+  "UNWATCH",
+  "SELECT",
+  "SUBSCRIBE",
+  "PSUBSCRIBE",
+  "SSUBSCRIBE",
+  "UNSUBSCRIBE",
+  "PUNSUBSCRIBE",
+  "SUNSUBSCRIBE",
+  "MONITOR",
+  "QUIT",
+  "RESET",
+  "HELLO",
+  "AUTH",
+]);
 
 /** @typedef {[status: number, body: unknown]} Answer */
 /** @typedef {(args: string[], options?: typeof AS_BUFFERS) => Promise<unknown>} Send one raw command to Redis */
@@ -295,4 +310,3 @@ class ScriptFlags {
 function sha1(text) {
   return createHash("sha1").update(text).digest("hex");
 }
-

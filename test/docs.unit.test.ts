@@ -3,8 +3,20 @@ import { dirname, join, normalize } from "node:path";
 import { describe, expect, it } from "vitest";
 
 const root = new URL("..", import.meta.url).pathname;
-const pages = ["README.md", "bench/README.md", ...readdirSync(join(root, "docs")).filter((f) => f.endsWith(".md")).map((f) => `docs/${f}`)];
-const slug = (heading: string) => heading.toLowerCase().trim().replace(/[`()]/g, "").replace(/[^a-z0-9 _-]/g, "").replaceAll(" ", "-");
+const pages = [
+  "README.md",
+  "bench/README.md",
+  ...readdirSync(join(root, "docs"))
+    .filter((f) => f.endsWith(".md"))
+    .map((f) => `docs/${f}`),
+];
+const slug = (heading: string) =>
+  heading
+    .toLowerCase()
+    .trim()
+    .replace(/[`()]/g, "")
+    .replace(/[^a-z0-9 _-]/g, "")
+    .replaceAll(" ", "-");
 const anchorsOf = (text: string) => new Set([...text.matchAll(/^#{1,4} (.+)$/gm)].map((m) => slug(m[1] ?? "")).concat([...text.matchAll(/<a id="([^"]+)"/g)].map((m) => m[1] ?? "")));
 
 describe("the documentation", () => {

@@ -89,8 +89,8 @@ export function failure(answer: Answer, url: string, token: "no-token" | "wrong-
         token === "not-sent"
           ? `401 Unauthorized: ${detail}`
           : token === "no-token"
-          ? "401 Unauthorized: SLUICE_ADMIN_TOKEN is not set (export it with the value of the gateway's LIMITER_ADMIN_TOKEN)"
-          : "401 Unauthorized: SLUICE_ADMIN_TOKEN is not the gateway's LIMITER_ADMIN_TOKEN",
+            ? "401 Unauthorized: SLUICE_ADMIN_TOKEN is not set (export it with the value of the gateway's LIMITER_ADMIN_TOKEN)"
+            : "401 Unauthorized: SLUICE_ADMIN_TOKEN is not the gateway's LIMITER_ADMIN_TOKEN",
         body,
       );
     case status === 404:

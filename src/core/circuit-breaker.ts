@@ -61,7 +61,6 @@ export class CircuitBreaker {
   }
 }
 
-
 /**
  * The isolate's breakers where one store is many objects (a Durable Object per client): a failing
  * object opens only its own client's circuit, so one hot or broken object cannot switch every

@@ -37,11 +37,7 @@ export function rateLimitHeaders(rules: readonly Rule[], outcomes: readonly Rule
     headers.push(["RateLimit-Policy", policies.join(", ")], ["RateLimit", `"${rule.name}";r=${decision.remaining};t=${seconds}`]);
   }
   if (mode === "all" || mode === "legacy") {
-    headers.push(
-      ["X-RateLimit-Limit", String(policy.capacity)],
-      ["X-RateLimit-Remaining", String(decision.remaining)],
-      ["X-RateLimit-Reset", String(seconds)],
-    );
+    headers.push(["X-RateLimit-Limit", String(policy.capacity)], ["X-RateLimit-Remaining", String(decision.remaining)], ["X-RateLimit-Reset", String(seconds)]);
   }
   return headers;
 }
@@ -91,12 +87,7 @@ export interface SlotHeader {
  * withConcurrencyHeaders([], [{ rule, limit: 2, decision: { granted: false, inFlight: 2 } }], "all", []);
  * // [["RateLimit-Policy", '"inflight";q=2;qu="concurrent-requests"'], ["RateLimit", '"inflight";r=0']]
  */
-export function withConcurrencyHeaders(
-  headers: RateLimitHeaders,
-  slots: readonly SlotHeader[],
-  mode: HeaderMode,
-  extra: RateLimitHeaders,
-): RateLimitHeaders {
+export function withConcurrencyHeaders(headers: RateLimitHeaders, slots: readonly SlotHeader[], mode: HeaderMode, extra: RateLimitHeaders): RateLimitHeaders {
   if (slots.length === 0 || (mode !== "all" && mode !== "ietf")) return [...headers, ...extra];
   const items = slots.map(({ rule, limit }) => `"${rule.name}";q=${limit};qu="concurrent-requests"`).join(", ");
   const policy = headers.find(([name]) => name === "RateLimit-Policy");

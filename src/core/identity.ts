@@ -270,7 +270,12 @@ export function ipv6Prefix(address: string, length: number): string | undefined 
 type EightGroups = [number, number, number, number, number, number, number, number];
 
 function parseIpv6(address: string): EightGroups | undefined {
-  let text = address.trim().toLowerCase().replace(/^\[|\]$/g, "").split("%")[0] ?? "";
+  let text =
+    address
+      .trim()
+      .toLowerCase()
+      .replace(/^\[|\]$/g, "")
+      .split("%")[0] ?? "";
   // A dotted IPv4 tail (::ffff:192.0.2.1) becomes two groups.
   const v4 = /^(.*:)(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(text);
   if (v4) {

@@ -69,4 +69,3 @@ export interface CheckOptions {
    */
   readonly background?: (task: Promise<unknown>) => void;
 }
-

@@ -203,17 +203,22 @@ export class Limiter {
 
   /** One store call for the buckets, prefix overrides applied; a failure becomes the fail mode's verdict. */
   private async ask(rules: readonly Rule[], charges: readonly RuleCharge[], operation: "take" | "peek", releaseProbes: () => void, trace: Trace) {
-    const result = await this.store.decide(async (reached) => {
-      const prefixes = await this.prefixes.current(trace);
-      const asked = charges.map(({ rule, charge, values }) => {
-        const override = values === undefined ? undefined : prefixes.policyFor(rule, values);
-        return override === undefined ? charge : { ...charge, policy: withOverride(charge.policy, override) };
-      });
-      reached();
-      const answers = await this.store.send((signal) => this.store.backend[operation](asked, signal));
-      if (answers.length !== charges.length) throw new Error(`backend answered ${answers.length} decisions for ${charges.length} charges`);
-      return { asked, answers };
-    }, trace, this.store.scope(charges.map(({ charge }) => charge)), releaseProbes); // waiting requests go on before a fail-open one does
+    const result = await this.store.decide(
+      async (reached) => {
+        const prefixes = await this.prefixes.current(trace);
+        const asked = charges.map(({ rule, charge, values }) => {
+          const override = values === undefined ? undefined : prefixes.policyFor(rule, values);
+          return override === undefined ? charge : { ...charge, policy: withOverride(charge.policy, override) };
+        });
+        reached();
+        const answers = await this.store.send((signal) => this.store.backend[operation](asked, signal));
+        if (answers.length !== charges.length) throw new Error(`backend answered ${answers.length} decisions for ${charges.length} charges`);
+        return { asked, answers };
+      },
+      trace,
+      this.store.scope(charges.map(({ charge }) => charge)),
+      releaseProbes,
+    ); // waiting requests go on before a fail-open one does
     if (result.kind === "misconfigured") return { kind: "verdict", verdict: { kind: "backend-misconfigured", variable: result.variable, message: result.message } } as const;
     if (result.kind === "unreachable") return { kind: "verdict", verdict: this.failModeVerdict(rules, charges, operation, result.reason, trace) } as const;
     const { asked, answers } = result.value;
@@ -317,7 +322,12 @@ export class Limiter {
    * await limiter.reset((await limiter.named("api", { "header:x-api-key": "abc" })).buckets);
    */
   async reset(buckets: readonly NamedBucket[]): Promise<void> {
-    await this.store.send((signal) => this.backend.reset(buckets.map((b) => b.ref), signal));
+    await this.store.send((signal) =>
+      this.backend.reset(
+        buckets.map((b) => b.ref),
+        signal,
+      ),
+    );
     this.forget(buckets);
   }
 
@@ -347,4 +357,3 @@ export class Limiter {
     return this.store.ping();
   }
 }
-

@@ -84,7 +84,10 @@ export function memoryBackend(options: MemoryBackendOptions = {}): LimiterBacken
     async acquire(claims, signal) {
       await ready(signal);
       const nowMs = clock();
-      const { decisions, writes } = acquireSlots(claims.map((claim) => ({ claim, state: slots.get(keyOf(claim)), enforced: claim.enforced })), nowMs);
+      const { decisions, writes } = acquireSlots(
+        claims.map((claim) => ({ claim, state: slots.get(keyOf(claim)), enforced: claim.enforced })),
+        nowMs,
+      );
       for (const { entry, next } of writes) slots.set(keyOf(entry.claim), next);
       return decisions;
     },

@@ -58,9 +58,11 @@ export class PrefixOverrideCache {
       // Kept alive past its starter's response, so a cancelled request does not strand the waiters.
       trace.background?.(started.load.catch(() => {}));
       this.loading = loading = started;
-      void started.load.catch(() => {}).finally(() => {
-        if (this.loading === started) this.loading = undefined;
-      });
+      void started.load
+        .catch(() => {})
+        .finally(() => {
+          if (this.loading === started) this.loading = undefined;
+        });
     }
     if (cached !== undefined && age < OVERRIDES_MAX_AGE_MS) return cached.overrides; // refreshing in the background
     // Waited for under this request's own deadline, whoever started the read.

@@ -148,7 +148,10 @@ function addressMatch(text: string, starred: boolean, prefixes: boolean, identit
     const v6 = /^([0-9a-f]{1,4}:){1,7}$/i.test(trimmed);
     if (!v4 && !v6) return `${usage} (a * prefix is whole groups, each followed by its separator)`;
     family = v4 ? 4 : 6;
-    groups = trimmed.slice(0, -1).split(v4 ? "." : ":").map((group) => parseInt(group, v4 ? 10 : 16));
+    groups = trimmed
+      .slice(0, -1)
+      .split(v4 ? "." : ":")
+      .map((group) => parseInt(group, v4 ? 10 : 16));
     if (v4 && groups.some((byte) => byte > 255)) return usage;
     length = groups.length * (v4 ? 8 : 16);
   } else {
@@ -210,7 +213,10 @@ export class PrefixOverrides {
       if (!compiled.ok || compiled.override.kind !== "prefix") continue;
       const list = byRule.get(record.rule) ?? [];
       list.push(compiled.override);
-      byRule.set(record.rule, list.sort((a, b) => b.length - a.length));
+      byRule.set(
+        record.rule,
+        list.sort((a, b) => b.length - a.length),
+      );
     }
     return new PrefixOverrides(byRule);
   }

@@ -10,9 +10,7 @@
 export function normalizePath(pathname: string): string {
   // Most paths are already normal: no escape, no doubled or trailing slash, no dot segment.
   if (!NEEDS_NORMALISING.test(pathname)) return pathname;
-  const decoded = pathname.replace(/%(2[DdEe]|3[0-9]|[46][1-9A-Fa-f]|[57][0-9Aa]|5[Ff]|7[Ee])/g, (escaped) =>
-    String.fromCharCode(parseInt(escaped.slice(1), 16)),
-  );
+  const decoded = pathname.replace(/%(2[DdEe]|3[0-9]|[46][1-9A-Fa-f]|[57][0-9Aa]|5[Ff]|7[Ee])/g, (escaped) => String.fromCharCode(parseInt(escaped.slice(1), 16)));
   const segments: string[] = [];
   for (const segment of decoded.split("/")) {
     if (segment === "..") segments.pop();

@@ -91,10 +91,9 @@ export function limiterUnavailableProblem(backendName: string, consequence: stri
  * unauthorizedProblem("the admin API");
  */
 export function unauthorizedProblem(what: string): Response {
-  return problemResponse(
-    { type: PROBLEM_TYPES.unauthorized, title: "Unauthorized", status: 401, detail: `${what} needs Authorization: Bearer <token>.` },
-    [["WWW-Authenticate", 'Bearer realm="sluice"']],
-  );
+  return problemResponse({ type: PROBLEM_TYPES.unauthorized, title: "Unauthorized", status: 401, detail: `${what} needs Authorization: Bearer <token>.` }, [
+    ["WWW-Authenticate", 'Bearer realm="sluice"'],
+  ]);
 }
 
 /**
@@ -136,9 +135,7 @@ export function costExceedsCapacityProblem(policy: NamedPolicy): Response {
  */
 export function missingClientKeyProblem(rule: Pick<Rule, "name" | "key">): Response {
   const bearer = rule.key.some((part) => part.kind === "bearer");
-  const missing = rule.key
-    .map((part) => (part.kind === "header" ? `the ${part.name} header` : part.kind === "bearer" ? "a bearer token" : part.kind))
-    .join(" and ");
+  const missing = rule.key.map((part) => (part.kind === "header" ? `the ${part.name} header` : part.kind === "bearer" ? "a bearer token" : part.kind)).join(" and ");
   return problemResponse(
     {
       type: PROBLEM_TYPES.missingClientKey,

@@ -118,4 +118,3 @@ export function parseMatch(value: unknown, fail: (field: string, message: string
   }
   return { ...(path !== undefined && { path }), ...(methods !== undefined && { methods }), ...(headers !== undefined && { headers }), ...(hosts !== undefined && { hosts }) };
 }
-

@@ -118,9 +118,7 @@ export interface RuleError {
 }
 
 /** Bucket rules and concurrency rules, each in the order written; names are unique across both. */
-export type RulesResult =
-  | { readonly ok: true; readonly rules: Rule[]; readonly concurrency: ConcurrencyRule[] }
-  | { readonly ok: false; readonly errors: RuleError[] };
+export type RulesResult = { readonly ok: true; readonly rules: Rule[]; readonly concurrency: ConcurrencyRule[] } | { readonly ok: false; readonly errors: RuleError[] };
 
 /** Thrown where rules are given in code and do not check: the message lists every error. */
 export class InvalidRulesError extends Error {
@@ -130,7 +128,26 @@ export class InvalidRulesError extends Error {
   }
 }
 
-const RULE_FIELDS = ["name", "match", "key", "algorithm", "capacity", "rate", "limit", "window", "period", "timeZone", "weekStart", "cost", "mode", "failMode", "blockFor", "count", "concurrency", "lease"] as const;
+const RULE_FIELDS = [
+  "name",
+  "match",
+  "key",
+  "algorithm",
+  "capacity",
+  "rate",
+  "limit",
+  "window",
+  "period",
+  "timeZone",
+  "weekStart",
+  "cost",
+  "mode",
+  "failMode",
+  "blockFor",
+  "count",
+  "concurrency",
+  "lease",
+] as const;
 /** Fields only a bucket rule has, and only a concurrency rule has. */
 const BUCKET_FIELDS = ["algorithm", "capacity", "rate", "limit", "window", "period", "timeZone", "weekStart", "cost", "blockFor", "count"] as const;
 const ALGORITHMS: readonly RuleAlgorithm[] = ["token-bucket", "fixed-window", "sliding-window", "calendar"];
@@ -258,7 +275,8 @@ export function compileRules(specs: unknown, defaultFailMode: FailMode = DEFAULT
       }
       return undefined;
     }
-    for (const field of ["limit", "window"] as const) if (raw[field] !== undefined) fail(field, 'is only for window rules (set "algorithm": "fixed-window" or "sliding-window"; a token bucket has capacity and rate)');
+    for (const field of ["limit", "window"] as const)
+      if (raw[field] !== undefined) fail(field, 'is only for window rules (set "algorithm": "fixed-window" or "sliding-window"; a token bucket has capacity and rate)');
     const capacity = isInteger(raw.capacity, 1, 1_000_000_000)
       ? raw.capacity
       : fail("capacity", raw.capacity === undefined ? "is missing (a bucket rule needs capacity and rate; a concurrency rule sets concurrency)" : "must be an integer from 1 to 1000000000");
@@ -397,7 +415,10 @@ function parseCalendarRule(raw: Record<string, unknown>, fail: (field: string, m
   const limit = isInteger(raw.limit, 1, 1_000_000_000)
     ? raw.limit
     : fail("limit", raw.limit === undefined ? "is missing (a calendar rule needs limit and period)" : "must be an integer from 1 to 1000000000");
-  const period: CalendarPeriod | undefined = raw.period === "day" || raw.period === "week" || raw.period === "month" ? raw.period : fail("period", raw.period === undefined ? "is missing (a calendar rule needs limit and period)" : "must be day, week or month");
+  const period: CalendarPeriod | undefined =
+    raw.period === "day" || raw.period === "week" || raw.period === "month"
+      ? raw.period
+      : fail("period", raw.period === undefined ? "is missing (a calendar rule needs limit and period)" : "must be day, week or month");
   const timeZone =
     raw.timeZone === undefined
       ? DEFAULTS.calendar.timeZone

@@ -23,7 +23,6 @@ export interface HeldSlots {
 /** Slots taken for a request (none when every rule failed open: `failedOpen` says why), with what headers show of them. */
 export type SlotAnswer = { readonly kind: "held"; readonly held: HeldSlots; readonly decisions: readonly SlotHeader[]; readonly failedOpen?: string };
 
-
 /** What a {@link SlotKeeper} needs of its limiter. */
 export interface SlotKeeperOptions {
   /** Where releases and renewals go (under the deadline, counted). */
@@ -81,10 +80,14 @@ export class SlotKeeper {
   async take(claims: readonly ClaimEntry[], trace: CallTrace): Promise<SlotAnswer | { kind: "verdict"; verdict: Verdict }> {
     const { store, log } = this.options;
     const asked = claims.map(({ claim }) => claim);
-    const result = await store.decide((reached) => {
-      reached();
-      return store.send((signal) => store.backend.acquire(asked, signal));
-    }, trace, store.scope(asked));
+    const result = await store.decide(
+      (reached) => {
+        reached();
+        return store.send((signal) => store.backend.acquire(asked, signal));
+      },
+      trace,
+      store.scope(asked),
+    );
     if (result.kind === "misconfigured") return { kind: "verdict", verdict: { kind: "backend-misconfigured", variable: result.variable, message: result.message } };
     if (result.kind === "answered") return this.answer(claims, result.value, false, trace.requestId);
     if (trace.backendCall?.result !== "breaker_open") {

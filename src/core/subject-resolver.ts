@@ -96,7 +96,8 @@ export class SubjectResolver {
     if (ruleName === undefined) {
       const given = typeof client === "object" && client !== null ? Object.keys(client).sort().join(",") : "";
       rules = this.rules.filter((rule) => rule.key.map(keySpec).sort().join(",") === given);
-      if (rules.length === 0) return { ok: false, field: "client", message: `matches no rule's key parts (rules key on: ${[...new Set(this.rules.map((r) => r.key.map(keySpec).join("+")))].join("; ")})` };
+      if (rules.length === 0)
+        return { ok: false, field: "client", message: `matches no rule's key parts (rules key on: ${[...new Set(this.rules.map((r) => r.key.map(keySpec).join("+")))].join("; ")})` };
     } else if (this.concurrencyRules.some((rule) => rule.name === ruleName)) {
       return { ok: false, field: "rule", message: `"${String(ruleName)}" is a concurrency rule: peek, reset, check and overrides address bucket rules` };
     } else {

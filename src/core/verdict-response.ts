@@ -1,12 +1,5 @@
 import { retryAfterSeconds } from "./headers";
-import {
-  costExceedsCapacityProblem,
-  invalidConfigurationProblem,
-  invalidRequestProblem,
-  limiterUnavailableProblem,
-  missingClientKeyProblem,
-  rateLimitedProblem,
-} from "./problems";
+import { costExceedsCapacityProblem, invalidConfigurationProblem, invalidRequestProblem, limiterUnavailableProblem, missingClientKeyProblem, rateLimitedProblem } from "./problems";
 import type { Verdict } from "./verdict";
 
 /**

@@ -37,11 +37,7 @@ adminRoutes.delete("/overrides", (c) => answer(c, (limiter, body) => deleteOverr
 adminRoutes.get("/overrides", (c) => answer(c, (limiter) => listOverrides(limiter), { body: false }));
 
 /** Runs one control operation on the request's JSON body and answers it: 200 JSON, 400 naming the field, 503 when the store fails. */
-async function answer(
-  c: Context<AdminEnv>,
-  operation: (limiter: Limiter, body: unknown) => Promise<{ ok: true } | ControlError>,
-  { body: readsBody = true } = {},
-): Promise<Response> {
+async function answer(c: Context<AdminEnv>, operation: (limiter: Limiter, body: unknown) => Promise<{ ok: true } | ControlError>, { body: readsBody = true } = {}): Promise<Response> {
   const { limiter } = c.var.gateway;
   let body: unknown;
   if (readsBody) {

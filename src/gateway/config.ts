@@ -33,9 +33,7 @@ export interface LimiterSettings {
 export type AdminConfig = { readonly kind: "off" } | { readonly kind: "on"; readonly token: string };
 
 /** Metrics: counted per isolate and flushed to the metrics object every `flushMs`, or off; read with `token`, if any. */
-export type MetricsConfig =
-  | { readonly kind: "off" }
-  | { readonly kind: "on"; readonly flushMs: number; readonly token: string | undefined };
+export type MetricsConfig = { readonly kind: "off" } | { readonly kind: "on"; readonly flushMs: number; readonly token: string | undefined };
 
 /** The gateway's whole configuration, parsed and checked. */
 export interface GatewayConfig {
@@ -133,7 +131,8 @@ export function parseGatewayConfig(env: Env): ConfigResult {
   const fractionField = read("LIMITER_LOCAL_FRACTION", DEFAULTS.localFraction);
   const fractionText = (fractionField.text ?? "").trim();
   const fraction = /^(0(\.\d{1,2})?|1(\.0{1,2})?)$/.test(fractionText) ? Number(fractionText) : NaN;
-  const localFraction = fraction >= 0.01 && fraction <= 1 ? fraction : fail(fractionField, "must be a decimal from 0.01 to 1 with at most 2 decimals (the share of a rule each isolate enforces alone during an outage)");
+  const localFraction =
+    fraction >= 0.01 && fraction <= 1 ? fraction : fail(fractionField, "must be a decimal from 0.01 to 1 with at most 2 decimals (the share of a rule each isolate enforces alone during an outage)");
   const timeoutMs = integer("LIMITER_TIMEOUT_MS", DEFAULTS.timeoutMs, 1, 60_000);
   const headers = oneOf("LIMITER_HEADERS", DEFAULTS.headers, HEADER_MODES);
   const missingKey = oneOf<MissingKeyMode>("LIMITER_MISSING_KEY", DEFAULTS.missingKey, ["anonymous", "reject"]);
@@ -145,7 +144,8 @@ export function parseGatewayConfig(env: Env): ConfigResult {
   const ipHeaderText = ipHeaderField.text ?? "";
   const ipHeader = isHeaderName(ipHeaderText) ? ipHeaderText.toLowerCase() : fail(ipHeaderField, "must be a header name, e.g. cf-connecting-ip");
   const trustedHops = integer("LIMITER_TRUSTED_PROXIES", DEFAULTS.identity.trustedHops, 1, 32);
-  if (trustedHops !== undefined && trustedHops > 1 && ipHeader === DEFAULTS.identity.ipHeader) fail(read("LIMITER_TRUSTED_PROXIES"), `counts proxies that append to a list header such as x-forwarded-for (LIMITER_IP_HEADER); ${DEFAULTS.identity.ipHeader} holds one address, so it must be 1`);
+  if (trustedHops !== undefined && trustedHops > 1 && ipHeader === DEFAULTS.identity.ipHeader)
+    fail(read("LIMITER_TRUSTED_PROXIES"), `counts proxies that append to a list header such as x-forwarded-for (LIMITER_IP_HEADER); ${DEFAULTS.identity.ipHeader} holds one address, so it must be 1`);
   const rules = parseRuleVars(vars, failMode);
   const backend = backendKind === undefined ? undefined : parseBackend(backendKind, vars);
   const admin = parseAdmin(vars);
@@ -154,7 +154,9 @@ export function parseGatewayConfig(env: Env): ConfigResult {
   const breaker = failureThreshold !== undefined && cooldownMs !== undefined ? { failureThreshold, cooldownMs } : undefined;
   const hashKey = parseToken(vars, "LIMITER_HASH_KEY", "keyed hashing of client keys");
   const identity =
-    ipHeader !== undefined && ipv6PrefixLength !== undefined && trustedHops !== undefined && hashKey !== undefined ? { ipHeader, ipv6PrefixLength, trustedHops, ...(hashKey !== null && { hashKey }) } : undefined;
+    ipHeader !== undefined && ipv6PrefixLength !== undefined && trustedHops !== undefined && hashKey !== undefined
+      ? { ipHeader, ipv6PrefixLength, trustedHops, ...(hashKey !== null && { hashKey }) }
+      : undefined;
   const limiter = allDefined({ rules, failMode, localFraction, identity, missingKey, timeoutMs, headers, denyCacheSize, breaker });
   const origin = originUrl !== undefined && originTimeoutMs !== undefined ? { url: originUrl, timeoutMs: originTimeoutMs } : undefined;
   if (errors.length > 0 || limiter === undefined || origin === undefined || backend === undefined || admin === undefined || metrics === undefined) {
@@ -227,7 +229,10 @@ function parseToken({ read, fail }: VarReader, variable: "LIMITER_ADMIN_TOKEN" |
   if (field.text === undefined) return null;
   const token = field.text.trim();
   if (token.length >= MIN_TOKEN_LENGTH && /^[\x21-\x7e]+$/.test(token)) return token;
-  return fail({ ...field, raw: "(set)" }, `must be at least ${MIN_TOKEN_LENGTH} visible ASCII characters (e.g. openssl rand -hex 32), set with wrangler secret put ${variable}; unset it to turn ${guards} off`);
+  return fail(
+    { ...field, raw: "(set)" },
+    `must be at least ${MIN_TOKEN_LENGTH} visible ASCII characters (e.g. openssl rand -hex 32), set with wrangler secret put ${variable}; unset it to turn ${guards} off`,
+  );
 }
 
 /** A bearer token shorter than this is refused: the admin API changes every client's limits. */

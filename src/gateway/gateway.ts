@@ -13,7 +13,6 @@ import { logEvent } from "./log";
 import type { GatewayMetrics } from "./metrics-object";
 import { MetricsPipeline } from "./metrics-pipeline";
 
-
 /** The gateway as one isolate runs it: its configuration and the limiter built from it, or what is wrong. */
 export type Gateway = ReadyGateway | { readonly ok: false; readonly errors: readonly ConfigError[] };
 

@@ -41,11 +41,7 @@ export class MetricsPipeline {
     if (this.scheduledAtMs !== undefined && nowMs - this.scheduledAtMs < this.flushMs + 30_000) return;
     this.scheduledAtMs = nowMs;
     const waitMs = Math.max(0, this.lastFlushMs + this.flushMs - nowMs);
-    ctx.waitUntil(
-      new Promise((resolve) => setTimeout(resolve, waitMs))
-        .then(() => this.flush())
-        .finally(() => (this.scheduledAtMs = undefined)),
-    );
+    ctx.waitUntil(new Promise((resolve) => setTimeout(resolve, waitMs)).then(() => this.flush()).finally(() => (this.scheduledAtMs = undefined)));
   }
 
   /** Sends the counts now (the metrics endpoint does this before it reads). */

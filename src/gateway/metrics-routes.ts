@@ -66,10 +66,11 @@ const DASHBOARD_WINDOW_MS = 15 * 60_000;
 /** What the dashboard draws: per-slot series for the last 15 minutes, and the last hour's top refused clients. */
 function dashboardData(snapshot: MetricsSnapshot) {
   const rules = new Set<string>();
-  for (const slot of snapshot.history) for (const series of Object.keys(slot.delta.counters)) {
-    const rule = /^sluice_rule_decisions_total\{rule="([^"]+)"/.exec(series)?.[1];
-    if (rule !== undefined) rules.add(rule);
-  }
+  for (const slot of snapshot.history)
+    for (const series of Object.keys(slot.delta.counters)) {
+      const rule = /^sluice_rule_decisions_total\{rule="([^"]+)"/.exec(series)?.[1];
+      if (rule !== undefined) rules.add(rule);
+    }
   const nowMs = Date.now();
   const lastSlot = nowMs - (nowMs % snapshot.slotMs);
   const bySlot = new Map(snapshot.history.map((slot) => [slot.atMs, slot.delta]));
@@ -95,7 +96,9 @@ function dashboardData(snapshot: MetricsSnapshot) {
       originP99: deltas.map((delta) => ms(delta?.histograms.sluice_origin_duration_seconds, 0.99)),
     },
     totals: {
-      requests: Object.entries(snapshot.totals.counters).filter(([series]) => series.startsWith("sluice_requests_total")).reduce((sum, [, v]) => sum + v, 0),
+      requests: Object.entries(snapshot.totals.counters)
+        .filter(([series]) => series.startsWith("sluice_requests_total"))
+        .reduce((sum, [, v]) => sum + v, 0),
       refused: snapshot.totals.counters['sluice_requests_total{outcome="refused"}'] ?? 0,
       breakerOpenings: snapshot.totals.counters.sluice_breaker_openings_total ?? 0,
     },

@@ -15,18 +15,7 @@ export interface ForwardOptions {
 }
 
 /** Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus `Host`. */
-const HOP_BY_HOP = [
-  "connection",
-  "keep-alive",
-  "proxy-authenticate",
-  "proxy-authorization",
-  "proxy-connection",
-  "te",
-  "trailer",
-  "transfer-encoding",
-  "upgrade",
-  "host",
-];
+const HOP_BY_HOP = ["connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "host"];
 
 /** Request headers that belong to the gateway, or to Cloudflare's edge, and stop here. */
 const INTERNAL_REQUEST_HEADERS = /^(x-sluice-|cf-)/i;

@@ -36,7 +36,10 @@ export function reservedPath(pathname: string): string | undefined {
   }
   const [first, ...rest] = segments;
   if (first === undefined) return undefined;
-  const name = (first.split(";")[0] ?? "").trim().replace(/[.\s]+$/, "").toLowerCase();
+  const name = (first.split(";")[0] ?? "")
+    .trim()
+    .replace(/[.\s]+$/, "")
+    .toLowerCase();
   if (name !== RESERVED_PREFIX.slice(1)) return undefined;
   return [RESERVED_PREFIX, ...rest.map((segment) => segment.toLowerCase())].join("/");
 }

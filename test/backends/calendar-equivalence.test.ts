@@ -42,7 +42,16 @@ function isolateAt(ms: number): void {
 
 const ZONES = ["UTC", "America/New_York", "Europe/Berlin", "Australia/Lord_Howe", "Asia/Kolkata", "America/Santiago"] as const;
 /** Instants near the 2026 DST transitions (and February, and a leap day), where boundaries move. */
-const STARTS = ["2026-03-08T04:00:00Z", "2026-03-29T00:30:00Z", "2026-10-25T00:30:00Z", "2026-11-01T05:30:00Z", "2026-02-28T22:00:00Z", "2028-02-28T23:00:00Z", "2026-09-06T03:00:00Z", "2026-04-05T14:00:00Z"].map(Date.parse);
+const STARTS = [
+  "2026-03-08T04:00:00Z",
+  "2026-03-29T00:30:00Z",
+  "2026-10-25T00:30:00Z",
+  "2026-11-01T05:30:00Z",
+  "2026-02-28T22:00:00Z",
+  "2028-02-28T23:00:00Z",
+  "2026-09-06T03:00:00Z",
+  "2026-04-05T14:00:00Z",
+].map(Date.parse);
 
 /** A calendar policy as rules.ts compiles it (L per the period's nominal length, reduced). */
 function calendarPolicy(limit: number, period: CalendarPeriod, timeZone: string, weekStart: "monday" | "sunday", blockForMs = 0): CalendarPolicy {
@@ -118,12 +127,7 @@ const HOUR = 3_600_000;
 
 const step = (maxCost: number) =>
   fc.record({
-    elapsedMs: fc.oneof(
-      fc.integer({ min: 0, max: 20 }),
-      fc.integer({ min: 0, max: 3 * HOUR }),
-      fc.integer({ min: 0, max: 40 * 24 * HOUR }),
-      fc.integer({ min: -3_000, max: 0 }),
-    ),
+    elapsedMs: fc.oneof(fc.integer({ min: 0, max: 20 }), fc.integer({ min: 0, max: 3 * HOUR }), fc.integer({ min: 0, max: 40 * 24 * HOUR }), fc.integer({ min: -3_000, max: 0 })),
     // Or: to the next boundary, a millisecond before it, on it or after it.
     toBoundary: fc.option(fc.constantFrom(-1, 0, 1), { freq: 4 }),
     skewMs: fc.oneof(fc.constant(0), fc.integer({ min: -HOUR, max: HOUR })),
@@ -132,11 +136,7 @@ const step = (maxCost: number) =>
     refund: fc.integer({ min: 0, max: 3 }).map((n) => n === 0),
     refundOf: fc.oneof(fc.constant(0), fc.nat({ max: 30 })),
     admin: fc.option(
-      fc.oneof(
-        fc.record({ kind: fc.constant("override" as const), limit: fc.integer({ min: 1, max: 12 }) }),
-        fc.constant({ kind: "clear" as const }),
-        fc.constant({ kind: "reset" as const }),
-      ),
+      fc.oneof(fc.record({ kind: fc.constant("override" as const), limit: fc.integer({ min: 1, max: 12 }) }), fc.constant({ kind: "clear" as const }), fc.constant({ kind: "reset" as const })),
       { freq: 6 },
     ),
     hint: fc.constantFrom("right" as const, "none" as const, "stale" as const, "near" as const),
@@ -259,7 +259,10 @@ describe("the calendar quota's Lua twin and TypeScript module agree (through the
     await fc.assert(
       fc.asyncProperty(
         fc.array(fc.record({ policy: calendarArb(6), enforced: fc.boolean() }), { minLength: 1, maxLength: 3 }),
-        fc.array(fc.record({ elapsedMs: fc.integer({ min: 0, max: 6 * HOUR }), costs: fc.array(fc.integer({ min: 1, max: 4 }), { minLength: 4, maxLength: 4 }), peek: fc.boolean() }), { minLength: 1, maxLength: 20 }),
+        fc.array(fc.record({ elapsedMs: fc.integer({ min: 0, max: 6 * HOUR }), costs: fc.array(fc.integer({ min: 1, max: 4 }), { minLength: 4, maxLength: 4 }), peek: fc.boolean() }), {
+          minLength: 1,
+          maxLength: 20,
+        }),
         fc.constantFrom(...STARTS),
         async (buckets, steps, start) => {
           const policies: BucketPolicy[] = [...buckets.map((b) => b.policy), { capacity: 3, refillTokens: 1, refillPeriodMs: 1_000 }];

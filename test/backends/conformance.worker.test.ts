@@ -117,7 +117,10 @@ describe.each(BACKENDS)("$name backend conformance", ({ name, create, vars }) =>
       after.push(answer!.charged!);
     }
     // The first five responses turn out not to count: their charges were made from the old bucket.
-    await backend.refund(before.map((charged) => ({ charge: charge(key, five, 1)[0]!, charged })), signal);
+    await backend.refund(
+      before.map((charged) => ({ charge: charge(key, five, 1)[0]!, charged })),
+      signal,
+    );
     expect(await take(key, five)).toMatchObject({ outcome: "denied", remaining: 0 });
     // A charge made from the new bucket is given back as before.
     await backend.refund([{ charge: charge(key, five, 1)[0]!, charged: after[4]! }], signal);
@@ -389,7 +392,9 @@ describe.each(BACKENDS)("$name backend: calendar quotas", ({ create, vars }) => 
   it("through the gateway (real time): a day quota gives q=L;w=the day's length, 200s then 429 with Retry-After to the zone's next midnight", async () => {
     // The zone whose next midnight is furthest away, so the test never straddles a boundary.
     const zones = ["Pacific/Kiritimati", "Asia/Tokyo", "Asia/Kolkata", "Europe/Berlin", "UTC", "America/New_York", "America/Los_Angeles", "Pacific/Pago_Pago"];
-    const timeZone = zones.reduce((best, zone) => (calendarPeriodAt({ period: "day", timeZone: zone }, Date.now()).endMs > calendarPeriodAt({ period: "day", timeZone: best }, Date.now()).endMs ? zone : best));
+    const timeZone = zones.reduce((best, zone) =>
+      calendarPeriodAt({ period: "day", timeZone: zone }, Date.now()).endMs > calendarPeriodAt({ period: "day", timeZone: best }, Date.now()).endMs ? zone : best,
+    );
     const day = calendarPeriodAt({ period: "day", timeZone }, Date.now());
     const rules = [{ name: "daily", key: "ip", algorithm: "calendar", limit: 2, period: "day", timeZone }];
     const gateway = gatewayWith({ ...vars, LIMITER_RULES: JSON.stringify(rules) });

@@ -44,10 +44,7 @@ describe("ClientBuckets Durable Object", () => {
     await takeOne(stub, "a", fast, 3);
     await new Promise((resolve) => setTimeout(resolve, 20));
     await runDurableObjectAlarm(stub); // it may have fired on its own already
-    const [size, alarm] = await runInDurableObject(stub, async (_: ClientBuckets, state) => [
-      (await state.storage.list()).size,
-      await state.storage.getAlarm(),
-    ]);
+    const [size, alarm] = await runInDurableObject(stub, async (_: ClientBuckets, state) => [(await state.storage.list()).size, await state.storage.getAlarm()]);
     expect(size).toBe(0);
     expect(alarm).toBeNull();
     // A client coming back after cleanup gets a full bucket, which is what it had anyway.
@@ -171,9 +168,7 @@ describe("gateway with the Durable Object backend", () => {
     const token = `secret-${crypto.randomUUID()}`;
     await gateway("/", { headers: { authorization: `Bearer ${token}` } });
     const ids = await listDurableObjectIds(env.LIMITER_BUCKETS);
-    const hash = Array.from(new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(token))), (b) =>
-      b.toString(16).padStart(2, "0"),
-    ).join("");
+    const hash = Array.from(new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(token))), (b) => b.toString(16).padStart(2, "0")).join("");
     const expected = env.LIMITER_BUCKETS.idFromName(`bearer:${hash}`).toString();
     expect(ids.map(String)).toContain(expected);
     // The raw secret never names an object.
@@ -256,7 +251,13 @@ describe("leases: regressions (over-admission after override, reset, delay, bloc
     let delay = 0;
     const x = new ClientBatcher((k) => {
       const real = realStub(k);
-      return { serve: async (request: ServeRequest) => { const answer = await real.serve(request); await sleep(delay); return answer; } } as never;
+      return {
+        serve: async (request: ServeRequest) => {
+          const answer = await real.serve(request);
+          await sleep(delay);
+          return answer;
+        },
+      } as never;
     });
     await x.take(key, charge(policy), signal());
     delay = 2_100; // the reply is held up after the object answered
@@ -275,7 +276,15 @@ describe("leases: regressions (over-admission after override, reset, delay, bloc
     const requests: ServeRequest[] = [];
     let hold: Promise<void> | undefined;
     const x = new ClientBatcher(
-      () => ({ serve: async (request: ServeRequest) => { requests.push(request); const answer = await stub.serve(request); if (hold) await hold; return answer; } }) as never,
+      () =>
+        ({
+          serve: async (request: ServeRequest) => {
+            requests.push(request);
+            const answer = await stub.serve(request);
+            if (hold) await hold;
+            return answer;
+          },
+        }) as never,
       { staleAfterMs: 50 },
     );
     await x.take("k", charge(policy), signal());

@@ -174,7 +174,8 @@ async function checkSequence(capacity: number, rate: string, steps: readonly Ste
     // The operator's action, as the backend does it (the script's reset and override modes).
     if (admin !== null) {
       if (admin.kind === "reset") state = undefined;
-      else if (admin.kind === "override") override = perSecond(admin.capacity, admin.rate); // capacity and refill only: the block period stays the rule's
+      else if (admin.kind === "override")
+        override = perSecond(admin.capacity, admin.rate); // capacity and refill only: the block period stays the rule's
       else {
         override = undefined;
         // Back to the rule: a state past its expiry is forgotten, as its TTL would have.

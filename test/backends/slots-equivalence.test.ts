@@ -62,7 +62,10 @@ describe("the slots script and the TypeScript slots agree", () => {
             for (const claim of claims) model.set(claim.bucket, renewSlot(model.get(claim.bucket), claim, nowMs));
           } else {
             const reply = decodeSlotReply(await redis.evalSha(SLOTS_SHA1, { keys, arguments: slotArgs(claims, "acquire", nowMs) }));
-            const { decisions, writes } = acquireSlots(claims.map((claim) => ({ claim, enforced: claim.enforced, state: model.get(claim.bucket) })), nowMs);
+            const { decisions, writes } = acquireSlots(
+              claims.map((claim) => ({ claim, enforced: claim.enforced, state: model.get(claim.bucket) })),
+              nowMs,
+            );
             for (const { entry, next } of writes) model.set(entry.claim.bucket, next);
             expect(reply).toEqual(decisions);
           }

@@ -190,7 +190,7 @@ describe("Upstash backend failures", () => {
       }
       expect(responses.map((r) => r.status)).toEqual([200, 200, 200, 429, 429]);
       for (const response of responses) expect(response.headers.get("X-Sluice-Degraded")).toBe("local");
-      expect(responses[0]?.headers.get("RateLimit-Policy")).toBe('"api";q=3;w=3600') // 3 tokens at 3 an hour;
+      expect(responses[0]?.headers.get("RateLimit-Policy")).toBe('"api";q=3;w=3600'); // 3 tokens at 3 an hour;
     } finally {
       await gateway.dispose();
     }

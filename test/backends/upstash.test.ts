@@ -21,8 +21,7 @@ afterAll(async () => {
 });
 
 const policy = perSecond(2, "1");
-const take = async (clientKey: string) =>
-  (await backend.take([{ clientKey, bucket: "default", policy, cost: 1, enforced: true }], new AbortController().signal))[0]!.decision;
+const take = async (clientKey: string) => (await backend.take([{ clientKey, bucket: "default", policy, cost: 1, enforced: true }], new AbortController().signal))[0]!.decision;
 
 /** Calls per command since the last CONFIG RESETSTAT, from INFO commandstats. */
 async function commandCalls(): Promise<Record<string, number>> {
@@ -176,7 +175,7 @@ describe("Upstash backend on a real Redis through the REST bridge", () => {
 
   it("reads the registry back exactly with plain-text responses (no base64), non-ASCII values included", async () => {
     const signal = new AbortController().signal;
-    const record = { id: `api {"header:x-api-key":"clé-🔑-${crypto.randomUUID()}"}`, rule: "api", client: { "header:x-api-key": "clé-🔑\u2028\"quoted\"" }, capacity: 5, rate: "5/1m" };
+    const record = { id: `api {"header:x-api-key":"clé-🔑-${crypto.randomUUID()}"}`, rule: "api", client: { "header:x-api-key": 'clé-🔑\u2028"quoted"' }, capacity: 5, rate: "5/1m" };
     await backend.overrides.put(record, signal);
     expect((await backend.overrides.list(signal)).find((r) => r.id === record.id)).toEqual(record);
     expect(await backend.overrides.remove(record.id, signal)).toBe(true);

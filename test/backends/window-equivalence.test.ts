@@ -228,7 +228,15 @@ describe.each(["fixed-window", "sliding-window"] as const)("the %s's Lua twin an
         fc.array(step(5, 400), { minLength: 1, maxLength: 40 }),
         fc.integer({ min: 1_600_000_000_000, max: 1_900_000_000_000 }),
         fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 3_000 })),
-        (limit, windowMs, steps, startMs, blockForMs) => checkSequence(algorithm, limit, windowMs, steps.map((s) => ({ ...s, cost: Math.min(s.cost, limit + 1) })), startMs, blockForMs),
+        (limit, windowMs, steps, startMs, blockForMs) =>
+          checkSequence(
+            algorithm,
+            limit,
+            windowMs,
+            steps.map((s) => ({ ...s, cost: Math.min(s.cost, limit + 1) })),
+            startMs,
+            blockForMs,
+          ),
       ),
       { numRuns: 200 },
     );
@@ -238,7 +246,10 @@ describe.each(["fixed-window", "sliding-window"] as const)("the %s's Lua twin an
     await fc.assert(
       fc.asyncProperty(
         fc.array(fc.record({ limit: fc.integer({ min: 1, max: 6 }), windowMs: fc.constantFrom(1_000, 3_000), enforced: fc.boolean() }), { minLength: 1, maxLength: 3 }),
-        fc.array(fc.record({ elapsedMs: fc.integer({ min: 0, max: 1_500 }), costs: fc.array(fc.integer({ min: 1, max: 4 }), { minLength: 4, maxLength: 4 }), peek: fc.boolean() }), { minLength: 1, maxLength: 20 }),
+        fc.array(fc.record({ elapsedMs: fc.integer({ min: 0, max: 1_500 }), costs: fc.array(fc.integer({ min: 1, max: 4 }), { minLength: 4, maxLength: 4 }), peek: fc.boolean() }), {
+          minLength: 1,
+          maxLength: 20,
+        }),
         async (buckets, steps) => {
           // The last bucket is a token bucket: the script decides every algorithm in one call.
           const policies: BucketPolicy[] = [...buckets.map((b) => windowPolicy(algorithm, b.limit, b.windowMs)), { capacity: 3, refillTokens: 1, refillPeriodMs: 1_000 }];

@@ -44,7 +44,12 @@ function parseTable(text: string): Record<string, string>[] {
 
 /** Name-value lines (`status`, `check`) as a record. */
 function parsePairs(text: string): Record<string, string> {
-  return Object.fromEntries(text.trimEnd().split("\n").map((line) => [line.split(/ {2,}/)[0]!, line.split(/ {2,}/).slice(1).join("  ")]));
+  return Object.fromEntries(
+    text
+      .trimEnd()
+      .split("\n")
+      .map((line) => [line.split(/ {2,}/)[0]!, line.split(/ {2,}/).slice(1).join("  ")]),
+  );
 }
 
 function expectOneLineError(run: CliRun, code: number, pattern: RegExp): void {
@@ -61,9 +66,7 @@ describe("sluice against a healthy gateway", () => {
     const table = await sluice(["peek", "--rule", "api", "--client", `header:x-api-key=${client}`]);
     expect(table.code, table.stderr).toBe(0);
     expect(table.stdout.split("\n")[0]).toMatch(/^RULE +CLIENT +REMAINING +CAPACITY +RATE +FULL IN +OVERRIDE$/);
-    expect(parseTable(table.stdout)).toEqual([
-      { rule: "api", client: `header:x-api-key=${client}`, remaining: "5", capacity: "5", rate: "1/12s", "full in": "0s", override: "-" },
-    ]);
+    expect(parseTable(table.stdout)).toEqual([{ rule: "api", client: `header:x-api-key=${client}`, remaining: "5", capacity: "5", rate: "1/12s", "full in": "0s", override: "-" }]);
 
     const json = await sluice(["peek", "--rule", "api", "--client", `header:x-api-key=${client}`, "--json"]);
     expect(json.code).toBe(0);

@@ -23,7 +23,14 @@ const span = (spec: CalendarSpec, iso: string) => {
   const { startMs, endMs } = calendarPeriodAt(spec, at(iso));
   return [new Date(startMs).toISOString(), new Date(endMs).toISOString(), (endMs - startMs) / HOUR];
 };
-const policyOf = (spec: Partial<CalendarPolicy> & Pick<CalendarPolicy, "period">, limit = 3): CalendarPolicy => ({ algorithm: "calendar", capacity: limit, refillTokens: limit, refillPeriodMs: DAY, timeZone: "UTC", ...spec });
+const policyOf = (spec: Partial<CalendarPolicy> & Pick<CalendarPolicy, "period">, limit = 3): CalendarPolicy => ({
+  algorithm: "calendar",
+  capacity: limit,
+  refillTokens: limit,
+  refillPeriodMs: DAY,
+  timeZone: "UTC",
+  ...spec,
+});
 
 afterEach(() => {
   vi.useRealTimers();
@@ -237,7 +244,12 @@ describe("calendar headers", () => {
 describe("the deny cache and calendar quotas", () => {
   it("never predicts a quota empty from an allowed answer; remembers a refusal until the boundary", async () => {
     const time = { now: at("2026-05-05T10:00:00Z") };
-    const limiter = new Limiter({ rules: [{ name: "daily", key: "header:x-api-key", algorithm: "calendar", limit: 10, period: "day" }], backend: memoryBackend({ clock: () => time.now }), clock: () => time.now, log: () => {} });
+    const limiter = new Limiter({
+      rules: [{ name: "daily", key: "header:x-api-key", algorithm: "calendar", limit: 10, period: "day" }],
+      backend: memoryBackend({ clock: () => time.now }),
+      clock: () => time.now,
+      log: () => {},
+    });
     for (let i = 0; i < 10; i++) expect((await limiter.check(request("a"))).kind).toBe("allowed");
     expect(await limiter.check(request("a"))).toMatchObject({ kind: "refused", cached: false, retryAfterMs: 14 * HOUR });
     expect(await limiter.check(request("a"))).toMatchObject({ kind: "refused", cached: true });
@@ -256,7 +268,10 @@ describe("calendar boundary schedules (memory backend, 3 isolates, injected stor
   const L = 5;
   const spec = { period: "day", timeZone: "Europe/Berlin" } as const;
   // Local midnights around both 2026 transitions: 2026-03-28 … 2026-03-31 and 2026-10-24 … 2026-10-27.
-  const edges = [...[0, 1, 2, 3].map((d) => calendarPeriodAt(spec, at("2026-03-28T12:00:00Z") + d * DAY).startMs), ...[0, 1, 2, 3].map((d) => calendarPeriodAt(spec, at("2026-10-24T12:00:00Z") + d * DAY).startMs)];
+  const edges = [
+    ...[0, 1, 2, 3].map((d) => calendarPeriodAt(spec, at("2026-03-28T12:00:00Z") + d * DAY).startMs),
+    ...[0, 1, 2, 3].map((d) => calendarPeriodAt(spec, at("2026-10-24T12:00:00Z") + d * DAY).startMs),
+  ];
   const burst = fc.record({
     edge: fc.integer({ min: 0, max: edges.length - 1 }),
     offsetMs: fc.oneof(fc.constantFrom(-1, 0, 1, -HOUR, HOUR), fc.integer({ min: -DAY, max: DAY })),
@@ -303,8 +318,24 @@ describe("calendar boundary schedules (memory backend, 3 isolates, injected stor
     );
     // L a millisecond before midnight, L at it: 2L in 2 ms, but in two days, never one.
     const edge = await run([
-      { edge: 1, offsetMs: -1, requests: [{ isolate: 0, cost: 3, status: 200 }, { isolate: 1, cost: 2, status: 200 }, { isolate: 2, cost: 1, status: 200 }] },
-      { edge: 1, offsetMs: 0, requests: [{ isolate: 2, cost: 3, status: 200 }, { isolate: 0, cost: 2, status: 200 }, { isolate: 1, cost: 1, status: 200 }] },
+      {
+        edge: 1,
+        offsetMs: -1,
+        requests: [
+          { isolate: 0, cost: 3, status: 200 },
+          { isolate: 1, cost: 2, status: 200 },
+          { isolate: 2, cost: 1, status: 200 },
+        ],
+      },
+      {
+        edge: 1,
+        offsetMs: 0,
+        requests: [
+          { isolate: 2, cost: 3, status: 200 },
+          { isolate: 0, cost: 2, status: 200 },
+          { isolate: 1, cost: 1, status: 200 },
+        ],
+      },
     ]);
     expect(edge.reduce((sum, k) => sum + k.units, 0)).toBe(2 * L);
     expect(perPeriod(edge)).toBe(L);

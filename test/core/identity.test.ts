@@ -15,7 +15,10 @@ describe("client address from a proxy's list header", () => {
     expect(clientIp(new Headers({ "x-forwarded-for": "6.6.6.6, 203.0.113.7" }), xff)).toBe("203.0.113.7");
     expect(clientIp(new Headers({ "x-forwarded-for": "203.0.113.7" }), xff)).toBe("203.0.113.7");
     // Two header lines are one list; the proxy's entry is still the last.
-    const twoLines = new Headers([["x-forwarded-for", "1.1.1.1"], ["x-forwarded-for", "2.2.2.2, 203.0.113.7"]]);
+    const twoLines = new Headers([
+      ["x-forwarded-for", "1.1.1.1"],
+      ["x-forwarded-for", "2.2.2.2, 203.0.113.7"],
+    ]);
     expect(clientIp(twoLines, xff)).toBe("203.0.113.7");
   });
 

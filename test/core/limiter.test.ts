@@ -304,7 +304,11 @@ describe("concurrency rules", () => {
     if (second.kind === "allowed") expect(second.headers).toContainEqual(["RateLimit-Policy", '"api";q=3;w=3600, "inflight";q=2;qu="concurrent-requests"']);
     const third = await limiter.check(alice);
     expect(third).toMatchObject({ kind: "concurrency-refused", rule: { name: "inflight" }, inFlight: 2 });
-    if (third.kind === "concurrency-refused") expect(third.headers).toEqual([["RateLimit-Policy", '"inflight";q=2;qu="concurrent-requests"'], ["RateLimit", '"inflight";r=0']]);
+    if (third.kind === "concurrency-refused")
+      expect(third.headers).toEqual([
+        ["RateLimit-Policy", '"inflight";q=2;qu="concurrent-requests"'],
+        ["RateLimit", '"inflight";r=0'],
+      ]);
     expect(limiter.holding(third)).toBeUndefined();
     // The refusal charged no token: releasing one slot lets exactly the bucket's last token through.
     await limiter.release(first);
@@ -314,7 +318,10 @@ describe("concurrency rules", () => {
   });
 
   it("gives the slot back when a bucket rule refuses", async () => {
-    const { limiter } = setup([{ name: "inflight", key: "header:x-api-key", concurrency: 1 }, { name: "tiny", key: "header:x-api-key", capacity: 1, rate: "1/1h" }]);
+    const { limiter } = setup([
+      { name: "inflight", key: "header:x-api-key", concurrency: 1 },
+      { name: "tiny", key: "header:x-api-key", capacity: 1, rate: "1/1h" },
+    ]);
     const first = await limiter.check(alice);
     await limiter.release(first);
     for (let i = 0; i < 3; i++) expect(await limiter.check(alice)).toMatchObject({ kind: "refused", violated: [{ name: "tiny" }] });
@@ -323,7 +330,13 @@ describe("concurrency rules", () => {
   it("a request only a concurrency rule covers is allowed with its headers; a peek does not look at slots", async () => {
     const { limiter } = setup([{ name: "inflight", concurrency: 1 }]);
     const verdict = await limiter.check(request());
-    expect(verdict).toMatchObject({ kind: "allowed", headers: [["RateLimit-Policy", '"inflight";q=1;qu="concurrent-requests"'], ["RateLimit", '"inflight";r=0']] });
+    expect(verdict).toMatchObject({
+      kind: "allowed",
+      headers: [
+        ["RateLimit-Policy", '"inflight";q=1;qu="concurrent-requests"'],
+        ["RateLimit", '"inflight";r=0'],
+      ],
+    });
     expect(await limiter.check(request(), { mode: "peek" })).toEqual({ kind: "unmatched" });
   });
 

@@ -12,8 +12,7 @@ const rule = (match: object) => {
   if (!compiled.ok) throw new Error(JSON.stringify(compiled.errors));
   return compiled.rules[0]!;
 };
-const matches = (match: object, path: string, method = "POST", host = "example.com") =>
-  ruleMatches(rule(match), { method, pathname: normalizePath(path), headers: new Headers(), host });
+const matches = (match: object, path: string, method = "POST", host = "example.com") => ruleMatches(rule(match), { method, pathname: normalizePath(path), headers: new Headers(), host });
 
 describe("path spellings", () => {
   it("normalises escapes, slashes and dot segments", () => {
@@ -33,19 +32,12 @@ describe("path spellings", () => {
     expect(routePath("/Login.JSON")).toBe("/login");
   });
 
-  it.each([
-    ["/login;x"],
-    ["/login;jsessionid=ABC"],
-    ["/login.json"],
-    ["/login.xml"],
-    ["/login."],
-    ["/login./"],
-    ["/LOGIN.Json"],
-    ["/api%2F..%2Flogin"],
-    ["/x%2F..%2Flogin;a=b.json"],
-  ])("a rule on /login covers %s", (path) => {
-    expect(matches({ path: "/login", methods: ["POST"] }, path)).toBe(true);
-  });
+  it.each([["/login;x"], ["/login;jsessionid=ABC"], ["/login.json"], ["/login.xml"], ["/login."], ["/login./"], ["/LOGIN.Json"], ["/api%2F..%2Flogin"], ["/x%2F..%2Flogin;a=b.json"]])(
+    "a rule on /login covers %s",
+    (path) => {
+      expect(matches({ path: "/login", methods: ["POST"] }, path)).toBe(true);
+    },
+  );
 
   it("a rule on an API path covers %2F spellings; a rule is never lost by folding", () => {
     expect(matches({ path: "/api/login" }, "/api%2Flogin")).toBe(true);

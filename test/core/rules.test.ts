@@ -17,7 +17,12 @@ describe("one rule schema for code and LIMITER_RULES", () => {
     expect(api?.policy).toEqual({ name: "api", capacity: 5, refillTokens: 1, refillPeriodMs: 60_000, cost: 1 });
     expect(login).toMatchObject({ key: [{ kind: "ip" }], failMode: "closed", match: { path: "/login", methods: ["POST"] } });
     // The rule as written, normalised: compiling it again gives the same rule.
-    expect(compileRules(fromCode.rules.map((rule) => rule.spec), "closed")).toEqual(fromCode);
+    expect(
+      compileRules(
+        fromCode.rules.map((rule) => rule.spec),
+        "closed",
+      ),
+    ).toEqual(fromCode);
   });
 
   it("code and JSON get the same errors", () => {
@@ -75,7 +80,10 @@ describe("richer matching: headers and hosts", () => {
 
 describe("concurrency rules", () => {
   it("compile with a limit and a lease (default 30 s), their own kind beside bucket rules", () => {
-    const compiled = compileRules([{ name: "inflight", key: "header:x-api-key", concurrency: 2 }, { name: "api", capacity: 1, rate: 1 }]);
+    const compiled = compileRules([
+      { name: "inflight", key: "header:x-api-key", concurrency: 2 },
+      { name: "api", capacity: 1, rate: 1 },
+    ]);
     expect(compiled).toMatchObject({ ok: true, rules: [{ name: "api" }], concurrency: [{ name: "inflight", limit: 2, leaseMs: 30_000, spec: { concurrency: 2, lease: "30s" } }] });
     if (compiled.ok) expect(compileRules([...compiled.rules, ...compiled.concurrency].map((rule) => rule.spec))).toEqual(compiled);
     expect(compileRules([{ name: "inflight", concurrency: 5, lease: "2m" }])).toMatchObject({ ok: true, concurrency: [{ leaseMs: 120_000 }] });
@@ -92,6 +100,11 @@ describe("concurrency rules", () => {
     expect(errors({ name: "c", concurrency: 2, lease: "500ms" })).toEqual(['"c" (#1) lease']);
     expect(errors({ name: "c", concurrency: 2, lease: "2h" })).toEqual(['"c" (#1) lease']);
     expect(errors({ name: "b", capacity: 5, rate: 1, lease: "30s" })).toEqual(['"b" (#1) lease']);
-    expect(compileRules([{ name: "x", concurrency: 1 }, { name: "x", capacity: 1, rate: 1 }])).toMatchObject({ ok: false, errors: [{ field: "name", message: "is used by another rule" }] });
+    expect(
+      compileRules([
+        { name: "x", concurrency: 1 },
+        { name: "x", capacity: 1, rate: 1 },
+      ]),
+    ).toMatchObject({ ok: false, errors: [{ field: "name", message: "is used by another rule" }] });
   });
 });

@@ -14,20 +14,35 @@ function run(policy: BucketPolicy, steps: [atMs: number, cost: number][]) {
 
 describe("takeTokens", () => {
   it("a new bucket starts full and allows a burst of exactly its capacity", () => {
-    const decisions = run(perSecond(3, "1"), [[0, 1], [0, 1], [0, 1], [0, 1]]);
+    const decisions = run(perSecond(3, "1"), [
+      [0, 1],
+      [0, 1],
+      [0, 1],
+      [0, 1],
+    ]);
     expect(decisions.map((d) => d.outcome)).toEqual(["allowed", "allowed", "allowed", "denied"]);
     expect(decisions.map((d) => d.remaining)).toEqual([2, 1, 0, 0]);
   });
 
   it("refills continuously and never above capacity", () => {
     const policy = perSecond(5, "2"); // a token every 500 ms
-    const [, , atHalf, afterLong] = run(policy, [[0, 5], [0, 1], [499, 1], [100_000, 1]]);
+    const [, , atHalf, afterLong] = run(policy, [
+      [0, 5],
+      [0, 1],
+      [499, 1],
+      [100_000, 1],
+    ]);
     expect(atHalf).toEqual({ outcome: "denied", remaining: 0, resetMs: 2001, retryAfterMs: 1 });
     expect(afterLong).toEqual({ outcome: "allowed", remaining: 4, resetMs: 500 });
   });
 
   it("handles fractional rates exactly (0.5/s = one token per 2 s)", () => {
-    const [, denied, stillDenied, allowed] = run(perSecond(1, "0.5"), [[0, 1], [1, 1], [1999, 1], [2000, 1]]);
+    const [, denied, stillDenied, allowed] = run(perSecond(1, "0.5"), [
+      [0, 1],
+      [1, 1],
+      [1999, 1],
+      [2000, 1],
+    ]);
     expect(denied).toMatchObject({ outcome: "denied", retryAfterMs: 1999 });
     expect(stillDenied).toMatchObject({ outcome: "denied", retryAfterMs: 1 });
     expect(allowed).toMatchObject({ outcome: "allowed", remaining: 0, resetMs: 2000 });
@@ -35,9 +50,16 @@ describe("takeTokens", () => {
 
   it("rounds remaining down and waits up at the edges (3 tokens/s: 333.3 ms per token)", () => {
     const policy = perSecond(3, "3");
-    const [, atOneThird] = run(policy, [[0, 3], [333, 1]]);
+    const [, atOneThird] = run(policy, [
+      [0, 3],
+      [333, 1],
+    ]);
     expect(atOneThird).toEqual({ outcome: "denied", remaining: 0, resetMs: 667, retryAfterMs: 1 });
-    const [, , exact] = run(policy, [[0, 3], [333, 1], [334, 1]]);
+    const [, , exact] = run(policy, [
+      [0, 3],
+      [333, 1],
+      [334, 1],
+    ]);
     expect(exact).toEqual({ outcome: "allowed", remaining: 0, resetMs: 1000 });
   });
 
@@ -63,7 +85,11 @@ describe("takeTokens", () => {
     expect(takeTokens(spent, policy, 1, 5_000).decision.outcome).toBe("denied");
     // capacity 10 at 1/s: 5 at t=100 s, 5 at t=95 s, then t=100 s again: only 10 tokens existed.
     const ten = perSecond(10, "1");
-    const outcomes = run(ten, [[100_000, 5], [95_000, 5], [100_000, 5]]).map((d) => d.outcome);
+    const outcomes = run(ten, [
+      [100_000, 5],
+      [95_000, 5],
+      [100_000, 5],
+    ]).map((d) => d.outcome);
     expect(outcomes).toEqual(["allowed", "allowed", "denied"]);
   });
 
@@ -120,7 +146,12 @@ describe("takeTokens", () => {
 
 describe("waitForTokensMs", () => {
   it("never exceeds the true wait for the next request", () => {
-    for (const [capacity, rate, cost] of [[10, "1", 1], [5, "0.3", 2], [100, "7", 3], [1, "2.5", 1]] as const) {
+    for (const [capacity, rate, cost] of [
+      [10, "1", 1],
+      [5, "0.3", 2],
+      [100, "7", 3],
+      [1, "2.5", 1],
+    ] as const) {
       const policy = perSecond(capacity, rate);
       let state: BucketState | undefined;
       for (let t = 0; t < 5_000; t += 37) {

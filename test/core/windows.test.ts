@@ -87,7 +87,12 @@ describe("the window algorithms", () => {
 describe("window headers (the one field writer)", () => {
   it("fixed: q=L;w=W and t to the window's end; Retry-After (the refusal's wait) no earlier than t", async () => {
     const time = { now: 1_800_000_030_000 }; // 30 s into a minute
-    const limiter = new Limiter({ rules: [{ name: "legacy", key: "header:x-api-key", algorithm: "fixed-window", limit: 2, window: "1m" }], backend: memoryBackend({ clock: () => time.now }), clock: () => time.now, log: () => {} });
+    const limiter = new Limiter({
+      rules: [{ name: "legacy", key: "header:x-api-key", algorithm: "fixed-window", limit: 2, window: "1m" }],
+      backend: memoryBackend({ clock: () => time.now }),
+      clock: () => time.now,
+      log: () => {},
+    });
     const first = await limiter.check(request("a"));
     expect(rateLimitItems(headersOf(first).get("RateLimit-Policy"))).toEqual([["legacy", { q: 2, w: 60 }]]);
     expect(rateLimitItems(headersOf(first).get("RateLimit"))).toEqual([["legacy", { r: 1, t: 30 }]]);
@@ -102,7 +107,12 @@ describe("window headers (the one field writer)", () => {
 
   it("sliding: q=L;w=W and t to when the next unit frees", async () => {
     const time = { now: 1_800_000_000_000 };
-    const limiter = new Limiter({ rules: [{ name: "api", key: "header:x-api-key", algorithm: "sliding-window", limit: 2, window: "10s" }], backend: memoryBackend({ clock: () => time.now }), clock: () => time.now, log: () => {} });
+    const limiter = new Limiter({
+      rules: [{ name: "api", key: "header:x-api-key", algorithm: "sliding-window", limit: 2, window: "10s" }],
+      backend: memoryBackend({ clock: () => time.now }),
+      clock: () => time.now,
+      log: () => {},
+    });
     await limiter.check(request("a"));
     time.now += 4_000;
     const second = await limiter.check(request("a"));
@@ -116,7 +126,12 @@ describe("window headers (the one field writer)", () => {
 describe("the deny cache and windows", () => {
   it("never predicts a window empty from an allowed answer (a sliding window with 9 of 10 left still admits at once)", async () => {
     const time = { now: 1_800_000_000_000 };
-    const limiter = new Limiter({ rules: [{ name: "api", key: "header:x-api-key", algorithm: "sliding-window", limit: 10, window: "10s" }], backend: memoryBackend({ clock: () => time.now }), clock: () => time.now, log: () => {} });
+    const limiter = new Limiter({
+      rules: [{ name: "api", key: "header:x-api-key", algorithm: "sliding-window", limit: 10, window: "10s" }],
+      backend: memoryBackend({ clock: () => time.now }),
+      clock: () => time.now,
+      log: () => {},
+    });
     for (let i = 0; i < 10; i++) expect((await limiter.check(request("a"))).kind).toBe("allowed");
     // The store's refusal (an exact wait) is remembered like any other.
     expect(await limiter.check(request("a"))).toMatchObject({ kind: "refused", retryAfterMs: 10_000 });
@@ -148,7 +163,10 @@ describe("adversarial boundary schedules (memory backend, 3 isolates, injected s
     const rules: RuleSpec[] = [{ name: "w", key: "header:x-api-key", algorithm, limit: L, window: "1m", count: ["2xx"] }];
     const isolates = [0, 1, 2].map(() => new Limiter({ rules, backend, clock: () => time.now, log: () => {} }));
     const kept: { atMs: number; units: number }[] = [];
-    const times = bursts.map((b) => start + b.edge * W + b.offsetMs).map((t, i) => ({ t: Math.max(start, t), i })).sort((a, b) => a.t - b.t);
+    const times = bursts
+      .map((b) => start + b.edge * W + b.offsetMs)
+      .map((t, i) => ({ t: Math.max(start, t), i }))
+      .sort((a, b) => a.t - b.t);
     for (const { t, i } of times) {
       time.now = t;
       for (const { isolate, cost, status } of bursts[i]!.requests) {
@@ -196,8 +214,22 @@ describe("adversarial boundary schedules (memory backend, 3 isolates, injected s
     );
     // The classic schedule: L just before an edge, L on it.
     const edge = await run("fixed-window", [
-      { edge: 1, offsetMs: -1, requests: [{ isolate: 0, cost: 3, status: 200 }, { isolate: 1, cost: 2, status: 200 }] },
-      { edge: 1, offsetMs: 0, requests: [{ isolate: 2, cost: 3, status: 200 }, { isolate: 0, cost: 2, status: 200 }] },
+      {
+        edge: 1,
+        offsetMs: -1,
+        requests: [
+          { isolate: 0, cost: 3, status: 200 },
+          { isolate: 1, cost: 2, status: 200 },
+        ],
+      },
+      {
+        edge: 1,
+        offsetMs: 0,
+        requests: [
+          { isolate: 2, cost: 3, status: 200 },
+          { isolate: 0, cost: 2, status: 200 },
+        ],
+      },
     ]);
     worst = Math.max(worst, worstTrailing(edge));
     console.log(`fixed window: worst trailing-window count ${worst} (L = ${L}, bound 2L = ${2 * L})`);

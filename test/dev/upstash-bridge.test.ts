@@ -43,7 +43,7 @@ describe("upstash bridge", () => {
     const values = {
       ascii: "hello",
       unicode: "héllo wörld, 日本語 🚀",
-      binaryish: "\u0000\u0001\u0002\u007f\u0080\u00ff\t\r\n\"\\",
+      binaryish: '\u0000\u0001\u0002\u007f\u0080\u00ff\t\r\n"\\',
       // Valid base64 text: a bridge that forgot to encode would hand the client "test" instead.
       looksEncoded: "dGVzdA==",
     };

@@ -77,7 +77,6 @@ describe.each(SHARED_BACKENDS)("concurrency limits across isolates on the $name 
     await Promise.all([second.done(), held.done()]);
     expect((await a("/echo", key)).response.status).toBe(200);
   });
-
 });
 
 describe.each(BACKENDS)("concurrency limits with bucket rules on the $name backend", ({ vars }) => {

@@ -2,8 +2,7 @@ import { describe, expect, it } from "vitest";
 import { gatewayWith, randomIp } from "../support/gateway";
 
 const TOKEN = "metrics-token-0123456789";
-const scrape = async (gateway: ReturnType<typeof gatewayWith>, token = TOKEN) =>
-  gateway("/__limiter/metrics", { headers: { authorization: `Bearer ${token}` } });
+const scrape = async (gateway: ReturnType<typeof gatewayWith>, token = TOKEN) => gateway("/__limiter/metrics", { headers: { authorization: `Bearer ${token}` } });
 
 /** Every sample of a Prometheus text body: series → value. */
 function samples(text: string): Map<string, number> {
@@ -36,7 +35,7 @@ describe("metrics across isolates", () => {
     const fromStore = values.get(`sluice_rule_decision_sources_total{rule="${rule}",source="backend"}`) ?? 0;
     expect(fromCache + fromStore).toBe(30);
     expect(fromCache).toBeGreaterThanOrEqual(20);
-    expect(values.get("sluice_backend_calls_total{result=\"ok\"}")).toBeGreaterThan(0);
+    expect(values.get('sluice_backend_calls_total{result="ok"}')).toBeGreaterThan(0);
     expect(values.get('sluice_origin_responses_total{class="2xx"}')).toBeGreaterThanOrEqual(4);
     expect(values.get("sluice_decision_duration_seconds_count")).toBeGreaterThanOrEqual(30);
   });

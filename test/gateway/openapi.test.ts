@@ -211,9 +211,7 @@ describe("docs/openapi.yaml", () => {
   });
 
   it("every documented route and status was answered by a running gateway", () => {
-    const documented = Object.entries(doc.paths).flatMap(([path, item]) =>
-      METHODS.flatMap((m) => Object.keys(item[m]?.responses ?? {}).map((status) => `${m.toUpperCase()} ${path} ${status}`)),
-    );
+    const documented = Object.entries(doc.paths).flatMap(([path, item]) => METHODS.flatMap((m) => Object.keys(item[m]?.responses ?? {}).map((status) => `${m.toUpperCase()} ${path} ${status}`)));
     expect(documented.filter((answer) => !seen.has(answer))).toEqual([]);
   });
 });

@@ -102,4 +102,3 @@ describe("Prometheus scraping the gateway", () => {
 function sorted(record: Record<string, number>): [string, number][] {
   return Object.entries(record).sort(([a], [b]) => a.localeCompare(b));
 }
-

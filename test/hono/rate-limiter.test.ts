@@ -5,9 +5,7 @@ import { rateLimiter } from "../../src/hono";
 
 describe("rateLimiter (Hono, plain Node, memory backend)", () => {
   it("rules in the same form as LIMITER_RULES: five 200s with headers, then a 429 problem", async () => {
-    const app = new Hono()
-      .use(rateLimiter({ backend: memoryBackend(), rules: [{ name: "api", key: "header:x-api-key", capacity: 5, rate: "1/1m" }] }))
-      .get("/", (c) => c.text("ok"));
+    const app = new Hono().use(rateLimiter({ backend: memoryBackend(), rules: [{ name: "api", key: "header:x-api-key", capacity: 5, rate: "1/1m" }] })).get("/", (c) => c.text("ok"));
     const statuses = [];
     for (let i = 0; i < 5; i++) {
       const response = await app.request("/", { headers: { "x-api-key": "k" } });
@@ -54,9 +52,7 @@ describe("rateLimiter (Hono, plain Node, memory backend)", () => {
   });
 
   it("requests no rule covers pass untouched", async () => {
-    const app = new Hono()
-      .use(rateLimiter({ backend: memoryBackend(), rules: [{ name: "login", match: { path: "/login" }, capacity: 1, rate: 1 }] }))
-      .get("*", (c) => c.text("ok"));
+    const app = new Hono().use(rateLimiter({ backend: memoryBackend(), rules: [{ name: "login", match: { path: "/login" }, capacity: 1, rate: 1 }] })).get("*", (c) => c.text("ok"));
     const response = await app.request("/other");
     expect(response.status).toBe(200);
     expect(response.headers.get("RateLimit")).toBeNull();

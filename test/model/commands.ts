@@ -116,7 +116,8 @@ class EdgeBurstCommand implements Cmd {
     model.step++;
     const wait = (1000 - (Date.now() % 1000) - this.leadMs + 1000) % 1000;
     await new Promise((resolve) => setTimeout(resolve, wait));
-    const burst = () => Promise.all(Array.from({ length: this.n }, (_, i) => send(model, stack, model.client(this.client), i % stack.urls.length, this.route, this.route === "fixed" ? 401 : undefined)));
+    const burst = () =>
+      Promise.all(Array.from({ length: this.n }, (_, i) => send(model, stack, model.client(this.client), i % stack.urls.length, this.route, this.route === "fixed" ? 401 : undefined)));
     const answers = [...(await burst()), ...(await burst())];
     model.log.push(`${model.step} ${this.toString()} → ${answers.map(short).join(" ")}`);
     model.verify();
@@ -212,7 +213,8 @@ function adminFailure(model: RunModel, status: number, send: number, recv: numbe
 }
 
 /** Admin operations need a store that answers: not while frozen, nor on a broken bucket. */
-const adminAllowed = (model: RunModel, rule: BucketRuleName, client: number | undefined) => !model.frozen && !(model.poisoned && (rule === "plain" || rule === "shadow") && (client === undefined || client === POISONABLE));
+const adminAllowed = (model: RunModel, rule: BucketRuleName, client: number | undefined) =>
+  !model.frozen && !(model.poisoned && (rule === "plain" || rule === "shadow") && (client === undefined || client === POISONABLE));
 
 class ResetCommand implements Cmd {
   constructor(
@@ -251,15 +253,27 @@ class OverrideCommand implements Cmd {
     const target = { rule: this.rule, client: { "header:x-api-key": value } };
     const send = now();
     const { status } =
-      this.policy === null ? await admin(stack, this.isolate, "DELETE", "overrides", target) : await admin(stack, this.isolate, "PUT", "overrides", { ...target, capacity: this.policy.capacity, rate: this.policy.rate });
+      this.policy === null
+        ? await admin(stack, this.isolate, "DELETE", "overrides", target)
+        : await admin(stack, this.isolate, "PUT", "overrides", { ...target, capacity: this.policy.capacity, rate: this.policy.rate });
     const recv = now();
     model.log.push(`${model.step} ${this.toString()} → ${status} @${Math.round(send)}-${Math.round(recv)}`);
-    model.envelope.changes.push({ kind: this.client === undefined ? "prefix" : "exact", rule: this.rule, subject: this.client === undefined ? model.vipPrefix : value, policy: this.policy, send, recv, ...(status !== 200 && { uncertain: true }) });
+    model.envelope.changes.push({
+      kind: this.client === undefined ? "prefix" : "exact",
+      rule: this.rule,
+      subject: this.client === undefined ? model.vipPrefix : value,
+      policy: this.policy,
+      send,
+      recv,
+      ...(status !== 200 && { uncertain: true }),
+    });
     model.verify(adminFailure(model, status, send, recv, this.toString()));
   }
   toString() {
     const who = this.client === undefined ? "vip-*" : CLIENTS[this.client];
-    return this.policy === null ? `removeOverride(${who}, ${this.rule}, isolate ${this.isolate})` : `override(${who}, ${this.rule}, capacity ${this.policy.capacity}, rate ${this.policy.rate}/s, isolate ${this.isolate})`;
+    return this.policy === null
+      ? `removeOverride(${who}, ${this.rule}, isolate ${this.isolate})`
+      : `override(${who}, ${this.rule}, capacity ${this.policy.capacity}, rate ${this.policy.rate}/s, isolate ${this.isolate})`;
   }
 }
 
@@ -284,10 +298,12 @@ class PeekCommand implements Cmd {
     else if (RULES[this.rule].mode === "enforce") {
       const rule = RULES[this.rule];
       const left = isWindow(rule) ? model.envelope.windowRemaining(rule, client, send, recv, 0) : model.envelope.bucketLeft(rule, client, recv, (a) => a.recv <= send);
-      if (bucket.remaining > left + 1e-9) found.push({ kind: "remaining-too-high", message: `peek ${this.rule}/${client}: remaining ${bucket.remaining}, the envelope allows at most ${left.toFixed(2)}` });
+      if (bucket.remaining > left + 1e-9)
+        found.push({ kind: "remaining-too-high", message: `peek ${this.rule}/${client}: remaining ${bucket.remaining}, the envelope allows at most ${left.toFixed(2)}` });
       const capacities = new Set(model.envelope.policies(rule, client, send, recv).map((p) => p.capacity));
       // While the store may be down, a peek may be answered from the isolate's local share.
-      if (model.envelope.storeMayBeDown({ send, recv })) for (const p of model.envelope.allPolicies(rule, client)) capacities.add(localShare(p, stack.settings.localFraction, rule.cost, rule.algorithm).capacity);
+      if (model.envelope.storeMayBeDown({ send, recv }))
+        for (const p of model.envelope.allPolicies(rule, client)) capacities.add(localShare(p, stack.settings.localFraction, rule.cost, rule.algorithm).capacity);
       if (!capacities.has(bucket.capacity)) found.push({ kind: "headers", message: `peek ${this.rule}/${client}: capacity ${bucket.capacity}, in force [${[...capacities]}]` });
     }
     model.verify(found);
@@ -373,7 +389,9 @@ export function commandsFor(stack: ModelStack): fc.Arbitrary<Cmd>[] {
       .map(({ client, route, n, leadMs }) => new EdgeBurstCommand(client, route, n, leadMs)),
     fc.record({ client, isolate, ms: fc.constantFrom(300, 800, 1500), disconnect: fc.boolean() }).map(({ client, isolate, ms, disconnect }) => new SlowCommand(client, isolate, ms, disconnect)),
     fc.record({ client, rule, isolate }).map(({ client, rule, isolate }) => new ResetCommand(client, rule, isolate)),
-    fc.record({ client, rule: overridden, policy: fc.option(policy, { freq: 3 }), isolate }).map(({ client, rule, policy, isolate }) => new OverrideCommand(client, rule, policyFor(rule, policy), isolate)),
+    fc
+      .record({ client, rule: overridden, policy: fc.option(policy, { freq: 3 }), isolate })
+      .map(({ client, rule, policy, isolate }) => new OverrideCommand(client, rule, policyFor(rule, policy), isolate)),
     fc.record({ rule: overridden, policy: fc.option(policy, { freq: 3 }), isolate }).map(({ rule, policy, isolate }) => new OverrideCommand(undefined, rule, policyFor(rule, policy), isolate)),
     fc.record({ client, rule: fc.constantFrom(...OVERRIDABLE, "shadow" as const), isolate }).map(({ client, rule, isolate }) => new PeekCommand(client, rule, isolate)),
   ];

@@ -302,7 +302,10 @@ export class Envelope {
     const units = (set: readonly Answer[]) => set.length * rule.cost;
     const refunds = (set: readonly Answer[]) => set.filter((a) => this.refundable(rule, a)).length * rule.cost;
     const violation = (message: string): Violation[] => [
-      { kind: local ? "local-share-exceeded" : "over-admission", message: `${rule.name}/${client}${local ? ` on isolate ${isolate} (degraded)` : ""} (${rule.algorithm}): ${message} (answer #${answer.id}, step ${answer.step})` },
+      {
+        kind: local ? "local-share-exceeded" : "over-admission",
+        message: `${rule.name}/${client}${local ? ` on isolate ${isolate} (degraded)` : ""} (${rule.algorithm}): ${message} (answer #${answer.id}, step ${answer.step})`,
+      },
     ];
     const all = this.windowPolicies(rule, client, -Infinity, Infinity, local);
     const fixed = rule.algorithm === "fixed-window";
@@ -320,7 +323,9 @@ export class Envelope {
       if (this.resetMayFall(rule, client, from, to)) continue;
       const bound = (fixed ? 2 * limit : limit) + refunds(set);
       if (units(set) > bound) {
-        return violation(`${units(set)} units admitted within ${Math.round(to - from)} ms (< W ${window} ms): answers #${set.map((a) => a.id).join(", #")} sent ${fmt(anchor.send)}…, the envelope allows ${bound} in a trailing W`);
+        return violation(
+          `${units(set)} units admitted within ${Math.round(to - from)} ms (< W ${window} ms): answers #${set.map((a) => a.id).join(", #")} sent ${fmt(anchor.send)}…, the envelope allows ${bound} in a trailing W`,
+        );
       }
     }
     if (fixed) {
@@ -331,7 +336,10 @@ export class Envelope {
       if (this.resetMayFall(rule, client, start - SLACK_MS, start + w + SLACK_MS)) return [];
       const set = admissions.filter((a) => this.certainWindow(a, w) === k);
       const bound = this.windowPolicies(rule, client, start - SLACK_MS, start + w + SLACK_MS, local).limit + refunds(set);
-      if (units(set) > bound) return violation(`${units(set)} units admitted certainly in the aligned window [${k * w}, ${(k + 1) * w}) (epoch ms): answers #${set.map((a) => a.id).join(", #")}, the envelope allows ${bound}`);
+      if (units(set) > bound)
+        return violation(
+          `${units(set)} units admitted certainly in the aligned window [${k * w}, ${(k + 1) * w}) (epoch ms): answers #${set.map((a) => a.id).join(", #")}, the envelope allows ${bound}`,
+        );
     }
     return [];
   }
@@ -393,7 +401,10 @@ export class Envelope {
         const earlier = refusals.some((r) => r.send < answer.recv && r.recv + rule.blockForMs + SLACK_MS > answer.send && !resetBetween(r.send, answer.send));
         const blockLeft = answer.send + rule.blockForMs - answer.recv - SLACK_MS;
         if (!earlier && retryAfter * 1000 < blockLeft) {
-          out.push({ kind: "block-retry-after", message: `${rule.name}/${answer.client}: answer #${answer.id} is the refusal that starts a ${rule.blockForMs} ms block, but says Retry-After ${retryAfter}` });
+          out.push({
+            kind: "block-retry-after",
+            message: `${rule.name}/${answer.client}: answer #${answer.id} is the refusal that starts a ${rule.blockForMs} ms block, but says Retry-After ${retryAfter}`,
+          });
         }
       }
     }
@@ -404,7 +415,8 @@ export class Envelope {
 
   private checkHeaders(answer: Answer): Violation[] {
     const out: Violation[] = [];
-    const bad = (message: string, kind = "headers") => out.push({ kind, message: `answer #${answer.id} (${answer.route}, ${answer.client}, isolate ${answer.isolate}, status ${answer.status}): ${message}` });
+    const bad = (message: string, kind = "headers") =>
+      out.push({ kind, message: `answer #${answer.id} (${answer.route}, ${answer.client}, isolate ${answer.isolate}, status ${answer.status}): ${message}` });
     const h = answer.headers;
     const admitted = Envelope.admitted(answer);
     if (answer.route === "work") {
@@ -421,7 +433,9 @@ export class Envelope {
     const limit = parseItems(h.ratelimit)[0];
     const degraded = Envelope.degraded(answer);
     const capacitiesOf = (rule: BucketRuleModel) => {
-      const policies = degraded ? this.allPolicies(rule, answer.client).map((p) => localShare(p, this.options.localFraction, rule.cost, rule.algorithm)) : this.policies(rule, answer.client, answer.send, answer.recv);
+      const policies = degraded
+        ? this.allPolicies(rule, answer.client).map((p) => localShare(p, this.options.localFraction, rule.cost, rule.algorithm))
+        : this.policies(rule, answer.client, answer.send, answer.recv);
       return new Set(policies.map((p) => p.capacity));
     };
     const checkPolicyHeaders = () => {
@@ -429,7 +443,8 @@ export class Envelope {
       if (names.join(",") !== rules.map((r) => r.name).join(",")) bad(`RateLimit-Policy names [${names}], the route's rules are [${rules.map((r) => r.name)}]`);
       for (const item of policyItems) {
         const rule = rules.find((r) => r.name === item.name);
-        if (rule !== undefined && !capacitiesOf(rule).has(Number(item.params.q))) bad(`RateLimit-Policy q=${item.params.q} for ${rule.name}, the capacities possibly in force are [${[...capacitiesOf(rule)]}]`);
+        if (rule !== undefined && !capacitiesOf(rule).has(Number(item.params.q)))
+          bad(`RateLimit-Policy q=${item.params.q} for ${rule.name}, the capacities possibly in force are [${[...capacitiesOf(rule)]}]`);
       }
       if (limit === undefined) return bad("no RateLimit header");
       const rule = rules.find((r) => r.name === limit.name);
@@ -471,12 +486,15 @@ export class Envelope {
         bad("admitted by the fail mode (no decision, no headers) while the store answered for this client", "fail-mode-while-healthy");
       return out;
     }
-    if (degraded && !this.storeMayBeDown(answer) && !rules.some((r) => this.isPoisoned(r.name, answer))) bad("decided locally (degraded) while the store answered for this client", "fail-mode-while-healthy");
+    if (degraded && !this.storeMayBeDown(answer) && !rules.some((r) => this.isPoisoned(r.name, answer)))
+      bad("decided locally (degraded) while the store answered for this client", "fail-mode-while-healthy");
     checkPolicyHeaders();
     // What the headers say is left never exceeds what the envelope allows after this admission.
     const rule = rules.find((r) => r.name === limit?.name);
     if (rule !== undefined && limit !== undefined && !degraded) {
-      const left = isWindow(rule) ? this.windowRemaining(rule, answer.client, answer.send, answer.recv, rule.cost) : this.bucketLeft(rule, answer.client, answer.recv, (a) => a === answer || a.recv <= answer.send);
+      const left = isWindow(rule)
+        ? this.windowRemaining(rule, answer.client, answer.send, answer.recv, rule.cost)
+        : this.bucketLeft(rule, answer.client, answer.recv, (a) => a === answer || a.recv <= answer.send);
       if (Number(limit.params.r) > left + 1e-9) bad(`RateLimit r=${limit.params.r} for ${rule.name}, the envelope allows at most ${left.toFixed(2)} left`, "remaining-too-high");
     }
     return out;
@@ -504,10 +522,12 @@ export function parseItems(value: string | undefined): { name: string; params: R
     const [name = "", ...params] = item.split(";");
     return {
       name: name.trim().replace(/^"|"$/g, ""),
-      params: Object.fromEntries(params.map((p) => {
-        const [k = "", v = ""] = p.split("=");
-        return [k.trim(), v.trim().replace(/^"|"$/g, "")];
-      })),
+      params: Object.fromEntries(
+        params.map((p) => {
+          const [k = "", v = ""] = p.split("=");
+          return [k.trim(), v.trim().replace(/^"|"$/g, "")];
+        }),
+      ),
     };
   });
 }

@@ -41,11 +41,14 @@ export async function startModelOrigin() {
       res.on("error", () => {}); // the peer may be gone: the work goes on regardless
       res.writeHead(200, { "content-type": "text/plain", ...FROM_ORIGIN });
       res.write("first;");
-      const timer = setTimeout(() => {
-        timers.delete(timer);
-        books.now -= 1;
-        if (!res.destroyed) res.end("last");
-      }, Number(url.searchParams.get("ms") ?? "500"));
+      const timer = setTimeout(
+        () => {
+          timers.delete(timer);
+          books.now -= 1;
+          if (!res.destroyed) res.end("last");
+        },
+        Number(url.searchParams.get("ms") ?? "500"),
+      );
       timers.add(timer);
     } else {
       res.writeHead(200, { "content-type": "text/plain", ...FROM_ORIGIN });

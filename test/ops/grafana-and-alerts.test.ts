@@ -161,7 +161,10 @@ describe("a real Prometheus with the rules, scraping a healthy and a failing gat
       const answer = answers.get(name)!;
       expect(answer.error, `${name}: ${expr}`).toBeUndefined();
       expect(answer.values.length, `${name} has no data: ${expr}`).toBeGreaterThan(0);
-      expect(answer.values.some((v) => Number.isFinite(Number(v))), `${name} is only NaN: ${expr}`).toBe(true);
+      expect(
+        answer.values.some((v) => Number.isFinite(Number(v))),
+        `${name} is only NaN: ${expr}`,
+      ).toBe(true);
     }
 
     // The template variables' label_values, as Grafana asks for them.
@@ -190,11 +193,7 @@ describe("a real Prometheus with the rules, scraping a healthy and a failing gat
 
 /** A panel's PromQL as Grafana would send it with "All" selected: variables filled in. */
 function concrete(expr: string): string {
-  const filled = expr
-    .replaceAll("$__rate_interval", "1m")
-    .replaceAll("$__range", "5m")
-    .replaceAll("$instance", ".+")
-    .replaceAll("$rule", ".+");
+  const filled = expr.replaceAll("$__rate_interval", "1m").replaceAll("$__range", "5m").replaceAll("$instance", ".+").replaceAll("$rule", ".+");
   expect(filled, "a variable the test does not fill").not.toContain("$");
   return filled;
 }
@@ -237,4 +236,3 @@ async function until(check: () => Promise<boolean>): Promise<boolean> {
   }
   return false;
 }
-

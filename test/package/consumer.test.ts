@@ -21,10 +21,7 @@ beforeAll(async () => {
   const honoVersion = JSON.parse(await readFile(join(repo, "node_modules/hono/package.json"), "utf8")).version as string;
 
   consumer = await mkdtemp(join(tmpdir(), "sluice-consumer-"));
-  await writeFile(
-    join(consumer, "package.json"),
-    JSON.stringify({ name: "consumer", private: true, type: "module", dependencies: { sluice: `file:${tarball}`, hono: honoVersion } }),
-  );
+  await writeFile(join(consumer, "package.json"), JSON.stringify({ name: "consumer", private: true, type: "module", dependencies: { sluice: `file:${tarball}`, hono: honoVersion } }));
   await run("npm", ["install", "--no-audit", "--no-fund", "--prefer-offline", "--ignore-scripts"], { cwd: consumer });
   await writeFile(
     join(consumer, "tsconfig.json"),
@@ -91,9 +88,29 @@ describe("the sluice package, installed from its tarball", () => {
     const exported = async (entry: string) => {
       const text = await readFile(join(dist, entry), "utf8");
       const list = [...text.matchAll(/^export \{([^}]*)\};?$/gm)].flatMap((m) => (m[1] ?? "").split(","));
-      return list.map((item) => item.trim().split(/\s+as\s+/).pop() ?? "").filter((name) => name !== "").sort();
+      return list
+        .map(
+          (item) =>
+            item
+              .trim()
+              .split(/\s+as\s+/)
+              .pop() ?? "",
+        )
+        .filter((name) => name !== "")
+        .sort();
     };
-    expect(await exported("index.js")).toEqual(["BackendConfigError", "DEFAULTS", "InvalidRulesError", "Limiter", "PROBLEM_TYPES", "memoryBackend", "parseRulesJson", "passes", "requestSubject", "verdictResponse"]);
+    expect(await exported("index.js")).toEqual([
+      "BackendConfigError",
+      "DEFAULTS",
+      "InvalidRulesError",
+      "Limiter",
+      "PROBLEM_TYPES",
+      "memoryBackend",
+      "parseRulesJson",
+      "passes",
+      "requestSubject",
+      "verdictResponse",
+    ]);
     expect(await exported("hono.js")).toEqual(["rateLimiter"]);
     expect(await exported("durable-object.js")).toEqual(["ClientBuckets", "durableObjectBackend"]);
     expect(await exported("upstash.js")).toEqual(["upstashBackend"]);

@@ -44,7 +44,17 @@ describe("sluice init, from the packed tarball", () => {
     expect(Object.keys(pkg.devDependencies)).toContain("wrangler");
     const toml = await readFile(join(project, "wrangler.toml"), "utf8");
     // Every common var is there, commented, with its default.
-    for (const name of ["LIMITER_CAPACITY", "LIMITER_REFILL_RATE", "LIMITER_KEY", "LIMITER_RULES", "LIMITER_BACKEND", "LIMITER_FAIL_MODE", "LIMITER_ADMIN_TOKEN", "LIMITER_METRICS_TOKEN", "LIMITER_HASH_KEY"]) {
+    for (const name of [
+      "LIMITER_CAPACITY",
+      "LIMITER_REFILL_RATE",
+      "LIMITER_KEY",
+      "LIMITER_RULES",
+      "LIMITER_BACKEND",
+      "LIMITER_FAIL_MODE",
+      "LIMITER_ADMIN_TOKEN",
+      "LIMITER_METRICS_TOKEN",
+      "LIMITER_HASH_KEY",
+    ]) {
       expect(toml).toContain(name);
     }
   });
@@ -86,7 +96,13 @@ describe("sluice init, from the packed tarball", () => {
       const answers = [];
       for (let i = 0; i < 4; i++) {
         const response = await fetch(`http://127.0.0.1:${port}/echo`, { headers: { "x-api-key": "stranger" } });
-        answers.push({ status: response.status, policy: response.headers.get("RateLimit-Policy"), rateLimit: response.headers.get("RateLimit"), type: response.headers.get("Content-Type"), body: await response.text() });
+        answers.push({
+          status: response.status,
+          policy: response.headers.get("RateLimit-Policy"),
+          rateLimit: response.headers.get("RateLimit"),
+          type: response.headers.get("Content-Type"),
+          body: await response.text(),
+        });
       }
       expect(answers.map((a) => a.status)).toEqual([200, 200, 200, 429]);
       expect(JSON.parse(answers[0]?.body ?? "{}")).toMatchObject({ method: "GET", path: "/echo" });

@@ -38,7 +38,9 @@ describe("npm test on a machine without the test programs", () => {
     expect(code).toBe(1);
     expect(ms).toBeLessThan(20_000);
     const lines = output.split("\n").filter((line) => line.includes("npm test needs"));
-    expect(lines).toEqual([expect.stringMatching(/^npm test needs redis-server, prometheus, promtool, chromium, not found on PATH\. Install them with: sudo apt-get install -y redis-server prometheus chromium /)]);
+    expect(lines).toEqual([
+      expect.stringMatching(/^npm test needs redis-server, prometheus, promtool, chromium, not found on PATH\. Install them with: sudo apt-get install -y redis-server prometheus chromium /),
+    ]);
     expect(output).not.toMatch(/\n\s+at /); // no stack trace
   }, 60_000);
 

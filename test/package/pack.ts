@@ -38,7 +38,10 @@ async function acquire(): Promise<void> {
       return;
     } catch {
       // A lock older than any pack is a crashed run's: take it over.
-      const age = await stat(LOCK).then((s) => Date.now() - s.mtimeMs, () => 0);
+      const age = await stat(LOCK).then(
+        (s) => Date.now() - s.mtimeMs,
+        () => 0,
+      );
       if (age > 120_000) await rmdir(LOCK).catch(() => undefined);
       if (Date.now() > deadline) throw new Error(`another npm pack held ${LOCK} for 3 minutes`);
       await new Promise((resolve) => setTimeout(resolve, 200));

@@ -218,7 +218,6 @@ export class ClientBatcher {
       waiter.wake?.();
     }
   }
-
 }
 
 /** An object's answer as the port returns it (RPC results carry nothing else, but be explicit). */

@@ -142,7 +142,10 @@ export class ClientBuckets extends DurableObject<object> {
   /** Takes (or renews) one slot per claim, all or nothing over enforced claims (`acquireSlots`). */
   acquireSlots(claims: readonly ObjectSlotClaim[]): SlotDecision[] {
     const nowMs = Date.now();
-    const { decisions, writes } = acquireSlots(claims.map((claim) => ({ claim, enforced: claim.enforced, state: this.slots.get(claim.bucket) })), nowMs);
+    const { decisions, writes } = acquireSlots(
+      claims.map((claim) => ({ claim, enforced: claim.enforced, state: this.slots.get(claim.bucket) })),
+      nowMs,
+    );
     for (const { entry, next } of writes) this.storeSlots(entry.claim.bucket, next, nowMs);
     return decisions;
   }

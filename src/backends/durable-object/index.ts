@@ -150,10 +150,7 @@ function scatter(charges: readonly BucketCharge[], answered: readonly { group: C
 }
 
 /** Gives back every charge the objects made; a failed refund is logged, never thrown. */
-async function refundAll(
-  answered: readonly { group: ClientGroup; answers: readonly ObjectAnswer[] }[],
-  stubFor: (name: string) => DurableObjectStub<ClientBuckets>,
-): Promise<void> {
+async function refundAll(answered: readonly { group: ClientGroup; answers: readonly ObjectAnswer[] }[], stubFor: (name: string) => DurableObjectStub<ClientBuckets>): Promise<void> {
   const refunds = answered.map(({ group, answers }) => {
     const charged = zip(group.members, answers).flatMap(([member, { charged: state }]) => (state ? [{ ...member.charge, charged: state }] : []));
     return charged.length > 0 ? stubFor(group.clientKey).refund(charged) : undefined;

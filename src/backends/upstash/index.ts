@@ -79,8 +79,7 @@ export function upstashBackend(options: UpstashBackendOptions): LimiterBackend {
   };
   const registryKey = `${options.keyPrefix}:__overrides`;
   // A client's slots under a concurrency rule: a sorted set under the rule's name (names are unique across rules).
-  const slots = (claims: readonly SlotClaim[], operation: SlotOperation, signal: AbortSignal) =>
-    runScript(redis, scriptKeys(options.keyPrefix, claims), slotArgs(claims, operation), signal, SLOTS);
+  const slots = (claims: readonly SlotClaim[], operation: SlotOperation, signal: AbortSignal) => runScript(redis, scriptKeys(options.keyPrefix, claims), slotArgs(claims, operation), signal, SLOTS);
 
   return {
     name: "upstash",
@@ -89,7 +88,12 @@ export function upstashBackend(options: UpstashBackendOptions): LimiterBackend {
     async refund(refunds, signal) {
       if (refunds.length === 0) return;
       const charges = refunds.map((r) => r.charge);
-      const args = scriptArgs(charges, false, undefined, refunds.map((r) => r.charged));
+      const args = scriptArgs(
+        charges,
+        false,
+        undefined,
+        refunds.map((r) => r.charged),
+      );
       await script(scriptKeys(options.keyPrefix, charges), args, signal, 1);
     },
     async acquire(claims, signal) {

@@ -136,4 +136,3 @@ export function storedValues(reply: unknown, width = REPLY_WIDTH): string[] {
   if (!Array.isArray(reply)) return [];
   return reply.filter((_, i) => i % width === width - 1).map((value) => (typeof value === "string" ? value : ""));
 }
-

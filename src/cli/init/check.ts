@@ -32,10 +32,7 @@ export function checkWranglerToml(text: string): WranglerCheck {
   const unmigrated = DURABLE_OBJECTS.filter((o) => !migrated.has(o.className)).map((o) => o.className);
   const unbound = DURABLE_OBJECTS.filter((o) => !bound.has(o.className));
   const next = `v${Math.max(0, ...tags) + 1}`;
-  const append = [
-    ...(unmigrated.length > 0 ? [migrationBlock(next, unmigrated)] : []),
-    ...unbound.map((o) => bindingBlock(o.binding, o.className)),
-  ].join("\n");
+  const append = [...(unmigrated.length > 0 ? [migrationBlock(next, unmigrated)] : []), ...unbound.map((o) => bindingBlock(o.binding, o.className))].join("\n");
   return { unmigrated, unbound: unbound.map((o) => o.className), append };
 }
 

@@ -70,6 +70,10 @@ async function check(dir: string): Promise<Outcome> {
 
 /** A Worker name from a folder name: lower case letters, digits and dashes (wrangler's rule). */
 function workerName(folder: string): string {
-  const name = folder.toLowerCase().replace(/[^a-z0-9-]+/g, "-").replace(/^-+|-+$/g, "").slice(0, 63);
+  const name = folder
+    .toLowerCase()
+    .replace(/[^a-z0-9-]+/g, "-")
+    .replace(/^-+|-+$/g, "")
+    .slice(0, 63);
   return name === "" ? "sluice-gateway" : name;
 }

@@ -52,7 +52,12 @@ async function health(gateway: GatewayClient): Promise<Outcome> {
   }
   if (body.isolate !== undefined) {
     const { breaker, clientCircuitsOpen, denyCacheEntries, backendCalls, rules } = body.isolate;
-    rows.push(["breaker", `${breaker} (${clientCircuitsOpen} client circuits open)`], ["deny cache", `${denyCacheEntries} entries`], ["backend calls", String(backendCalls)], ["rules", rules.join(", ")]);
+    rows.push(
+      ["breaker", `${breaker} (${clientCircuitsOpen} client circuits open)`],
+      ["deny cache", `${denyCacheEntries} entries`],
+      ["backend calls", String(backendCalls)],
+      ["rules", rules.join(", ")],
+    );
   }
   return { code: body.status === "error" ? EXIT.unavailable : EXIT.ok, json: body, text: pairs(rows) };
 }

@@ -113,7 +113,13 @@ export function takeTokens(
     if (blockForMs === 0 || state === undefined) return unchanged({ outcome: "denied", remaining: remainingAfter(level), resetMs, retryAfterMs: waitMs });
     // This refusal starts a block: the tokens stay as stored, the block's end is written beside them.
     // (A state stored by an earlier version has no generation: it starts one here.)
-    const blocked = { level: state.level, unitsPerToken: state.unitsPerToken, updatedAtMs: state.updatedAtMs, generation: state.generation ?? generation ?? newGeneration(), blockedUntilMs: nowMs + blockForMs };
+    const blocked = {
+      level: state.level,
+      unitsPerToken: state.unitsPerToken,
+      updatedAtMs: state.updatedAtMs,
+      generation: state.generation ?? generation ?? newGeneration(),
+      blockedUntilMs: nowMs + blockForMs,
+    };
     return {
       decision: { outcome: "denied", remaining: remainingAfter(level), resetMs, retryAfterMs: Math.max(waitMs, blockForMs) },
       next: blocked,
@@ -189,22 +195,13 @@ export function ceilDiv(a: number, b: number): number {
  * const { next } = takeTokens(state, policy, 1, now);
  * const restored = refundBucket(next, policy, 1, next!, Date.now());
  */
-export function refundBucket(
-  state: BucketState | undefined,
-  policy: BucketPolicy,
-  cost: number,
-  charged: BucketState,
-  nowMs: number,
-): BucketState | undefined {
+export function refundBucket(state: BucketState | undefined, policy: BucketPolicy, cost: number, charged: BucketState, nowMs: number): BucketState | undefined {
   if (state === undefined || state.generation !== charged.generation || charged.unitsPerToken !== policy.refillPeriodMs) return state;
   const full = policy.capacity * policy.refillPeriodMs;
   const sinceCharge = Math.max(0, nowMs - charged.updatedAtMs);
   const gapAtCharge = full - charged.level;
   // min(cost, gap left after the refill since the charge), compared before multiplying.
-  const withheld =
-    sinceCharge >= ceilDiv(gapAtCharge, policy.refillTokens)
-      ? 0
-      : Math.min(cost * policy.refillPeriodMs, gapAtCharge - sinceCharge * policy.refillTokens);
+  const withheld = sinceCharge >= ceilDiv(gapAtCharge, policy.refillTokens) ? 0 : Math.min(cost * policy.refillPeriodMs, gapAtCharge - sinceCharge * policy.refillTokens);
   if (withheld === 0) return state;
   const level = Math.min(full, currentLevel(state, policy, nowMs) + withheld);
   const refunded = { level, unitsPerToken: policy.refillPeriodMs, updatedAtMs: Math.max(nowMs, state.updatedAtMs), generation: state.generation };

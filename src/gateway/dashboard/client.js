@@ -56,18 +56,30 @@ function render(data) {
 
   const rules = $("rules");
   for (const { rule, allowed, refused } of data.rules) {
-    chart(`rule-${rule}`, rules, `Rule "${rule}": decisions per ${data.slotMs / 1000} s`, [data.times, allowed, refused], [
-      { label: "allowed", stroke: "#2e7d32" },
-      { label: "refused", stroke: "#c62828" },
-    ]);
+    chart(
+      `rule-${rule}`,
+      rules,
+      `Rule "${rule}": decisions per ${data.slotMs / 1000} s`,
+      [data.times, allowed, refused],
+      [
+        { label: "allowed", stroke: "#2e7d32" },
+        { label: "refused", stroke: "#c62828" },
+      ],
+    );
   }
   const { decisionP50, decisionP99, originP50, originP99 } = data.latency;
-  chart("latency", $("latency"), "Latency (ms)", [data.times, decisionP50, decisionP99, originP50, originP99], [
-    { label: "decision p50", stroke: "#1565c0" },
-    { label: "decision p99", stroke: "#1565c0", dash: [6, 4] },
-    { label: "origin p50", stroke: "#6a1b9a" },
-    { label: "origin p99", stroke: "#6a1b9a", dash: [6, 4] },
-  ]);
+  chart(
+    "latency",
+    $("latency"),
+    "Latency (ms)",
+    [data.times, decisionP50, decisionP99, originP50, originP99],
+    [
+      { label: "decision p50", stroke: "#1565c0" },
+      { label: "decision p99", stroke: "#1565c0", dash: [6, 4] },
+      { label: "origin p50", stroke: "#6a1b9a" },
+      { label: "origin p99", stroke: "#6a1b9a", dash: [6, 4] },
+    ],
+  );
 
   const rows = data.topRefused.map((r) => `<tr><td>${escapeHtml(r.rule)}</td><td><code>${escapeHtml(r.client.slice(0, 24))}…</code></td><td>${r.refusals}</td></tr>`);
   $("top-refused").innerHTML = rows.length > 0 ? rows.join("") : `<tr><td colspan="3">no refusals in the last hour</td></tr>`;
@@ -81,7 +93,11 @@ function chart(id, parent, title, series, lines) {
   holder.className = "chart";
   parent.append(holder);
   const width = Math.max(320, Math.min(900, parent.clientWidth || 900));
-  const plot = new uPlot({ title, width, height: 220, series: [{}, ...lines.map((l) => ({ ...l, width: 2, spanGaps: true, points: { show: true, size: 5 } }))], axes: [{}, { size: 50 }] }, series, holder);
+  const plot = new uPlot(
+    { title, width, height: 220, series: [{}, ...lines.map((l) => ({ ...l, width: 2, spanGaps: true, points: { show: true, size: 5 } }))], axes: [{}, { size: 50 }] },
+    series,
+    holder,
+  );
   charts.set(id, plot);
 }
 
