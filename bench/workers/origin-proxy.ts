@@ -3,7 +3,7 @@
  * bare worker and the peers differ from sluice only in the limiter.
  */
 import type { Context } from "hono";
-import { peerAddress } from "../../src/core/identity";
+import { connectingAddress } from "../../src/core/identity";
 import { forwardToOrigin } from "../../src/gateway/proxy";
 
 /** Vars shared by the benchmark workers. */
@@ -26,7 +26,7 @@ export function proxyToOrigin(request: Request, env: BenchEnv): Promise<Response
   return forwardToOrigin(request, {
     originUrl: new URL(env.ORIGIN_URL),
     timeoutMs: 30_000,
-    clientIp: peerAddress(request.headers),
+    clientIp: connectingAddress(request.headers),
   });
 }
 

@@ -22,7 +22,7 @@ export type DenyCacheAnswer =
   | { readonly kind: "probe"; readonly release: () => void }
   | { readonly kind: "miss" };
 
-interface Entry extends CachedRefusal {
+interface CacheEntry extends CachedRefusal {
   /** Set once the refusal has expired and one request is asking the backend again. */
   probe?: Promise<void>;
 }
@@ -42,7 +42,7 @@ interface Entry extends CachedRefusal {
  * cache.lookup("login|ip:…", now); // { kind: "refused", refusal }, until now + 2000
  */
 export class DenyCache {
-  private readonly entries = new Map<string, Entry>();
+  private readonly entries = new Map<string, CacheEntry>();
 
   constructor(private readonly maxEntries: number) {}
 

@@ -133,9 +133,9 @@ function ipv4Text(text: string): string | undefined {
  * `X-Forwarded-For`; the rate-limit key uses {@link clientIp} instead.
  *
  * @example
- * peerAddress(new Headers({ "cf-connecting-ip": "2001:db8::7" })); // "2001:db8::7"
+ * connectingAddress(new Headers({ "cf-connecting-ip": "2001:db8::7" })); // "2001:db8::7"
  */
-export function peerAddress(headers: Headers): string {
+export function connectingAddress(headers: Headers): string {
   return headers.get("cf-connecting-ip")?.trim() || LOCAL_FALLBACK_IP;
 }
 

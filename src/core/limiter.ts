@@ -9,7 +9,7 @@ import { PrefixOverrideCache } from "./override-cache";
 import { withOverride } from "./policy";
 import { RefusalMemory } from "./refusal-memory";
 import { compileRules, countsStatus, InvalidRulesError, type ConcurrencyRule, type Rule } from "./rules";
-import { SlotKeeper, type ClaimEntry } from "./slot-keeper";
+import { SlotKeeper, type RuleClaim } from "./slot-keeper";
 import { StoreGuard, type BackendCall, type BackendHealth, type CallTrace } from "./store-guard";
 import type { Subject } from "./subject";
 import { SubjectResolver, type MissingKeyMode, type NamedBucket, type RuleCharge } from "./subject-resolver";
@@ -143,7 +143,7 @@ export class Limiter {
    * of the buckets gives the slots back at once. An allowed verdict holds them until {@link Limiter.release}.
    * A client the deny cache already refuses is refused before any slot is asked for.
    */
-  private async chargeWithSlots(rules: readonly Rule[], charges: readonly RuleCharge[], claims: readonly ClaimEntry[], trace: Trace): Promise<Verdict> {
+  private async chargeWithSlots(rules: readonly Rule[], charges: readonly RuleCharge[], claims: readonly RuleClaim[], trace: Trace): Promise<Verdict> {
     const cached = this.refusals.refusals(charges);
     if (cached.length > 0) return refusalVerdict(rules, cached, this.headerMode, true);
     const slots = await this.slots.take(claims, trace);

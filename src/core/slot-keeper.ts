@@ -9,7 +9,7 @@ import type { CallTrace, StoreGuard } from "./store-guard";
 import type { Verdict } from "./verdict";
 
 /** One concurrency rule's claim in a check. */
-export interface ClaimEntry {
+export interface RuleClaim {
   readonly rule: ConcurrencyRule;
   readonly claim: SlotClaim;
 }
@@ -57,7 +57,7 @@ export class SlotKeeper {
    * The decisions for a request's claims as a refusal (the first enforced rule refused) or the
    * slots it now holds. Degraded (`local`), only `local` rules hold a slot; the others pass without one.
    */
-  private answer(claims: readonly ClaimEntry[], decisions: readonly SlotDecision[], local: boolean, requestId: string | undefined): SlotAnswer | { kind: "verdict"; verdict: Verdict } {
+  private answer(claims: readonly RuleClaim[], decisions: readonly SlotDecision[], local: boolean, requestId: string | undefined): SlotAnswer | { kind: "verdict"; verdict: Verdict } {
     const paired = claims.map(({ rule }, i) => ({ rule, limit: local ? this.localLimit(rule) : rule.limit, decision: decisions[i] ?? { granted: false, inFlight: rule.limit } }));
     for (const { rule, decision } of paired) {
       if (rule.mode === "shadow" && !decision.granted) this.options.log({ event: "limiter.shadow_refusal", rule: rule.name, outcome: "denied" }, requestId);
@@ -77,7 +77,7 @@ export class SlotKeeper {
    * (`closed`: 503; `local`: slots in this isolate's memory, `localFraction` of the limit, at
    * least one; else the request goes on without slots, `failedOpen`).
    */
-  async take(claims: readonly ClaimEntry[], trace: CallTrace): Promise<SlotAnswer | { kind: "verdict"; verdict: Verdict }> {
+  async take(claims: readonly RuleClaim[], trace: CallTrace): Promise<SlotAnswer | { kind: "verdict"; verdict: Verdict }> {
     const { store, log } = this.options;
     const asked = claims.map(({ claim }) => claim);
     const result = await store.decide(
@@ -106,7 +106,7 @@ export class SlotKeeper {
   }
 
   /** Degraded concurrency: `local` rules' slots in this isolate's memory ({@link SlotKeeper.localLimit}); other rules pass. */
-  private acquireLocally(claims: readonly ClaimEntry[]): SlotDecision[] {
+  private acquireLocally(claims: readonly RuleClaim[]): SlotDecision[] {
     const nowMs = this.options.clock();
     const entries = claims.map(({ rule, claim }) => {
       const key = slotKey(claim);

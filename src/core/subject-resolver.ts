@@ -4,7 +4,7 @@ import { keySpec } from "./key-parts";
 import { findRule, parseClient } from "./overrides";
 import { normalizePath } from "./path";
 import { ruleMatches, type ConcurrencyRule, type Rule } from "./rules";
-import type { ClaimEntry } from "./slot-keeper";
+import type { RuleClaim } from "./slot-keeper";
 import type { ClientSubject, RequestSubject } from "./subject";
 import type { Verdict } from "./verdict";
 
@@ -31,7 +31,7 @@ export interface NamedBucket {
 
 /** What a subject comes to: the rules that apply with their charges and slot claims, or a verdict already. */
 export type Resolution =
-  | { readonly kind: "charges"; readonly rules: readonly Rule[]; readonly charges: readonly RuleCharge[]; readonly claims: readonly ClaimEntry[] }
+  | { readonly kind: "charges"; readonly rules: readonly Rule[]; readonly charges: readonly RuleCharge[]; readonly claims: readonly RuleClaim[] }
   | { readonly kind: "verdict"; readonly verdict: Verdict };
 
 /** A client as one rule's key reads it: hashed, with its canonical values. */
@@ -63,7 +63,7 @@ export class SubjectResolver {
     if (rules.length === 0 && concurrent.length === 0) return { kind: "verdict", verdict: { kind: "unmatched" } };
     const keys = new Map<string, Promise<ResolvedKey>>();
     const charges: RuleCharge[] = [];
-    const claims: ClaimEntry[] = [];
+    const claims: RuleClaim[] = [];
     for (const rule of [...rules, ...concurrent]) {
       const keyName = subject.clientId === undefined ? rule.keyName : "client";
       let key = keys.get(keyName);

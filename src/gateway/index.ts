@@ -7,7 +7,7 @@
  *   export { default, ClientBuckets, GatewayMetrics, LimiterService } from "sluice/gateway";
  */
 import { Hono } from "hono";
-import { peerAddress } from "../core/identity";
+import { connectingAddress } from "../core/identity";
 import type { Env } from "./env";
 import { withGateway, type GatewayEnv } from "./gateway";
 import { requestIdOf } from "./log";
@@ -39,7 +39,7 @@ app.all("*", async (c) => {
   const response = await forwardToOrigin(c.req.raw, {
     originUrl: config.origin.url,
     timeoutMs: config.origin.timeoutMs,
-    clientIp: peerAddress(c.req.raw.headers),
+    clientIp: connectingAddress(c.req.raw.headers),
     requestId: requestIdOf(c.req.raw.headers),
   });
   metrics.recorder.recordOrigin(response.status, performance.now() - started);
