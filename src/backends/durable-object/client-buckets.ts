@@ -3,6 +3,7 @@ import type { BucketAnswer, OverrideRecord } from "../../core/backend";
 import { acquireSlots, releaseSlot, renewSlot, slotsExpireInMs, type SlotDecision, type SlotState } from "../../core/slots";
 import type { BucketPolicy } from "../../core/token-bucket";
 import { BucketTable } from "./bucket-table";
+import { OverrideRegistryRecords } from "./override-registry";
 import type { StoredBucket } from "./lease-ledger";
 import type { ObjectAnswer, ObjectCharge, ObjectRefund, ObjectSlotClaim, ServeAnswer, ServeRequest } from "./wire";
 
@@ -11,7 +12,6 @@ export { LEASE_SHARE } from "./lease-ledger";
 
 const BUCKET_PREFIX = "bucket:";
 const OVERRIDE_PREFIX = "override:";
-const REGISTRY_PREFIX = "registry:";
 const SLOTS_PREFIX = "slots:";
 const MAX_CLEANUP_DELAY_MS = 86_400_000;
 
@@ -46,7 +46,7 @@ export class ClientBuckets extends DurableObject<object> {
   /** The client's buckets, exact overrides and lease ledger (pure; this object adds storage and alarms). */
   private readonly table = new BucketTable();
   /** The override registry (the object named `__limiter_registry` only). */
-  private readonly registry = new Map<string, OverrideRecord>();
+  private readonly registry: OverrideRegistryRecords;
   /** Concurrency rules' leases, by rule name; written through like buckets, so a restart forgets no request in flight. */
   private readonly slots = new Map<string, SlotState>();
   /** Whether an alarm is already set; an early alarm just reschedules itself. */
@@ -54,13 +54,14 @@ export class ClientBuckets extends DurableObject<object> {
 
   constructor(ctx: DurableObjectState, env: object) {
     super(ctx, env);
+    this.registry = new OverrideRegistryRecords(ctx.storage);
     void ctx.blockConcurrencyWhile(async () => {
       const load = async <T>(prefix: string, into: Map<string, T>) => {
         for (const [key, value] of await ctx.storage.list<T>({ prefix })) into.set(key.slice(prefix.length), value);
       };
       await load(BUCKET_PREFIX, this.table.buckets);
       await load(OVERRIDE_PREFIX, this.table.overrides);
-      await load(REGISTRY_PREFIX, this.registry);
+      await this.registry.load();
       await load(SLOTS_PREFIX, this.slots);
       this.alarmSet = (await ctx.storage.getAlarm()) !== null;
     });
@@ -126,17 +127,15 @@ export class ClientBuckets extends DurableObject<object> {
 
   /** The registry object's list of every override. */
   listOverrides(): OverrideRecord[] {
-    return [...this.registry.values()];
+    return this.registry.list();
   }
 
   putOverride(record: OverrideRecord): void {
-    this.registry.set(record.id, record);
-    void this.ctx.storage.put(REGISTRY_PREFIX + record.id, record);
+    this.registry.put(record);
   }
 
   removeOverride(id: string): boolean {
-    void this.ctx.storage.delete(REGISTRY_PREFIX + id);
-    return this.registry.delete(id);
+    return this.registry.remove(id);
   }
 
   /** Takes (or renews) one slot per claim, all or nothing over enforced claims (`acquireSlots`). */
