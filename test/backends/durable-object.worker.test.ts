@@ -6,6 +6,7 @@ import { ClientBatcher } from "../../src/backends/durable-object/client-batcher"
 import type { ServeRequest } from "../../src/backends/durable-object/client-buckets";
 import type { BucketPolicy } from "../../src/core/token-bucket";
 import { gatewayWith, randomIp } from "../support/gateway";
+import { sleep } from "../support/helpers";
 
 const slow = { capacity: 5, refillTokens: 1, refillPeriodMs: 3_600_000 }; // 1 token an hour
 const fast = { capacity: 5, refillTokens: 1, refillPeriodMs: 1 }; // 1000 tokens a second
@@ -31,7 +32,7 @@ describe("ClientBuckets Durable Object", () => {
     const stub = objectFor(`alarm-${crypto.randomUUID()}`);
     await takeOne(stub, "refilling", fast, 5);
     await takeOne(stub, "live", slow, 2);
-    await new Promise((resolve) => setTimeout(resolve, 20)); // "refilling" is full after 5 ms
+    await sleep(20); // "refilling" is full after 5 ms
     await runDurableObjectAlarm(stub); // it may have fired on its own already
     const keys = await runInDurableObject(stub, async (_: ClientBuckets, state) => [...(await state.storage.list()).keys()]);
     expect(keys).toEqual(["bucket:live"]);
@@ -42,7 +43,7 @@ describe("ClientBuckets Durable Object", () => {
   it("the alarm deletes all storage once every bucket is full", async () => {
     const stub = objectFor(`alarm-all-${crypto.randomUUID()}`);
     await takeOne(stub, "a", fast, 3);
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    await sleep(20);
     await runDurableObjectAlarm(stub); // it may have fired on its own already
     const [size, alarm] = await runInDurableObject(stub, async (_: ClientBuckets, state) => [(await state.storage.list()).size, await state.storage.getAlarm()]);
     expect(size).toBe(0);
@@ -57,7 +58,7 @@ describe("ClientBuckets Durable Object", () => {
     await stub.setOverride("a", { capacity: 10, refillTokens: 1, refillPeriodMs: 1 });
     expect(await takeOne(stub, "a", fast, 3)).toMatchObject({ outcome: "allowed" });
     await stub.setOverride("a", null);
-    await new Promise((resolve) => setTimeout(resolve, 20)); // full under either policy after 10 ms
+    await sleep(20); // full under either policy after 10 ms
     await runDurableObjectAlarm(stub); // it may have fired on its own already
     const size = await runInDurableObject(stub, async (_: ClientBuckets, state) => (await state.storage.list()).size);
     expect(size).toBe(0);
@@ -127,7 +128,7 @@ describe("ClientBuckets batches and leases (serve)", () => {
   it("once its leases have run out, a reset makes the bucket full", async () => {
     const stub = objectFor(`lease-expired-${crypto.randomUUID()}`);
     await stub.serve({ holder: "isolate-a", takes: [charge(big)], lease: { bucket: "default", policy: big, cost: 1, want: 50, ttlMs: 0 } });
-    await new Promise((resolve) => setTimeout(resolve, 1_100)); // the slack for clocks
+    await sleep(1_100); // the slack for clocks
     await stub.reset(["default"]);
     expect(await takeOne(stub, "default", big, 1)).toMatchObject({ outcome: "allowed", remaining: 799 });
   });
@@ -159,7 +160,7 @@ describe("gateway with the Durable Object backend", () => {
     expect((await gateway("/", { ip })).status).toBe(200);
     const denied = await gateway("/", { ip });
     expect(denied.status).toBe(429);
-    await new Promise((resolve) => setTimeout(resolve, 450));
+    await sleep(450);
     expect((await gateway("/", { ip })).status).toBe(200);
   });
 

@@ -1,6 +1,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from "vitest";
 import { startLocalStack, upstashVars } from "../../dev/local-stack.mjs";
 import { startGateway } from "../../dev/miniflare-gateway.mjs";
+import { sleep } from "../support/helpers";
 
 const TIMEOUT_MS = 300;
 /** Health's details (the store's error, the breaker) are for the holder of a token. */
@@ -43,7 +44,7 @@ async function timed(url: string) {
 async function waitForHealthy(url: string) {
   for (let attempt = 0; attempt < 50; attempt++) {
     if ((await fetch(`${url}/__limiter/health`)).status === 200) return;
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    await sleep(100);
   }
   throw new Error("backend did not recover within 5 s");
 }
@@ -160,7 +161,7 @@ describe("Upstash backend failures", () => {
           recoveredAfterMs = performance.now() - answering;
           break;
         }
-        await new Promise((resolve) => setTimeout(resolve, 50));
+        await sleep(50);
       }
       console.log(JSON.stringify({ event: "recovery after the store answers", ms: Math.round(recoveredAfterMs) }));
       expect(recoveredAfterMs).toBeGreaterThanOrEqual(0);
@@ -224,7 +225,7 @@ describe("Upstash backend failures", () => {
         const next = await open("/echo");
         await next.arrayBuffer();
         status = next.status;
-        if (status !== 200) await new Promise((resolve) => setTimeout(resolve, 50));
+        if (status !== 200) await sleep(50);
       }
       expect(status).toBe(200);
       await long.body?.cancel();

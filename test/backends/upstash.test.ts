@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LOCAL_UPSTASH_TOKEN, startLocalStack } from "../../dev/local-stack.mjs";
 import { upstashBackend } from "../../src/backends/upstash";
 import { bucketKey } from "../../src/backends/upstash/wire";
-import { policy as perSecond } from "../support/helpers";
+import { policy as perSecond, sleep } from "../support/helpers";
 
 let stack: Awaited<ReturnType<typeof startLocalStack>>;
 let redis: ReturnType<typeof createClient>;
@@ -218,7 +218,7 @@ describe("commands per allowed decision", () => {
     await redis.sendCommand(["CONFIG", "RESETSTAT"]);
     for (let i = 0; i < 10; i++) {
       await backend.take([charge], AbortSignal.timeout(5_000));
-      await new Promise((resolve) => setTimeout(resolve, 5));
+      await sleep(5);
     }
     const stats = String(await redis.sendCommand(["INFO", "commandstats"]));
     const calls = (name: string) => Number(new RegExp(`cmdstat_${name}:calls=(\\d+)`).exec(stats)?.[1] ?? 0);

@@ -4,6 +4,7 @@ import { Redis } from "@upstash/redis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startRedis } from "../../dev/redis-server.mjs";
 import { startUpstashBridge } from "../../dev/upstash-bridge.mjs";
+import { sleep } from "../support/helpers";
 
 const TOKEN = "test-token";
 
@@ -177,7 +178,7 @@ describe("upstash bridge", () => {
         break;
       } catch (err) {
         if (Date.now() > deadline) throw err;
-        await new Promise((resolve) => setTimeout(resolve, 50));
+        await sleep(50);
       }
     }
     expect(await redis.set("after", "outage")).toBe("OK");

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import puppeteer, { type Browser } from "puppeteer-core";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { startGatewayProcess } from "../support/processes";
+import { sleep } from "../support/helpers";
 
 /**
  * The dashboard in a real headless Chromium (Debian's `chromium`, driven by puppeteer-core: no
@@ -82,7 +83,7 @@ describe("the dashboard in Chromium", () => {
 
     // A little more traffic spread in time, so the charts show a shape, then the picture.
     await traffic(20);
-    await new Promise((resolve) => setTimeout(resolve, 2_500));
+    await sleep(2_500);
     await page.screenshot({ path: SCREENSHOT, fullPage: true });
   }, 60_000);
 });

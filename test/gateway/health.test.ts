@@ -2,6 +2,7 @@ import { createClient } from "redis";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { startLocalStack, upstashVars } from "../../dev/local-stack.mjs";
 import { startGateway } from "../../dev/miniflare-gateway.mjs";
+import { sleep } from "../support/helpers";
 
 /**
  * `/__limiter/health` is open to anyone: it must not cost the store an operation per call, nor
@@ -56,7 +57,7 @@ describe("health", () => {
     expect((await pings()) - before).toBeLessThanOrEqual(1);
 
     // Once the answer is older than the cache's lifetime, the next call probes again: once.
-    await new Promise((resolve) => setTimeout(resolve, 2_100));
+    await sleep(2_100);
     const after = await pings();
     await Promise.all(Array.from({ length: 20 }, () => health()));
     expect((await pings()) - after).toBe(1);
@@ -81,7 +82,7 @@ describe("health", () => {
     await stack.redis.stop();
     try {
       // The answer cached while the store was up may still be served: within its lifetime.
-      await new Promise((resolve) => setTimeout(resolve, 2_100));
+      await sleep(2_100);
       const open = await health();
       expect(open.status).toBe(503);
       const body = (await open.json()) as Record<string, unknown>;

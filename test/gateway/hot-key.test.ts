@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { startGatewayIsolates } from "../../dev/miniflare-isolates.mjs";
 import { startOrigin } from "../../dev/origin.mjs";
+import { sleep } from "../support/helpers";
 
 /**
  * One hot client over three gateway isolates that share ONE Durable Object namespace (three
@@ -95,9 +96,9 @@ describe(`one hot client over ${ISOLATES} isolates sharing one Durable Object na
       expect(calls / 300).toBeLessThanOrEqual(0.2);
       // Leases are a second old: what they hold goes back with each isolate's next call. Then
       // twice what is left is asked for: exactly the rest is admitted, not one more, none lost.
-      await new Promise((resolve) => setTimeout(resolve, 1_200));
+      await sleep(1_200);
       const second = await hammer(isolates.urls, apiKey, 600, 24);
-      await new Promise((resolve) => setTimeout(resolve, 1_200));
+      await sleep(1_200);
       const third = await hammer(isolates.urls, apiKey, 60, 3);
       console.log(JSON.stringify({ event: "the rest of the budget", second, third }));
       expect(first.allowed + second.allowed).toBeLessThanOrEqual(capacity);
@@ -123,7 +124,7 @@ describe(`one hot client over ${ISOLATES} isolates sharing one Durable Object na
       });
       expect(reset.status).toBe(200);
       const after = await hammer(isolates.urls, apiKey, 900, 24);
-      await new Promise((resolve) => setTimeout(resolve, 2_200)); // leases and the object's record of them run out
+      await sleep(2_200); // leases and the object's record of them run out
       const rest = await hammer(isolates.urls, apiKey, 900, 24);
       console.log(JSON.stringify({ event: "reset with leases out", before, after, rest }));
       // Leased tokens spent after the reset came out of the full bucket the reset made.
@@ -146,7 +147,7 @@ describe(`one hot client over ${ISOLATES} isolates sharing one Durable Object na
       // 12 streams, each a request about every 100 ms for 2 s or more: tens of requests a second against 10/s.
       await Promise.all(
         Array.from({ length: 12 }, async (_, stream) => {
-          await new Promise((resolve) => setTimeout(resolve, stream * 8));
+          await sleep(stream * 8);
           for (let i = 0; i < 20; i++) {
             const index = (stream + i) % isolates.urls.length;
             const response = await fetch(`${isolates.urls[index]}/echo`, { headers: { "x-api-key": apiKey } });
@@ -154,7 +155,7 @@ describe(`one hot client over ${ISOLATES} isolates sharing one Durable Object na
             if (response.status === 200) allowedBy[index]! += 1;
             else if (response.status === 429) refused += 1;
             else throw new Error(`unexpected status ${response.status}`);
-            await new Promise((resolve) => setTimeout(resolve, 100));
+            await sleep(100);
           }
         }),
       );

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { startLocalStack, upstashVars } from "../../dev/local-stack.mjs";
 import { startGateway } from "../../dev/miniflare-gateway.mjs";
+import { sleep } from "../support/helpers";
 
 const CAPACITY = 20;
 const RATE_PER_SECOND = 10;
@@ -47,7 +48,7 @@ describe("several gateway instances sharing one Redis", () => {
           else if (response.status === 429) refused += 1;
           else throw new Error(`unexpected status ${response.status}`);
           // Spread the load over time so that refill matters.
-          await new Promise((resolve) => setTimeout(resolve, 60));
+          await sleep(60);
         }
       }),
     );
@@ -121,7 +122,7 @@ describe("several gateway instances sharing one Redis", () => {
           seenAfter.push(Date.now() - started);
           break;
         }
-        await new Promise((resolve) => setTimeout(resolve, 200));
+        await sleep(200);
       }
     }
     console.log(JSON.stringify({ event: "prefix override reached other servers", afterMs: seenAfter }));

@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { startGatewayProcess } from "../support/processes";
 import { freePort } from "../support/ports";
+import { sleep } from "../support/helpers";
 
 /**
  * A real Prometheus server (Debian's `prometheus`) scrapes a running gateway's metrics endpoint
@@ -85,7 +86,7 @@ describe("Prometheus scraping the gateway", () => {
       } catch {
         // Prometheus is still starting.
       }
-      await new Promise((resolve) => setTimeout(resolve, 500));
+      await sleep(500);
     }
     if (JSON.stringify(sorted(seen)) !== JSON.stringify(sorted(expected))) {
       // Say why: the scrape target's health as Prometheus saw it.

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { BACKENDS } from "../support/backends";
 import { gatewayWith, randomIp } from "../support/gateway";
-import { rateLimitItems as fieldItems } from "../support/helpers";
+import { rateLimitItems as fieldItems, sleep } from "../support/helpers";
 
 const rules = (list: object[]) => JSON.stringify(list);
 const remaining = (response: Response) => Number(response.headers.get("X-RateLimit-Remaining"));
@@ -119,11 +119,11 @@ describe.each(BACKENDS)("rules on the $name backend", ({ vars }) => {
     expect(refused.status).toBe(429);
     expect(refused.headers.get("Retry-After")).toBe("3"); // the block's end, 2.5 s, rounded up
     expect(fieldItems(refused.headers.get("RateLimit"))).toEqual([["guard", { r: 0, t: 3 }]]);
-    await new Promise((resolve) => setTimeout(resolve, 1_100)); // the bucket is full again by now
+    await sleep(1_100); // the bucket is full again by now
     const blocked = await gateway("/", { ip });
     expect(blocked.status).toBe(429);
     expect(Number(blocked.headers.get("Retry-After"))).toBe(2); // the block's end, not the bucket's refill
-    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    await sleep(1_500);
     expect((await gateway("/", { ip })).status).toBe(200);
   });
 
@@ -134,7 +134,7 @@ describe.each(BACKENDS)("rules on the $name backend", ({ vars }) => {
     const refused = await gateway("/", { ip });
     expect(refused.status).toBe(429);
     expect(refused.headers.get("Retry-After")).toBe("3600");
-    await new Promise((resolve) => setTimeout(resolve, 1_100)); // the bucket refilled; the block holds
+    await sleep(1_100); // the bucket refilled; the block holds
     const blocked = await gateway("/", { ip });
     expect(blocked.status).toBe(429);
     expect(Number(blocked.headers.get("Retry-After"))).toBeGreaterThan(3500);

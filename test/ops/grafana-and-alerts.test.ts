@@ -6,6 +6,7 @@ import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { startGatewayProcess } from "../support/processes";
 import { freePort } from "../support/ports";
+import { sleep } from "../support/helpers";
 
 /**
  * The operators' files in ops/ against the real tools: the alerting rules through `promtool`
@@ -144,7 +145,7 @@ describe("a real Prometheus with the rules, scraping a healthy and a failing gat
       statuses.push(await send(a, "/status/503", { ...headers, "x-api-key": `origin-${wave}` })); // a 5xx from the origin
       statuses.push(await send(a, "/__limiter/status?path=/echo", headers)); // a peek
       for (let i = 0; i < 6; i++) await send(failing!.gateway.url, "/echo", { "cf-connecting-ip": `198.51.100.${wave + 1}` }); // store errors, breaker
-      await new Promise((resolve) => setTimeout(resolve, 2_500));
+      await sleep(2_500);
     }
     expect(statuses).toContain(200);
     expect(statuses).toContain(429);
@@ -232,7 +233,7 @@ async function until(check: () => Promise<boolean>): Promise<boolean> {
   const deadline = Date.now() + 40_000;
   while (Date.now() < deadline) {
     if (await check().catch(() => false)) return true;
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    await sleep(500);
   }
   return false;
 }

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { BACKENDS } from "../support/backends";
 import { gatewayWith, randomIp } from "../support/gateway";
+import { sleep } from "../support/helpers";
 
 /** Opens a WebSocket through the gateway to the real origin's /ws; resolves with the response and, if upgraded, the socket. */
 async function connect(gateway: ReturnType<typeof gatewayWith>, ip: string, apiKey: string) {
@@ -12,7 +13,7 @@ async function connect(gateway: ReturnType<typeof gatewayWith>, ip: string, apiK
   socket.addEventListener("message", (event) => received.push(String(event.data)));
   const next = async (count: number) => {
     const deadline = Date.now() + 5_000;
-    while (received.length < count && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+    while (received.length < count && Date.now() < deadline) await sleep(10);
     return received.slice(0, count);
   };
   return { response, socket, next };
