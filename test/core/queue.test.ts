@@ -1,5 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
+import type { RuleSpec } from "../../src/core/rules";
 import { Limiter } from "../../src/core/limiter";
 import { memoryBackend } from "../../src/core/memory-backend";
 import { compileRules } from "../../src/core/rules";
@@ -109,7 +110,7 @@ describe("queue: the rule option", () => {
 });
 
 describe("queue: the limiter", () => {
-  const rules = [{ name: "api", key: "header:x-api-key", capacity: 1, rate: "1/1s", queue: { maxWait: "1s" } }];
+  const rules = [{ name: "api", key: "header:x-api-key", capacity: 1, rate: "1/1s", queue: { maxWait: "1s" } }] satisfies RuleSpec[];
   const request = () => requestSubject(new Request("http://x/", { headers: { "x-api-key": "k" } }));
 
   it("an allowed verdict carries the wait; beyond maxWait a refusal with the real wait; the deny cache does not refuse a request that may queue", async () => {
