@@ -340,6 +340,25 @@ describe.each(BACKENDS)("$name backend: windows", ({ create, vars }) => {
     expect((await take(key, four)).decision).toMatchObject({ outcome: "denied", remaining: 0 });
   });
 
+  it("through the gateway (default settings): a queued request waits about its wait, then reaches the origin; beyond maxWait a 429 at once", async () => {
+    // One token every 200 ms, up to 300 ms of queue.
+    const rules = [{ name: "api", key: "ip", capacity: 1, rate: 5, queue: { maxWait: "300ms" } }];
+    const gateway = gatewayWith({ ...vars, LIMITER_RULES: JSON.stringify(rules) });
+    const ip = randomIp();
+    expect((await gateway("/", { ip })).status).toBe(200);
+    // Two at once: one queues ~200 ms (its token), the other would wait ~400 ms, beyond 300 ms: refused at once.
+    const started = Date.now();
+    const timed = async () => ({ response: await gateway("/", { ip }), ms: Date.now() - started });
+    const [a, b] = await Promise.all([timed(), timed()]);
+    const [queued, refused] = a.response.status === 200 ? [a, b] : [b, a];
+    expect(queued.response.status).toBe(200);
+    expect(await queued.response.text()).not.toBe("");
+    expect(queued.response.headers.get("RateLimit")).toMatch(/^"api";r=0;/);
+    expect(queued.ms).toBeGreaterThanOrEqual(150);
+    expect(refused.response.status).toBe(429);
+    expect(refused.ms).toBeLessThan(queued.ms);
+  });
+
   it("through the gateway: window rules give q=L;w=W, t and Retry-After to the window's end", async () => {
     const rules = [{ name: "legacy", key: "ip", algorithm: "fixed-window", limit: 2, window: "1d" }];
     const gateway = gatewayWith({ ...vars, LIMITER_RULES: JSON.stringify(rules) });
