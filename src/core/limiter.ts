@@ -27,7 +27,7 @@ interface Trace extends CallTrace {
   clients: { rule: string; clientKey: string }[];
 }
 
-/** A charge a `count` rule may give back. */
+/** A charge a `count` rule (or a queued one, whose client may leave while it waits) may give back. */
 interface Receipt {
   readonly rule: Rule;
   readonly refund: Refund;
@@ -67,7 +67,7 @@ export class Limiter {
   private readonly clock: () => number;
   private readonly log: (event: LimiterEvent, requestId: string | undefined) => void;
   private readonly onDecision: ((event: DecisionEvent) => void) | undefined;
-  /** Charges `count` rules may give back, by the verdict that made them (see {@link Limiter.settle}). */
+  /** Charges `count` and `queue` rules may give back, by the verdict that made them (see {@link Limiter.settle}, {@link Limiter.giveBack}). */
   private readonly receipts = new WeakMap<Verdict, Receipt[]>();
 
   /** @throws InvalidRulesError when a rule does not check, naming every rule and field. */
@@ -222,10 +222,12 @@ export class Limiter {
     if (result.kind === "misconfigured") return { kind: "verdict", verdict: { kind: "backend-misconfigured", variable: result.variable, message: result.message } } as const;
     if (result.kind === "unreachable") return { kind: "verdict", verdict: this.failModeVerdict(rules, charges, operation, result.reason, trace) } as const;
     const { asked, answers } = result.value;
-    // What a `count` rule may give back once the response is known: the charge as made and the state it wrote.
+    // What a `count` rule may give back once the response is known, or a `queue` rule if the client
+    // leaves while it waits: the charge as made and the state it wrote.
     const receipts = charges.flatMap(({ rule }, i) => {
       const [charge, answer] = [asked[i], answers[i]];
-      return rule.count !== undefined && charge !== undefined && answer?.charged ? [{ rule, refund: { charge, charged: answer.charged } }] : [];
+      const mayGiveBack = rule.count !== undefined || (rule.policy.queueMs ?? 0) > 0;
+      return mayGiveBack && charge !== undefined && answer?.charged ? [{ rule, refund: { charge, charged: answer.charged } }] : [];
     });
     this.degraded.learn(charges, asked, answers);
     return { kind: "outcomes", outcomes: answeredOutcomes(charges, answers), receipts } as const;
@@ -295,7 +297,29 @@ export class Limiter {
     const receipts = this.receipts.get(verdict);
     if (receipts === undefined) return;
     this.receipts.delete(verdict);
-    const refunds = receipts.filter(({ rule }) => !countsStatus(rule, status)).map((receipt) => receipt.refund);
+    await this.refund(receipts.filter(({ rule }) => !countsStatus(rule, status)).map((receipt) => receipt.refund));
+  }
+
+  /**
+   * Gives back every charge of an allowed verdict that may be given back (`count` and `queue`
+   * rules; only what each still withholds): the client left while its queued request waited
+   * (`verdict.waitMs`), so the request never proceeds. Call it instead of {@link Limiter.settle};
+   * run it off the request path; it never throws.
+   *
+   * @example
+   * const verdict = await limiter.check(requestSubject(request));
+   * if (verdict.kind === "allowed" && verdict.waitMs !== undefined && !(await waited(verdict.waitMs, request.signal))) {
+   *   ctx.waitUntil(limiter.giveBack(verdict));
+   * }
+   */
+  async giveBack(verdict: Verdict): Promise<void> {
+    const receipts = this.receipts.get(verdict);
+    if (receipts === undefined) return;
+    this.receipts.delete(verdict);
+    await this.refund(receipts.map((receipt) => receipt.refund));
+  }
+
+  private async refund(refunds: readonly Refund[]): Promise<void> {
     if (refunds.length === 0) return;
     try {
       await this.store.send((signal) => this.backend.refund(refunds, signal));

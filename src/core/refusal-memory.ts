@@ -12,7 +12,8 @@ import { effectivePolicy } from "./verdicts";
  * until their retry time and, on an allowed request, buckets left too empty for the next request,
  * until they refill. It never admits what the store would refuse. Not used for a check with
  * another cost than the rule's (the waits are for the rule's cost), for `count` rules (refunds
- * refill sooner than any remembered wait), or for shadow rules.
+ * refill sooner than any remembered wait), for shadow rules, or for rules with a `queue` (a request
+ * may queue well before a refused one's retry time).
  *
  * @example
  * const cached = await memory.consult(charges); // refusals still in force, and probes to release
@@ -104,7 +105,8 @@ export class RefusalMemory {
 
 /** Whether the cache may answer for this charge (see {@link RefusalMemory}). */
 function answersFor(rule: Rule, charge: BucketCharge): boolean {
-  return rule.mode === "enforce" && charge.cost === rule.policy.cost && rule.count === undefined;
+  // Not for a queued rule: a request refused now may queue a moment later, before the refusal's retry time.
+  return rule.mode === "enforce" && charge.cost === rule.policy.cost && rule.count === undefined && (rule.policy.queueMs ?? 0) === 0;
 }
 
 /**

@@ -72,6 +72,12 @@ export interface RuleSpec {
   /** Charge only responses with these statuses (`401`) or classes (`"5xx"`); others are given back. Default: every response. */
   readonly count?: readonly (number | string)[];
   /**
+   * Token-bucket rules only, not with `blockFor`: a request the bucket would admit within
+   * `maxWait` (`"2s"`, 1 ms–60 s) is charged now and waits that long (a timer), then proceeds;
+   * one that would wait longer is refused at once with the real wait.
+   */
+  readonly queue?: { readonly maxWait: string };
+  /**
    * Makes this a concurrency rule instead of a bucket: at most this many requests of one client
    * in flight at the origin at once (integer 1–100000). Takes no capacity, rate, cost, blockFor or count.
    */
@@ -145,11 +151,12 @@ const RULE_FIELDS = [
   "failMode",
   "blockFor",
   "count",
+  "queue",
   "concurrency",
   "lease",
 ] as const;
 /** Fields only a bucket rule has, and only a concurrency rule has. */
-const BUCKET_FIELDS = ["algorithm", "capacity", "rate", "limit", "window", "period", "timeZone", "weekStart", "cost", "blockFor", "count"] as const;
+const BUCKET_FIELDS = ["algorithm", "capacity", "rate", "limit", "window", "period", "timeZone", "weekStart", "cost", "blockFor", "count", "queue"] as const;
 const ALGORITHMS: readonly RuleAlgorithm[] = ["token-bucket", "fixed-window", "sliding-window", "calendar"];
 /** Fields only a calendar rule has. */
 const CALENDAR_FIELDS = ["period", "timeZone", "weekStart"] as const;
@@ -159,6 +166,8 @@ const CONCURRENCY_FIELDS = ["lease"] as const;
 const MIN_LEASE_MS = 1_000;
 const MAX_LEASE_MS = 3_600_000;
 const DURATION = new RegExp(`^(\\d{1,9})\\s*(${DURATION_UNIT_PATTERN})$`);
+/** The longest queue wait: 60 s. */
+const MAX_QUEUE_MS = 60_000;
 /** The longest block: 30 days. */
 const MAX_BLOCK_MS = 30 * 86_400_000;
 const NAME = /^[A-Za-z0-9_.-]{1,64}$/;
@@ -226,6 +235,7 @@ export function compileRules(specs: unknown, defaultFailMode: FailMode = DEFAULT
           ? (raw.algorithm as RuleAlgorithm)
           : fail("algorithm", `must be ${ALGORITHMS.join(", ")}`);
     if (algorithm === undefined) return undefined;
+    if (algorithm !== "token-bucket" && raw.queue !== undefined) fail("queue", `is only for token-bucket rules (this rule's algorithm is ${algorithm})`);
     if (algorithm === "calendar") {
       const calendar = parseCalendarRule(raw, fail);
       if (name && match && key && calendar && mode && failMode) {
@@ -291,8 +301,14 @@ export function compileRules(specs: unknown, defaultFailMode: FailMode = DEFAULT
     }
     const blockForMs = raw.blockFor === undefined ? 0 : (parseDuration(raw.blockFor) ?? fail("blockFor", 'must be a duration from 1 ms to 30 days, e.g. "10m", "30s", "1h"'));
     const count = raw.count === undefined ? null : (parseCount(raw.count) ?? fail("count", 'must be a non-empty list of statuses or classes, e.g. [401, 403] or ["4xx", "5xx"]'));
+    const queueMs = raw.queue === undefined ? 0 : parseQueue(raw.queue, fail);
+    if (queueMs !== undefined && queueMs > 0 && raw.blockFor !== undefined) fail("queue", "cannot be combined with blockFor (a blocked client is refused, not queued)");
+    // A queue lets the level go below zero by up to queueMs × rate: that too must stay exact.
+    if (queueMs && capacity !== undefined && rate !== undefined && capacity * rate.refillPeriodMs + queueMs * rate.refillTokens > MAX_SAFE_UNITS) {
+      fail("queue", "is too long for this rate to compute exactly");
+    }
 
-    if (name && match && key && capacity && rate && cost && mode && failMode && blockForMs !== undefined && count !== undefined) {
+    if (name && match && key && capacity && rate && cost && mode && failMode && blockForMs !== undefined && count !== undefined && queueMs !== undefined) {
       const spec: RuleSpec = {
         name,
         match,
@@ -304,8 +320,9 @@ export function compileRules(specs: unknown, defaultFailMode: FailMode = DEFAULT
         failMode,
         ...(typeof raw.blockFor === "string" && { blockFor: raw.blockFor }),
         ...(count !== null && { count }),
+        ...(queueMs > 0 && { queue: { maxWait: String((raw.queue as { maxWait: unknown }).maxWait).trim() } }),
       };
-      const policy = { name, capacity, ...rate, cost, ...(blockForMs > 0 && { blockForMs }) };
+      const policy = { name, capacity, ...rate, cost, ...(blockForMs > 0 && { blockForMs }), ...(queueMs > 0 && { queueMs }) };
       rules.push({ name, match, key, keyName: describeKey(key), policy, mode, failMode, count: count ?? undefined, spec });
     }
     return undefined;
@@ -438,6 +455,14 @@ function parseCalendarRule(raw: Record<string, unknown>, fail: (field: string, m
   if (limit === undefined || period === undefined || timeZone === undefined || (period === "week" && weekStart === undefined)) return undefined;
   if (cost === undefined || blockForMs === undefined || count === undefined) return undefined;
   return { limit, period, timeZone, weekStart, cost, blockForMs, count };
+}
+
+/** A rule's `queue`: `{ "maxWait": "2s" }`, 1 ms to 60 s; the wait in ms, or undefined after reporting. */
+function parseQueue(value: unknown, fail: (field: string, message: string) => undefined): number | undefined {
+  if (!isObject(value)) return fail("queue", 'must be an object like { "maxWait": "2s" }');
+  for (const field of Object.keys(value)) if (field !== "maxWait") return fail("queue", `has an unknown field ${field} (known: maxWait)`);
+  const ms = parseDuration(value.maxWait);
+  return ms !== undefined && ms <= MAX_QUEUE_MS ? ms : fail("queue", `maxWait must be a duration from 1ms to 60s, e.g. "2s" (got ${JSON.stringify(value.maxWait)})`);
 }
 
 function parseDuration(value: unknown): number | undefined {

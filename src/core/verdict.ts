@@ -23,8 +23,16 @@ export type Verdict =
   /**
    * Every enforced rule allowed (or, for a peek, would allow); `headers` describe the buckets.
    * `degraded`: decided on the isolate's local buckets (`failMode: "local"`), the store being unreachable.
+   * `waitMs`: a rule with a `queue` charged the request ahead of its refill: it must wait this long
+   * (the longest any enforced rule asks) before it proceeds; absent: go now.
    */
-  | { readonly kind: "allowed"; readonly outcomes: readonly RuleOutcome[]; readonly headers: RateLimitHeaders; readonly degraded: boolean }
+  | {
+      readonly kind: "allowed";
+      readonly outcomes: readonly RuleOutcome[];
+      readonly headers: RateLimitHeaders;
+      readonly degraded: boolean;
+      readonly waitMs?: number;
+    }
   /**
    * An enforced rule refused: nothing was charged. `violated` lists the refusing rules;
    * `retryAfterMs` is the wait until every one of them would allow; `cached` when the isolate's

@@ -19,7 +19,9 @@ export function decisionVerdict(rules: readonly Rule[], outcomes: readonly RuleO
   if (impossible !== undefined) return { kind: "cost-exceeds-capacity", rule: impossible.rule };
   const refused = outcomes.some(({ rule, decision }) => rule.mode === "enforce" && decision.outcome === "denied");
   if (refused) return refusalVerdict(rules, outcomes, headerMode, false, degraded);
-  return { kind: "allowed", outcomes, headers: headersFor(rules, outcomes, headerMode, degraded), degraded };
+  // Queued charges: the request waits until every enforced rule's tokens have refilled.
+  const waitMs = Math.max(0, ...outcomes.map(({ rule, decision }) => (rule.mode === "enforce" && decision.outcome === "allowed" ? (decision.waitMs ?? 0) : 0)));
+  return { kind: "allowed", outcomes, headers: headersFor(rules, outcomes, headerMode, degraded), degraded, ...(waitMs > 0 && { waitMs }) };
 }
 
 /**

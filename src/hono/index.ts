@@ -63,6 +63,14 @@ export function rateLimiter<E extends Env = Env>(options: RateLimiterOptions<E>)
       onResponse?.(c);
       return refusal;
     }
+    // A queued request (a rule's `queue`) was charged ahead of its refill: it waits, on a timer,
+    // until its tokens are there. A client that leaves meanwhile gives its charge back, and any
+    // concurrency slot; its request never reaches the next handler and nobody reads the answer.
+    if (verdict.kind === "allowed" && verdict.waitMs !== undefined && !(await waitFor(verdict.waitMs, c.req.raw.signal))) {
+      runInBackground(c, Promise.all([limiter.giveBack(verdict), limiter.release(verdict)]));
+      onResponse?.(c);
+      return new Response(null, { status: CLIENT_CLOSED_REQUEST });
+    }
     // Concurrency slots are renewed from now on (the origin may take long to answer) until given back.
     const slots = holdSlots(c, limiter, verdict);
     try {
@@ -158,6 +166,28 @@ async function drain(reader: ReadableStreamDefaultReader<Uint8Array>): Promise<b
   } catch {
     return false;
   }
+}
+
+/** The status logged for a request whose client left while it was queued (nginx's 499: nobody receives it). */
+const CLIENT_CLOSED_REQUEST = 499;
+
+/**
+ * Waits `ms` on a timer (no CPU): true when the time has passed, false as soon as `signal`
+ * aborts (the client left), or at once if it already has.
+ */
+function waitFor(ms: number, signal: AbortSignal | undefined): Promise<boolean> {
+  if (signal?.aborted) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    const abort = () => {
+      clearTimeout(timer);
+      resolve(false);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", abort);
+      resolve(true);
+    }, ms);
+    signal?.addEventListener("abort", abort, { once: true });
+  });
 }
 
 /** `ctx.waitUntil` where the runtime has one (Workers); elsewhere the task just runs. */

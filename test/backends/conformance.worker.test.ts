@@ -1,7 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { CALENDAR_NOMINAL_MS, type CalendarPolicy } from "../../src/core/algorithms/calendar";
 import { calendarPeriodAt, type CalendarPeriod } from "../../src/core/algorithms/calendar-periods";
-import type { BucketPolicy } from "../../src/core/token-bucket";
+import type { RateState } from "../../src/core/algorithms/index";
+import type { BucketPolicy, BucketState } from "../../src/core/token-bucket";
 import { BACKENDS } from "../support/backends";
 import { gatewayWith, randomIp } from "../support/gateway";
 import { policy, sleep } from "../support/helpers";
@@ -80,6 +81,44 @@ describe.each(BACKENDS)("$name backend conformance", ({ name, create, vars }) =>
     expect(await peek(key, slow, 2)).toMatchObject({ outcome: "denied", remaining: 1 });
     expect(await take(key, slow)).toMatchObject({ outcome: "allowed", remaining: 0 });
     expect(await peek(key, slow)).toMatchObject({ outcome: "denied", remaining: 0 });
+  });
+
+  it("a queue (queueMs): a take the refill covers within queueMs is allowed with its wait, charged now (the level below zero by at most queueMs × rate); beyond it, refused with the real wait; a refund gives a queued charge back", async () => {
+    const key = client();
+    // One token every 100 s, a queue of 250 s: the third and fourth takes queue, the fifth is refused.
+    const queued: BucketPolicy = { ...policy(2, "0.01"), queueMs: 250_000 };
+    const signal = new AbortController().signal;
+    const takeCharged = async () => (await backend.take(charge(key, queued, 1), signal))[0]!;
+    expect((await takeCharged()).decision).toMatchObject({ outcome: "allowed", remaining: 1 });
+    const second = (await takeCharged()).decision;
+    expect(second).toMatchObject({ outcome: "allowed", remaining: 0 });
+    expect(second).not.toHaveProperty("waitMs");
+    const waits: number[] = [];
+    let lastCharged: RateState | null = null;
+    for (let i = 0; i < 2; i++) {
+      const { decision, charged } = await takeCharged();
+      lastCharged = charged;
+      expect(decision).toMatchObject({ outcome: "allowed", remaining: 0 });
+      const waitMs = decision.outcome === "allowed" ? (decision.waitMs ?? 0) : 0;
+      waits.push(waitMs);
+      // The debt is the wait's refill, never more than the queue's budget.
+      const level = (charged as BucketState | null)?.level;
+      expect(level).toBe(-waitMs * queued.refillTokens);
+      expect(level).toBeGreaterThanOrEqual(-250_000 * queued.refillTokens);
+    }
+    expect(waits[0]).toBeGreaterThan(95_000);
+    expect(waits[0]).toBeLessThanOrEqual(100_000);
+    expect(waits[1]).toBeGreaterThan(195_000);
+    expect(waits[1]).toBeLessThanOrEqual(200_000);
+    const refused = await takeCharged();
+    expect(refused.decision.outcome).toBe("denied");
+    expect(refused.charged).toBeNull();
+    if (refused.decision.outcome === "denied") expect(refused.decision.retryAfterMs).toBeGreaterThan(295_000);
+    // The last queued charge given back (its client left): the next take queues again, for the same wait.
+    await backend.refund([{ charge: charge(key, queued, 1)[0]!, charged: lastCharged! }], signal);
+    const afterRefund = await peek(key, queued);
+    expect(afterRefund.outcome).toBe("allowed");
+    if (afterRefund.outcome === "allowed") expect(afterRefund.waitMs).toBeGreaterThan(195_000);
   });
 
   it("a refund gives back what a charge still withholds, never more", async () => {
@@ -299,6 +338,25 @@ describe.each(BACKENDS)("$name backend: windows", ({ create, vars }) => {
     expect((await take(key, four)).decision).toMatchObject({ outcome: "denied", remaining: 0 });
     await backend.setOverride(ref, null, signal);
     expect((await take(key, four)).decision).toMatchObject({ outcome: "denied", remaining: 0 });
+  });
+
+  it("through the gateway (default settings): a queued request waits about its wait, then reaches the origin; beyond maxWait a 429 at once", async () => {
+    // One token every 200 ms, up to 300 ms of queue.
+    const rules = [{ name: "api", key: "ip", capacity: 1, rate: 5, queue: { maxWait: "300ms" } }];
+    const gateway = gatewayWith({ ...vars, LIMITER_RULES: JSON.stringify(rules) });
+    const ip = randomIp();
+    expect((await gateway("/", { ip })).status).toBe(200);
+    // Two at once: one queues ~200 ms (its token), the other would wait ~400 ms, beyond 300 ms: refused at once.
+    const started = Date.now();
+    const timed = async () => ({ response: await gateway("/", { ip }), ms: Date.now() - started });
+    const [a, b] = await Promise.all([timed(), timed()]);
+    const [queued, refused] = a.response.status === 200 ? [a, b] : [b, a];
+    expect(queued.response.status).toBe(200);
+    expect(await queued.response.text()).not.toBe("");
+    expect(queued.response.headers.get("RateLimit")).toMatch(/^"api";r=0;/);
+    expect(queued.ms).toBeGreaterThanOrEqual(150);
+    expect(refused.response.status).toBe(429);
+    expect(refused.ms).toBeLessThan(queued.ms);
   });
 
   it("through the gateway: window rules give q=L;w=W, t and Retry-After to the window's end", async () => {

@@ -73,7 +73,7 @@ function nearHint(value: string | null): string {
   if (value === null) return "|7:1:1000";
   const [state = "", override] = value.split("|");
   if (override !== undefined) return `${state}|${override.replace(/^\d+/, (c) => String(Number(c) + 1))}`;
-  return state.replace(/^\d+/, (l) => String(Number(l) + 1));
+  return state.replace(/^-?\d+/, (l) => String(Number(l) + 1));
 }
 
 type Step = typeof step extends fc.Arbitrary<infer T> ? T : never;
@@ -130,10 +130,10 @@ function expectExpiry(value: string, ttl: number, expiresAtMs: number | undefine
 }
 
 /** Runs one sequence through the TypeScript bucket and the script, step by step, and compares everything. */
-async function checkSequence(capacity: number, rate: string, steps: readonly Step[], startMs: number, blockForMs: number): Promise<void> {
+async function checkSequence(capacity: number, rate: string, steps: readonly Step[], startMs: number, blockForMs: number, queueMs: number): Promise<void> {
   const ref = { clientKey: `equivalence:${crypto.randomUUID()}`, bucket: "b" };
   const [key = ""] = scriptKeys("p", [ref]);
-  const withBlock = (p: BucketPolicy): BucketPolicy => (blockForMs > 0 ? { ...p, blockForMs } : p);
+  const withBlock = (p: BucketPolicy): BucketPolicy => ({ ...p, ...(blockForMs > 0 && { blockForMs }), ...(queueMs > 0 && { queueMs }) });
   let policy: BucketPolicy = withBlock(perSecond(capacity, rate));
   let override: BucketPolicy | undefined;
   let state: BucketState | undefined;
@@ -238,6 +238,7 @@ describe("the Lua script and the TypeScript bucket agree (through the algorithm 
         fc.integer({ min: 1_600_000_000_000, max: 1_900_000_000_000 }),
         // Often no block period; else one from a millisecond to a day.
         fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 5_000 }), fc.integer({ min: 1, max: 86_400_000 })),
+        fc.constant(0),
         checkSequence,
       ),
       { numRuns: 500 },
@@ -272,18 +273,54 @@ describe("the Lua script and the TypeScript bucket agree (through the algorithm 
         fc.array(slowStep, { minLength: 1, maxLength: 30 }),
         fc.integer({ min: 1_600_000_000_000, max: 1_900_000_000_000 }),
         fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 60_000 })),
+        fc.constant(0),
         checkSequence,
       ),
       { numRuns: 300 },
     );
   }, 90_000);
 
-  it("on several buckets at once (take or peek, with blocks): the same all-or-nothing decisions and writes", async () => {
+  it("with a queue (queueMs): queued charges (a wait, a level below zero), refunds of them, overrides and resets: the same", async () => {
+    // Small slow buckets and short steps, so most charges queue or are refused beyond the queue.
+    const queuedStep = fc.record({
+      elapsedMs: fc.oneof(fc.integer({ min: 0, max: 1_500 }), fc.integer({ min: -1_000, max: 0 })),
+      cost: fc.integer({ min: 1, max: 4 }),
+      newRate: fc.option(fc.constantFrom("0.5", "1", "3", "0.3"), { freq: 10 }),
+      peek: fc.integer({ min: 0, max: 6 }).map((n) => n === 0),
+      refund: fc.integer({ min: 0, max: 4 }).map((n) => n === 0),
+      refundOf: fc.oneof(fc.constant(0), fc.nat({ max: 30 })),
+      admin: fc.option(
+        fc.oneof(
+          fc.record({ kind: fc.constant("override" as const), capacity: fc.integer({ min: 1, max: 5 }), rate: fc.constantFrom("0.5", "1", "3") }),
+          fc.constant({ kind: "clear" as const }),
+          fc.constant({ kind: "reset" as const }),
+        ),
+        { freq: 12 },
+      ),
+      hint: fc.constantFrom("right" as const, "none" as const, "stale" as const, "near" as const),
+    });
+    await fc.assert(
+      fc.asyncProperty(
+        fc.integer({ min: 1, max: 5 }),
+        fc.constantFrom("0.5", "1", "2", "10"),
+        fc.array(queuedStep, { minLength: 1, maxLength: 30 }),
+        fc.integer({ min: 1_600_000_000_000, max: 1_900_000_000_000 }),
+        // Mostly no block (a queued rule has none; the algorithm lets a block win if both are given).
+        fc.oneof(fc.constant(0), fc.constant(0), fc.constant(0), fc.integer({ min: 1, max: 10_000 })),
+        fc.oneof(fc.integer({ min: 1, max: 100 }), fc.integer({ min: 1, max: 10_000 }), fc.integer({ min: 1, max: 60_000 })),
+        checkSequence,
+      ),
+      { numRuns: 300 },
+    );
+  }, 90_000);
+
+  it("on several buckets at once (take or peek, with blocks and queues): the same all-or-nothing decisions and writes", async () => {
     const bucket = fc.record({
       capacity: fc.integer({ min: 1, max: 50 }),
       rate: rateText,
       enforced: fc.boolean(),
       blockForMs: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 10_000 })),
+      queueMs: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 60_000 })),
     });
     await fc.assert(
       fc.asyncProperty(
@@ -303,7 +340,11 @@ describe("the Lua script and the TypeScript bucket agree (through the algorithm 
         async (buckets, steps) => {
           const refs = buckets.map(() => ({ clientKey: `multi:${crypto.randomUUID()}`, bucket: "b" }));
           const keys = refs.map((ref) => scriptKeys("p", [ref])[0] ?? "");
-          const policies: BucketPolicy[] = buckets.map((b) => (b.blockForMs > 0 ? { ...perSecond(b.capacity, b.rate), blockForMs: b.blockForMs } : perSecond(b.capacity, b.rate)));
+          const policies: BucketPolicy[] = buckets.map((b) => ({
+            ...perSecond(b.capacity, b.rate),
+            ...(b.blockForMs > 0 && { blockForMs: b.blockForMs }),
+            ...(b.queueMs > 0 && { queueMs: b.queueMs }),
+          }));
           const states: (BucketState | undefined)[] = buckets.map(() => undefined);
           const expiries: (number | undefined)[] = buckets.map(() => undefined);
           const value = (i: number) => stored(states[i], expiries[i]);

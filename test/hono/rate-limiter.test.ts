@@ -1,5 +1,6 @@
 import { Hono } from "hono";
 import { describe, expect, it } from "vitest";
+import type { RuleSpec } from "../../src/core/rules";
 import { memoryBackend } from "../../src/core/memory-backend";
 import { rateLimiter } from "../../src/hono";
 
@@ -152,5 +153,50 @@ describe("rateLimiter (Hono, plain Node, memory backend)", () => {
     const after = await app.request("/quick");
     expect(after.status).toBe(200);
     await after.text();
+  });
+});
+
+describe("rateLimiter with a queue (rule option queue.maxWait)", () => {
+  const rules = [{ name: "api", key: "header:x-api-key", capacity: 1, rate: 5, queue: { maxWait: "1s" } }] satisfies RuleSpec[];
+
+  it("a request the bucket admits within maxWait waits (a timer) until its token has refilled, then passes with r=0; one beyond maxWait is refused at once", async () => {
+    let handled = 0;
+    const app = new Hono().use(rateLimiter({ backend: memoryBackend(), rules })).get("/", (c) => c.text(`ok ${++handled}`));
+    const send = () => app.request("/", { headers: { "x-api-key": "k" } });
+    expect((await send()).status).toBe(200);
+    const started = performance.now();
+    const queued = await send(); // one token every 200 ms: this one waits ~200 ms
+    const waitedMs = performance.now() - started;
+    expect(queued.status).toBe(200);
+    expect(await queued.text()).toBe("ok 2");
+    expect(queued.headers.get("RateLimit")).toMatch(/^"api";r=0;t=\d+$/);
+    expect(waitedMs).toBeGreaterThanOrEqual(190);
+    expect(waitedMs).toBeLessThan(600);
+    // Five more queue (up to 1 s of debt); the sixth would wait longer: refused at once with the real wait.
+    const five = Array.from({ length: 5 }, () => send());
+    const refusedAt = performance.now();
+    const refused = await send();
+    expect(refused.status).toBe(429);
+    expect(performance.now() - refusedAt).toBeLessThan(150);
+    expect(Number(refused.headers.get("Retry-After"))).toBeGreaterThanOrEqual(1);
+    expect((await Promise.all(five)).map((r) => r.status)).toEqual([200, 200, 200, 200, 200]);
+  });
+
+  it("a client that leaves while its request waits gets its token back, and the request never reaches the handler", async () => {
+    let handled = 0;
+    const app = new Hono().use(rateLimiter({ backend: memoryBackend(), rules })).get("/", (c) => c.text(`ok ${++handled}`));
+    const send = (signal?: AbortSignal) => app.request(new Request("http://localhost/", { headers: { "x-api-key": "k" }, ...(signal && { signal }) }));
+    expect((await send()).status).toBe(200);
+    const client = new AbortController();
+    const leaving = send(client.signal); // queued for ~200 ms
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    client.abort();
+    expect((await leaving).status).toBe(499);
+    await new Promise((resolve) => setTimeout(resolve, 20)); // the refund runs off the request path
+    // Given back: the next request waits for the rest of one token (~130 ms), not two (~330 ms).
+    const started = performance.now();
+    expect((await send()).status).toBe(200);
+    expect(performance.now() - started).toBeLessThan(250);
+    expect(handled).toBe(2);
   });
 });

@@ -144,7 +144,8 @@ export class BucketTable {
     const [entry] = this.entries([{ bucket: lease.bucket, policy: lease.policy, cost: 0, enforced: true }]);
     // A policy that blocks after a refusal is decided by the object alone: a lease would keep admitting during a block.
     // A window is too: its units do not refill as a level, so a lease's rest could not be given back exactly.
-    if (entry === undefined || (entry.policy.blockForMs ?? 0) > 0 || !isTokenBucket(entry.policy)) return null;
+    // A queue is too: a lease spends only whole tokens on hand, so queued requests would be refused locally.
+    if (entry === undefined || (entry.policy.blockForMs ?? 0) > 0 || (entry.policy.queueMs ?? 0) > 0 || !isTokenBucket(entry.policy)) return null;
     const stored = this.buckets.get(lease.bucket);
     const state = stored !== undefined && isBucketState(stored) ? stored : undefined;
     const before = liveLease(stored, nowMs);

@@ -58,7 +58,7 @@ interface Client {
  *   none near the limit). Requests then take a leased charge with no call at all. The tokens
  *   left when the lease is a `leaseTtlMs` old (counted from the call's send) go back with the
  *   next call, with refund semantics (only what they still withhold), and the object takes them
- *   only while it still counts that lease. No lease under a policy with `blockForMs`, and none
+ *   only while it still counts that lease. No lease under a policy with `blockForMs` or `queueMs`, and none
  *   from the late answer of a call that went stale. Every admitted request spent a token already taken from the
  *   object: the error is only towards refusing (tokens parked in one isolate), bounded by one
  *   lease per isolate and client.
@@ -171,8 +171,8 @@ export class ClientBatcher {
     client.flightSignal = signal;
     const want = client.wallet.nextWant(nowMs, this.maxLease, this.leaseTtlMs);
     const common = want > 0 ? commonCharge(batch.map((waiter) => waiter.charges)) : undefined;
-    // A policy that blocks after a refusal gets no lease, nor does a window (the object grants none either).
-    const leaseCharge = common !== undefined && (common.policy.blockForMs ?? 0) === 0 && isTokenBucket(common.policy) ? common : undefined;
+    // A policy that blocks after a refusal gets no lease, nor does a window or a queue (the object grants none either).
+    const leaseCharge = common !== undefined && (common.policy.blockForMs ?? 0) === 0 && (common.policy.queueMs ?? 0) === 0 && isTokenBucket(common.policy) ? common : undefined;
     const request: ServeRequest = {
       holder: this.holder,
       seq,

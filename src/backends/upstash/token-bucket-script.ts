@@ -275,4 +275,4 @@ return reply
 export const TOKEN_BUCKET_LUA = [PRELUDE, ...Object.values(LUA_ALGORITHMS).map((twin) => twin.lua), BODY].join("");
 
 /** SHA-1 of {@link TOKEN_BUCKET_LUA}, for EVALSHA; a test pins it to the script text. */
-export const TOKEN_BUCKET_SHA1 = "223a02ff5b82bced0712d905fbf14086e0ff7230";
+export const TOKEN_BUCKET_SHA1 = "3efdd5af709e70cc6a4759431841bfb050f8235a";

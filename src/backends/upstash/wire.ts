@@ -117,7 +117,13 @@ export function decodeReply(reply: unknown): BucketAnswer[] {
     const [code, remaining, resetMs, retryAfterMs] = reply.slice(i + 1, i + 5).map(Number) as [number, number, number, number];
     const outcome = OUTCOMES[code as keyof typeof OUTCOMES];
     if (outcome === undefined) throw new Error(`unexpected outcome code ${code}`);
-    const decision: BucketDecision = outcome === "denied" ? { outcome, remaining, resetMs, retryAfterMs } : { outcome, remaining, resetMs };
+    // An allowed reply's retryAfterMs is a queued charge's wait (0: go now).
+    const decision: BucketDecision =
+      outcome === "denied"
+        ? { outcome, remaining, resetMs, retryAfterMs }
+        : outcome === "allowed" && retryAfterMs > 0
+          ? { outcome, remaining, resetMs, waitMs: retryAfterMs }
+          : { outcome, remaining, resetMs };
     const charged = text(reply[i + 6]);
     answers.push({ decision, policy: twin.policyOfReply(text(reply[i + 5])), charged: charged === "" ? null : twin.chargedOfReply(charged) });
   }

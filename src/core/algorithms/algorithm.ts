@@ -15,7 +15,13 @@ export type AlgorithmName = "token-bucket" | "fixed-window" | "sliding-window" |
 
 /** The outcome of one `take`; times are whole milliseconds on the store's clock. */
 export type BucketDecision =
-  | { readonly outcome: "allowed"; readonly remaining: number; readonly resetMs: number }
+  | {
+      readonly outcome: "allowed";
+      readonly remaining: number;
+      readonly resetMs: number;
+      /** Queued (`queueMs`): charged now, but the request must wait this long (ms ≥ 1) before it proceeds. Absent: go now. */
+      readonly waitMs?: number;
+    }
   | {
       readonly outcome: "denied";
       readonly remaining: number;

@@ -30,13 +30,20 @@ export interface BucketPolicy {
   readonly refillPeriodMs: number;
   /** After a refusal, refuse everything for this long (ms), whatever the bucket refills. Absent or 0: no block. */
   readonly blockForMs?: number;
+  /**
+   * Queue instead of refuse (token bucket only, never with `blockForMs`): a request whose tokens
+   * refill within this many ms is allowed now and charged now (the level goes below zero, by at
+   * most `queueMs` × rate: a debt the refill pays back); its decision's `waitMs` is how long it
+   * must wait before it proceeds. Absent or 0: no queue.
+   */
+  readonly queueMs?: number;
 }
 
 /** What a bucket stores between decisions. A missing state means "full". */
 export interface BucketState {
   /** The algorithm that wrote it (absent: the token bucket). */
   readonly algorithm?: "token-bucket";
-  /** Tokens in units (1 token = `unitsPerToken` units). */
+  /** Tokens in units (1 token = `unitsPerToken` units); below zero while queued requests owe refill (`queueMs`). */
   readonly level: number;
   /** The `refillPeriodMs` the level was measured in; a changed policy rescales it. */
   readonly unitsPerToken: number;
@@ -93,7 +100,8 @@ export function takeTokens(
   const unitsPerToken = policy.refillPeriodMs;
   const fullLevel = policy.capacity * unitsPerToken;
   const level = currentLevel(state, policy, nowMs);
-  const remainingAfter = (units: number) => floorDiv(units, unitsPerToken);
+  // Whole tokens left; none while queued requests owe refill (a level below zero).
+  const remainingAfter = (units: number) => Math.max(0, floorDiv(units, unitsPerToken));
   const msUntil = (units: number) => ceilDiv(units, policy.refillTokens);
   const blockForMs = policy.blockForMs ?? 0;
   const blockedUntilMs = blockForMs > 0 ? (state?.blockedUntilMs ?? 0) : 0;
@@ -108,8 +116,9 @@ export function takeTokens(
     return unchanged({ outcome: "denied", remaining: remainingAfter(level), resetMs, retryAfterMs: blockedUntilMs - nowMs });
   }
   const costUnits = cost * unitsPerToken;
-  if (level < costUnits) {
-    const waitMs = msUntil(costUnits - level);
+  // The wait until the cost has refilled; a queue admits it now if that is within `queueMs`.
+  const waitMs = level < costUnits ? msUntil(costUnits - level) : 0;
+  if (waitMs > (blockForMs === 0 ? (policy.queueMs ?? 0) : 0)) {
     if (blockForMs === 0 || state === undefined) return unchanged({ outcome: "denied", remaining: remainingAfter(level), resetMs, retryAfterMs: waitMs });
     // This refusal starts a block: the tokens stay as stored, the block's end is written beside them.
     // (A state stored by an earlier version has no generation: it starts one here.)
@@ -126,13 +135,16 @@ export function takeTokens(
       expiresInMs: stateExpiresInMs(blocked, policy, nowMs),
     };
   }
-  const after = level - costUnits;
+  // A queued charge leaves the bucket exactly empty at the whole millisecond it proceeds: the
+  // debt is the wait's refill, so the fraction of a ms the wait was rounded up by is spent too.
+  // Queued requests then proceed ⌈cost / rate⌉ apart, and any T holds at most C + ρ·T units.
+  const after = waitMs > 0 ? -waitMs * policy.refillTokens : level - costUnits;
   // A clock that stepped back must not refill the same stretch of time twice.
   const stamp = Math.max(nowMs, state?.updatedAtMs ?? nowMs);
   // A bucket taken from full starts a generation; every later take carries it on.
   const next = { level: after, unitsPerToken, updatedAtMs: stamp, generation: state?.generation ?? generation ?? newGeneration() };
   return {
-    decision: { outcome: "allowed", remaining: remainingAfter(after), resetMs: msUntil(fullLevel - after) },
+    decision: { outcome: "allowed", remaining: remainingAfter(after), resetMs: msUntil(fullLevel - after), ...(waitMs > 0 && { waitMs }) },
     next,
     expiresInMs: stateExpiresInMs(next, policy, nowMs),
   };
@@ -169,7 +181,7 @@ function currentLevel(state: BucketState | undefined, policy: BucketPolicy, nowM
   return fullLevel - missing + elapsedMs * policy.refillTokens;
 }
 
-/** Exact ⌊a / b⌋ for non-negative integers below 2^53 (float division can round up). */
+/** Exact ⌊a / b⌋ for integers of magnitude below 2^53, b > 0 (float division can round up). */
 export function floorDiv(a: number, b: number): number {
   let q = Math.floor(a / b);
   if (q * b > a) q -= 1;
@@ -177,7 +189,7 @@ export function floorDiv(a: number, b: number): number {
   return q;
 }
 
-/** Exact ⌈a / b⌉ for non-negative integers below 2^53. */
+/** Exact ⌈a / b⌉ for integers of magnitude below 2^53, b > 0. */
 export function ceilDiv(a: number, b: number): number {
   const q = floorDiv(a, b);
   return q * b === a ? q : q + 1;

@@ -22,6 +22,11 @@ describe("the Durable Object's bucket table and lease ledger (pure, injected clo
     expect(blocking.grantLease({ ...lease(5), policy: { ...policy, blockForMs: 60_000 } }, "isolate-a", 1, 0)).toBeNull();
   });
 
+  it("no lease under a queue (queueMs): every queued decision is the object's", () => {
+    const table = new BucketTable();
+    expect(table.grantLease({ ...lease(5), policy: { ...policy, queueMs: 2_000 } }, "isolate-a", 1, 0)).toBeNull();
+  });
+
   it("a reset while leases are out never lets more through than one full bucket", () => {
     const table = new BucketTable();
     const a = table.grantLease(lease(1_000), "isolate-a", 1, 0)!;

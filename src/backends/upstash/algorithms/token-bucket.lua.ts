@@ -5,8 +5,10 @@ import type { LuaAlgorithm } from "./lua-algorithm";
  * The token bucket's Lua twin: `src/core/algorithms/token-bucket.ts` step for step, in the same
  * integer units (one token = `refillPeriodMs` units, `refillTokens` units per ms).
  *
- * Policy text: "capacity:refillTokens:refillPeriodMs:blockForMs"; an override's and the reply's:
- * "capacity:refillTokens:refillPeriodMs" (the block period stays the rule's).
+ * Policy text: "capacity:refillTokens:refillPeriodMs:blockForMs:queueMs"; an override's and the reply's:
+ * "capacity:refillTokens:refillPeriodMs" (the block period and the queue stay the rule's). A
+ * queued charge (allowed, with a wait) replies its wait in the retryAfterMs field, and writes a
+ * level below zero (the debt the refill pays back), so levels may carry a sign.
  * State text: "level:unitsPerToken:updatedAtMs:generation:expiresAtMs", plus ":blockedUntilMs"
  * while a block holds. `expiresAtMs` is when the state stops mattering under the policy of the
  * charge that wrote it (`stateExpiresInMs`, the override left out). An earlier version's state,
@@ -20,9 +22,9 @@ do
   -- A state's numbers: level, unitsPerToken, updatedAtMs, generation, expiresAtMs, blockedUntilMs (0: none);
   -- nil when there is none. An earlier version's state has no generation nor expiresAtMs (nil).
   local function parse(state)
-    local l, u, t, s, e, b = string.match(state, '^(%d+):(%d+):(%d+):(%d+):(%d+):?(%d*)$')
+    local l, u, t, s, e, b = string.match(state, '^(-?%d+):(%d+):(%d+):(%d+):(%d+):?(%d*)$')
     if not l then
-      l, u, t, b = string.match(state, '^(%d+):(%d+):(%d+):?(%d*)$')
+      l, u, t, b = string.match(state, '^(-?%d+):(%d+):(%d+):?(%d*)$')
       if not l then return nil end
     end
     local blocked_until = 0
@@ -57,14 +59,14 @@ do
 
   define('token-bucket', {
     policy = function(text)
-      local c, r, p, b = string.match(text, '^(%d+):(%d+):(%d+):(%d+)$')
-      return { capacity = tonumber(c), tokens = tonumber(r), period = tonumber(p), block_ms = tonumber(b) }
+      local c, r, p, b, q = string.match(text, '^(%d+):(%d+):(%d+):(%d+):?(%d*)$')
+      return { capacity = tonumber(c), tokens = tonumber(r), period = tonumber(p), block_ms = tonumber(b), queue_ms = tonumber(q) or 0 }
     end,
-    -- Capacity and refill are the override's; the block period stays the rule's.
+    -- Capacity and refill are the override's; the block period and the queue stay the rule's.
     with_override = function(rule, text)
       local c, r, p = string.match(text, '^(%d+):(%d+):(%d+)$')
       if not c then return rule end
-      return { capacity = tonumber(c), tokens = tonumber(r), period = tonumber(p), block_ms = rule.block_ms }
+      return { capacity = tonumber(c), tokens = tonumber(r), period = tonumber(p), block_ms = rule.block_ms, queue_ms = rule.queue_ms }
     end,
     policy_reply = function(p)
       return string.format('%d:%d:%d', p.capacity, p.tokens, p.period)
@@ -80,21 +82,28 @@ do
       -- A bucket taken from full (or an earlier version's) starts a generation; takes carry it on.
       generation = generation or new_generation
       local cost_units = cost * p.period
-      local r = { outcome = 1, remaining = floor_div(level, p.period), reset_ms = ceil_div(full - level, p.tokens), retry_after_ms = 0 }
+      -- The wait until the cost has refilled; a queue (never with a block) admits it now if that is within queue_ms.
+      local wait_ms, queue_ms = 0, 0
+      if level < cost_units then wait_ms = ceil_div(cost_units - level, p.tokens) end
+      if p.block_ms == 0 then queue_ms = p.queue_ms end
+      local r = { outcome = 1, remaining = math.max(0, floor_div(level, p.period)), reset_ms = ceil_div(full - level, p.tokens), retry_after_ms = 0 }
       if cost > p.capacity then
         r.outcome = 2
       elseif now_ms < blocked_until then
         r.outcome, r.retry_after_ms = 0, blocked_until - now_ms
-      elseif level < cost_units then
-        r.outcome, r.retry_after_ms = 0, ceil_div(cost_units - level, p.tokens)
+      elseif wait_ms > queue_ms then
+        r.outcome, r.retry_after_ms = 0, wait_ms
         if p.block_ms > 0 and sl then
           -- This refusal starts a block: the tokens stay as stored, the block's end is written beside them.
           r.retry_after_ms = math.max(r.retry_after_ms, p.block_ms)
           r.write, r.ttl = written(now_ms, sl, su, st, generation, now_ms + p.block_ms, rule)
         end
       else
+        -- A queued charge leaves the bucket exactly empty at the whole ms it proceeds (the wait's refill is the debt).
         local after = level - cost_units
-        r.remaining, r.reset_ms = floor_div(after, p.period), ceil_div(full - after, p.tokens)
+        if wait_ms > 0 then after = -wait_ms * p.tokens end
+        -- Allowed; a queued charge replies its wait in retry_after_ms.
+        r.remaining, r.reset_ms, r.retry_after_ms = math.max(0, floor_div(after, p.period)), ceil_div(full - after, p.tokens), wait_ms
         r.write, r.ttl = written(now_ms, after, p.period, stamp, generation, 0, rule)
         r.charged = string.format('%d:%d:%d:%d', after, p.period, stamp, generation)
       end
@@ -104,7 +113,7 @@ do
     -- only this generation of the bucket (not reset since the charge) gets it back.
     refund = function(state, p, rule, cost, charged, now_ms)
       local sl, su, st, generation, _, block_end = parse(state)
-      local cl, cu, ct, cg = string.match(charged, '^(%d+):(%d+):(%d+):(%d+)$')
+      local cl, cu, ct, cg = string.match(charged, '^(-?%d+):(%d+):(%d+):(%d+)$')
       if not (sl and cl) or tonumber(cu) ~= p.period or generation ~= tonumber(cg) then return nil end
       local full = p.capacity * p.period
       local since_charge = math.max(0, now_ms - tonumber(ct))
@@ -129,7 +138,7 @@ end
 /** The token bucket's Lua twin and its wire texts (see {@link LuaAlgorithm}). */
 export const tokenBucketLua: LuaAlgorithm<BucketPolicy, BucketState> = {
   lua: LUA,
-  policyArg: (policy) => `${policy.capacity}:${policy.refillTokens}:${policy.refillPeriodMs}:${policy.blockForMs ?? 0}`,
+  policyArg: (policy) => `${policy.capacity}:${policy.refillTokens}:${policy.refillPeriodMs}:${policy.blockForMs ?? 0}:${policy.queueMs ?? 0}`,
   overrideArg: (policy) => `${policy.capacity}:${policy.refillTokens}:${policy.refillPeriodMs}`,
   chargedArg: (state) => `${state.level}:${state.unitsPerToken}:${state.updatedAtMs}:${state.generation}`,
   policyOfReply(text) {
