@@ -13,7 +13,7 @@ import { SlotKeeper, type RuleClaim } from "./slot-keeper";
 import { StoreGuard, type BackendCall, type BackendHealth, type CallTrace } from "./store-guard";
 import type { Subject } from "./subject";
 import { SubjectResolver, type MissingKeyMode, type NamedBucket, type RuleCharge } from "./subject-resolver";
-import { passes, type Verdict } from "./verdict";
+import { passes, type RuleOutcome, type Verdict } from "./verdict";
 import { answeredOutcomes, decisionVerdict, refusalVerdict } from "./verdicts";
 
 export { localPolicy } from "./degraded";
@@ -184,6 +184,13 @@ export class Limiter {
         if (rule.mode === "shadow" && decision.outcome !== "allowed") this.log({ event: "limiter.shadow_refusal", rule: rule.name, outcome: decision.outcome }, trace.requestId);
       }
       const verdict = decisionVerdict(rules, answer.outcomes, this.headerMode);
+      if (verdict.kind === "allowed" && verdict.waitMs !== undefined && charges.filter(({ rule }) => rule.mode === "enforce").length > 1) {
+        // Queued behind one rule's refill, the request would reach the origin later than the other
+        // rules counted it, which could let more through in a short interval than they allow.
+        // Queueing stays exact only for a request one enforced rule covers: refuse, give it all back.
+        await this.refund(answer.charged.map(({ refund }) => refund));
+        return refusalVerdict(rules, queuedAsRefused(answer.outcomes), this.headerMode, false);
+      }
       if (verdict.kind === "allowed" && answer.receipts.length > 0) this.receipts.set(verdict, answer.receipts);
       // Waits count from the answer's arrival: a request queued behind others at the store got
       // its retry time later than it started (this errs by one response's transit, not by a queue).
@@ -224,13 +231,13 @@ export class Limiter {
     const { asked, answers } = result.value;
     // What a `count` rule may give back once the response is known, or a `queue` rule if the client
     // leaves while it waits: the charge as made and the state it wrote.
-    const receipts = charges.flatMap(({ rule }, i) => {
+    const charged = charges.flatMap(({ rule }, i) => {
       const [charge, answer] = [asked[i], answers[i]];
-      const mayGiveBack = rule.count !== undefined || (rule.policy.queueMs ?? 0) > 0;
-      return mayGiveBack && charge !== undefined && answer?.charged ? [{ rule, refund: { charge, charged: answer.charged } }] : [];
+      return charge !== undefined && answer?.charged ? [{ rule, refund: { charge, charged: answer.charged } }] : [];
     });
+    const receipts = charged.filter(({ rule }) => rule.count !== undefined || (rule.policy.queueMs ?? 0) > 0);
     this.degraded.learn(charges, asked, answers);
-    return { kind: "outcomes", outcomes: answeredOutcomes(charges, answers), receipts } as const;
+    return { kind: "outcomes", outcomes: answeredOutcomes(charges, answers), receipts, charged } as const;
   }
 
   /**
@@ -380,4 +387,13 @@ export class Limiter {
   ping(): Promise<BackendHealth> {
     return this.store.ping();
   }
+}
+
+/** The outcomes of a queued request refused after all: each rule that queued it refuses with its wait. */
+function queuedAsRefused(outcomes: readonly RuleOutcome[]): RuleOutcome[] {
+  return outcomes.map((outcome) => {
+    const { decision } = outcome;
+    if (decision.outcome !== "allowed" || decision.waitMs === undefined) return outcome;
+    return { ...outcome, decision: { outcome: "denied", remaining: 0, resetMs: decision.resetMs, retryAfterMs: decision.waitMs } };
+  });
 }

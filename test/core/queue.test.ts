@@ -133,4 +133,15 @@ describe("queue: the limiter", () => {
     await limiter.giveBack(queuedVerdict);
     expect(await limiter.check(request())).toMatchObject({ kind: "allowed", waitMs: 1_000 });
   });
+
+  it("a request another enforced rule also covers is never queued: refused with the wait, every charge given back (the other rule would count it early)", async () => {
+    const now = 1_000_000;
+    const both = [...rules, { name: "ip", key: "ip", capacity: 5, rate: "5/1s" }] satisfies RuleSpec[];
+    const limiter = new Limiter({ backend: memoryBackend({ clock: () => now }), rules: both, clock: () => now });
+    expect(await limiter.check(request())).toMatchObject({ kind: "allowed" }); // ip: 4 left
+    const refused = await limiter.check(request());
+    expect(refused).toMatchObject({ kind: "refused", retryAfterMs: 1_000, violated: [{ name: "api" }] });
+    const ip = await limiter.check({ kind: "client", rule: "ip", client: { ip: "127.0.0.1" } }, { mode: "peek", cost: 0 });
+    expect(ip).toMatchObject({ kind: "allowed", outcomes: [{ decision: { remaining: 4 } }] }); // the refusal took nothing
+  });
 });
