@@ -69,6 +69,11 @@ export class MetricsRecorder {
       for (const { rule, policy, decision } of verdict.outcomes) {
         if (decision.outcome === "allowed") this.count(`sluice_tokens_charged_total{rule="${rule.name}"}`, policy.cost);
       }
+      // A rule's `queue` charged the request ahead of its refill: it waits this long before it goes on.
+      if (verdict.waitMs !== undefined) {
+        this.count("sluice_queued_requests_total");
+        this.observe("sluice_queue_wait_seconds", verdict.waitMs / 1000);
+      }
     }
     if (verdict.kind === "concurrency-refused") {
       for (const { rule, clientKey } of event.clients) if (rule === verdict.rule.name) this.refused(`${rule} ${clientKey}`);

@@ -14,6 +14,8 @@ const HELP: Record<string, [type: "counter" | "gauge" | "histogram", help: strin
   sluice_decision_duration_seconds: ["histogram", "Time to decide a request, seconds."],
   sluice_backend_call_duration_seconds: ["histogram", "Time of one call to the bucket store, seconds."],
   sluice_origin_duration_seconds: ["histogram", "Time until the origin's response headers, seconds."],
+  sluice_queued_requests_total: ["counter", "Requests a rule's queue admitted to go on after a wait."],
+  sluice_queue_wait_seconds: ["histogram", "How long queued requests waited before going on, seconds."],
   sluice_clients_last_minute: ["gauge", "Distinct clients in the last minute (HyperLogLog estimate, about 3 % error)."],
   sluice_clients_last_hour: ["gauge", "Distinct clients in the last hour (HyperLogLog estimate, about 3 % error)."],
 };

@@ -35,6 +35,24 @@ describe("MetricsRecorder", () => {
     expect(recorder.take()).toBeUndefined(); // taken: nothing pending
   });
 
+  it("counts queued requests and how long they waited", async () => {
+    const recorder = new MetricsRecorder();
+    const now = 1_000_000;
+    const limiter = new Limiter({
+      backend: memoryBackend({ clock: () => now }),
+      rules: [{ name: "api", key: "header:x-api-key", capacity: 1, rate: "1/1s", queue: { maxWait: "2s" } }],
+      clock: () => now,
+      onDecision: (event) => recorder.recordDecision(event),
+    });
+    for (let i = 0; i < 3; i++) await limiter.check(request("q")); // now, then queued 1 s and 2 s
+    const delta = recorder.take();
+    expect(delta?.counters).toMatchObject({ sluice_queued_requests_total: 2 });
+    expect(delta?.histograms.sluice_queue_wait_seconds).toMatchObject({ count: 2, sum: 3 });
+    const text = prometheusText({ totals: delta ?? emptyDelta(), history: [], slotMs: 10_000, clients: { lastMinute: 1, lastHour: 1 }, topRefused: [] });
+    expect(text).toContain("# TYPE sluice_queued_requests_total counter");
+    expect(text).toContain("# TYPE sluice_queue_wait_seconds histogram");
+  });
+
   it("gives a failed flush's counts back, to go with the next one", () => {
     const recorder = new MetricsRecorder();
     recorder.recordOrigin(200, 12);
