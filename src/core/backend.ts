@@ -7,7 +7,7 @@ export interface BucketRef {
   /** Hashed client identity (see `hashedClientKey`). */
   readonly clientKey: string;
   /** The rule's name: one client can have several buckets. */
-  readonly bucket: string;
+  readonly rule: string;
 }
 
 /**
@@ -17,7 +17,7 @@ export interface BucketRef {
  * bucketId({ bucket: "api", clientKey: "ip:3f2a…" }); // "api|ip:3f2a…"
  */
 export function bucketId(ref: BucketRef): string {
-  return `${ref.bucket}|${ref.clientKey}`;
+  return `${ref.rule}|${ref.clientKey}`;
 }
 
 /** One charge against one bucket of one client. */

@@ -131,7 +131,7 @@ export class Limiter {
     const resolution = subject.kind === "request" ? await this.resolver.request(subject, options.cost) : await this.resolver.client(subject, options.cost);
     if (resolution.kind === "verdict") return resolution.verdict;
     const { rules, charges, claims } = resolution;
-    trace.clients = [...claims.map(({ claim }) => claim), ...charges.map(({ charge }) => charge)].map(({ bucket, clientKey }) => ({ rule: bucket, clientKey }));
+    trace.clients = [...claims.map(({ claim }) => claim), ...charges.map(({ charge }) => charge)].map(({ rule: bucket, clientKey }) => ({ rule: bucket, clientKey }));
     // Concurrency slots are not buckets: a peek looks at buckets only.
     if (options.mode === "peek") return charges.length === 0 ? { kind: "unmatched" } : this.peek(rules, charges, trace);
     if (claims.length === 0) return this.charge(rules, charges, trace);
@@ -340,17 +340,17 @@ export class Limiter {
    * under every rule keyed on exactly those parts; canonical and hashed as traffic is.
    *
    * @example
-   * await limiter.named("api", { "header:x-api-key": "abc" }); // { ok: true, buckets: [{ rule, ref, client }] }
+   * await limiter.findBuckets("api", { "header:x-api-key": "abc" }); // { ok: true, buckets: [{ rule, ref, client }] }
    */
-  named(ruleName: unknown, client: unknown): ReturnType<SubjectResolver["named"]> {
-    return this.resolver.named(ruleName, client);
+  findBuckets(ruleName: unknown, client: unknown): ReturnType<SubjectResolver["findBuckets"]> {
+    return this.resolver.findBuckets(ruleName, client);
   }
 
   /**
    * Makes a named client's buckets full again, in the store and in this isolate's deny cache.
    *
    * @example
-   * await limiter.reset((await limiter.named("api", { "header:x-api-key": "abc" })).buckets);
+   * await limiter.reset((await limiter.findBuckets("api", { "header:x-api-key": "abc" })).buckets);
    */
   async reset(buckets: readonly NamedBucket[]): Promise<void> {
     await this.store.send((signal) =>

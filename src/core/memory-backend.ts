@@ -35,7 +35,7 @@ export function memoryBackend(options: MemoryBackendOptions = {}): LimiterBacken
   const registry = new Map<string, OverrideRecord>();
   const slots = new Map<string, SlotState>();
   let writes = 0;
-  const keyOf = (ref: BucketRef) => `${ref.bucket}|${ref.clientKey}`;
+  const keyOf = (ref: BucketRef) => `${ref.rule}|${ref.clientKey}`;
 
   const decide = (charges: readonly BucketCharge[], write: boolean) => {
     const nowMs = clock();

@@ -78,7 +78,7 @@ export class SubjectResolver {
   }
 
   async client(subject: ClientSubject, cost: number | undefined): Promise<Resolution> {
-    const named = await this.named(subject.rule, subject.client);
+    const named = await this.findBuckets(subject.rule, subject.client);
     if (!named.ok) return { kind: "verdict", verdict: { kind: "invalid-subject", field: named.field, message: named.message } };
     const charges = named.buckets.map(({ rule, ref, values }) => ({ rule, charge: chargeFor(rule, ref.clientKey, cost), values }));
     return { kind: "charges", rules: charges.map(({ rule }) => rule), charges, claims: [] };
@@ -89,9 +89,9 @@ export class SubjectResolver {
    * under every rule keyed on exactly those parts.
    *
    * @example
-   * await resolver.named("api", { "header:x-api-key": "abc" }); // { ok: true, buckets: [{ rule, ref, client, values }] }
+   * await resolver.findBuckets("api", { "header:x-api-key": "abc" }); // { ok: true, buckets: [{ rule, ref, client, values }] }
    */
-  async named(ruleName: unknown, client: unknown): Promise<{ ok: true; buckets: NamedBucket[] } | { ok: false; field: string; message: string }> {
+  async findBuckets(ruleName: unknown, client: unknown): Promise<{ ok: true; buckets: NamedBucket[] } | { ok: false; field: string; message: string }> {
     let rules: readonly Rule[];
     if (ruleName === undefined) {
       const given = typeof client === "object" && client !== null ? Object.keys(client).sort().join(",") : "";
@@ -110,7 +110,7 @@ export class SubjectResolver {
       const parsed = parseClient(rule, client, this.identity, { prefixes: false });
       if (!parsed.ok) return parsed;
       const values = rule.key.map((part) => parsed.canonical[keySpec(part)] ?? "");
-      buckets.push({ rule, ref: { clientKey: await hashedClientKey(rule.keyName, values, this.identity.hashKey), bucket: rule.name }, client: parsed.canonical, values });
+      buckets.push({ rule, ref: { clientKey: await hashedClientKey(rule.keyName, values, this.identity.hashKey), rule: rule.name }, client: parsed.canonical, values });
     }
     return { ok: true, buckets };
   }
@@ -130,9 +130,9 @@ export class SubjectResolver {
 }
 
 function claimFor(rule: ConcurrencyRule, clientKey: string): SlotClaim {
-  return { clientKey, bucket: rule.name, id: crypto.randomUUID(), limit: rule.limit, leaseMs: rule.leaseMs, enforced: rule.mode === "enforce" };
+  return { clientKey, rule: rule.name, id: crypto.randomUUID(), limit: rule.limit, leaseMs: rule.leaseMs, enforced: rule.mode === "enforce" };
 }
 
 function chargeFor(rule: Rule, clientKey: string, cost: number | undefined): BucketCharge {
-  return { clientKey, bucket: rule.name, policy: rule.policy, cost: cost ?? rule.policy.cost, enforced: rule.mode === "enforce" };
+  return { clientKey, rule: rule.name, policy: rule.policy, cost: cost ?? rule.policy.cost, enforced: rule.mode === "enforce" };
 }

@@ -51,7 +51,7 @@ export type CheckResult =
 export async function peekClient(limiter: Limiter, body: unknown): Promise<{ ok: true; buckets: BucketStatus[] } | ControlError> {
   const input = asObject(body, ["rule", "client"]);
   if (!input.ok) return input;
-  const named = await limiter.named(input.value.rule, input.value.client);
+  const named = await limiter.findBuckets(input.value.rule, input.value.client);
   if (!named.ok) return { ...named, ok: false };
   const records = await limiter.store.send((signal) => limiter.backend.overrides.list(signal));
   const buckets: BucketStatus[] = [];
@@ -87,7 +87,7 @@ export async function peekClient(limiter: Limiter, body: unknown): Promise<{ ok:
 export async function resetClient(limiter: Limiter, body: unknown): Promise<{ ok: true; reset: string[] } | ControlError> {
   const input = asObject(body, ["rule", "client"]);
   if (!input.ok) return input;
-  const named = await limiter.named(input.value.rule, input.value.client);
+  const named = await limiter.findBuckets(input.value.rule, input.value.client);
   if (!named.ok) return { ...named, ok: false };
   await limiter.reset(named.buckets);
   return { ok: true, reset: named.buckets.map((b) => b.rule.name) };
@@ -146,7 +146,7 @@ export async function putOverride(limiter: Limiter, body: unknown): Promise<{ ok
   if (!compiled.ok) return { ...compiled, ok: false };
   const { override } = compiled;
   if (override.kind === "exact") {
-    const named = await limiter.named(override.rule.name, override.record.client);
+    const named = await limiter.findBuckets(override.rule.name, override.record.client);
     if (!named.ok) return { ...named, ok: false };
     // Beside the bucket first, then listed: the list never shows an override not in force.
     for (const { ref } of named.buckets) await limiter.store.send((signal) => limiter.backend.setOverride(ref, override.policy, signal));
@@ -184,7 +184,7 @@ export async function deleteOverride(limiter: Limiter, body: unknown): Promise<{
   if (!compiled.ok) return { ...compiled, ok: false };
   const { override } = compiled;
   if (override.kind === "exact") {
-    const named = await limiter.named(override.rule.name, override.record.client);
+    const named = await limiter.findBuckets(override.rule.name, override.record.client);
     if (!named.ok) return { ...named, ok: false };
     for (const { ref } of named.buckets) await limiter.store.send((signal) => limiter.backend.setOverride(ref, null, signal));
     limiter.forget(named.buckets);

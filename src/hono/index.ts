@@ -19,7 +19,7 @@ export type RateLimiterOptions<E extends Env = Env> = LimiterSource<E> & {
    */
   readonly keyGenerator?: (c: Context<E>) => string | undefined | Promise<string | undefined>;
   /** The connection's peer address, for `ip` keys when the address header is absent (plain Node). */
-  readonly peerAddress?: (c: Context<E>) => string | undefined;
+  readonly peerAddressOf?: (c: Context<E>) => string | undefined;
   /** An id the limiter's log events carry (a trace id, Cloudflare's `cf-ray`). */
   readonly requestId?: (c: Context<E>) => string | undefined;
   /** Called after the next handler answered (or the limiter refused): metrics flushing, say. */
@@ -45,7 +45,7 @@ export type RateLimiterOptions<E extends Env = Env> = LimiterSource<E> & {
  */
 export function rateLimiter<E extends Env = Env>(options: RateLimiterOptions<E>): MiddlewareHandler<E> {
   const limiterFor = "limiter" in options ? options.limiter : new Limiter(options);
-  const { keyGenerator, peerAddress, requestId, onResponse } = options;
+  const { keyGenerator, peerAddressOf, requestId, onResponse } = options;
 
   return async (c, next) => {
     const limiter = typeof limiterFor === "function" ? limiterFor(c) : limiterFor;
@@ -54,7 +54,7 @@ export function rateLimiter<E extends Env = Env>(options: RateLimiterOptions<E>)
     const verdict = await limiter.check(
       requestSubject(c.req.raw, {
         ...(clientId !== undefined && { clientId }),
-        ...(peerAddress !== undefined && { peerAddress: peerAddress(c) }),
+        ...(peerAddressOf !== undefined && { peerAddress: peerAddressOf(c) }),
       }),
       { ...(id !== undefined && { requestId: id }), background: (task) => runInBackground(c, task) },
     );

@@ -145,7 +145,7 @@ const step = (maxCost: number) =>
 type Step = ReturnType<typeof step> extends fc.Arbitrary<infer T> ? T : never;
 
 async function checkSequence(policy: CalendarPolicy, steps: readonly Step[], startMs: number): Promise<void> {
-  const ref = { clientKey: `calendar:${crypto.randomUUID()}`, bucket: "q" };
+  const ref = { clientKey: `calendar:${crypto.randomUUID()}`, rule: "q" };
   const [key = ""] = scriptKeys("p", [ref]);
   let override: BucketPolicy | undefined;
   let state: RateState | undefined;
@@ -267,7 +267,7 @@ describe("the calendar quota's Lua twin and TypeScript module agree (through the
         async (buckets, steps, start) => {
           const policies: BucketPolicy[] = [...buckets.map((b) => b.policy), { capacity: 3, refillTokens: 1, refillPeriodMs: 1_000 }];
           const enforced = [...buckets.map((b) => b.enforced), true];
-          const refs = policies.map(() => ({ clientKey: `multi:${crypto.randomUUID()}`, bucket: "q" }));
+          const refs = policies.map(() => ({ clientKey: `multi:${crypto.randomUUID()}`, rule: "q" }));
           const keys = scriptKeys("p", refs);
           const states: (RateState | undefined)[] = policies.map(() => undefined);
           const expiries: (number | undefined)[] = policies.map(() => undefined);
@@ -308,7 +308,7 @@ describe("the script with an isolate's clock a period or more off the store's", 
   const DAY = 24 * HOUR;
   const policy = calendarPolicy(2, "day", "Europe/Berlin", "monday");
   const charge = async (key: string, storeMs: number) => {
-    const reply = await redis.evalSha(TOKEN_BUCKET_SHA1, { keys: [key], arguments: scriptArgs([{ clientKey: key, bucket: "q", policy, cost: 1, enforced: true }], true, storeMs) });
+    const reply = await redis.evalSha(TOKEN_BUCKET_SHA1, { keys: [key], arguments: scriptArgs([{ clientKey: key, rule: "q", policy, cost: 1, enforced: true }], true, storeMs) });
     return decodeReply(reply)[0]!.decision;
   };
 

@@ -10,7 +10,7 @@ import { policy, sleep } from "../support/helpers";
 describe.each(BACKENDS)("$name backend conformance", ({ name, create, vars }) => {
   const backend = create();
   const client = () => `client-${crypto.randomUUID()}`;
-  const charge = (clientKey: string, bucketPolicy: BucketPolicy, cost: number) => [{ clientKey, bucket: "default", policy: bucketPolicy, cost, enforced: true }];
+  const charge = (clientKey: string, bucketPolicy: BucketPolicy, cost: number) => [{ clientKey, rule: "default", policy: bucketPolicy, cost, enforced: true }];
   const take = async (clientKey: string, bucketPolicy: BucketPolicy, cost = 1) => (await backend.take(charge(clientKey, bucketPolicy, cost), new AbortController().signal))[0]!.decision;
   const peek = async (clientKey: string, bucketPolicy: BucketPolicy, cost = 1) => (await backend.peek(charge(clientKey, bucketPolicy, cost), new AbortController().signal))[0]!.decision;
 
@@ -148,7 +148,7 @@ describe.each(BACKENDS)("$name backend conformance", ({ name, create, vars }) =>
       expect(answer?.decision.outcome).toBe("allowed");
       before.push(answer!.charged!);
     }
-    await backend.reset([{ clientKey: key, bucket: "default" }], signal);
+    await backend.reset([{ clientKey: key, rule: "default" }], signal);
     const after = [];
     for (let i = 0; i < 5; i++) {
       const [answer] = await backend.take(charge(key, five, 1), signal);
@@ -168,7 +168,7 @@ describe.each(BACKENDS)("$name backend conformance", ({ name, create, vars }) =>
 
   it("an exact override changes capacity and rate, never the rule's block: a refusal still starts the block", async () => {
     const key = client();
-    const ref = { clientKey: key, bucket: "default" };
+    const ref = { clientKey: key, rule: "default" };
     const signal = new AbortController().signal;
     const blocking = { ...policy(1, "0.001"), blockForMs: 60_000 };
     // An override that names a block of its own (0) changes capacity and rate only.
@@ -216,7 +216,7 @@ describe.each(BACKENDS)("$name backend conformance", ({ name, create, vars }) =>
 describe.each(BACKENDS)("$name backend: concurrency slots", ({ create }) => {
   const backend = create();
   const signal = () => new AbortController().signal;
-  const claim = (clientKey: string, id: string, limit = 2, leaseMs = 30_000, enforced = true) => ({ clientKey, bucket: "inflight", id, limit, leaseMs, enforced });
+  const claim = (clientKey: string, id: string, limit = 2, leaseMs = 30_000, enforced = true) => ({ clientKey, rule: "inflight", id, limit, leaseMs, enforced });
   const acquire = async (...claims: ReturnType<typeof claim>[]) => backend.acquire(claims, signal());
 
   it("grants up to the limit, renews a held lease, and frees a slot on release", async () => {
@@ -254,7 +254,7 @@ describe.each(BACKENDS)("$name backend: concurrency slots", ({ create }) => {
 describe.each(BACKENDS)("$name backend: renewing slots", ({ create }) => {
   const backend = create();
   const signal = () => new AbortController().signal;
-  const claim = (clientKey: string, id: string, leaseMs = 1_000) => ({ clientKey, bucket: "inflight", id, limit: 1, leaseMs, enforced: true });
+  const claim = (clientKey: string, id: string, leaseMs = 1_000) => ({ clientKey, rule: "inflight", id, limit: 1, leaseMs, enforced: true });
 
   it("a renewal extends a held lease, and never takes a slot: not after the release, not after the lease lapsed", async () => {
     const key = `client-${crypto.randomUUID()}`;
@@ -282,7 +282,7 @@ describe.each(BACKENDS)("$name backend: windows", ({ create, vars }) => {
   const backend = create();
   const signal = new AbortController().signal;
   const client = () => `window-${crypto.randomUUID()}`;
-  const charge = (clientKey: string, bucketPolicy: BucketPolicy, cost = 1) => [{ clientKey, bucket: "default", policy: bucketPolicy, cost, enforced: true }];
+  const charge = (clientKey: string, bucketPolicy: BucketPolicy, cost = 1) => [{ clientKey, rule: "default", policy: bucketPolicy, cost, enforced: true }];
   const take = async (clientKey: string, bucketPolicy: BucketPolicy, cost = 1) => (await backend.take(charge(clientKey, bucketPolicy, cost), signal))[0]!;
   const peek = async (clientKey: string, bucketPolicy: BucketPolicy, cost = 0) => (await backend.peek(charge(clientKey, bucketPolicy, cost), signal))[0]!.decision;
   const DAY = 86_400_000;
@@ -321,7 +321,7 @@ describe.each(BACKENDS)("$name backend: windows", ({ create, vars }) => {
     await backend.refund([{ charge: charge(key, three, 2)[0]!, charged: first.charged! }], signal);
     expect(await peek(key, three)).toMatchObject({ remaining: 3 });
     const before = await take(key, three, 3);
-    await backend.reset([{ clientKey: key, bucket: "default" }], signal);
+    await backend.reset([{ clientKey: key, rule: "default" }], signal);
     expect((await take(key, three, 3)).decision.outcome).toBe("allowed");
     await backend.refund([{ charge: charge(key, three, 3)[0]!, charged: before.charged! }], signal);
     expect(await peek(key, three)).toMatchObject({ outcome: "allowed", remaining: 0 });
@@ -329,7 +329,7 @@ describe.each(BACKENDS)("$name backend: windows", ({ create, vars }) => {
 
   it.each(["fixed-window", "sliding-window"] as const)("%s: an exact override sets a new limit without forgetting what was used", async (algorithm) => {
     const key = client();
-    const ref = { clientKey: key, bucket: "default" };
+    const ref = { clientKey: key, rule: "default" };
     const four = windowPolicy(algorithm, 4, DAY);
     await take(key, four, 3);
     await backend.setOverride(ref, windowPolicy(algorithm, 10, DAY), signal);
@@ -387,7 +387,7 @@ describe.each(BACKENDS)("$name backend: calendar quotas", ({ create, vars }) => 
   const backend = create();
   const signal = new AbortController().signal;
   const client = () => `calendar-${crypto.randomUUID()}`;
-  const charge = (clientKey: string, bucketPolicy: BucketPolicy, cost = 1) => [{ clientKey, bucket: "default", policy: bucketPolicy, cost, enforced: true }];
+  const charge = (clientKey: string, bucketPolicy: BucketPolicy, cost = 1) => [{ clientKey, rule: "default", policy: bucketPolicy, cost, enforced: true }];
   const take = async (clientKey: string, bucketPolicy: BucketPolicy, cost = 1) => (await backend.take(charge(clientKey, bucketPolicy, cost), signal))[0]!;
   const peek = async (clientKey: string, bucketPolicy: BucketPolicy, cost = 0) => (await backend.peek(charge(clientKey, bucketPolicy, cost), signal))[0]!.decision;
   const month = calendarPolicy(5, "month", "Europe/Berlin");
@@ -426,7 +426,7 @@ describe.each(BACKENDS)("$name backend: calendar quotas", ({ create, vars }) => 
     await backend.refund([{ charge: charge(key, three, 2)[0]!, charged: first.charged! }], signal);
     expect(await peek(key, three)).toMatchObject({ remaining: 3 });
     const before = await take(key, three, 3);
-    await backend.reset([{ clientKey: key, bucket: "default" }], signal);
+    await backend.reset([{ clientKey: key, rule: "default" }], signal);
     expect((await take(key, three, 3)).decision.outcome).toBe("allowed");
     await backend.refund([{ charge: charge(key, three, 3)[0]!, charged: before.charged! }], signal);
     expect(await peek(key, three)).toMatchObject({ outcome: "allowed", remaining: 0 });
@@ -434,7 +434,7 @@ describe.each(BACKENDS)("$name backend: calendar quotas", ({ create, vars }) => 
 
   it("an exact override sets a new limit without forgetting what was used", async () => {
     const key = client();
-    const ref = { clientKey: key, bucket: "default" };
+    const ref = { clientKey: key, rule: "default" };
     const four = calendarPolicy(4, "month", "UTC");
     await take(key, four, 3);
     await backend.setOverride(ref, calendarPolicy(10, "month", "UTC"), signal);

@@ -3,7 +3,7 @@ import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import type { ClientBuckets } from "../../src/backends/durable-object";
 import { ClientBatcher } from "../../src/backends/durable-object/client-batcher";
-import type { ServeRequest } from "../../src/backends/durable-object/client-buckets";
+import type { BatchRequest } from "../../src/backends/durable-object/client-buckets";
 import type { BucketPolicy } from "../../src/core/token-bucket";
 import { gatewayWith, randomIp } from "../support/gateway";
 import { sleep } from "../support/helpers";
@@ -11,8 +11,8 @@ import { sleep } from "../support/helpers";
 const slow = { capacity: 5, refillTokens: 1, refillPeriodMs: 3_600_000 }; // 1 token an hour
 const fast = { capacity: 5, refillTokens: 1, refillPeriodMs: 1 }; // 1000 tokens a second
 
-async function takeOne(stub: ReturnType<typeof objectFor>, bucket: string, policy: typeof slow, cost: number) {
-  return (await stub.take([{ bucket, policy, cost, enforced: true }]))[0]!.decision;
+async function takeOne(stub: ReturnType<typeof objectFor>, rule: string, policy: typeof slow, cost: number) {
+  return (await stub.take([{ rule, policy, cost, enforced: true }]))[0]!.decision;
 }
 
 function objectFor(name: string) {
@@ -74,12 +74,12 @@ describe("ClientBuckets Durable Object", () => {
 });
 
 describe("ClientBuckets batches and leases (serve)", () => {
-  const charge = (policy: typeof slow, cost = 1) => [{ bucket: "default", policy, cost, enforced: true }];
+  const charge = (policy: typeof slow, cost = 1) => [{ rule: "default", policy, cost, enforced: true }];
   const big = { capacity: 800, refillTokens: 1, refillPeriodMs: 3_600_000 };
 
   it("charges a batch in order, as that many takes would, and grants no lease near the limit", async () => {
     const stub = objectFor(`batch-${crypto.randomUUID()}`);
-    const answer = await stub.serve({ holder: "isolate-a", takes: Array.from({ length: 7 }, () => charge(slow)), lease: { bucket: "default", policy: slow, cost: 1, want: 4, ttlMs: 1000 } });
+    const answer = await stub.chargeBatch({ holder: "isolate-a", takes: Array.from({ length: 7 }, () => charge(slow)), lease: { rule: "default", policy: slow, cost: 1, want: 4, ttlMs: 1000 } });
     expect(answer.answers.map(([a]) => a!.decision.outcome)).toEqual(["allowed", "allowed", "allowed", "allowed", "allowed", "denied", "denied"]);
     expect(answer.answers.map(([a]) => a!.decision.remaining)).toEqual([4, 3, 2, 1, 0, 0, 0]);
     expect(answer.lease).toBeNull();
@@ -87,19 +87,19 @@ describe("ClientBuckets batches and leases (serve)", () => {
 
   it("a lease takes at most 1/8 of the bucket, is written through (eviction keeps it spent), and its unused part comes back", async () => {
     const stub = objectFor(`lease-${crypto.randomUUID()}`);
-    const answer = await stub.serve({ holder: "isolate-a", takes: [charge(big)], lease: { bucket: "default", policy: big, cost: 1, want: 500, ttlMs: 1000 } });
+    const answer = await stub.chargeBatch({ holder: "isolate-a", takes: [charge(big)], lease: { rule: "default", policy: big, cost: 1, want: 500, ttlMs: 1000 } });
     // 799 left after the take: at most ⌊799 / 8⌋ = 99 leased.
     expect(answer.lease).toMatchObject({ granted: 99, remaining: 700 });
     await evictDurableObject(stub);
     expect(await takeOne(stub, "default", big, 1)).toMatchObject({ outcome: "allowed", remaining: 699 });
     // 40 of the 99 were not used: giving them back restores exactly 40.
-    const back = await stub.serve({ holder: "isolate-a", giveBack: [{ bucket: "default", policy: big, cost: 40, enforced: true, charged: answer.lease!.charged }], takes: [charge(big)] });
+    const back = await stub.chargeBatch({ holder: "isolate-a", giveBack: [{ rule: "default", policy: big, cost: 40, enforced: true, charged: answer.lease!.charged }], takes: [charge(big)] });
     expect(back.answers[0]![0]!.decision).toMatchObject({ outcome: "allowed", remaining: 738 });
   });
 
   it("a reset while leases are out leaves out what isolates may still hand out, until they call again", async () => {
     const stub = objectFor(`lease-reset-${crypto.randomUUID()}`);
-    const lease = (holder: string) => stub.serve({ holder, takes: [charge(big)], lease: { bucket: "default", policy: big, cost: 1, want: 50, ttlMs: 1000 } });
+    const lease = (holder: string) => stub.chargeBatch({ holder, takes: [charge(big)], lease: { rule: "default", policy: big, cost: 1, want: 50, ttlMs: 1000 } });
     const a = await lease("isolate-a");
     expect(a.lease).toMatchObject({ granted: 50, remaining: 749 });
     expect((await lease("isolate-b")).lease).toMatchObject({ granted: 50, remaining: 698 });
@@ -108,7 +108,7 @@ describe("ClientBuckets batches and leases (serve)", () => {
     expect(await takeOne(stub, "default", big, 1)).toMatchObject({ outcome: "allowed", remaining: 699 });
     await evictDurableObject(stub);
     // Isolate A calls again, giving back the 20 it did not use: its lease is over (30 were spent, 20 come back).
-    const back = await stub.serve({ holder: "isolate-a", giveBack: [{ bucket: "default", policy: big, cost: 20, enforced: true, charged: a.lease!.charged }], takes: [charge(big)] });
+    const back = await stub.chargeBatch({ holder: "isolate-a", giveBack: [{ rule: "default", policy: big, cost: 20, enforced: true, charged: a.lease!.charged }], takes: [charge(big)] });
     expect(back.answers[0]![0]!.decision).toMatchObject({ outcome: "allowed", remaining: 718 });
     // Only B's lease is still out.
     await stub.reset(["default"]);
@@ -117,7 +117,7 @@ describe("ClientBuckets batches and leases (serve)", () => {
 
   it("an override that lowers the limit while leases are out caps the bucket and the leases together", async () => {
     const stub = objectFor(`lease-override-${crypto.randomUUID()}`);
-    const granted = await stub.serve({ holder: "isolate-a", takes: [charge(big)], lease: { bucket: "default", policy: big, cost: 1, want: 50, ttlMs: 1000 } });
+    const granted = await stub.chargeBatch({ holder: "isolate-a", takes: [charge(big)], lease: { rule: "default", policy: big, cost: 1, want: 50, ttlMs: 1000 } });
     expect(granted.lease).toMatchObject({ granted: 50, remaining: 749 });
     const lowered = { capacity: 100, refillTokens: 1, refillPeriodMs: 3_600_000 };
     await stub.setOverride("default", lowered);
@@ -127,7 +127,7 @@ describe("ClientBuckets batches and leases (serve)", () => {
 
   it("once its leases have run out, a reset makes the bucket full", async () => {
     const stub = objectFor(`lease-expired-${crypto.randomUUID()}`);
-    await stub.serve({ holder: "isolate-a", takes: [charge(big)], lease: { bucket: "default", policy: big, cost: 1, want: 50, ttlMs: 0 } });
+    await stub.chargeBatch({ holder: "isolate-a", takes: [charge(big)], lease: { rule: "default", policy: big, cost: 1, want: 50, ttlMs: 0 } });
     await sleep(1_100); // the slack for clocks
     await stub.reset(["default"]);
     expect(await takeOne(stub, "default", big, 1)).toMatchObject({ outcome: "allowed", remaining: 799 });
@@ -179,7 +179,7 @@ describe("gateway with the Durable Object backend", () => {
 
 describe("leases: regressions (over-admission after override, reset, delay, block)", () => {
   const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-  const charge = (policy: BucketPolicy, cost = 1) => [{ bucket: "default", policy, cost, enforced: true }];
+  const charge = (policy: BucketPolicy, cost = 1) => [{ rule: "default", policy, cost, enforced: true }];
   const realStub = (key: string) => env.LIMITER_BUCKETS.get(env.LIMITER_BUCKETS.idFromName(key));
   const signal = () => new AbortController().signal;
   /** Takes from the object until it refuses; how many it allowed. */
@@ -195,7 +195,7 @@ describe("leases: regressions (over-admission after override, reset, delay, bloc
   it("a lease is counted in tokens when an override changes the period before a reset", async () => {
     const stub = objectFor(`d1-${crypto.randomUUID()}`);
     const rule = { capacity: 1000, refillTokens: 1, refillPeriodMs: 3_600_000 };
-    const a = await stub.serve({ holder: "A", seq: 1, takes: [charge(rule)], lease: { bucket: "default", policy: rule, cost: 1, want: 64, ttlMs: 1000 } });
+    const a = await stub.chargeBatch({ holder: "A", seq: 1, takes: [charge(rule)], lease: { rule: "default", policy: rule, cost: 1, want: 64, ttlMs: 1000 } });
     expect(a.lease?.granted).toBe(64);
     await stub.setOverride("default", { capacity: 1000, refillTokens: 1, refillPeriodMs: 360_000 });
     await stub.reset(["default"]);
@@ -206,9 +206,9 @@ describe("leases: regressions (over-admission after override, reset, delay, bloc
   it("leases granted under two periods are summed in tokens", async () => {
     const stub = objectFor(`d1b-${crypto.randomUUID()}`);
     const rule = { capacity: 1000, refillTokens: 1, refillPeriodMs: 360_000 };
-    await stub.serve({ holder: "A", seq: 1, takes: [charge(rule)], lease: { bucket: "default", policy: rule, cost: 1, want: 64, ttlMs: 1000 } });
+    await stub.chargeBatch({ holder: "A", seq: 1, takes: [charge(rule)], lease: { rule: "default", policy: rule, cost: 1, want: 64, ttlMs: 1000 } });
     await stub.setOverride("default", { capacity: 1000, refillTokens: 1, refillPeriodMs: 3_600_000 });
-    await stub.serve({ holder: "B", seq: 1, takes: [charge(rule)], lease: { bucket: "default", policy: rule, cost: 1, want: 64, ttlMs: 1000 } });
+    await stub.chargeBatch({ holder: "B", seq: 1, takes: [charge(rule)], lease: { rule: "default", policy: rule, cost: 1, want: 64, ttlMs: 1000 } });
     await stub.reset(["default"]);
     expect(await drain(stub, rule)).toBeLessThanOrEqual(1000 - 128);
   });
@@ -216,32 +216,32 @@ describe("leases: regressions (over-admission after override, reset, delay, bloc
   it("an unused lease given back after the object stopped counting it is not added to a reset bucket", async () => {
     const stub = objectFor(`d2-${crypto.randomUUID()}`);
     const big = { capacity: 800, refillTokens: 1, refillPeriodMs: 3_600_000 };
-    const a = await stub.serve({ holder: "A", seq: 1, takes: [charge(big)], lease: { bucket: "default", policy: big, cost: 1, want: 64, ttlMs: 1000 } });
+    const a = await stub.chargeBatch({ holder: "A", seq: 1, takes: [charge(big)], lease: { rule: "default", policy: big, cost: 1, want: 64, ttlMs: 1000 } });
     expect(a.lease?.granted).toBe(64);
     await sleep(2_100); // the lease's lifetime and the slack for clocks: the object no longer counts it
     await stub.reset(["default"]);
-    await stub.serve({ takes: Array.from({ length: 100 }, () => charge(big)) });
-    const back = await stub.serve({ holder: "A", seq: 2, giveBack: [{ bucket: "default", policy: big, cost: 64, enforced: true, charged: a.lease!.charged, seq: 1 }], takes: [charge(big)] });
+    await stub.chargeBatch({ takes: Array.from({ length: 100 }, () => charge(big)) });
+    const back = await stub.chargeBatch({ holder: "A", seq: 2, giveBack: [{ rule: "default", policy: big, cost: 64, enforced: true, charged: a.lease!.charged, seq: 1 }], takes: [charge(big)] });
     expect(back.answers[0]![0]!.decision).toMatchObject({ outcome: "allowed", remaining: 699 });
   });
 
   it("a client that paused past its lease's lifetime gets the unused rest back with its next call, when nothing touched the bucket meanwhile", async () => {
     const stub = objectFor(`pause-${crypto.randomUUID()}`);
     const daily = { capacity: 800, refillTokens: 1, refillPeriodMs: 3_600_000 };
-    const a = await stub.serve({ holder: "A", seq: 1, takes: [charge(daily)], lease: { bucket: "default", policy: daily, cost: 1, want: 64, ttlMs: 1000 } });
+    const a = await stub.chargeBatch({ holder: "A", seq: 1, takes: [charge(daily)], lease: { rule: "default", policy: daily, cost: 1, want: 64, ttlMs: 1000 } });
     expect(a.lease?.granted).toBe(64); // 735 left
     await sleep(2_100); // past the lease's lifetime and the slack: no longer counted as out
-    const back = await stub.serve({ holder: "A", seq: 2, giveBack: [{ bucket: "default", policy: daily, cost: 60, enforced: true, charged: a.lease!.charged, seq: 1 }], takes: [charge(daily)] });
+    const back = await stub.chargeBatch({ holder: "A", seq: 2, giveBack: [{ rule: "default", policy: daily, cost: 60, enforced: true, charged: a.lease!.charged, seq: 1 }], takes: [charge(daily)] });
     expect(back.answers[0]![0]!.decision).toMatchObject({ outcome: "allowed", remaining: 794 }); // 735 + 60 - 1
   });
 
   it("a give-back is capped at what the holder's lease took", async () => {
     const stub = objectFor(`d2b-${crypto.randomUUID()}`);
     const big = { capacity: 800, refillTokens: 1, refillPeriodMs: 3_600_000 };
-    const a = await stub.serve({ holder: "A", seq: 1, takes: [charge(big)], lease: { bucket: "default", policy: big, cost: 1, want: 10, ttlMs: 1000 } });
+    const a = await stub.chargeBatch({ holder: "A", seq: 1, takes: [charge(big)], lease: { rule: "default", policy: big, cost: 1, want: 10, ttlMs: 1000 } });
     expect(a.lease?.granted).toBe(10);
-    await stub.serve({ takes: Array.from({ length: 100 }, () => charge(big)) }); // 689 left
-    const back = await stub.serve({ holder: "A", seq: 2, giveBack: [{ bucket: "default", policy: big, cost: 50, enforced: true, charged: a.lease!.charged, seq: 1 }], takes: [charge(big)] });
+    await stub.chargeBatch({ takes: Array.from({ length: 100 }, () => charge(big)) }); // 689 left
+    const back = await stub.chargeBatch({ holder: "A", seq: 2, giveBack: [{ rule: "default", policy: big, cost: 50, enforced: true, charged: a.lease!.charged, seq: 1 }], takes: [charge(big)] });
     expect(back.answers[0]![0]!.decision).toMatchObject({ outcome: "allowed", remaining: 698 });
   });
 
@@ -253,8 +253,8 @@ describe("leases: regressions (over-admission after override, reset, delay, bloc
     const x = new ClientBatcher((k) => {
       const real = realStub(k);
       return {
-        serve: async (request: ServeRequest) => {
-          const answer = await real.serve(request);
+        chargeBatch: async (request: BatchRequest) => {
+          const answer = await real.chargeBatch(request);
           await sleep(delay);
           return answer;
         },
@@ -274,14 +274,14 @@ describe("leases: regressions (over-admission after override, reset, delay, bloc
   it("a late answer of a call that went stale does not install its lease", async () => {
     const policy = { capacity: 800, refillTokens: 1, refillPeriodMs: 3_600_000 };
     const stub = realStub(`d3b-${crypto.randomUUID()}`);
-    const requests: ServeRequest[] = [];
+    const requests: BatchRequest[] = [];
     let hold: Promise<void> | undefined;
     const x = new ClientBatcher(
       () =>
         ({
-          serve: async (request: ServeRequest) => {
+          serve: async (request: BatchRequest) => {
             requests.push(request);
-            const answer = await stub.serve(request);
+            const answer = await stub.chargeBatch(request);
             if (hold) await hold;
             return answer;
           },
@@ -295,7 +295,7 @@ describe("leases: regressions (over-admission after override, reset, delay, bloc
     await sleep(80);
     hold = undefined;
     // The first is stale: this one calls (two charges: it asks for no lease of its own).
-    await x.take("k", [...charge(policy), { bucket: "other", policy, cost: 1, enforced: true }], signal());
+    await x.take("k", [...charge(policy), { rule: "other", policy, cost: 1, enforced: true }], signal());
     release();
     await first;
     const calls = requests.length;
@@ -322,7 +322,7 @@ describe("leases: regressions (over-admission after override, reset, delay, bloc
     const stub = objectFor(`d5-${crypto.randomUUID()}`);
     const rule = { capacity: 100, refillTokens: 1, refillPeriodMs: 3_600_000 };
     await stub.setOverride("default", { capacity: 10_000, refillTokens: 1, refillPeriodMs: 3_600_000 });
-    const a = await stub.serve({ holder: "A", seq: 1, takes: [charge(rule)], lease: { bucket: "default", policy: rule, cost: 1, want: 64, ttlMs: 1000 } });
+    const a = await stub.chargeBatch({ holder: "A", seq: 1, takes: [charge(rule)], lease: { rule: "default", policy: rule, cost: 1, want: 64, ttlMs: 1000 } });
     expect(a.lease?.granted).toBe(64);
     await stub.setOverride("default", null);
     expect((await drain(stub, rule, 200)) + 64).toBeLessThanOrEqual(100);
@@ -332,7 +332,7 @@ describe("leases: regressions (over-admission after override, reset, delay, bloc
     const policy = { capacity: 1000, refillTokens: 1, refillPeriodMs: 1000 };
     let hang = true;
     const answer = (n: number) => ({ answers: Array.from({ length: n }, () => [{ decision: { outcome: "allowed", remaining: 1, resetMs: 1 }, policy, charged: null }]), lease: null });
-    const x = new ClientBatcher(() => ({ serve: (request: ServeRequest) => (hang ? new Promise(() => {}) : Promise.resolve(answer(request.takes.length))) }) as never, { staleAfterMs: 100 });
+    const x = new ClientBatcher(() => ({ serve: (request: BatchRequest) => (hang ? new Promise(() => {}) : Promise.resolve(answer(request.takes.length))) }) as never, { staleAfterMs: 100 });
     const first = x.take("hot", charge(policy), AbortSignal.timeout(100));
     first.catch(() => {});
     const second = x.take("hot", charge(policy), AbortSignal.timeout(10_000));
@@ -345,7 +345,7 @@ describe("leases: regressions (over-admission after override, reset, delay, bloc
     const policy = { capacity: 1000, refillTokens: 1, refillPeriodMs: 1000 };
     let hang = true;
     const answer = (n: number) => ({ answers: Array.from({ length: n }, () => [{ decision: { outcome: "allowed", remaining: 1, resetMs: 1 }, policy, charged: null }]), lease: null });
-    const x = new ClientBatcher(() => ({ serve: (request: ServeRequest) => (hang ? new Promise(() => {}) : Promise.resolve(answer(request.takes.length))) }) as never, { staleAfterMs: 50 });
+    const x = new ClientBatcher(() => ({ serve: (request: BatchRequest) => (hang ? new Promise(() => {}) : Promise.resolve(answer(request.takes.length))) }) as never, { staleAfterMs: 50 });
     x.take("cold", charge(policy), AbortSignal.timeout(50)).catch(() => {});
     hang = false;
     await sleep(100);

@@ -131,7 +131,7 @@ function expectExpiry(value: string, ttl: number, expiresAtMs: number | undefine
 
 /** Runs one sequence through the TypeScript bucket and the script, step by step, and compares everything. */
 async function checkSequence(capacity: number, rate: string, steps: readonly Step[], startMs: number, blockForMs: number, queueMs: number): Promise<void> {
-  const ref = { clientKey: `equivalence:${crypto.randomUUID()}`, bucket: "b" };
+  const ref = { clientKey: `equivalence:${crypto.randomUUID()}`, rule: "b" };
   const [key = ""] = scriptKeys("p", [ref]);
   const withBlock = (p: BucketPolicy): BucketPolicy => ({ ...p, ...(blockForMs > 0 && { blockForMs }), ...(queueMs > 0 && { queueMs }) });
   let policy: BucketPolicy = withBlock(perSecond(capacity, rate));
@@ -338,7 +338,7 @@ describe("the Lua script and the TypeScript bucket agree (through the algorithm 
           },
         ),
         async (buckets, steps) => {
-          const refs = buckets.map(() => ({ clientKey: `multi:${crypto.randomUUID()}`, bucket: "b" }));
+          const refs = buckets.map(() => ({ clientKey: `multi:${crypto.randomUUID()}`, rule: "b" }));
           const keys = refs.map((ref) => scriptKeys("p", [ref])[0] ?? "");
           const policies: BucketPolicy[] = buckets.map((b) => ({
             ...perSecond(b.capacity, b.rate),

@@ -51,22 +51,22 @@ describe("the slots script and the TypeScript slots agree", () => {
         for (const { elapsedMs, ids, operation, limit, leaseMs, shadow } of steps) {
           nowMs += elapsedMs;
           // Claim i goes to set i: one request, several concurrency rules.
-          const claims: SlotClaim[] = ids.map((id, i) => ({ clientKey: "c", bucket: sets[i]!, id: `r${id}`, limit, leaseMs, enforced: !shadow[i] }));
-          const keys = claims.map((claim) => claim.bucket);
+          const claims: SlotClaim[] = ids.map((id, i) => ({ clientKey: "c", rule: sets[i]!, id: `r${id}`, limit, leaseMs, enforced: !shadow[i] }));
+          const keys = claims.map((claim) => claim.rule);
           if (operation === "release") {
             await redis.evalSha(SLOTS_SHA1, { keys, arguments: slotArgs(claims, "release", nowMs) });
-            for (const claim of claims) model.set(claim.bucket, releaseSlot(model.get(claim.bucket), claim.id, nowMs));
+            for (const claim of claims) model.set(claim.rule, releaseSlot(model.get(claim.rule), claim.id, nowMs));
           } else if (operation === "renew") {
             // A renewal never takes a slot: an id that holds none (released, lapsed) changes nothing.
             await redis.evalSha(SLOTS_SHA1, { keys, arguments: slotArgs(claims, "renew", nowMs) });
-            for (const claim of claims) model.set(claim.bucket, renewSlot(model.get(claim.bucket), claim, nowMs));
+            for (const claim of claims) model.set(claim.rule, renewSlot(model.get(claim.rule), claim, nowMs));
           } else {
             const reply = decodeSlotReply(await redis.evalSha(SLOTS_SHA1, { keys, arguments: slotArgs(claims, "acquire", nowMs) }));
             const { decisions, writes } = acquireSlots(
-              claims.map((claim) => ({ claim, enforced: claim.enforced, state: model.get(claim.bucket) })),
+              claims.map((claim) => ({ claim, enforced: claim.enforced, state: model.get(claim.rule) })),
               nowMs,
             );
-            for (const { entry, next } of writes) model.set(entry.claim.bucket, next);
+            for (const { entry, next } of writes) model.set(entry.claim.rule, next);
             expect(reply).toEqual(decisions);
           }
           // Live leases: what the next decision sees (expired ones may linger in either until then).

@@ -21,7 +21,7 @@ afterAll(async () => {
 });
 
 const policy = perSecond(2, "1");
-const take = async (clientKey: string) => (await backend.take([{ clientKey, bucket: "default", policy, cost: 1, enforced: true }], new AbortController().signal))[0]!.decision;
+const take = async (clientKey: string) => (await backend.take([{ clientKey, rule: "default", policy, cost: 1, enforced: true }], new AbortController().signal))[0]!.decision;
 
 /** Calls per command since the last CONFIG RESETSTAT, from INFO commandstats. */
 async function commandCalls(): Promise<Record<string, number>> {
@@ -67,18 +67,18 @@ describe("Upstash backend on a real Redis through the REST bridge", () => {
     expect(await commandCalls()).toEqual({ evalsha: 1, time: 1, mget: 1 });
 
     await redis.configResetStat();
-    expect((await backend.peek([{ clientKey: client, bucket: "default", policy, cost: 1, enforced: true }], new AbortController().signal))[0]!.decision.outcome).toBe("denied");
+    expect((await backend.peek([{ clientKey: client, rule: "default", policy, cost: 1, enforced: true }], new AbortController().signal))[0]!.decision.outcome).toBe("denied");
     expect(await commandCalls()).toEqual({ evalsha: 1, time: 1, mget: 1 });
   });
 
   it("a wrong hint (another isolate charged the bucket) costs one SET more, and the decision is the store's", async () => {
     const client = `other-isolate-${crypto.randomUUID()}`;
     const other = upstashBackend({ url: stack.bridge.url, token: LOCAL_UPSTASH_TOKEN, keyPrefix: "sluice-test" });
-    const charge = { clientKey: client, bucket: "default", policy, cost: 1, enforced: true };
+    const charge = { clientKey: client, rule: "default", policy, cost: 1, enforced: true };
     expect((await take(client)).outcome).toBe("allowed");
     expect((await other.take([charge], new AbortController().signal))[0]!.decision).toMatchObject({ outcome: "allowed", remaining: 0 });
 
-    const key = bucketKey("sluice-test", { bucket: "default", clientKey: client });
+    const key = bucketKey("sluice-test", { rule: "default", clientKey: client });
     const ttlBefore = await redis.pTTL(key);
     await redis.configResetStat();
     // This isolate's hint still says 1 token left: the script finds 0, refuses, and puts the value back.
@@ -94,16 +94,16 @@ describe("Upstash backend on a real Redis through the REST bridge", () => {
   it("a key put back after a wrong hint keeps its writer's expiry: never none, never shorter under another policy", async () => {
     // Another isolate charged under a slow policy (a prefix override it already knows of): full again in 100 s.
     const client = `put-back-${crypto.randomUUID()}`;
-    const key = bucketKey("sluice-test", { bucket: "default", clientKey: client });
+    const key = bucketKey("sluice-test", { rule: "default", clientKey: client });
     const other = upstashBackend({ url: stack.bridge.url, token: LOCAL_UPSTASH_TOKEN, keyPrefix: "sluice-test" });
     const slow = perSecond(1, "0.01");
-    expect((await other.take([{ clientKey: client, bucket: "default", policy: slow, cost: 1, enforced: true }], new AbortController().signal))[0]!.decision.outcome).toBe("allowed");
+    expect((await other.take([{ clientKey: client, rule: "default", policy: slow, cost: 1, enforced: true }], new AbortController().signal))[0]!.decision.outcome).toBe("allowed");
     const ttlBefore = await redis.pTTL(key);
     expect(ttlBefore).toBeGreaterThan(99_000);
     // This isolate (hint "none": it has never seen the key) asks for more than the bucket holds
     // under its own policy, so the script writes, finds the real value, refuses and puts it back.
     const fast = perSecond(1, "1");
-    expect((await backend.take([{ clientKey: client, bucket: "default", policy: fast, cost: 1, enforced: true }], new AbortController().signal))[0]!.decision.outcome).toBe("denied");
+    expect((await backend.take([{ clientKey: client, rule: "default", policy: fast, cost: 1, enforced: true }], new AbortController().signal))[0]!.decision.outcome).toBe("denied");
     const ttlAfter = await redis.pTTL(key);
     expect(ttlAfter).toBeGreaterThan(ttlBefore - 1_000); // not this call's 1 s, and not none (-1)
     expect(ttlAfter).toBeLessThanOrEqual(ttlBefore);
@@ -111,7 +111,7 @@ describe("Upstash backend on a real Redis through the REST bridge", () => {
 
   it("reads a value an earlier version of the script wrote (no generation, no expiry inside) and gives a put-back of it an expiry", async () => {
     const client = `earlier-${crypto.randomUUID()}`;
-    const key = bucketKey("sluice-test", { bucket: "default", clientKey: client });
+    const key = bucketKey("sluice-test", { rule: "default", clientKey: client });
     const nowMs = Date.now();
     await redis.set(key, `0:1000:${nowMs}`, { PX: 2_000 }); // empty at 1/s (the earlier format)
     // This isolate has no hint ("none"): it writes a fresh bucket, finds the old value, refuses and puts it back.
@@ -124,7 +124,7 @@ describe("Upstash backend on a real Redis through the REST bridge", () => {
 
   it("stores an exact override in the bucket's key, without expiry, and keeps the tokens", async () => {
     const client = `override-${crypto.randomUUID()}`;
-    const ref = { bucket: "default", clientKey: client };
+    const ref = { rule: "default", clientKey: client };
     const key = bucketKey("sluice-test", ref);
     expect((await take(client)).remaining).toBe(1);
     await backend.setOverride(ref, { capacity: 5, refillTokens: 1, refillPeriodMs: 60_000 }, new AbortController().signal);
@@ -132,7 +132,7 @@ describe("Upstash backend on a real Redis through the REST bridge", () => {
     expect(await redis.pTTL(key)).toBe(-1);
 
     await redis.configResetStat();
-    const [answer] = await backend.take([{ clientKey: client, bucket: "default", policy, cost: 1, enforced: true }], new AbortController().signal);
+    const [answer] = await backend.take([{ clientKey: client, rule: "default", policy, cost: 1, enforced: true }], new AbortController().signal);
     expect(answer!.policy).toEqual({ capacity: 5, refillTokens: 1, refillPeriodMs: 60_000 });
     expect(answer!.decision.outcome).toBe("allowed");
     expect(await commandCalls()).toEqual({ evalsha: 1, time: 1, set: 1 });
@@ -155,8 +155,8 @@ describe("Upstash backend on a real Redis through the REST bridge", () => {
 
   it("a set of concurrency slots expires with its last lease: a release or a stranger's renewal never keeps it longer", async () => {
     const client = `slots-${crypto.randomUUID()}`;
-    const key = bucketKey("sluice-test", { bucket: "inflight", clientKey: client });
-    const claim = (id: string, leaseMs: number) => ({ clientKey: client, bucket: "inflight", id, limit: 2, leaseMs, enforced: true });
+    const key = bucketKey("sluice-test", { rule: "inflight", clientKey: client });
+    const claim = (id: string, leaseMs: number) => ({ clientKey: client, rule: "inflight", id, limit: 2, leaseMs, enforced: true });
     const signal = () => new AbortController().signal;
     await backend.acquire([claim("short", 1_000)], signal());
     await backend.acquire([claim("long", 60_000)], signal());
@@ -184,7 +184,7 @@ describe("Upstash backend on a real Redis through the REST bridge", () => {
   it("namespaces keys by prefix, bucket and client, and expires them when the bucket is full", async () => {
     const client = `ns-${crypto.randomUUID()}`;
     await take(client);
-    const key = bucketKey("sluice-test", { bucket: "default", clientKey: client });
+    const key = bucketKey("sluice-test", { rule: "default", clientKey: client });
     expect(key).toBe(`sluice-test:default:${client}`);
     const ttl = await redis.pTTL(key);
     expect(ttl).toBeGreaterThan(900);
@@ -196,7 +196,7 @@ describe("Upstash backend on a real Redis through the REST bridge", () => {
     try {
       const controller = new AbortController();
       const started = performance.now();
-      const pending = backend.take([{ clientKey: `abort-${crypto.randomUUID()}`, bucket: "default", policy, cost: 1, enforced: true }], controller.signal);
+      const pending = backend.take([{ clientKey: `abort-${crypto.randomUUID()}`, rule: "default", policy, cost: 1, enforced: true }], controller.signal);
       setTimeout(() => controller.abort(new Error("deadline")), 50);
       await expect(pending).rejects.toThrow("deadline");
       // The HTTP request itself was cancelled (the shared client got this call's signal): no waiting for the 500 ms answer.
@@ -213,7 +213,7 @@ describe("Upstash backend on a real Redis through the REST bridge", () => {
 describe("commands per allowed decision", () => {
   it("three (EVALSHA, TIME, SET … GET) even when the bucket refilled and its key expired between calls", async () => {
     // 1e6 tokens a second: one token refills in a microsecond, so each call's state expires before the next.
-    const charge = { clientKey: `fast-${crypto.randomUUID()}`, bucket: "api", policy: { capacity: 1_000_000_000, refillTokens: 1_000_000, refillPeriodMs: 1_000 }, cost: 1, enforced: true };
+    const charge = { clientKey: `fast-${crypto.randomUUID()}`, rule: "api", policy: { capacity: 1_000_000_000, refillTokens: 1_000_000, refillPeriodMs: 1_000 }, cost: 1, enforced: true };
     await backend.take([charge], AbortSignal.timeout(5_000));
     await redis.sendCommand(["CONFIG", "RESETSTAT"]);
     for (let i = 0; i < 10; i++) {

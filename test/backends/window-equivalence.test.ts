@@ -128,7 +128,7 @@ const step = (maxCost: number, maxElapsed: number) =>
 type Step = ReturnType<typeof step> extends fc.Arbitrary<infer T> ? T : never;
 
 async function checkSequence(algorithm: WindowAlgorithm, limit: number, windowMs: number, steps: readonly Step[], startMs: number, blockForMs: number): Promise<void> {
-  const ref = { clientKey: `windows:${crypto.randomUUID()}`, bucket: "w" };
+  const ref = { clientKey: `windows:${crypto.randomUUID()}`, rule: "w" };
   const [key = ""] = scriptKeys("p", [ref]);
   const policy = windowPolicy(algorithm, limit, windowMs, blockForMs);
   let override: BucketPolicy | undefined;
@@ -254,7 +254,7 @@ describe.each(["fixed-window", "sliding-window"] as const)("the %s's Lua twin an
           // The last bucket is a token bucket: the script decides every algorithm in one call.
           const policies: BucketPolicy[] = [...buckets.map((b) => windowPolicy(algorithm, b.limit, b.windowMs)), { capacity: 3, refillTokens: 1, refillPeriodMs: 1_000 }];
           const enforced = [...buckets.map((b) => b.enforced), true];
-          const refs = policies.map(() => ({ clientKey: `multi:${crypto.randomUUID()}`, bucket: "w" }));
+          const refs = policies.map(() => ({ clientKey: `multi:${crypto.randomUUID()}`, rule: "w" }));
           const keys = scriptKeys("p", refs);
           const states: (RateState | undefined)[] = policies.map(() => undefined);
           const expiries: (number | undefined)[] = policies.map(() => undefined);

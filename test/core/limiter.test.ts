@@ -267,7 +267,7 @@ describe("degraded mode (failMode: local)", () => {
     const backend = switchableBackend(inner, () => (down ? new Error("store down") : undefined));
     const limiter = new Limiter({ backend, rules: [{ name: "api", key: "header:x-api-key", capacity: 1000, rate: "1000/1h", failMode: "local" }], localFraction: 0.5, log: () => {} });
     const trial = request({ "x-api-key": "trial" });
-    const named = await limiter.named("api", { "header:x-api-key": "trial" });
+    const named = await limiter.findBuckets("api", { "header:x-api-key": "trial" });
     if (!named.ok) throw new Error(named.message);
     await inner.setOverride(named.buckets[0]!.ref, { capacity: 10, refillTokens: 10, refillPeriodMs: 3_600_000 }, new AbortController().signal);
     expect(await limiter.check(trial)).toMatchObject({ kind: "allowed", outcomes: [{ policy: { capacity: 10 } }] });
@@ -370,7 +370,7 @@ describe("keyed hashing (identity.hashKey)", () => {
     const rules: RuleSpec[] = [{ name: "api", key: "ip", capacity: 1, rate: "1/1h" }];
     const name = async (hashKey?: string) => {
       const limiter = new Limiter({ backend: memoryBackend(), rules, ...(hashKey !== undefined && { identity: { hashKey } }) });
-      const named = await limiter.named("api", { ip: "203.0.113.7" });
+      const named = await limiter.findBuckets("api", { ip: "203.0.113.7" });
       if (!named.ok) throw new Error(named.message);
       return named.buckets[0]!.ref.clientKey;
     };
@@ -441,7 +441,7 @@ describe("one failing object does not open the breaker for every client (issue 1
     const broken = new Set<string>();
     const backend = perClientStore(broken);
     const limiter = new Limiter({ backend, rules: [{ name: "api", key: "header:x-api-key", capacity: 100, rate: 1 }], log: () => {} });
-    const hot = (await limiter.named("api", { "header:x-api-key": "hot" })) as { ok: true; buckets: { ref: { clientKey: string } }[] };
+    const hot = (await limiter.findBuckets("api", { "header:x-api-key": "hot" })) as { ok: true; buckets: { ref: { clientKey: string } }[] };
     broken.add(hot.buckets[0]!.ref.clientKey);
     for (let i = 0; i < 20; i++) expect((await limiter.check(request({ "x-api-key": "hot" }))).kind).toBe("fail-open");
     const other = await limiter.check(request({ "x-api-key": "calm" }));
@@ -449,7 +449,7 @@ describe("one failing object does not open the breaker for every client (issue 1
     expect(limiter.isolateState()).toMatchObject({ breaker: "closed", clientCircuitsOpen: 1 });
 
     for (const key of ["down-1", "down-2", "down-3"]) {
-      const named = (await limiter.named("api", { "header:x-api-key": key })) as { ok: true; buckets: { ref: { clientKey: string } }[] };
+      const named = (await limiter.findBuckets("api", { "header:x-api-key": key })) as { ok: true; buckets: { ref: { clientKey: string } }[] };
       broken.add(named.buckets[0]!.ref.clientKey);
     }
     for (let i = 0; i < 3; i++) for (const key of ["down-1", "down-2", "down-3"]) await limiter.check(request({ "x-api-key": key }));

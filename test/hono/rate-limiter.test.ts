@@ -43,9 +43,9 @@ describe("rateLimiter (Hono, plain Node, memory backend)", () => {
     expect((await app.request("/")).status).toBe(400); // no user: a missing key, rejected
   });
 
-  it("peerAddress supplies the client address where no proxy header says it", async () => {
+  it("peerAddressOf supplies the client address where no proxy header says it", async () => {
     const app = new Hono()
-      .use(rateLimiter({ backend: memoryBackend(), rules: [{ name: "ip", capacity: 1, rate: "1/1h" }], peerAddress: (c) => c.req.header("x-test-peer") }))
+      .use(rateLimiter({ backend: memoryBackend(), rules: [{ name: "ip", capacity: 1, rate: "1/1h" }], peerAddressOf: (c) => c.req.header("x-test-peer") }))
       .get("/", (c) => c.text("ok"));
     expect((await app.request("/", { headers: { "x-test-peer": "198.51.100.1" } })).status).toBe(200);
     expect((await app.request("/", { headers: { "x-test-peer": "198.51.100.1" } })).status).toBe(429);

@@ -30,10 +30,10 @@ export class BucketTable {
 
   /** One request's charges, all or nothing. */
   charge(charges: readonly ObjectCharge[], nowMs: number): ObjectAnswer[] {
-    for (const charge of charges) this.reckon(charge.bucket, charge.policy, nowMs);
+    for (const charge of charges) this.reckon(charge.rule, charge.policy, nowMs);
     const { results } = takeBuckets(this.entries(charges), nowMs);
     return results.map(({ entry, decision, next, expiresInMs }, i) => {
-      if (next !== undefined) this.remember(entry.bucket, next, Math.max(nowMs + expiresInMs, fullUnder(next, charges[i]?.policy ?? entry.policy, nowMs)), nowMs);
+      if (next !== undefined) this.remember(entry.rule, next, Math.max(nowMs + expiresInMs, fullUnder(next, charges[i]?.policy ?? entry.policy, nowMs)), nowMs);
       // Only spent tokens are something to refund; a block is not.
       return { decision, policy: entry.policy, charged: decision.outcome === "allowed" ? (next ?? null) : null };
     });
@@ -46,7 +46,7 @@ export class BucketTable {
 
   /** Gives charges back with refund semantics (only what each still withholds, within its bucket's generation). */
   giveBack(charges: readonly ObjectRefund[], nowMs: number): void {
-    for (const { bucket, cost, charged, policy: given } of charges) {
+    for (const { rule: bucket, cost, charged, policy: given } of charges) {
       const policy = this.overrides.get(bucket) ?? given;
       const before = this.buckets.get(bucket);
       const state = refundTokens(before, policy, cost, charged, nowMs);
@@ -104,18 +104,18 @@ export class BucketTable {
     const honoured: ObjectRefund[] = [];
     const left = new Map<string, number>();
     for (const item of returns) {
-      this.reckon(item.bucket, item.policy, nowMs);
+      this.reckon(item.rule, item.policy, nowMs);
       // The holder's record, live or not: one past its lifetime is no longer counted as out, but
       // until a reset, an override or another charge of the bucket drops it, its unused rest can
       // still come back (a client that paused gets it back with its next call).
-      const bucket = this.buckets.get(item.bucket);
+      const bucket = this.buckets.get(item.rule);
       const entry = bucket?.leased?.holders[holder];
       if (bucket === undefined || entry === undefined || entry.seq !== item.seq) continue;
-      const tokens = Math.min(item.cost, left.get(item.bucket) ?? entry.tokens);
-      left.set(item.bucket, (left.get(item.bucket) ?? entry.tokens) - tokens);
+      const tokens = Math.min(item.cost, left.get(item.rule) ?? entry.tokens);
+      left.set(item.rule, (left.get(item.rule) ?? entry.tokens) - tokens);
       // A lease still on record is counted in this generation of the bucket (a reset subtracted
       // it from the new one), so its rest comes back, whichever generation it was taken from.
-      if (tokens >= 1) honoured.push({ bucket: item.bucket, policy: item.policy, cost: tokens, enforced: item.enforced, charged: { ...item.charged, generation: bucket.generation } });
+      if (tokens >= 1) honoured.push({ rule: item.rule, policy: item.policy, cost: tokens, enforced: item.enforced, charged: { ...item.charged, generation: bucket.generation } });
     }
     return honoured;
   }
@@ -140,13 +140,13 @@ export class BucketTable {
   /** Takes up to `want` × `cost` tokens for an isolate to spend locally, within the bucket's share; null when none. */
   grantLease(lease: LeaseRequest, holder: string, seq: number | undefined, nowMs: number): LeaseGrant | null {
     if (lease.want < 1 || lease.cost < 1) return null;
-    this.reckon(lease.bucket, lease.policy, nowMs);
-    const [entry] = this.entries([{ bucket: lease.bucket, policy: lease.policy, cost: 0, enforced: true }]);
+    this.reckon(lease.rule, lease.policy, nowMs);
+    const [entry] = this.entries([{ rule: lease.rule, policy: lease.policy, cost: 0, enforced: true }]);
     // A policy that blocks after a refusal is decided by the object alone: a lease would keep admitting during a block.
     // A window is too: its units do not refill as a level, so a lease's rest could not be given back exactly.
     // A queue is too: a lease spends only whole tokens on hand, so queued requests would be refused locally.
     if (entry === undefined || (entry.policy.blockForMs ?? 0) > 0 || (entry.policy.queueMs ?? 0) > 0 || !isTokenBucket(entry.policy)) return null;
-    const stored = this.buckets.get(lease.bucket);
+    const stored = this.buckets.get(lease.rule);
     const state = stored !== undefined && isBucketState(stored) ? stored : undefined;
     const before = liveLease(stored, nowMs);
     const mine = before?.holders[holder];
@@ -160,7 +160,7 @@ export class BucketTable {
     if (taken.decision.outcome !== "allowed" || taken.next === undefined) return null;
     // Amounts in whole tokens, so leases taken under another period are counted as what they are.
     const holders = { ...before?.holders, [holder]: { tokens: granted * lease.cost, untilMs: nowMs + Math.max(0, lease.ttlMs) + LEASE_SLACK_MS, ...(seq !== undefined && { seq }) } };
-    this.remember(lease.bucket, taken.next, Math.max(nowMs + taken.expiresInMs, fullUnder(taken.next, lease.policy, nowMs)), nowMs, { policy: shapeOf(entry.policy), holders });
+    this.remember(lease.rule, taken.next, Math.max(nowMs + taken.expiresInMs, fullUnder(taken.next, lease.policy, nowMs)), nowMs, { policy: shapeOf(entry.policy), holders });
     return { granted, charged: taken.next, remaining: taken.decision.remaining, resetMs: taken.decision.resetMs, policy: entry.policy };
   }
 
@@ -199,8 +199,8 @@ export class BucketTable {
   /** The charges as the bucket math takes them: current state, and an exact override's capacity and refill where one is set. */
   private entries(charges: readonly ObjectCharge[]) {
     return charges.map((charge) => {
-      const override = this.overrides.get(charge.bucket);
-      return { ...charge, policy: override === undefined ? charge.policy : { ...charge.policy, ...override }, state: this.buckets.get(charge.bucket) };
+      const override = this.overrides.get(charge.rule);
+      return { ...charge, policy: override === undefined ? charge.policy : { ...charge.policy, ...override }, state: this.buckets.get(charge.rule) };
     });
   }
 

@@ -2,7 +2,7 @@ import type { BucketAnswer } from "../../core/backend";
 import { isTokenBucket } from "../../core/algorithms/index";
 import type { ClientBuckets } from "./client-buckets";
 import { commonCharge, LeaseWallet, type Lease } from "./lease-wallet";
-import type { ObjectAnswer, ObjectCharge, ServeRequest } from "./wire";
+import type { ObjectAnswer, ObjectCharge, BatchRequest } from "./wire";
 
 /** How an isolate shares calls to one client's object (see {@link ClientBatcher}). */
 export interface LeaseOptions {
@@ -132,7 +132,7 @@ export class ClientBatcher {
   /** Ends this isolate's lease on a bucket (reset, override): what it held is not handed out, and goes back with the next call. */
   endLeaseOf(clientKey: string, bucket: string): void {
     const client = this.clients.get(clientKey);
-    if (client?.wallet.lease?.bucket === bucket) client.wallet.end();
+    if (client?.wallet.lease?.rule === bucket) client.wallet.end();
   }
 
   private client(clientKey: string): Client {
@@ -173,22 +173,22 @@ export class ClientBatcher {
     const common = want > 0 ? commonCharge(batch.map((waiter) => waiter.charges)) : undefined;
     // A policy that blocks after a refusal gets no lease, nor does a window or a queue (the object grants none either).
     const leaseCharge = common !== undefined && (common.policy.blockForMs ?? 0) === 0 && (common.policy.queueMs ?? 0) === 0 && isTokenBucket(common.policy) ? common : undefined;
-    const request: ServeRequest = {
+    const request: BatchRequest = {
       holder: this.holder,
       seq,
       takes: batch.map((waiter) => waiter.charges),
       ...(client.wallet.returns.length > 0 && { giveBack: client.wallet.returns.splice(0) }),
-      ...(leaseCharge !== undefined && { lease: { bucket: leaseCharge.bucket, policy: leaseCharge.policy, cost: leaseCharge.cost, want, ttlMs: this.leaseTtlMs } }),
+      ...(leaseCharge !== undefined && { lease: { rule: leaseCharge.rule, policy: leaseCharge.policy, cost: leaseCharge.cost, want, ttlMs: this.leaseTtlMs } }),
     };
     try {
-      const answer = await this.stubFor(clientKey).serve(request);
+      const answer = await this.stubFor(clientKey).chargeBatch(request);
       batch.forEach((waiter, i) => {
         const answers = answer.answers[i];
         waiter.result = answers === undefined ? { ok: false, error: new Error("the object answered fewer requests than it was sent") } : { ok: true, answers: answers.map(plainAnswer) };
       });
       if (answer.lease !== null && leaseCharge !== undefined) {
         const lease: Lease = {
-          bucket: leaseCharge.bucket,
+          rule: leaseCharge.rule,
           cost: leaseCharge.cost,
           asked: leaseCharge.policy,
           grant: answer.lease,

@@ -5,9 +5,9 @@ import type { BucketPolicy } from "../../core/token-bucket";
 import { BucketTable } from "./bucket-table";
 import { OverrideRegistryRecords } from "./override-registry";
 import type { StoredBucket } from "./lease-ledger";
-import type { ObjectAnswer, ObjectCharge, ObjectRefund, ObjectSlotClaim, ServeAnswer, ServeRequest } from "./wire";
+import type { ObjectAnswer, ObjectCharge, ObjectRefund, ObjectSlotClaim, BatchAnswer, BatchRequest } from "./wire";
 
-export type { LeaseGrant, LeaseReturn, ObjectAnswer, ObjectCharge, ObjectRefund, ObjectSlotClaim, ServeAnswer, ServeRequest } from "./wire";
+export type { LeaseGrant, LeaseReturn, ObjectAnswer, ObjectCharge, ObjectRefund, ObjectSlotClaim, BatchAnswer, BatchRequest } from "./wire";
 export { LEASE_SHARE } from "./lease-ledger";
 
 const BUCKET_PREFIX = "bucket:";
@@ -76,13 +76,13 @@ export class ClientBuckets extends DurableObject<object> {
 
   /**
    * An isolate's batch in one call: gives back unused leased tokens (of leases it still counts:
-   * see {@link ServeRequest.giveBack}), ends the caller's earlier leases, charges each request in
+   * see {@link BatchRequest.giveBack}), ends the caller's earlier leases, charges each request in
    * order (the same decisions as that many `take` calls), and may grant a lease: up to
    * `lease.want` more charges taken now, for the isolate to hand out without asking, never more
    * than 1/`LEASE_SHARE` of what the bucket then holds. Each bucket is written once per call,
    * before the reply leaves (write-through: the output gate holds it until durable).
    */
-  serve(request: ServeRequest): ServeAnswer {
+  chargeBatch(request: BatchRequest): BatchAnswer {
     const nowMs = Date.now();
     const { holder, seq } = request;
     if (request.giveBack !== undefined && request.giveBack.length > 0 && holder !== undefined) this.table.giveBack(this.table.counted(holder, request.giveBack, nowMs), nowMs);
@@ -142,10 +142,10 @@ export class ClientBuckets extends DurableObject<object> {
   acquireSlots(claims: readonly ObjectSlotClaim[]): SlotDecision[] {
     const nowMs = Date.now();
     const { decisions, writes } = acquireSlots(
-      claims.map((claim) => ({ claim, enforced: claim.enforced, state: this.slots.get(claim.bucket) })),
+      claims.map((claim) => ({ claim, enforced: claim.enforced, state: this.slots.get(claim.rule) })),
       nowMs,
     );
-    for (const { entry, next } of writes) this.storeSlots(entry.claim.bucket, next, nowMs);
+    for (const { entry, next } of writes) this.storeSlots(entry.claim.rule, next, nowMs);
     return decisions;
   }
 
@@ -153,15 +153,15 @@ export class ClientBuckets extends DurableObject<object> {
   renewSlots(claims: readonly ObjectSlotClaim[]): void {
     const nowMs = Date.now();
     for (const claim of claims) {
-      const current = this.slots.get(claim.bucket);
-      if (current !== undefined) this.storeSlots(claim.bucket, renewSlot(current, claim, nowMs), nowMs);
+      const current = this.slots.get(claim.rule);
+      if (current !== undefined) this.storeSlots(claim.rule, renewSlot(current, claim, nowMs), nowMs);
     }
   }
 
   /** Gives slots back; an id that holds none is ignored. */
-  releaseSlots(claims: readonly { readonly bucket: string; readonly id: string }[]): void {
+  releaseSlots(claims: readonly { readonly rule: string; readonly id: string }[]): void {
     const nowMs = Date.now();
-    for (const { bucket, id } of claims) this.storeSlots(bucket, releaseSlot(this.slots.get(bucket), id, nowMs), nowMs);
+    for (const { rule, id } of claims) this.storeSlots(rule, releaseSlot(this.slots.get(rule), id, nowMs), nowMs);
   }
 
   /** Round trip for health checks: the object's clock. */

@@ -2,7 +2,7 @@ import { logLimiterEvent } from "../../core/events";
 import type { BucketAnswer, BucketCharge, BucketRef, LimiterBackend, SlotClaim } from "../../core/backend";
 import type { SlotDecision } from "../../core/slots";
 import type { RateState } from "../../core/algorithms/index";
-import type { ClientBuckets, ObjectAnswer, ObjectCharge } from "./client-buckets";
+import type { ClientBuckets, ObjectAnswer, ObjectCharge, ObjectSlotClaim } from "./client-buckets";
 import { ClientBatcher, type LeaseOptions } from "./client-batcher";
 
 export { ClientBuckets } from "./client-buckets";
@@ -39,7 +39,7 @@ export function durableObjectBackend(namespace: DurableObjectNamespace<ClientBuc
   };
   const registry = () => stubFor(REGISTRY_OBJECT);
   const releaseSlots = (claims: readonly SlotClaim[]) =>
-    Promise.all(groupClaims(claims).map(([clientKey, group]) => stubFor(clientKey).releaseSlots(group.map(({ claim }) => ({ bucket: claim.bucket, id: claim.id })))));
+    Promise.all(groupClaims(claims).map(([clientKey, group]) => stubFor(clientKey).releaseSlots(group.map(({ claim }) => ({ rule: claim.rule, id: claim.id })))));
   const batcher = new ClientBatcher(stubFor, options);
   return {
     name: "durable-object",
@@ -69,8 +69,8 @@ export function durableObjectBackend(namespace: DurableObjectNamespace<ClientBuc
       signal.throwIfAborted();
       const byClient = new Map<string, (ObjectCharge & { charged: RateState })[]>();
       for (const { charge, charged } of refunds) {
-        const { clientKey, bucket, policy, cost, enforced } = charge;
-        byClient.set(clientKey, [...(byClient.get(clientKey) ?? []), { bucket, policy, cost, enforced, charged }]);
+        const { clientKey, rule: bucket, policy, cost, enforced } = charge;
+        byClient.set(clientKey, [...(byClient.get(clientKey) ?? []), { rule: bucket, policy, cost, enforced, charged }]);
       }
       await Promise.all([...byClient].map(([clientKey, charges]) => stubFor(clientKey).refund(charges)));
     },
@@ -106,13 +106,13 @@ export function durableObjectBackend(namespace: DurableObjectNamespace<ClientBuc
       signal.throwIfAborted();
       // This isolate stops handing out leased tokens of these buckets (they go back with its next
       // call); the object leaves out what other isolates may still hand out.
-      for (const { clientKey, bucket } of refs) batcher.endLeaseOf(clientKey, bucket);
+      for (const { clientKey, rule: bucket } of refs) batcher.endLeaseOf(clientKey, bucket);
       await Promise.all(groupRefs(refs).map(([clientKey, buckets]) => stubFor(clientKey).reset(buckets)));
     },
     async setOverride(ref: BucketRef, policy, signal) {
       signal.throwIfAborted();
-      batcher.endLeaseOf(ref.clientKey, ref.bucket);
-      await stubFor(ref.clientKey).setOverride(ref.bucket, policy);
+      batcher.endLeaseOf(ref.clientKey, ref.rule);
+      await stubFor(ref.clientKey).setOverride(ref.rule, policy);
     },
     overrides: {
       async list(signal) {
@@ -179,23 +179,23 @@ function groupClaims(claims: readonly SlotClaim[]): [string, { index: number; cl
   return [...byClient];
 }
 
-function objectClaim({ bucket, id, limit, leaseMs, enforced }: SlotClaim) {
-  return { bucket, id, limit, leaseMs, enforced };
+function objectClaim({ rule, id, limit, leaseMs, enforced }: SlotClaim): ObjectSlotClaim {
+  return { rule, id, limit, leaseMs, enforced };
 }
 
 /** Bucket names per client key. */
 function groupRefs(refs: readonly BucketRef[]): [string, string[]][] {
   const byClient = new Map<string, string[]>();
-  for (const { clientKey, bucket } of refs) byClient.set(clientKey, [...(byClient.get(clientKey) ?? []), bucket]);
+  for (const { clientKey, rule: bucket } of refs) byClient.set(clientKey, [...(byClient.get(clientKey) ?? []), bucket]);
   return [...byClient];
 }
 
 function groupByClient(charges: readonly BucketCharge[]): ClientGroup[] {
   const groups = new Map<string, ClientGroup>();
-  charges.forEach(({ clientKey, bucket, policy, cost, enforced }, index) => {
+  charges.forEach(({ clientKey, rule: bucket, policy, cost, enforced }, index) => {
     let group = groups.get(clientKey);
     if (group === undefined) groups.set(clientKey, (group = { clientKey, members: [] }));
-    group.members.push({ index, charge: { bucket, policy, cost, enforced } });
+    group.members.push({ index, charge: { rule: bucket, policy, cost, enforced } });
   });
   return [...groups.values()];
 }

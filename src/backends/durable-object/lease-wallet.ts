@@ -8,7 +8,7 @@ const LEASE_GROWTH = 4;
 
 /** A lease this isolate holds: charges of one bucket, already taken from the object, to hand out. */
 export interface Lease {
-  readonly bucket: string;
+  readonly rule: string;
   readonly cost: number;
   /** The policy the charges were asked under (what a request must match to use the lease). */
   readonly asked: BucketPolicy;
@@ -57,7 +57,7 @@ export class LeaseWallet {
     }
     const [charge] = charges;
     if (charges.length !== 1 || charge === undefined || lease.left < 1) return undefined;
-    if (charge.bucket !== lease.bucket || charge.cost !== lease.cost || !samePolicy(charge.policy, lease.asked)) return undefined;
+    if (charge.rule !== lease.rule || charge.cost !== lease.cost || !samePolicy(charge.policy, lease.asked)) return undefined;
     lease.left -= 1;
     return leasedAnswer(lease, nowMs);
   }
@@ -95,7 +95,7 @@ export class LeaseWallet {
   /** What is left of a lease goes back with the client's next call (the object honours it while it still counts the lease). */
   giveBack(lease: Lease): void {
     if (lease.left < 1) return;
-    this.returns.push({ bucket: lease.bucket, policy: lease.asked, cost: lease.left * lease.cost, enforced: true, charged: lease.grant.charged, seq: lease.seq });
+    this.returns.push({ rule: lease.rule, policy: lease.asked, cost: lease.left * lease.cost, enforced: true, charged: lease.grant.charged, seq: lease.seq });
   }
 }
 
@@ -112,7 +112,7 @@ export function commonCharge(batch: readonly (readonly ObjectCharge[])[]): Objec
   if (charge === undefined) return undefined;
   for (const charges of batch) {
     const other = charges[0];
-    if (charges.length !== 1 || other === undefined || other.bucket !== charge.bucket || other.cost !== charge.cost || !samePolicy(other.policy, charge.policy)) return undefined;
+    if (charges.length !== 1 || other === undefined || other.rule !== charge.rule || other.cost !== charge.cost || !samePolicy(other.policy, charge.policy)) return undefined;
   }
   return charge;
 }

@@ -9,7 +9,7 @@ import type { BucketPolicy, BucketState } from "../../core/token-bucket";
 
 /** One charge as the object sees it: the bucket's name within this client. */
 export interface ObjectCharge {
-  readonly bucket: string;
+  readonly rule: string;
   readonly policy: BucketPolicy;
   readonly cost: number;
   readonly enforced: boolean;
@@ -17,7 +17,7 @@ export interface ObjectCharge {
 
 /** One slot claim as the object sees it: the concurrency rule's name, the lease id, limit and duration. */
 export interface ObjectSlotClaim {
-  readonly bucket: string;
+  readonly rule: string;
   readonly id: string;
   readonly limit: number;
   readonly leaseMs: number;
@@ -39,7 +39,7 @@ export type LeaseReturn = ObjectRefund & { readonly seq?: number };
  * One call of an isolate's batch (see `ClientBuckets.serve`): unused leased tokens to give back,
  * then several requests' charges applied one after another, then possibly a new lease.
  */
-export interface ServeRequest {
+export interface BatchRequest {
   /** The calling isolate (its batcher's id): its previous leases of this client have ended with this call. */
   readonly holder?: string;
   /** This call's number: increasing per holder, so a late call cannot end (or replace) a newer call's lease. */
@@ -58,7 +58,7 @@ export interface ServeRequest {
 
 /** A request for a lease: up to `want` charges of `cost` on `bucket`, spendable for `ttlMs`. */
 export interface LeaseRequest {
-  readonly bucket: string;
+  readonly rule: string;
   readonly policy: BucketPolicy;
   readonly cost: number;
   readonly want: number;
@@ -76,8 +76,8 @@ export interface LeaseGrant {
   readonly policy: BucketPolicy;
 }
 
-/** The answer to a {@link ServeRequest}: each request's answers, and the lease, if one was granted. */
-export interface ServeAnswer {
+/** The answer to a {@link BatchRequest}: each request's answers, and the lease, if one was granted. */
+export interface BatchAnswer {
   readonly answers: ObjectAnswer[][];
   readonly lease: LeaseGrant | null;
 }

@@ -19,7 +19,7 @@ const OUTCOMES = { 1: "allowed", 0: "denied", 2: "cost_exceeds_capacity" } as co
  * bucketKey("sluice", { bucket: "default", clientKey: "ip:3f2a…" }); // "sluice:default:ip:3f2a…"
  */
 export function bucketKey(prefix: string, ref: BucketRef): string {
-  return `${prefix}:${ref.bucket}:${ref.clientKey}`;
+  return `${prefix}:${ref.rule}:${ref.clientKey}`;
 }
 
 /** The script's KEYS for some charges: each bucket's key (its exact override lives in the same key). */

@@ -4,8 +4,8 @@ import { LEASE_SHARE } from "../../../src/backends/durable-object/lease-ledger";
 import type { ObjectCharge } from "../../../src/backends/durable-object/wire";
 
 const policy = { capacity: 80, refillTokens: 1, refillPeriodMs: 60_000 }; // slow refill: time barely matters
-const charge: ObjectCharge = { bucket: "api", policy, cost: 1, enforced: true };
-const lease = (want: number) => ({ bucket: "api", policy, cost: 1, want, ttlMs: 1_000 });
+const charge: ObjectCharge = { rule: "api", policy, cost: 1, enforced: true };
+const lease = (want: number) => ({ rule: "api", policy, cost: 1, want, ttlMs: 1_000 });
 /** Whole tokens charging one at a time can take from the table at `nowMs`. */
 function drain(table: BucketTable, nowMs: number): number {
   let taken = 0;
@@ -39,7 +39,7 @@ describe("the Durable Object's bucket table and lease ledger (pure, injected clo
   it("a give-back is honoured only for the holder's lease of that call, at most what it took", () => {
     const table = new BucketTable();
     const grant = table.grantLease(lease(1_000), "isolate-a", 7, 0)!;
-    const back = { bucket: "api", policy, cost: grant.granted, enforced: true, charged: grant.charged };
+    const back = { rule: "api", policy, cost: grant.granted, enforced: true, charged: grant.charged };
     expect(table.counted("isolate-b", [{ ...back, seq: 7 }], 1)).toEqual([]); // another isolate
     expect(table.counted("isolate-a", [{ ...back, seq: 6 }], 1)).toEqual([]); // another call
     const honoured = table.counted("isolate-a", [{ ...back, seq: 7, cost: 1_000 }], 1);
@@ -58,7 +58,7 @@ describe("the Durable Object's bucket table and lease ledger (pure, injected clo
 
   it("names every bucket it changed, once, for the object to write through", () => {
     const table = new BucketTable();
-    table.charge([charge, { ...charge, bucket: "other" }], 0);
+    table.charge([charge, { ...charge, rule: "other" }], 0);
     table.charge([charge], 0);
     expect(table.takeDirty().sort()).toEqual(["api", "other"]);
     expect(table.takeDirty()).toEqual([]);

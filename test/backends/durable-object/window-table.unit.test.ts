@@ -10,21 +10,21 @@ describe.each(["fixed-window", "sliding-window"] as const)("the Durable Object's
 
   it("grants no lease: a window is decided by the object alone, exactly", () => {
     const table = new BucketTable();
-    expect(table.grantLease({ bucket: "api", policy, cost: 1, want: 64, ttlMs: 1_000 }, "isolate-a", 1, 0)).toBeNull();
-    table.charge([{ bucket: "api", policy, cost: 1, enforced: true }], 0);
-    expect(table.grantLease({ bucket: "api", policy, cost: 1, want: 64, ttlMs: 1_000 }, "isolate-a", 2, 0)).toBeNull();
+    expect(table.grantLease({ rule: "api", policy, cost: 1, want: 64, ttlMs: 1_000 }, "isolate-a", 1, 0)).toBeNull();
+    table.charge([{ rule: "api", policy, cost: 1, enforced: true }], 0);
+    expect(table.grantLease({ rule: "api", policy, cost: 1, want: 64, ttlMs: 1_000 }, "isolate-a", 2, 0)).toBeNull();
     let allowed = 1;
-    while (table.charge([{ bucket: "api", policy, cost: 1, enforced: true }], 1)[0]?.decision.outcome === "allowed") allowed += 1;
+    while (table.charge([{ rule: "api", policy, cost: 1, enforced: true }], 1)[0]?.decision.outcome === "allowed") allowed += 1;
     expect(allowed).toBe(80);
   });
 
   it("keeps the window's state whole, and drops it when it stops mattering", () => {
     const table = new BucketTable();
-    const [answer] = table.charge([{ bucket: "api", policy, cost: 3, enforced: true }], 1_000);
+    const [answer] = table.charge([{ rule: "api", policy, cost: 3, enforced: true }], 1_000);
     expect(answer?.charged).toMatchObject({ algorithm });
     expect(table.buckets.get("api")).toMatchObject({ algorithm, fullAtMs: algorithm === "fixed-window" ? DAY : DAY + 1_000 });
-    table.giveBack([{ bucket: "api", policy, cost: 3, enforced: true, charged: answer!.charged! }], 2_000);
-    expect(table.peek([{ bucket: "api", policy, cost: 0, enforced: true }], 2_000)[0]?.decision).toMatchObject({ remaining: 80 });
+    table.giveBack([{ rule: "api", policy, cost: 3, enforced: true, charged: answer!.charged! }], 2_000);
+    expect(table.peek([{ rule: "api", policy, cost: 0, enforced: true }], 2_000)[0]?.decision).toMatchObject({ remaining: 80 });
     expect(table.sweep(2 * DAY).removed).toEqual(["api"]);
   });
 });
