@@ -10,12 +10,17 @@
  * theoretical maximum (capacity + rate × elapsed).
  */
 import { randomUUID } from "node:crypto";
+import { setTimeout as delay } from "node:timers/promises";
+import { upstashVars } from "../dev/local-stack.mjs";
 import { startGatewayIsolates } from "../dev/miniflare-isolates.mjs";
 import { runLoad } from "./load.mjs";
+import { diffCommands } from "./redis-stats.mjs";
 
 /** Above what the load can spend here (a few thousand req/s at most), yet a real bound. */
 export const HOT_KEY_POLICY = { capacity: 20_000, rate: 20_000 };
 export const HOT_KEY_ISOLATES = 3;
+// Leases go back within about a second of their last use: counted before the calls are read.
+const GIVE_BACK_WAIT_MS = 1_500;
 
 /** @typedef {import("./limiters.mjs").Policy} Policy */
 
@@ -79,7 +84,7 @@ export function onSharedIsolates(limiter, { scriptPath, originUrl, count = HOT_K
 
 /**
  * @typedef {object} HotKeyResult
- * @property {string} limiter
+ * @property {string} limiter         "sluice-do" or "sluice-upstash"
  * @property {number} isolates
  * @property {Policy} policy
  * @property {number} requests
@@ -90,22 +95,34 @@ export function onSharedIsolates(limiter, { scriptPath, originUrl, count = HOT_K
  * @property {number} refused
  * @property {number} other
  * @property {number} elapsedS
- * @property {number} objectCalls     calls that reached a Durable Object, all isolates
+ * @property {number} objectCalls     backend calls the gateways made (to a Durable Object, or a Redis script), all isolates
  * @property {number} callsPerRequest
+ * @property {number | null} scriptCalls   Upstash: script calls Redis saw (EVALSHA, EVAL, SCRIPT LOAD); null on Durable Objects
+ * @property {number | null} scriptCallsPerRequest
  * @property {number} theoreticalMax  capacity + rate × elapsed, rounded down
  * @property {number} overAdmission
  * @property {number[]} allowedByIsolate
  */
 
 /**
- * One client, budget above the load, over `HOT_KEY_ISOLATES` isolates on one namespace.
+ * One client, budget above the load, over `HOT_KEY_ISOLATES` isolates on one namespace; with
+ * `upstash` (the local stack's bridge and the Redis stats), the same isolates on the Upstash
+ * backend, all sharing the bridge, and the script calls Redis saw counted too.
  * @param {{ scriptPath: string, originUrl: string, profile: import("./scenarios.mjs").Profile,
- *   register?: (dispose: () => Promise<void>) => () => void }} options  `register` tracks the instance for Ctrl-C
+ *   register?: (dispose: () => Promise<void>) => () => void,
+ *   upstash?: { bridgeUrl: string, stats: import("./scenarios.mjs").RedisStats } }} options  `register` tracks the instance for Ctrl-C
  * @returns {Promise<HotKeyResult>}
+ * @example
+ * const doResult = await measureHotKey({ scriptPath, originUrl, profile });
+ * const upstashResult = await measureHotKey({ scriptPath, originUrl, profile, upstash: { bridgeUrl, stats } });
  */
-export async function measureHotKey({ scriptPath, originUrl, profile, register }) {
+export async function measureHotKey({ scriptPath, originUrl, profile, register, upstash }) {
   const policy = HOT_KEY_POLICY;
-  const isolates = await startGatewayIsolates({ scriptPath, vars: sluiceIsolateVars(originUrl, policy), count: HOT_KEY_ISOLATES });
+  const vars = {
+    ...sluiceIsolateVars(originUrl, policy),
+    ...(upstash && upstashVars({ bridge: { url: upstash.bridgeUrl }, origin: { url: originUrl } })),
+  };
+  const isolates = await startGatewayIsolates({ scriptPath, vars, count: HOT_KEY_ISOLATES });
   const unregister = register?.(isolates.dispose);
   try {
     const headers = { "x-api-key": `hot-${randomUUID()}` };
@@ -118,9 +135,13 @@ export async function measureHotKey({ scriptPath, originUrl, profile, register }
       Promise.all(isolates.urls.map((url) => runLoad({ url: `${url}/`, connections, durationS, maxRequests: Math.ceil(maxRequests / HOT_KEY_ISOLATES), headers })));
     // The warm-up spends from the same bucket, so the measured run's bound counts from its start.
     await load(profile.warmupS, profile.maxRequests);
+    await delay(GIVE_BACK_WAIT_MS);
     const callsBefore = await objectCalls(isolates.urls);
+    const redisBefore = upstash ? await upstash.stats.snapshot() : undefined;
     const runs = await load(profile.measureS, profile.maxRequests);
+    await delay(GIVE_BACK_WAIT_MS);
     const calls = (await objectCalls(isolates.urls)) - callsBefore;
+    const scriptCalls = upstash && redisBefore ? diffCommands(redisBefore, await upstash.stats.snapshot()).scriptCalls : null;
 
     const requests = sum(runs.map((r) => r.responses));
     const start = Math.min(...runs.map((r) => r.startedAt));
@@ -131,7 +152,7 @@ export async function measureHotKey({ scriptPath, originUrl, profile, register }
     const theoreticalMax = Math.floor(policy.capacity + policy.rate * elapsedS);
     const p50s = runs.map((r) => r.p50Ms).sort((a, b) => a - b);
     return {
-      limiter: "sluice-do",
+      limiter: upstash ? "sluice-upstash" : "sluice-do",
       isolates: HOT_KEY_ISOLATES,
       policy,
       requests,
@@ -144,6 +165,8 @@ export async function measureHotKey({ scriptPath, originUrl, profile, register }
       elapsedS,
       objectCalls: calls,
       callsPerRequest: requests > 0 ? calls / requests : Number.NaN,
+      scriptCalls,
+      scriptCallsPerRequest: scriptCalls === null || requests === 0 ? null : scriptCalls / requests,
       theoreticalMax,
       overAdmission: Math.max(0, allowed - theoreticalMax),
       allowedByIsolate: runs.map((r) => r.allowed),
@@ -155,7 +178,7 @@ export async function measureHotKey({ scriptPath, originUrl, profile, register }
 }
 
 /**
- * Calls that reached a Durable Object, summed over the isolates (`isolate.backendCalls`).
+ * Backend calls the isolates made (to an object, or a Redis script), summed (`isolate.backendCalls`).
  * @param {readonly string[]} urls
  */
 async function objectCalls(urls) {

@@ -15,6 +15,7 @@ import autocannon from "autocannon";
  * @property {number} maxRequests  count bound of the run (whichever comes first ends it)
  * @property {Record<string, string>} [headers]  sent with every request
  * @property {string} [keyPerConnection]  if set, each connection is its own client: `x-api-key: <this>-<n>`
+ * @property {string} [keyPerRequest]  if set, each request is a new client: `x-api-key: <this>-<n>`
  * @property {number} [overallRate]  requests per second across all connections (default: as fast as answered)
  * @property {boolean} [recordAllowedTimes]  keep the arrival time (performance.now()) of every 2xx
  * @property {number} [startDelayMs]  wait this long before starting
@@ -53,6 +54,7 @@ export async function runLoad(options) {
   /** @type {Record<string, number>} */
   const statusCodes = {};
   let connection = 0;
+  let sent = 0;
   let lastResponseAt = 0;
 
   const startedAt = performance.now();
@@ -75,6 +77,13 @@ export async function runLoad(options) {
       // autocannon notices the end of a run at its next sample: sample often, so runs end promptly.
       sampleInt: 100,
       setupClient: options.keyPerConnection ? (client) => client.setHeaders({ ...options.headers, "x-api-key": `${options.keyPerConnection}-${connection++}` }) : undefined,
+      ...(options.keyPerRequest && {
+        requests: [
+          {
+            setupRequest: (/** @type {any} */ request) => ({ ...request, headers: { ...options.headers, "x-api-key": `${options.keyPerRequest}-${sent++}` } }),
+          },
+        ],
+      }),
     },
     (error, result) => (error ? failed(error) : finished(result)),
   );

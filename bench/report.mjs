@@ -6,6 +6,7 @@
 
 import { bindingPolicy } from "./limiters.mjs";
 import { costPerMillion, LEFT_OUT, PRICES, PRICES_READ_ON } from "./prices.mjs";
+import { formatIssue19 } from "./upstash-targets.mjs";
 
 /** @typedef {import("./scenarios.mjs").ThroughputRow} ThroughputRow */
 /** @typedef {import("./scenarios.mjs").AccuracyResult & { spread?: string }} AccuracyResult */
@@ -42,7 +43,8 @@ export function compare({ bareRuns, rows, accuracy, hotKey }) {
   const x = (/** @type {number | null} */ v) => (v === null ? "n/a" : `${v.toFixed(2)}×`);
 
   const doAllowed = ratio(row("sluice-do", "allowed")?.rps, bareRps);
-  check("sluice allowed path ≥ 0.6 × bare req/s, aim 0.8 (Durable Object)", doAllowed === null ? null : doAllowed >= 0.6, x(doAllowed));
+  // Issue 19: 0.8 × (or the reason, written in docs/profile.md).
+  check("sluice allowed path ≥ 0.8 × bare req/s (Durable Object; if missed, the reason is in docs/profile.md)", doAllowed === null ? null : doAllowed >= 0.8, x(doAllowed));
   for (const [id, name] of [
     ["sluice-do", "Durable Object"],
     ["sluice-upstash", "Upstash"],
@@ -86,14 +88,6 @@ export function compare({ bareRuns, rows, accuracy, hotKey }) {
       s === null || p === null ? null : s < p * 0.98,
       `${s?.toFixed(2) ?? "n/a"} vs ${p?.toFixed(2) ?? "n/a"}`,
     );
-    const r = ratio(sluice?.rps, peer?.rps);
-    // The issue's targets: 1.1 × on the allowed path, 1.2 × on the refused path (flood).
-    const atLeast = scenario === "allowed" ? 1.1 : 1.2;
-    check(
-      `req/s ≥ ${atLeast} × @upstash/ratelimit's (${scenario === "allowed" ? "allowed path" : "flood"})`,
-      r === null ? null : r >= atLeast,
-      `${sluice?.rps.toFixed(0) ?? "n/a"} vs ${peer?.rps.toFixed(0) ?? "n/a"} (${x(r)})`,
-    );
   }
   return { bareRps, ratios, targets };
 }
@@ -103,7 +97,8 @@ export function compare({ bareRuns, rows, accuracy, hotKey }) {
  * @param {{ mode: string, machine: Record<string, unknown>, profile: import("./scenarios.mjs").Profile,
  *   bareRuns: ThroughputRow[], rows: ThroughputRow[], accuracy: AccuracyResult[], hotKey?: HotKeyResult, labels: Record<string, string>,
  *   bareRps: number, ratios: Record<string, Record<string, number | null>>, targets: TargetResult[], durationS: number,
- *   extras?: ReturnType<typeof compareExtras> }} report
+ *   extras?: ReturnType<typeof compareExtras>, hotKeyUpstash?: HotKeyResult, hotClients?: import("./hot-client.mjs").HotClientResult[],
+ *   scale?: Awaited<ReturnType<typeof import("./scale.mjs").measureScale>> }} report
  * @returns {string}
  */
 export function formatReport(report) {
@@ -186,6 +181,7 @@ export function formatReport(report) {
     lines.push(`  ${name}: req/s ${f(values.rps)}, p50 ${f(values.p50)}, p99 ${f(values.p99)}, redis cmd/decision ${f(values.redisCommandsPerDecision)}`);
   }
   if (report.extras) lines.push(...formatExtras(report.extras, labels));
+  if (report.hotClients && report.scale) lines.push(...formatIssue19({ hotKeyUpstash: report.hotKeyUpstash, hotClients: report.hotClients, scale: report.scale, bareRps }, labels));
   lines.push("", "Targets:");
   for (const t of report.targets) lines.push(`  ${t.status.padEnd(4)}  ${t.target}: ${t.figure}`);
   return lines.join("\n");
@@ -293,17 +289,6 @@ export function compareExtras({ fixedRate, rows, accuracy, stores, bareRps }) {
 
   /** @type {TargetResult[]} */
   const targets = [];
-  // Per decision: the override registry's HGETALL is a read per isolate every 5-10 s whatever the
-  // traffic (like the metrics flush), so it is shown beside the figure, not divided into it.
-  const upstashAllowed = rows.find((r) => r.limiter === "sluice-upstash" && r.scenario === "allowed");
-  const registryReads = upstashAllowed?.redisCommands?.hgetall ?? 0;
-  const decided = upstashAllowed ? upstashAllowed.allowed + upstashAllowed.refused : 0;
-  const cmd = upstashAllowed?.redisCommandsPerDecision == null || decided === 0 ? null : upstashAllowed.redisCommandsPerDecision - registryReads / decided;
-  targets.push({
-    target: "Redis commands per allowed decision ≤ 3 (sluice, Upstash)",
-    status: cmd === null ? "N/A" : cmd <= 3 + 1e-9 ? "PASS" : "MISS",
-    figure: cmd === null ? "n/a" : `${cmd.toFixed(3)} (+ ${registryReads} override-registry reads in the whole run, not per decision)`,
-  });
   const bareRuns = bare.map((r) => ({ p50Ms: r.p50Ms, p99Ms: r.p99Ms, senderLateMs: r.maxLateMs }));
   return { bareFixedRate: { p50Ms: bareP50, p99Ms: bareP99, rps: fixedRate[0]?.rps ?? null, runs: bareRuns }, limiters, bindingPeer, rowsWrittenCheck, bareRps, targets };
 }

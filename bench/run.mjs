@@ -21,6 +21,10 @@ import { startStackProcess } from "./stack.mjs";
 import { LEFT_OUT, PRICES, PRICES_READ_ON } from "./prices.mjs";
 import { compareExtras } from "./report.mjs";
 import { FIXED_RATE, measureFixedRate } from "./scenarios.mjs";
+// Issue 19: hot and cold clients on Upstash, the Upstash hot key, the scale scenario, its targets.
+import { HOT_CLIENT, measureHotClient } from "./hot-client.mjs";
+import { compareIssue19 } from "./upstash-targets.mjs";
+import { EXPIRY_POLICY, measureScale, SCALE_POLICY } from "./scale.mjs";
 
 const quick = process.argv.includes("--quick");
 
@@ -140,19 +144,51 @@ try {
     },
   });
 
+  // --- issue 19 block: the Upstash hot key, hot and cold clients, scale ---
+  progress(`hot key: one client over ${HOT_KEY_ISOLATES} isolates on the Upstash backend, sharing the bridge`);
+  const hotKeyUpstash = await measureHotKey({
+    scriptPath: isolatesBundle,
+    originUrl: stack.originUrl,
+    profile,
+    upstash: { bridgeUrl: stack.bridgeUrl, stats },
+    register: (dispose) => {
+      running.add(dispose);
+      return () => running.delete(dispose);
+    },
+  });
+  const hotClients = [];
+  // The peer's figures are context (4 commands a decision either way): full runs only, to keep the quick run short.
+  for (const id of quick ? ["sluice-upstash"] : ["sluice-upstash", "upstash-ratelimit"]) {
+    progress(`hot and cold client at ${HOT_CLIENT.rps} req/s, one isolate: ${labels[id]}`);
+    hotClients.push(await measureHotClient(byId(id), { profile, stats }));
+  }
+  const scale = await measureScale({ limiters, redisUrl: stack.redisUrl, profile, stats, progress });
+  // --- end of the issue 19 block ---
+
   const machine = describeMachine({ redisVersion: await stats.version() });
   const durationS = (performance.now() - started) / 1000;
   const comparison = compare({ bareRuns, rows, accuracy, hotKey });
   const extras = compareExtras({ fixedRate, rows, accuracy, stores: Object.fromEntries(limiters.map((l) => [l.id, l.store])), bareRps: comparison.bareRps });
   comparison.targets.push(...extras.targets);
-  const report = { mode: profile.name, durationS, machine, profile, bareRuns, rows, accuracy, hotKey, labels, ...comparison, fixedRate, extras };
+  const issue19 = compareIssue19({ rows, extras, hotKeyUpstash, hotClients, scale, labels });
+  comparison.targets.push(...issue19.targets);
+  const report = { mode: profile.name, durationS, machine, profile, bareRuns, rows, accuracy, hotKey, labels, ...comparison, fixedRate, extras, hotKeyUpstash, hotClients, scale };
   console.log(formatReport(report));
 
   mkdirSync(resultsDir, { recursive: true });
   const json = {
     generatedAt: new Date().toISOString(),
     ...report,
-    policies: { allowed: ALLOWED_POLICY, flood: FLOOD_POLICY, accuracy: ACCURACY_POLICY, fixedRate: FIXED_RATE, hotKey: HOT_KEY_POLICY },
+    policies: {
+      allowed: ALLOWED_POLICY,
+      flood: FLOOD_POLICY,
+      accuracy: ACCURACY_POLICY,
+      fixedRate: FIXED_RATE,
+      hotKey: HOT_KEY_POLICY,
+      hotClient: HOT_CLIENT,
+      scale: SCALE_POLICY,
+      expiry: EXPIRY_POLICY,
+    },
     prices: { readOn: PRICES_READ_ON, prices: PRICES, leftOut: LEFT_OUT },
     notes: [
       "Every ratio is taken within this run. ÷bare uses the mean of the ceiling runs.",
@@ -162,6 +198,9 @@ try {
       "Hot key: calls that reached a Durable Object (isolate.backendCalls summed over the isolates) ÷ responses; allowed against capacity + rate × elapsed.",
       "fixedRate: evenly spaced requests (open loop) at FIXED_RATE.rps, every one allowed; latency from each request's scheduled time; extras.limiters[].addedP50Ms/addedP99Ms subtract the mean of the bare proxy's fixed-rate runs.",
       "Cost per million decisions (extras.limiters[].costAllowed/costRefused): Durable Object requests = the gateway's backend calls (calls that reached an object), rows written = one per object call that charged (ClientBuckets writes once per call; a refusal writes nothing), checked by the storage-counting variant in the same run; Redis = commands sent over REST (low) or every command Redis ran (high), at the prices in `prices`.",
+      "hotKeyUpstash: the hot key on the Upstash backend (3 isolates sharing the bridge); scriptCallsPerRequest = script calls Redis saw ÷ responses, read 1.5 s after the run so leases given back count.",
+      "hotClients: one client at HOT_CLIENT.rps on one isolate (hot, after a warm-up) and a new client per request (cold); commandsPerDecision = INFO commandstats delta without the override registry's HGETALL ÷ decisions.",
+      "scale: one request per distinct client on a flushed database; bytesPerClient = used_memory delta ÷ clients; keys = DBSIZE; every key's PTTL read after the run; expiry = keys left after the longest TTL of a 1 s policy.",
       "rl-binding: the Workers Rate Limiting binding as Miniflare runs it (a fixed-window counter in one local object); its accuracy streams hit one process.",
     ],
   };

@@ -3,7 +3,8 @@
  * CPU profiles of the gateway under load: `node dev/profile-gateway.mjs [seconds] [scenario…]`.
  *
  * Each scenario starts the gateway's deployable bundle (or the bare proxy) in Miniflare with
- * workerd's V8 inspector on, loads it with autocannon (16 connections) and records a CPU profile
+ * workerd's V8 inspector on, loads it with autocannon (16 connections; the origin, the Upstash
+ * bridge and redis-server in a child process, as the benchmark runs them) and records a CPU profile
  * of the serving isolate over the measured window through the inspector (Chrome DevTools
  * Protocol). Self time is attributed to the bundle's source modules (esbuild keeps a
  * `// src/…` marker before each one), so the table says where each path spends its time.
@@ -26,10 +27,10 @@ import { join } from "node:path";
 import autocannon from "autocannon";
 import { BENCH_ADMIN_TOKEN, BENCH_HEALTH_DETAILS } from "../bench/hot-key.mjs";
 import { bundleWorker } from "../bench/miniflare-worker.mjs";
+import { startStackProcess } from "../bench/stack.mjs";
 import { buildGatewayBundle } from "./miniflare-gateway.mjs";
 import { startGatewayIsolates } from "./miniflare-isolates.mjs";
-import { LOCAL_UPSTASH_TOKEN, startLocalStack } from "./local-stack.mjs";
-import { startOrigin } from "./origin.mjs";
+import { LOCAL_UPSTASH_TOKEN } from "./local-stack.mjs";
 import { startWorkerd } from "./workerd.mjs";
 
 const seconds = Number(process.argv[2] ?? 4);
@@ -37,9 +38,11 @@ const wanted = process.argv.slice(3);
 const scenarios = wanted.length > 0 ? wanted : ["bare", "allowed", "flood", "hot"];
 const INSPECTOR_PORT = 9230;
 
-const needsRedis = scenarios.filter((name) => name.includes(":") || name.includes("upstash"));
-const stack = needsRedis.length > 0 ? await startLocalStack() : undefined;
-const origin = stack?.origin ?? (await startOrigin({ port: 0 }));
+// The origin, the Upstash bridge and redis-server in a child process, as the benchmark starts them
+// (bench/stack.mjs): on this process they would share autocannon's event loop, and that loop, not
+// the worker, would set the pace of every scenario alike (the ratios squeezed towards 1).
+const stack = await startStackProcess();
+const origin = stack.origin;
 const currentBundle = buildGatewayBundle();
 const bareBundle = await bundleWorker("bare");
 const vars = (/** @type {number} */ capacity, /** @type {number} */ rate) => ({
@@ -59,7 +62,8 @@ function moduleMap(/** @type {string} */ bundlePath) {
   readFileSync(bundlePath, "utf8")
     .split("\n")
     .forEach((line, i) => {
-      const m = /^\/\/ ((?:src|node_modules|bench)\/\S+)$/.exec(line);
+      // esbuild names a module by its path from the project: `node_modules/…`, or `../../main/node_modules/…` when node_modules is a symlink.
+      const m = /^\/\/ (?:\S*?\/)?((?:src|node_modules|bench)\/\S+)$/.exec(line);
       if (m?.[1]) markers.push([i, m[1].replace(/^node_modules\/(\.pnpm\/)?/, "npm:").replace(/^(npm:(@[^/]+\/)?[^/]+)\/.*/, "$1")]);
     });
   return markers;
@@ -108,6 +112,7 @@ async function cdp(url) {
 
 /** @param {{ urls: string[], headersFor: (connection: number) => Record<string, string>, connections?: number }} options */
 function load({ urls, headersFor, connections = 16 }) {
+  // Connection n is client n in every call, so the warm-up warms the clients measured (as the benchmark's runs do).
   let next = 0;
   return Promise.all(
     urls.map(
@@ -147,7 +152,7 @@ async function profileScenario(label) {
               scriptPath: gatewayBundle,
               vars: {
                 ...(name.startsWith("flood") ? vars(10, 1) : vars(1e9, 1e6)),
-                ...(name.endsWith("-upstash") && stack !== undefined && { LIMITER_BACKEND: "upstash", UPSTASH_REDIS_REST_URL: stack.bridge.url, UPSTASH_REDIS_REST_TOKEN: LOCAL_UPSTASH_TOKEN }),
+                ...(name.endsWith("-upstash") && { LIMITER_BACKEND: "upstash", UPSTASH_REDIS_REST_URL: stack.bridge.url, UPSTASH_REDIS_REST_TOKEN: LOCAL_UPSTASH_TOKEN }),
               },
               count: 1,
               inspectorPort: INSPECTOR_PORT,
@@ -157,7 +162,7 @@ async function profileScenario(label) {
   try {
     const headersFor = name.startsWith("allowed") ? (/** @type {number} */ n) => ({ "x-api-key": `allowed-${runId}-${n}` }) : () => ({ "x-api-key": `one-${runId}` });
     // Warm-up, then profile every isolate over the measured window.
-    await load({ urls: started.urls, headersFor: () => headersFor(0) });
+    await load({ urls: started.urls, headersFor });
     const targets = (await inspectorTargets(INSPECTOR_PORT)).filter((t) => t.id.startsWith("core:user:"));
     const clients = await Promise.all(targets.map((t) => cdp(t.webSocketDebuggerUrl)));
     for (const c of clients) {
@@ -198,7 +203,7 @@ async function profileScenario(label) {
 /** A peer worker of the benchmark under the flood (one client over capacity 10 at 1/s). @param {string} label */
 async function profilePeer(label) {
   const [name, peer = ""] = label.split(":");
-  if ((name !== "flood" && name !== "allowed") || stack === undefined) throw new Error(`${label}: peers are profiled under flood:<peer> or allowed:<peer>`);
+  if (name !== "flood" && name !== "allowed") throw new Error(`${label}: peers are profiled under flood:<peer> or allowed:<peer>`);
   const allowed = name === "allowed";
   const bundle = await bundleWorker(peer);
   const started = await startWorkerdInspected(bundle, {
@@ -332,6 +337,5 @@ try {
     console.log(JSON.stringify(result, null, 1));
   }
 } finally {
-  if (stack) await stack.stop();
-  else await origin.close();
+  await stack.stop();
 }

@@ -5,13 +5,16 @@
  * method it is asked for (put, delete, setAlarm, deleteAll, …), then calls the real one (the
  * constructor's own loading, before the swap, is not counted: once per object load). The counts are
  * module state: on workerd the objects of a service run in its isolate, so the gateway answers
- * them at `/__bench/storage-ops` (a bench-only route, before the gateway sees the request).
+ * them at `/__bench/storage-ops` (a bench-only route, before the gateway sees the request), and the
+ * objects constructed at `/__bench/objects`.
  */
 import gateway, { ClientBuckets as Buckets } from "../../src/index";
 
 export { GatewayMetrics, LimiterService } from "../../src/index";
 
 const calls: Record<string, number> = {};
+/** Bucket objects constructed in this process (one per client key loaded: the scale scenario's objects per client). */
+let constructed = 0;
 
 /** `target` with every method call counted under its name and made on the real object. */
 function counted<T extends object>(target: T, onCall: (name: string) => void): T {
@@ -32,6 +35,7 @@ export class ClientBuckets extends Buckets {
     // The runtime's base class takes only the real state; the constructor's own loading (list,
     // getAlarm) uses it uncounted, and everything after goes through `this.ctx`, replaced here.
     super(ctx, env);
+    constructed += 1;
     const storage = counted(ctx.storage, (name) => (calls[name] = (calls[name] ?? 0) + 1));
     const state = new Proxy(ctx, {
       get(object, property) {
@@ -46,7 +50,9 @@ export class ClientBuckets extends Buckets {
 
 export default {
   fetch(request: Request, env: Parameters<typeof gateway.fetch>[1], ctx: ExecutionContext): Response | Promise<Response> {
-    if (new URL(request.url).pathname === "/__bench/storage-ops") return Response.json(calls);
+    const path = new URL(request.url).pathname;
+    if (path === "/__bench/storage-ops") return Response.json(calls);
+    if (path === "/__bench/objects") return Response.json({ constructed });
     return gateway.fetch(request, env, ctx);
   },
 };
