@@ -73,7 +73,7 @@ describe("ClientBuckets Durable Object", () => {
   });
 });
 
-describe("ClientBuckets batches and leases (serve)", () => {
+describe("ClientBuckets batches and leases (chargeBatch)", () => {
   const charge = (policy: typeof slow, cost = 1) => [{ rule: "default", policy, cost, enforced: true }];
   const big = { capacity: 800, refillTokens: 1, refillPeriodMs: 3_600_000 };
 
@@ -279,7 +279,7 @@ describe("leases: regressions (over-admission after override, reset, delay, bloc
     const x = new ClientBatcher(
       () =>
         ({
-          serve: async (request: BatchRequest) => {
+          chargeBatch: async (request: BatchRequest) => {
             requests.push(request);
             const answer = await stub.chargeBatch(request);
             if (hold) await hold;
@@ -332,7 +332,7 @@ describe("leases: regressions (over-admission after override, reset, delay, bloc
     const policy = { capacity: 1000, refillTokens: 1, refillPeriodMs: 1000 };
     let hang = true;
     const answer = (n: number) => ({ answers: Array.from({ length: n }, () => [{ decision: { outcome: "allowed", remaining: 1, resetMs: 1 }, policy, charged: null }]), lease: null });
-    const x = new ClientBatcher(() => ({ serve: (request: BatchRequest) => (hang ? new Promise(() => {}) : Promise.resolve(answer(request.takes.length))) }) as never, { staleAfterMs: 100 });
+    const x = new ClientBatcher(() => ({ chargeBatch: (request: BatchRequest) => (hang ? new Promise(() => {}) : Promise.resolve(answer(request.takes.length))) }) as never, { staleAfterMs: 100 });
     const first = x.take("hot", charge(policy), AbortSignal.timeout(100));
     first.catch(() => {});
     const second = x.take("hot", charge(policy), AbortSignal.timeout(10_000));
@@ -345,7 +345,7 @@ describe("leases: regressions (over-admission after override, reset, delay, bloc
     const policy = { capacity: 1000, refillTokens: 1, refillPeriodMs: 1000 };
     let hang = true;
     const answer = (n: number) => ({ answers: Array.from({ length: n }, () => [{ decision: { outcome: "allowed", remaining: 1, resetMs: 1 }, policy, charged: null }]), lease: null });
-    const x = new ClientBatcher(() => ({ serve: (request: BatchRequest) => (hang ? new Promise(() => {}) : Promise.resolve(answer(request.takes.length))) }) as never, { staleAfterMs: 50 });
+    const x = new ClientBatcher(() => ({ chargeBatch: (request: BatchRequest) => (hang ? new Promise(() => {}) : Promise.resolve(answer(request.takes.length))) }) as never, { staleAfterMs: 50 });
     x.take("cold", charge(policy), AbortSignal.timeout(50)).catch(() => {});
     hang = false;
     await sleep(100);

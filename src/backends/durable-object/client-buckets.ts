@@ -2,13 +2,13 @@ import { DurableObject } from "cloudflare:workers";
 import type { BucketAnswer, OverrideRecord } from "../../core/backend";
 import { acquireSlots, releaseSlot, renewSlot, slotsExpireInMs, type SlotDecision, type SlotState } from "../../core/slots";
 import type { BucketPolicy } from "../../core/token-bucket";
-import { BucketTable } from "./bucket-table";
+import { BucketTable } from "../../core/bucket-table";
+import type { StoredBucket } from "../../core/lease-ledger";
 import { OverrideRegistryRecords } from "./override-registry";
-import type { StoredBucket } from "./lease-ledger";
 import type { ObjectAnswer, ObjectCharge, ObjectRefund, ObjectSlotClaim, BatchAnswer, BatchRequest } from "./wire";
 
 export type { LeaseGrant, LeaseReturn, ObjectAnswer, ObjectCharge, ObjectRefund, ObjectSlotClaim, BatchAnswer, BatchRequest } from "./wire";
-export { LEASE_SHARE } from "./lease-ledger";
+export { LEASE_SHARE } from "../../core/lease-ledger";
 
 const BUCKET_PREFIX = "bucket:";
 const OVERRIDE_PREFIX = "override:";
