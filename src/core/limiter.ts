@@ -1,4 +1,6 @@
-import type { LimiterBackend, Refund } from "./backend";
+import type { LimiterBackend } from "./backend";
+import { BucketCall } from "./bucket-call";
+import { ChargeReceipts, queuedAsRefused, queuedPastOtherRules, refundable } from "./charge-receipts";
 import { DEFAULTS } from "./defaults";
 import type { CheckOptions, DecisionEvent, LimiterOptions } from "./limiter-options";
 import { DegradedBuckets } from "./degraded";
@@ -6,15 +8,14 @@ import { logLimiterEvent, type LimiterEvent } from "./events";
 import { DEGRADED_HEADER, withConcurrencyHeaders, type HeaderMode } from "./headers";
 import type { IdentityOptions } from "./identity";
 import { PrefixOverrideCache } from "./override-cache";
-import { withOverride } from "./policy";
 import { RefusalMemory } from "./refusal-memory";
-import { compileRules, countsStatus, InvalidRulesError, type ConcurrencyRule, type Rule } from "./rules";
+import { compileRules, InvalidRulesError, type ConcurrencyRule, type Rule } from "./rules";
 import { SlotKeeper, type RuleClaim } from "./slot-keeper";
 import { StoreGuard, type BackendCall, type BackendHealth, type CallTrace } from "./store-guard";
 import type { Subject } from "./subject";
 import { SubjectResolver, type MissingKeyMode, type NamedBucket, type RuleCharge } from "./subject-resolver";
-import { passes, type RuleOutcome, type Verdict } from "./verdict";
-import { answeredOutcomes, decisionVerdict, refusalVerdict } from "./verdicts";
+import { passes, type Verdict } from "./verdict";
+import { decisionVerdict, refusalVerdict } from "./verdicts";
 
 export { localPolicy } from "./degraded";
 export { OVERRIDES_MAX_AGE_MS } from "./override-cache";
@@ -27,19 +28,13 @@ interface Trace extends CallTrace {
   clients: { rule: string; clientKey: string }[];
 }
 
-/** A charge a `count` rule (or a queued one, whose client may leave while it waits) may give back. */
-interface Receipt {
-  readonly rule: Rule;
-  readonly refund: Refund;
-}
-
 /**
  * The rate limiter, free of any framework. It reads as the request flow: resolve the subject
  * into charges ({@link SubjectResolver}), consult the deny cache ({@link RefusalMemory}), take
- * concurrency slots ({@link SlotKeeper}), charge the buckets through the guarded store
- * ({@link StoreGuard}, with the prefix overrides of {@link PrefixOverrideCache}), or, when the
- * store cannot decide, each rule's fail mode ({@link DegradedBuckets}). Build one per isolate
- * (its caches are per instance); every answer is a typed {@link Verdict}.
+ * concurrency slots ({@link SlotKeeper}), charge the buckets in one guarded store call
+ * ({@link BucketCall}: prefix overrides applied, each rule's fail mode when the store cannot
+ * decide), and keep what the verdict may give back ({@link ChargeReceipts}). Build one per
+ * isolate (its caches are per instance); every answer is a typed {@link Verdict}.
  *
  * @example
  * const limiter = new Limiter({
@@ -61,14 +56,15 @@ export class Limiter {
   private readonly resolver: SubjectResolver;
   private readonly refusals: RefusalMemory;
   private readonly prefixes: PrefixOverrideCache;
-  private readonly degraded: DegradedBuckets;
+  /** The store call for a check's buckets, or each rule's fail mode when the store cannot decide. */
+  private readonly buckets: BucketCall;
   private readonly slots: SlotKeeper;
   private readonly headerMode: HeaderMode;
   private readonly clock: () => number;
   private readonly log: (event: LimiterEvent, requestId: string | undefined) => void;
   private readonly onDecision: ((event: DecisionEvent) => void) | undefined;
   /** Charges `count` and `queue` rules may give back, by the verdict that made them (see {@link Limiter.settle}, {@link Limiter.giveBack}). */
-  private readonly receipts = new WeakMap<Verdict, Receipt[]>();
+  private readonly receipts: ChargeReceipts;
 
   /** @throws InvalidRulesError when a rule does not check, naming every rule and field. */
   constructor(options: LimiterOptions) {
@@ -88,8 +84,10 @@ export class Limiter {
     this.resolver = new SubjectResolver(this.rules, this.concurrencyRules, this.identity, options.missingKey ?? DEFAULTS.missingKey);
     this.refusals = new RefusalMemory(options.denyCacheSize ?? DEFAULTS.denyCacheSize, this.clock, timeoutMs);
     this.prefixes = new PrefixOverrideCache(this.store, this.rules, this.identity, this.clock);
-    this.degraded = new DegradedBuckets(localFraction, this.clock);
     this.slots = new SlotKeeper({ store: this.store, clock: this.clock, localFraction, headerMode: this.headerMode, log });
+    this.receipts = new ChargeReceipts({ store: this.store, log });
+    const degraded = new DegradedBuckets(localFraction, this.clock);
+    this.buckets = new BucketCall({ store: this.store, prefixes: this.prefixes, degraded, headerMode: this.headerMode, log });
   }
 
   get backend(): LimiterBackend {
@@ -163,8 +161,7 @@ export class Limiter {
     const marked = verdict.headers.some(([name]) => name === DEGRADED_HEADER[0]);
     const headers = withConcurrencyHeaders(verdict.headers, slots.decisions, this.headerMode, slots.held.local && !marked ? [DEGRADED_HEADER] : []);
     const withSlots: Verdict = { ...verdict, headers, degraded: verdict.degraded || slots.held.local };
-    const receipts = this.receipts.get(verdict);
-    if (receipts !== undefined) this.receipts.set(withSlots, receipts);
+    this.receipts.carry(verdict, withSlots);
     this.slots.hold(withSlots, slots.held);
     return withSlots;
   }
@@ -178,20 +175,18 @@ export class Limiter {
     };
     try {
       if (cached.refusals.length > 0) return refusalVerdict(rules, cached.refusals, this.headerMode, true);
-      const answer = await this.ask(rules, charges, "take", releaseProbes, trace);
+      const answer = await this.buckets.ask(rules, charges, "take", releaseProbes, trace);
       if (answer.kind === "verdict") return answer.verdict;
       for (const { rule, decision } of answer.outcomes) {
         if (rule.mode === "shadow" && decision.outcome !== "allowed") this.log({ event: "limiter.shadow_refusal", rule: rule.name, outcome: decision.outcome }, trace.requestId);
       }
       const verdict = decisionVerdict(rules, answer.outcomes, this.headerMode);
-      if (verdict.kind === "allowed" && verdict.waitMs !== undefined && charges.filter(({ rule }) => rule.mode === "enforce").length > 1) {
-        // Queued behind one rule's refill, the request would reach the origin later than the other
-        // rules counted it, which could let more through in a short interval than they allow.
-        // Queueing stays exact only for a request one enforced rule covers: refuse, give it all back.
-        await this.refund(answer.charged.map(({ refund }) => refund));
+      if (queuedPastOtherRules(verdict, charges)) {
+        // Queued behind one rule's refill, it would reach the origin later than the others counted it.
+        await this.receipts.refund(answer.charged);
         return refusalVerdict(rules, queuedAsRefused(answer.outcomes), this.headerMode, false);
       }
-      if (verdict.kind === "allowed" && answer.receipts.length > 0) this.receipts.set(verdict, answer.receipts);
+      if (verdict.kind === "allowed") this.receipts.keep(verdict, refundable(answer.charged));
       // Waits count from the answer's arrival: a request queued behind others at the store got
       // its retry time later than it started (this errs by one response's transit, not by a queue).
       this.refusals.learn(charges, answer.outcomes, verdict.kind === "refused", this.clock());
@@ -204,54 +199,8 @@ export class Limiter {
   private async peek(rules: readonly Rule[], charges: readonly RuleCharge[], trace: Trace): Promise<Verdict> {
     const refusals = this.refusals.refusals(charges);
     if (refusals.length > 0) return refusalVerdict(rules, refusals, this.headerMode, true);
-    const answer = await this.ask(rules, charges, "peek", () => {}, trace);
+    const answer = await this.buckets.ask(rules, charges, "peek", () => {}, trace);
     return answer.kind === "verdict" ? answer.verdict : decisionVerdict(rules, answer.outcomes, this.headerMode);
-  }
-
-  /** One store call for the buckets, prefix overrides applied; a failure becomes the fail mode's verdict. */
-  private async ask(rules: readonly Rule[], charges: readonly RuleCharge[], operation: "take" | "peek", releaseProbes: () => void, trace: Trace) {
-    const result = await this.store.decide(
-      async (reached) => {
-        const prefixes = await this.prefixes.current(trace);
-        const asked = charges.map(({ rule, charge, values }) => {
-          const override = values === undefined ? undefined : prefixes.policyFor(rule, values);
-          return override === undefined ? charge : { ...charge, policy: withOverride(charge.policy, override) };
-        });
-        reached();
-        const answers = await this.store.send((signal) => this.store.backend[operation](asked, signal));
-        if (answers.length !== charges.length) throw new Error(`backend answered ${answers.length} decisions for ${charges.length} charges`);
-        return { asked, answers };
-      },
-      trace,
-      this.store.scope(charges.map(({ charge }) => charge)),
-      releaseProbes,
-    ); // waiting requests go on before a fail-open one does
-    if (result.kind === "misconfigured") return { kind: "verdict", verdict: { kind: "backend-misconfigured", variable: result.variable, message: result.message } } as const;
-    if (result.kind === "unreachable") return { kind: "verdict", verdict: this.failModeVerdict(rules, charges, operation, result.reason, trace) } as const;
-    const { asked, answers } = result.value;
-    // What a `count` rule may give back once the response is known, or a `queue` rule if the client
-    // leaves while it waits: the charge as made and the state it wrote.
-    const charged = charges.flatMap(({ rule }, i) => {
-      const [charge, answer] = [asked[i], answers[i]];
-      return charge !== undefined && answer?.charged ? [{ rule, refund: { charge, charged: answer.charged } }] : [];
-    });
-    const receipts = charged.filter(({ rule }) => rule.count !== undefined || (rule.policy.queueMs ?? 0) > 0);
-    this.degraded.learn(charges, asked, answers);
-    return { kind: "outcomes", outcomes: answeredOutcomes(charges, answers), receipts, charged } as const;
-  }
-
-  /**
-   * The store could not decide: each rule's fail mode does. One closed enforced rule refuses the
-   * request; else rules that fail `local` decide on this isolate's own buckets; else it goes on.
-   */
-  private failModeVerdict(rules: readonly Rule[], charges: readonly RuleCharge[], operation: "take" | "peek", reason: string, trace: Trace): Verdict {
-    const closed = rules.find((rule) => rule.mode === "enforce" && rule.failMode === "closed");
-    const local = charges.filter(({ rule }) => rule.failMode === "local");
-    const failMode = closed ? "closed" : local.length > 0 ? "local" : "open";
-    this.log({ event: "limiter.backend_failure", backend: this.backend.name, failMode, reason }, trace.requestId);
-    if (closed !== undefined) return { kind: "fail-closed", rule: closed, backend: this.backend.name, reason };
-    if (local.length === 0) return { kind: "fail-open", rules, reason };
-    return this.degraded.decide(local, operation, this.prefixes.lastKnown, this.headerMode);
   }
 
   /**
@@ -300,11 +249,8 @@ export class Limiter {
    * const response = await fetch(request);
    * ctx.waitUntil(limiter.settle(verdict, response.status));
    */
-  async settle(verdict: Verdict, status: number): Promise<void> {
-    const receipts = this.receipts.get(verdict);
-    if (receipts === undefined) return;
-    this.receipts.delete(verdict);
-    await this.refund(receipts.filter(({ rule }) => !countsStatus(rule, status)).map((receipt) => receipt.refund));
+  settle(verdict: Verdict, status: number): Promise<void> {
+    return this.receipts.settle(verdict, status);
   }
 
   /**
@@ -319,20 +265,8 @@ export class Limiter {
    *   ctx.waitUntil(limiter.giveBack(verdict));
    * }
    */
-  async giveBack(verdict: Verdict): Promise<void> {
-    const receipts = this.receipts.get(verdict);
-    if (receipts === undefined) return;
-    this.receipts.delete(verdict);
-    await this.refund(receipts.map((receipt) => receipt.refund));
-  }
-
-  private async refund(refunds: readonly Refund[]): Promise<void> {
-    if (refunds.length === 0) return;
-    try {
-      await this.store.send((signal) => this.backend.refund(refunds, signal));
-    } catch (error) {
-      this.log({ event: "limiter.refund_failure", backend: this.backend.name, reason: error instanceof Error ? error.message : String(error) }, undefined);
-    }
+  giveBack(verdict: Verdict): Promise<void> {
+    return this.receipts.giveBack(verdict);
   }
 
   /**
@@ -387,13 +321,4 @@ export class Limiter {
   ping(): Promise<BackendHealth> {
     return this.store.ping();
   }
-}
-
-/** The outcomes of a queued request refused after all: each rule that queued it refuses with its wait. */
-function queuedAsRefused(outcomes: readonly RuleOutcome[]): RuleOutcome[] {
-  return outcomes.map((outcome) => {
-    const { decision } = outcome;
-    if (decision.outcome !== "allowed" || decision.waitMs === undefined) return outcome;
-    return { ...outcome, decision: { outcome: "denied", remaining: 0, resetMs: decision.resetMs, retryAfterMs: decision.waitMs } };
-  });
 }

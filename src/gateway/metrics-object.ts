@@ -33,8 +33,6 @@ export const MAX_SLOT_BYTES = 64 * 1024;
 const TOTALS_KEY = "totals";
 /** Each slot is a key of its own: `slot:` and its start, zero-padded so keys sort by time. */
 const SLOT_PREFIX = "slot:";
-/** Where versions before per-slot keys kept the whole hour, as one value. */
-const LEGACY_HISTORY_KEY = "history";
 
 const slotKey = (atMs: number) => `${SLOT_PREFIX}${String(atMs).padStart(15, "0")}`;
 
@@ -59,13 +57,6 @@ export class GatewayMetrics extends DurableObject<object> {
       this.totals = (await storage.get<MetricsDelta>(TOTALS_KEY)) ?? emptyDelta();
       const slots = await storage.list<MetricsDelta>({ prefix: SLOT_PREFIX });
       this.history = [...slots].map(([key, delta]) => ({ atMs: Number(key.slice(SLOT_PREFIX.length)), delta }));
-      const legacy = await storage.get<HistorySlot[]>(LEGACY_HISTORY_KEY);
-      if (legacy !== undefined) {
-        for (const slot of legacy) if (!this.history.some((s) => s.atMs === slot.atMs)) this.history.push(slot);
-        this.history.sort((a, b) => a.atMs - b.atMs);
-        for (const slot of legacy) await storage.put(slotKey(slot.atMs), bounded(slot.delta));
-        await storage.delete(LEGACY_HISTORY_KEY);
-      }
       await this.dropExpired();
     });
   }
@@ -75,7 +66,6 @@ export class GatewayMetrics extends DurableObject<object> {
     const nowMs = Date.now();
     // Top refused clients are shown for the last hour only: the totals do not keep them.
     mergeDelta(this.totals, { ...delta, refusedClients: {} });
-    for (const key of Object.keys(this.totals.refusedClients)) delete this.totals.refusedClients[key]; // totals stored before this fix
     const atMs = nowMs - (nowMs % SLOT_MS);
     let slot = this.history.at(-1);
     if (slot === undefined || slot.atMs !== atMs) {

@@ -1,7 +1,7 @@
 import { evictDurableObject, listDurableObjectIds, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
-import type { ClientBuckets } from "../../src/backends/durable-object";
+import { durableObjectBackend, type ClientBuckets } from "../../src/backends/durable-object";
 import { ClientBatcher } from "../../src/backends/durable-object/client-batcher";
 import type { BatchRequest } from "../../src/backends/durable-object/client-buckets";
 import type { BucketPolicy } from "../../src/core/token-bucket";
@@ -174,6 +174,17 @@ describe("gateway with the Durable Object backend", () => {
     expect(ids.map(String)).toContain(expected);
     // The raw secret never names an object.
     expect(ids.map(String)).not.toContain(env.LIMITER_BUCKETS.idFromName(token).toString());
+  });
+});
+
+describe("the Durable Object backend's health ping", () => {
+  it("goes to the override registry object, not a client's and not an object of its own, and is left out of the call count", async () => {
+    const backend = durableObjectBackend(env.LIMITER_BUCKETS);
+    await backend.ping(new AbortController().signal);
+    expect(backend.stats.calls).toBe(0);
+    const ids = (await listDurableObjectIds(env.LIMITER_BUCKETS)).map(String);
+    expect(ids).toContain(env.LIMITER_BUCKETS.idFromName("__limiter_registry").toString());
+    expect(ids).not.toContain(env.LIMITER_BUCKETS.idFromName("__limiter_health").toString());
   });
 });
 

@@ -2,13 +2,13 @@ import { DurableObject } from "cloudflare:workers";
 import type { BucketAnswer, OverrideRecord } from "../../core/backend";
 import { acquireSlots, releaseSlot, renewSlot, slotsExpireInMs, type SlotDecision, type SlotState } from "../../core/slots";
 import type { BucketPolicy } from "../../core/token-bucket";
-import { BucketTable } from "./bucket-table";
+import { BucketTable } from "../../core/bucket-table";
+import type { StoredBucket } from "../../core/lease-ledger";
 import { OverrideRegistryRecords } from "./override-registry";
-import type { StoredBucket } from "./lease-ledger";
 import type { ObjectAnswer, ObjectCharge, ObjectRefund, ObjectSlotClaim, BatchAnswer, BatchRequest } from "./wire";
 
 export type { LeaseGrant, LeaseReturn, ObjectAnswer, ObjectCharge, ObjectRefund, ObjectSlotClaim, BatchAnswer, BatchRequest } from "./wire";
-export { LEASE_SHARE } from "./lease-ledger";
+export { LEASE_SHARE } from "../../core/lease-ledger";
 
 const BUCKET_PREFIX = "bucket:";
 const OVERRIDE_PREFIX = "override:";
@@ -36,11 +36,12 @@ function cleanupAt(latestFullAtMs: number, nowMs: number): number {
  * An exact override of a bucket is kept beside it (`override:<bucket>`) and replaces the
  * charge's policy in the same call, so it costs no round trip. One object, named
  * `__limiter_registry`, also keeps the list of every override for the admin API and the
- * isolates' prefix caches.
+ * isolates' prefix caches ({@link OverrideRegistryRecords}), and answers health pings: the
+ * roles share the class so that no new Durable Object class (and migration) is needed.
  *
  * @example
  * const stub = env.LIMITER_BUCKETS.get(env.LIMITER_BUCKETS.idFromName(clientKey));
- * const [answer] = await stub.take([{ bucket: "default", policy, cost: 1, enforced: true }]);
+ * const [answer] = await stub.take([{ rule: "default", policy, cost: 1, enforced: true }]);
  */
 export class ClientBuckets extends DurableObject<object> {
   /** The client's buckets, exact overrides and lease ledger (pure; this object adds storage and alarms). */
@@ -164,7 +165,7 @@ export class ClientBuckets extends DurableObject<object> {
     for (const { rule, id } of claims) this.storeSlots(rule, releaseSlot(this.slots.get(rule), id, nowMs), nowMs);
   }
 
-  /** Round trip for health checks: the object's clock. */
+  /** Round trip for health checks, sent to the registry object (`__limiter_registry`): the object's clock. */
   ping(): number {
     return Date.now();
   }

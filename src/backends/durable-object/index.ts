@@ -8,9 +8,11 @@ import { ClientBatcher, type LeaseOptions } from "./client-batcher";
 export { ClientBuckets } from "./client-buckets";
 export type { LeaseOptions } from "./client-batcher";
 
-const HEALTH_OBJECT = "__limiter_health";
-
-/** The one object that lists every override (client keys are hashes with a kind prefix: no clash). */
+/**
+ * The one object that lists every override (client keys are hashes with a kind prefix: no clash).
+ * It is also the health target: every isolate reads it (prefix overrides), and no client's
+ * buckets live there.
+ */
 const REGISTRY_OBJECT = "__limiter_registry";
 
 /**
@@ -27,7 +29,7 @@ const REGISTRY_OBJECT = "__limiter_registry";
  *
  * @example
  * const backend = durableObjectBackend(env.LIMITER_BUCKETS);
- * await backend.take([{ clientKey, bucket: "default", policy, cost: 1, enforced: true }], signal);
+ * await backend.take([{ clientKey, rule: "default", policy, cost: 1, enforced: true }], signal);
  */
 export function durableObjectBackend(namespace: DurableObjectNamespace<ClientBuckets>, options: LeaseOptions = {}): LimiterBackend & { readonly stats: { readonly calls: number } } {
   // Every call that reaches an object is counted here (health reports it; the benchmark divides it by requests).
@@ -132,7 +134,7 @@ export function durableObjectBackend(namespace: DurableObjectNamespace<ClientBuc
       signal.throwIfAborted();
       // Not a decision's call: health checks are left out of the count.
       stats.calls -= 1;
-      await stubFor(HEALTH_OBJECT).ping();
+      await registry().ping();
     },
   };
 }

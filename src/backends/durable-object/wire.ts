@@ -1,19 +1,15 @@
-import type { BucketAnswer } from "../../core/backend";
-import type { RateState } from "../../core/algorithms/index";
-import type { BucketPolicy, BucketState } from "../../core/token-bucket";
+import type { LeaseReturn, TableAnswer, TableCharge, TableRefund } from "../../core/bucket-table";
+import type { LeaseGrant, LeaseRequest } from "../../core/lease-ledger";
 
 /**
  * What isolates and a client's object say to each other (`ClientBuckets`' RPC methods): one
- * home for the wire types, so the object, the backend and the batcher agree by construction.
+ * home for the wire types, so the object, the backend and the batcher agree by construction. A
+ * charge, answer and refund are the bucket table's (src/core/bucket-table.ts), which the object
+ * runs.
  */
 
-/** One charge as the object sees it: the bucket's name within this client. */
-export interface ObjectCharge {
-  readonly rule: string;
-  readonly policy: BucketPolicy;
-  readonly cost: number;
-  readonly enforced: boolean;
-}
+/** One charge as the object sees it: the bucket's name within this client (its table's charge). */
+export type ObjectCharge = TableCharge;
 
 /** One slot claim as the object sees it: the concurrency rule's name, the lease id, limit and duration. */
 export interface ObjectSlotClaim {
@@ -25,18 +21,16 @@ export interface ObjectSlotClaim {
 }
 
 /** One charge's answer: the decision, the policy in force, and the state it wrote (what a refund needs), or null. */
-export interface ObjectAnswer extends BucketAnswer {
-  readonly charged: RateState | null;
-}
+export type ObjectAnswer = TableAnswer;
 
 /** A charge to give back: the charge as made (its cost is what to return) and the state its take wrote. */
-export type ObjectRefund = ObjectCharge & { readonly charged: RateState };
+export type ObjectRefund = TableRefund;
 
-/** An unused lease's rest: a refund of tokens the lease took in the call numbered `seq`. */
-export type LeaseReturn = ObjectRefund & { readonly seq?: number };
+/** An unused lease's rest, and a lease asked for and granted: the lease ledger's types (src/core/lease-ledger.ts). */
+export type { LeaseGrant, LeaseRequest, LeaseReturn };
 
 /**
- * One call of an isolate's batch (see `ClientBuckets.serve`): unused leased tokens to give back,
+ * One call of an isolate's batch (see `ClientBuckets.chargeBatch`): unused leased tokens to give back,
  * then several requests' charges applied one after another, then possibly a new lease.
  */
 export interface BatchRequest {
@@ -54,26 +48,6 @@ export interface BatchRequest {
   readonly takes: readonly (readonly ObjectCharge[])[];
   /** After the takes: up to `want` more charges of `cost` on one bucket, for the isolate to spend locally. */
   readonly lease?: LeaseRequest;
-}
-
-/** A request for a lease: up to `want` charges of `cost` on `bucket`, spendable for `ttlMs`. */
-export interface LeaseRequest {
-  readonly rule: string;
-  readonly policy: BucketPolicy;
-  readonly cost: number;
-  readonly want: number;
-  readonly ttlMs: number;
-}
-
-/** A lease granted: `granted` charges of the lease's cost, taken from the bucket in one step. */
-export interface LeaseGrant {
-  readonly granted: number;
-  /** The state the lease's take wrote: what giving back the unused part refunds against. */
-  readonly charged: BucketState;
-  /** The bucket after the lease (remaining whole tokens, time until full), under `policy`. */
-  readonly remaining: number;
-  readonly resetMs: number;
-  readonly policy: BucketPolicy;
 }
 
 /** The answer to a {@link BatchRequest}: each request's answers, and the lease, if one was granted. */

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { BucketTable } from "../../../src/backends/durable-object/bucket-table";
+import { BucketTable } from "../../../src/core/bucket-table";
 import type { CalendarPolicy } from "../../../src/core/algorithms/calendar";
 
 const DAY = 86_400_000;

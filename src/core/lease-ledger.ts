@@ -1,12 +1,32 @@
-import { isBucketState, type RateState } from "../../core/algorithms/index";
-import { takeTokens, type BucketPolicy } from "../../core/token-bucket";
+import { isBucketState, type RateState } from "./algorithms/index";
+import { takeTokens, type BucketPolicy, type BucketState } from "./token-bucket";
 
 /**
  * The lease ledger, pure: what a client's object records of the tokens isolates took in leases
  * and may still hand out, and the rules that keep every lease inside the bucket. The most delicate
  * invariant of the Durable Object backend lives here, with the clock passed in (`nowMs`), so it is
- * unit-tested in Node (test/backends/durable-object/bucket-table.unit.test.ts).
+ * unit-tested in Node (test/core/bucket-table.test.ts).
  */
+
+/** A request for a lease: up to `want` charges of `cost` on bucket `rule`, spendable for `ttlMs`. */
+export interface LeaseRequest {
+  readonly rule: string;
+  readonly policy: BucketPolicy;
+  readonly cost: number;
+  readonly want: number;
+  readonly ttlMs: number;
+}
+
+/** A lease granted: `granted` charges of the lease's cost, taken from the bucket in one step. */
+export interface LeaseGrant {
+  readonly granted: number;
+  /** The state the lease's take wrote: what giving back the unused part refunds against. */
+  readonly charged: BucketState;
+  /** The bucket after the lease (remaining whole tokens, time until full), under `policy`. */
+  readonly remaining: number;
+  readonly resetMs: number;
+  readonly policy: BucketPolicy;
+}
 
 /** A policy's capacity and refill, without its block period. */
 export type ShapeOfBucket = Pick<BucketPolicy, "capacity" | "refillTokens" | "refillPeriodMs">;

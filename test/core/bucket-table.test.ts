@@ -1,10 +1,9 @@
 import { describe, expect, it } from "vitest";
-import { BucketTable } from "../../../src/backends/durable-object/bucket-table";
-import { LEASE_SHARE } from "../../../src/backends/durable-object/lease-ledger";
-import type { ObjectCharge } from "../../../src/backends/durable-object/wire";
+import { BucketTable, type TableCharge } from "../../src/core/bucket-table";
+import { LEASE_SHARE } from "../../src/core/lease-ledger";
 
 const policy = { capacity: 80, refillTokens: 1, refillPeriodMs: 60_000 }; // slow refill: time barely matters
-const charge: ObjectCharge = { rule: "api", policy, cost: 1, enforced: true };
+const charge: TableCharge = { rule: "api", policy, cost: 1, enforced: true };
 const lease = (want: number) => ({ rule: "api", policy, cost: 1, want, ttlMs: 1_000 });
 /** Whole tokens charging one at a time can take from the table at `nowMs`. */
 function drain(table: BucketTable, nowMs: number): number {
@@ -62,5 +61,15 @@ describe("the Durable Object's bucket table and lease ledger (pure, injected clo
     table.charge([charge], 0);
     expect(table.takeDirty().sort()).toEqual(["api", "other"]);
     expect(table.takeDirty()).toEqual([]);
+  });
+
+  it("a give-back under an exact override keeps the rule's algorithm and block: a window's charge comes back", () => {
+    const window = { algorithm: "fixed-window" as const, capacity: 5, refillTokens: 5, refillPeriodMs: 60_000 };
+    const table = new BucketTable();
+    table.setOverride("api", { ...window, capacity: 2, refillTokens: 2 }, 0);
+    const [taken] = table.charge([{ rule: "api", policy: window, cost: 2, enforced: true }], 1);
+    expect(taken?.charged).not.toBeNull();
+    table.giveBack([{ rule: "api", policy: window, cost: 2, enforced: true, charged: taken?.charged ?? expect.fail("nothing charged") }], 2);
+    expect(table.peek([{ rule: "api", policy: window, cost: 0, enforced: true }], 3)[0]?.decision.remaining).toBe(2);
   });
 });

@@ -1,17 +1,37 @@
-import type { BucketAnswer } from "../../core/backend";
-import { expiresInMs, isBucketState, isTokenBucket, type RateState } from "../../core/algorithms/index";
-import { ceilDiv, newGeneration, refundTokens, takeBuckets, takeTokens, type BucketPolicy } from "../../core/token-bucket";
-import { LEASE_SHARE, LEASE_SLACK_MS, leasedTokens, liveLease, sameShape, shapeOf, withinNewLimit, type LeasedOut, type StoredBucket } from "./lease-ledger";
-import type { LeaseGrant, LeaseRequest, LeaseReturn, ObjectAnswer, ObjectCharge, ObjectRefund } from "./wire";
+import type { BucketAnswer } from "./backend";
+import { expiresInMs, isBucketState, isTokenBucket, type RateState } from "./algorithms/index";
+import { ceilDiv, newGeneration, refundTokens, takeBuckets, takeTokens, type BucketPolicy } from "./token-bucket";
+import { LEASE_SHARE, LEASE_SLACK_MS, leasedTokens, liveLease, sameShape, shapeOf, withinNewLimit, type LeasedOut, type LeaseGrant, type LeaseRequest, type StoredBucket } from "./lease-ledger";
+
+/** One charge of a table's bucket, by the bucket's name (a rule's, in a client's object). */
+export interface TableCharge {
+  readonly rule: string;
+  readonly policy: BucketPolicy;
+  readonly cost: number;
+  readonly enforced: boolean;
+}
+
+/** One charge's answer: the decision, the policy in force, and the state it wrote (what a refund needs), or null. */
+export interface TableAnswer extends BucketAnswer {
+  readonly charged: RateState | null;
+}
+
+/** A charge to give back: the charge as made (its cost is what to return) and the state its take wrote. */
+export type TableRefund = TableCharge & { readonly charged: RateState };
+
+/** An unused lease's rest: a refund of tokens the lease took in the call numbered `seq`. */
+export type LeaseReturn = TableRefund & { readonly seq?: number };
 
 /**
- * One client's buckets and exact overrides, pure: every operation takes the clock (`nowMs`) and
- * notes the buckets it changed in {@link BucketTable.dirty}, for the object to write through. The
- * Durable Object (`ClientBuckets`) wraps it with storage and alarms; tests drive it in Node.
+ * Buckets and their exact overrides by name, with the lease ledger, pure: every operation takes
+ * the clock (`nowMs`) and notes the buckets it changed (see {@link BucketTable.takeDirty}), for a
+ * store to write through. One client's Durable Object (`ClientBuckets`) wraps it with storage and
+ * alarms, its buckets named by rule; the memory backend keeps every client's in one table, named
+ * by `bucketId`, so a take across several clients is all or nothing too. Tests drive it in Node.
  *
  * @example
  * const table = new BucketTable();
- * const [answer] = table.charge([{ bucket: "api", policy, cost: 1, enforced: true }], Date.now());
+ * const [answer] = table.charge([{ rule: "api", policy, cost: 1, enforced: true }], Date.now());
  * for (const name of table.takeDirty()) save(name, table.buckets.get(name));
  */
 export class BucketTable {
@@ -29,7 +49,7 @@ export class BucketTable {
   }
 
   /** One request's charges, all or nothing. */
-  charge(charges: readonly ObjectCharge[], nowMs: number): ObjectAnswer[] {
+  charge(charges: readonly TableCharge[], nowMs: number): TableAnswer[] {
     for (const charge of charges) this.reckon(charge.rule, charge.policy, nowMs);
     const { results } = takeBuckets(this.entries(charges), nowMs);
     return results.map(({ entry, decision, next, expiresInMs }, i) => {
@@ -40,14 +60,16 @@ export class BucketTable {
   }
 
   /** What `charge` would answer now, changing nothing. */
-  peek(charges: readonly ObjectCharge[], nowMs: number): BucketAnswer[] {
+  peek(charges: readonly TableCharge[], nowMs: number): BucketAnswer[] {
     return takeBuckets(this.entries(charges), nowMs).results.map(({ entry, decision }) => ({ decision, policy: entry.policy, charged: null }));
   }
 
   /** Gives charges back with refund semantics (only what each still withholds, within its bucket's generation). */
-  giveBack(charges: readonly ObjectRefund[], nowMs: number): void {
+  giveBack(charges: readonly TableRefund[], nowMs: number): void {
     for (const { rule: bucket, cost, charged, policy: given } of charges) {
-      const policy = this.overrides.get(bucket) ?? given;
+      // An exact override replaces capacity and refill; the rule's algorithm and block stay (as in a take).
+      const override = this.overrides.get(bucket);
+      const policy = override === undefined ? given : { ...given, ...override };
       const before = this.buckets.get(bucket);
       const state = refundTokens(before, policy, cost, charged, nowMs);
       if (state === undefined || state === before) continue;
@@ -100,8 +122,8 @@ export class BucketTable {
    * the records of leases past their lifetime, and then their give-backs (towards refusing): a
    * reset or override no longer reckons with those tokens, so adding them could over-admit.
    */
-  counted(holder: string, returns: readonly LeaseReturn[], nowMs: number): ObjectRefund[] {
-    const honoured: ObjectRefund[] = [];
+  counted(holder: string, returns: readonly LeaseReturn[], nowMs: number): TableRefund[] {
+    const honoured: TableRefund[] = [];
     const left = new Map<string, number>();
     for (const item of returns) {
       this.reckon(item.rule, item.policy, nowMs);
@@ -197,7 +219,7 @@ export class BucketTable {
   }
 
   /** The charges as the bucket math takes them: current state, and an exact override's capacity and refill where one is set. */
-  private entries(charges: readonly ObjectCharge[]) {
+  private entries(charges: readonly TableCharge[]) {
     return charges.map((charge) => {
       const override = this.overrides.get(charge.rule);
       return { ...charge, policy: override === undefined ? charge.policy : { ...charge.policy, ...override }, state: this.buckets.get(charge.rule) };
