@@ -14,7 +14,7 @@ export interface BucketRef {
  * One string naming a bucket within an isolate (local tables, caches): the rule and the client.
  *
  * @example
- * bucketId({ bucket: "api", clientKey: "ip:3f2a…" }); // "api|ip:3f2a…"
+ * bucketId({ rule: "api", clientKey: "ip:3f2a…" }); // "api|ip:3f2a…"
  */
 export function bucketId(ref: BucketRef): string {
   return `${ref.rule}|${ref.clientKey}`;
@@ -85,7 +85,7 @@ export interface OverrideRegistry {
  *
  * @example
  * const backend: LimiterBackend = memoryBackend();
- * const [answer] = await backend.take([{ clientKey: "ip:…", bucket: "api", policy, cost: 1, enforced: true }], signal);
+ * const [answer] = await backend.take([{ clientKey: "ip:…", rule: "api", policy, cost: 1, enforced: true }], signal);
  */
 export interface LimiterBackend {
   readonly name: string;
