@@ -52,7 +52,7 @@ export function memoryBackend(options: MemoryBackendOptions = {}): LimiterBacken
       buckets.set(keyOf(entry), { state: next, fullAtMs: nowMs + Math.max(expiresInMs, stateExpiresInMs(next, charges[i]?.policy ?? entry.policy, nowMs)) });
       if (++writes % SWEEP_EVERY === 0) sweep(nowMs);
     }
-    return results.map(({ entry, decision, next }) => ({ decision, policy: entry.policy, charged: write && decision.outcome === "allowed" ? (next ?? null) : null }));
+    return results.map(({ entry, decision, charged }) => ({ decision, policy: entry.policy, charged: write ? (charged ?? null) : null }));
   };
   const sweep = (nowMs: number) => {
     for (const [key, bucket] of buckets) if (bucket.fullAtMs <= nowMs) buckets.delete(key);

@@ -359,6 +359,20 @@ describe.each(BACKENDS)("$name backend: windows", ({ create, vars }) => {
     expect(refused.ms).toBeLessThan(queued.ms);
   });
 
+  it("sliding-window: a charge's receipt is the one admission it logged, whatever the log holds (bounded bytes per charge), and a refund by it still gives the charge back", async () => {
+    const key = client();
+    const hundred = windowPolicy("sliding-window", 100, DAY);
+    let last: Awaited<ReturnType<typeof take>> | undefined;
+    for (let i = 0; i < 40; i++) {
+      last = await take(key, hundred, 2);
+      await sleep(1); // one log entry per millisecond that admitted something
+    }
+    expect(last?.charged).toMatchObject({ algorithm: "sliding-window", log: [{ units: 2 }] });
+    expect(JSON.stringify(last?.charged).length).toBeLessThan(160); // the whole log: over 1 kB here
+    await backend.refund([{ charge: charge(key, hundred, 2)[0]!, charged: last!.charged! }], signal);
+    expect(await peek(key, hundred)).toMatchObject({ remaining: 22 });
+  });
+
   it("sliding-window with a queue (queueMs): a full window queues a take until its oldest units leave (logged then, in line); beyond queueMs, refused with the real wait; a refund frees a queued place", async () => {
     const key = client();
     // Two per day, a queue of a day: the third and fourth takes queue about a day, the fifth would wait two.

@@ -157,6 +157,19 @@ export function refundSlidingWindow(state: SlidingWindowState | undefined, polic
 }
 
 /**
+ * A charge's receipt: the one admission it logged (its stamp, its cost) and the generation, all a
+ * refund reads; a few dozen bytes whatever the log holds (the log itself: up to L entries).
+ *
+ * @example
+ * slidingWindowReceipt({ algorithm: "sliding-window", log: [{ atMs: 0, units: 3 }, { atMs: 400, units: 2 }], generation: 7 }, 1);
+ * // { algorithm: "sliding-window", log: [{ atMs: 400, units: 1 }], generation: 7 }
+ */
+export function slidingWindowReceipt(charged: SlidingWindowState, cost: number): SlidingWindowState {
+  const last = charged.log.at(-1);
+  return { algorithm: "sliding-window", log: last === undefined ? [] : [{ atMs: last.atMs, units: cost }], generation: charged.generation };
+}
+
+/**
  * The exact sliding window on the algorithm seam (registered as `"sliding-window"`).
  *
  * @example
@@ -168,4 +181,5 @@ export const slidingWindow: Algorithm<SlidingWindowState, BucketPolicy> = {
   refund: refundSlidingWindow,
   expiresInMs: slidingWindowExpiresInMs,
   drained: (policy, nowMs) => ({ algorithm: "sliding-window", log: [{ atMs: nowMs, units: limitOf(policy) }], generation: 0 }),
+  receipt: slidingWindowReceipt,
 };
