@@ -13,6 +13,8 @@ import { sleep } from "../support/helpers";
  * Each admission's store time lies between its send and its answer, so L + 1 admitted units whose
  * whole span (first send to last answer) is shorter than W prove an over-admission; the test finds
  * none for the sliding window (and none of 2L + 1 for the fixed window).
+ * A calendar boundary (a local midnight) cannot be waited for in a test; its 3-isolate schedule
+ * runs on the script with the store's time injected: test/backends/calendar-equivalence.test.ts.
  */
 let stack: Awaited<ReturnType<typeof startLocalStack>>;
 beforeAll(async () => {
