@@ -6,6 +6,8 @@
 
 import { bindingPolicy } from "./limiters.mjs";
 import { costPerMillion, LEFT_OUT, PRICES, PRICES_READ_ON } from "./prices.mjs";
+// Issue 18: the windows scenario's lines.
+import { formatWindows } from "./windows.mjs";
 
 /** @typedef {import("./scenarios.mjs").ThroughputRow} ThroughputRow */
 /** @typedef {import("./scenarios.mjs").AccuracyResult & { spread?: string }} AccuracyResult */
@@ -103,7 +105,7 @@ export function compare({ bareRuns, rows, accuracy, hotKey }) {
  * @param {{ mode: string, machine: Record<string, unknown>, profile: import("./scenarios.mjs").Profile,
  *   bareRuns: ThroughputRow[], rows: ThroughputRow[], accuracy: AccuracyResult[], hotKey?: HotKeyResult, labels: Record<string, string>,
  *   bareRps: number, ratios: Record<string, Record<string, number | null>>, targets: TargetResult[], durationS: number,
- *   extras?: ReturnType<typeof compareExtras> }} report
+ *   extras?: ReturnType<typeof compareExtras>, windows?: Awaited<ReturnType<typeof import("./windows.mjs").measureWindows>> }} report
  * @returns {string}
  */
 export function formatReport(report) {
@@ -186,6 +188,8 @@ export function formatReport(report) {
     lines.push(`  ${name}: req/s ${f(values.rps)}, p50 ${f(values.p50)}, p99 ${f(values.p99)}, redis cmd/decision ${f(values.redisCommandsPerDecision)}`);
   }
   if (report.extras) lines.push(...formatExtras(report.extras, labels));
+  // Issue 18: the windows scenario's table (bench/windows.mjs).
+  if (report.windows) lines.push(...formatWindows(report.windows));
   lines.push("", "Targets:");
   for (const t of report.targets) lines.push(`  ${t.status.padEnd(4)}  ${t.target}: ${t.figure}`);
   return lines.join("\n");

@@ -21,6 +21,8 @@ import { startStackProcess } from "./stack.mjs";
 import { LEFT_OUT, PRICES, PRICES_READ_ON } from "./prices.mjs";
 import { compareExtras } from "./report.mjs";
 import { FIXED_RATE, measureFixedRate } from "./scenarios.mjs";
+// Issue 18: the windows scenario (sluice's fixed and sliding windows beside @upstash/ratelimit's).
+import { measureWindows, windowsTargets } from "./windows.mjs";
 
 const quick = process.argv.includes("--quick");
 
@@ -140,12 +142,16 @@ try {
     },
   });
 
+  // Issue 18: the windows scenario (libraries in this process, on the same stack).
+  const windows = await measureWindows({ bridgeUrl: stack.bridgeUrl, stats, quick, progress });
+
   const machine = describeMachine({ redisVersion: await stats.version() });
   const durationS = (performance.now() - started) / 1000;
   const comparison = compare({ bareRuns, rows, accuracy, hotKey });
   const extras = compareExtras({ fixedRate, rows, accuracy, stores: Object.fromEntries(limiters.map((l) => [l.id, l.store])), bareRps: comparison.bareRps });
   comparison.targets.push(...extras.targets);
-  const report = { mode: profile.name, durationS, machine, profile, bareRuns, rows, accuracy, hotKey, labels, ...comparison, fixedRate, extras };
+  comparison.targets.push(...windowsTargets(windows)); // issue 18
+  const report = { mode: profile.name, durationS, machine, profile, bareRuns, rows, accuracy, hotKey, labels, ...comparison, fixedRate, extras, windows };
   console.log(formatReport(report));
 
   mkdirSync(resultsDir, { recursive: true });
