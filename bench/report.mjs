@@ -7,6 +7,8 @@
 import { bindingPolicy } from "./limiters.mjs";
 import { costPerMillion, LEFT_OUT, PRICES, PRICES_READ_ON } from "./prices.mjs";
 import { formatIssue19 } from "./upstash-targets.mjs";
+// Issue 18: the windows scenario's lines.
+import { formatWindows } from "./windows.mjs";
 
 /** @typedef {import("./scenarios.mjs").ThroughputRow} ThroughputRow */
 /** @typedef {import("./scenarios.mjs").AccuracyResult & { spread?: string }} AccuracyResult */
@@ -98,7 +100,7 @@ export function compare({ bareRuns, rows, accuracy, hotKey }) {
  *   bareRuns: ThroughputRow[], rows: ThroughputRow[], accuracy: AccuracyResult[], hotKey?: HotKeyResult, labels: Record<string, string>,
  *   bareRps: number, ratios: Record<string, Record<string, number | null>>, targets: TargetResult[], durationS: number,
  *   extras?: ReturnType<typeof compareExtras>, hotKeyUpstash?: HotKeyResult, hotClients?: import("./hot-client.mjs").HotClientResult[],
- *   scale?: Awaited<ReturnType<typeof import("./scale.mjs").measureScale>> }} report
+ *   scale?: Awaited<ReturnType<typeof import("./scale.mjs").measureScale>>, windows?: Awaited<ReturnType<typeof import("./windows.mjs").measureWindows>> }} report
  * @returns {string}
  */
 export function formatReport(report) {
@@ -182,6 +184,8 @@ export function formatReport(report) {
   }
   if (report.extras) lines.push(...formatExtras(report.extras, labels));
   if (report.hotClients && report.scale) lines.push(...formatIssue19({ hotKeyUpstash: report.hotKeyUpstash, hotClients: report.hotClients, scale: report.scale, bareRps }, labels));
+  // Issue 18: the windows scenario's table (bench/windows.mjs).
+  if (report.windows) lines.push(...formatWindows(report.windows));
   lines.push("", "Targets:");
   for (const t of report.targets) lines.push(`  ${t.status.padEnd(4)}  ${t.target}: ${t.figure}`);
   return lines.join("\n");

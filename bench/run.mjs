@@ -25,6 +25,8 @@ import { FIXED_RATE, measureFixedRate } from "./scenarios.mjs";
 import { HOT_CLIENT, measureHotClient } from "./hot-client.mjs";
 import { compareIssue19 } from "./upstash-targets.mjs";
 import { EXPIRY_POLICY, measureScale, SCALE_POLICY } from "./scale.mjs";
+// Issue 18: the windows scenario (sluice's fixed and sliding windows beside @upstash/ratelimit's).
+import { measureWindows, windowsTargets } from "./windows.mjs";
 
 const quick = process.argv.includes("--quick");
 
@@ -164,6 +166,8 @@ try {
   }
   const scale = await measureScale({ limiters, redisUrl: stack.redisUrl, profile, stats, progress });
   // --- end of the issue 19 block ---
+  // Issue 18: the windows scenario (libraries in this process, on the same stack).
+  const windows = await measureWindows({ bridgeUrl: stack.bridgeUrl, stats, quick, progress });
 
   const machine = describeMachine({ redisVersion: await stats.version() });
   const durationS = (performance.now() - started) / 1000;
@@ -172,7 +176,8 @@ try {
   comparison.targets.push(...extras.targets);
   const issue19 = compareIssue19({ rows, extras, hotKeyUpstash, hotClients, scale, labels });
   comparison.targets.push(...issue19.targets);
-  const report = { mode: profile.name, durationS, machine, profile, bareRuns, rows, accuracy, hotKey, labels, ...comparison, fixedRate, extras, hotKeyUpstash, hotClients, scale };
+  comparison.targets.push(...windowsTargets(windows));
+  const report = { mode: profile.name, durationS, machine, profile, bareRuns, rows, accuracy, hotKey, labels, ...comparison, fixedRate, extras, hotKeyUpstash, hotClients, scale, windows };
   console.log(formatReport(report));
 
   mkdirSync(resultsDir, { recursive: true });

@@ -52,10 +52,10 @@ export class BucketTable {
   charge(charges: readonly TableCharge[], nowMs: number): TableAnswer[] {
     for (const charge of charges) this.reckon(charge.rule, charge.policy, nowMs);
     const { results } = takeBuckets(this.entries(charges), nowMs);
-    return results.map(({ entry, decision, next, expiresInMs }, i) => {
+    return results.map(({ entry, decision, next, expiresInMs, charged }, i) => {
       if (next !== undefined) this.remember(entry.rule, next, Math.max(nowMs + expiresInMs, fullUnder(next, charges[i]?.policy ?? entry.policy, nowMs)), nowMs);
-      // Only spent tokens are something to refund; a block is not.
-      return { decision, policy: entry.policy, charged: decision.outcome === "allowed" ? (next ?? null) : null };
+      // Only spent tokens are something to refund; a block is not. A compact receipt (a sliding window's one admission).
+      return { decision, policy: entry.policy, charged: charged ?? null };
     });
   }
 

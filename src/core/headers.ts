@@ -1,4 +1,4 @@
-import { calendarPeriodSeconds, isCalendarPolicy } from "./algorithms/calendar";
+import { calendarPeriodSeconds, decidedPeriodSeconds, isCalendarPolicy } from "./algorithms/calendar";
 import { secondsToFill } from "./policy";
 import type { ConcurrencyRule, Rule } from "./rules";
 import type { SlotDecision } from "./slots";
@@ -28,10 +28,13 @@ export function rateLimitHeaders(rules: readonly Rule[], outcomes: readonly Rule
   const seconds = Math.ceil((decision.outcome === "denied" ? decision.retryAfterMs : decision.resetMs) / 1000);
   if (mode === "all" || mode === "ietf") {
     // Each rule as it applies to this client: an override's limits where one is in force.
+    const nowMs = Date.now();
     const policies = rules.map((r) => {
-      const p = outcomes.find((o) => o.rule === r)?.policy ?? r.policy;
-      // A calendar quota's w is the current period's length (its calendar is the rule's, whatever the override).
-      const w = isCalendarPolicy(r.policy) ? calendarPeriodSeconds(r.policy, Date.now()) : secondsToFill(p);
+      const outcome = outcomes.find((o) => o.rule === r);
+      const p = outcome?.policy ?? r.policy;
+      // A calendar quota's w is the length of the period the store decided in (the one its
+      // decision's reset points at the end of; the calendar is the rule's, whatever the override).
+      const w = !isCalendarPolicy(r.policy) ? secondsToFill(p) : outcome === undefined ? calendarPeriodSeconds(r.policy, nowMs) : decidedPeriodSeconds(r.policy, outcome.decision.resetMs, nowMs);
       return `"${p.name}";q=${p.capacity};w=${w}`;
     });
     headers.push(["RateLimit-Policy", policies.join(", ")], ["RateLimit", `"${rule.name}";r=${decision.remaining};t=${seconds}`]);

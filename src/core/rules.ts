@@ -71,7 +71,7 @@ export interface RuleSpec {
   /** Charge only responses with these statuses (`401`) or classes (`"5xx"`); others are given back. Default: every response. */
   readonly count?: readonly (number | string)[];
   /**
-   * Token-bucket rules only, not with `blockFor`: a request the bucket would admit within
+   * Token-bucket and sliding-window rules, not with `blockFor`: a request the rule would admit within
    * `maxWait` (`"2s"`, 1 ms–60 s) is charged now and waits that long (a timer), then proceeds;
    * one that would wait longer is refused at once with the real wait.
    */
@@ -227,7 +227,8 @@ export function compileRules(specs: unknown, defaultFailMode: FailMode = DEFAULT
           ? (raw.algorithm as RuleAlgorithm)
           : fail("algorithm", `must be ${ALGORITHMS.join(", ")}`);
     if (algorithm === undefined) return undefined;
-    if (algorithm !== "token-bucket" && raw.queue !== undefined) fail("queue", `is only for token-bucket rules (this rule's algorithm is ${algorithm})`);
+    const queues = algorithm === "token-bucket" || algorithm === "sliding-window";
+    if (!queues && raw.queue !== undefined) fail("queue", `is only for token-bucket and sliding-window rules (this rule's algorithm is ${algorithm})`);
     if (algorithm === "calendar") {
       const calendar = parseCalendarRule(raw, fail);
       if (name && match && key && calendar && mode && failMode) {
@@ -257,7 +258,9 @@ export function compileRules(specs: unknown, defaultFailMode: FailMode = DEFAULT
     for (const field of CALENDAR_FIELDS) if (raw[field] !== undefined) fail(field, 'is only for calendar rules (set "algorithm": "calendar")');
     if (algorithm !== "token-bucket") {
       const window = parseWindowRule(raw, algorithm, fail);
-      if (name && match && key && window && mode && failMode) {
+      const queueMs = raw.queue === undefined || !queues ? 0 : parseQueue(raw.queue, fail);
+      if (queueMs && raw.blockFor !== undefined) fail("queue", "cannot be combined with blockFor (a blocked client is refused, not queued)");
+      if (name && match && key && window && mode && failMode && queueMs !== undefined) {
         const { limit, rate, cost, blockForMs, count } = window;
         const spec: RuleSpec = {
           name,
@@ -271,8 +274,9 @@ export function compileRules(specs: unknown, defaultFailMode: FailMode = DEFAULT
           failMode,
           ...(typeof raw.blockFor === "string" && { blockFor: raw.blockFor }),
           ...(count !== null && { count }),
+          ...(queueMs > 0 && { queue: { maxWait: String((raw.queue as { maxWait: unknown }).maxWait).trim() } }),
         };
-        const policy = { name, algorithm, capacity: limit, ...rate, cost, ...(blockForMs > 0 && { blockForMs }) };
+        const policy = { name, algorithm, capacity: limit, ...rate, cost, ...(blockForMs > 0 && { blockForMs }), ...(queueMs > 0 && { queueMs }) };
         rules.push({ name, match, key, keyName: describeKey(key), policy, mode, failMode, count: count ?? undefined, spec });
       }
       return undefined;

@@ -341,6 +341,52 @@ describe("the script with an isolate's clock a period or more off the store's", 
   });
 });
 
+/**
+ * The calendar boundary schedule on the Upstash script, 3 isolates. A real calendar boundary
+ * cannot be waited for in a test (the nearest local midnight of any zone can be half an hour
+ * away), so the store's time is injected (the script's test argument; production passes "" and
+ * the script reads Redis `TIME`); everything else is the real script on a real redis-server.
+ * Three isolates whose clocks straddle New York's midnight ending the 25-hour day (one 45 min
+ * behind, one 2 s ahead, one 45 min ahead) send bursts of costs 1–2 just before and just after
+ * the store's boundary; each isolate computes the boundaries around its own clock.
+ */
+describe("a calendar boundary on the script, 3 isolates whose clocks straddle it (store time injected)", () => {
+  it("every admission counts in the period holding the store's now, whatever the isolate's clock: ≤ L per period, 2L across the boundary, each decision the TypeScript module's", async () => {
+    const L = 3;
+    const policy = calendarPolicy(L, "day", "America/New_York", "monday");
+    const boundaryMs = Date.parse("2026-11-02T05:00:00Z"); // midnight after the 25-hour Nov 1
+    const isolateOffsetsMs = [-45 * 60_000, 2_000, 45 * 60_000];
+    const ref = { clientKey: `boundary:${crypto.randomUUID()}`, rule: "c" };
+    const [key = ""] = scriptKeys("p", [ref]);
+    let state: RateState | undefined;
+    let generation = 0;
+    const admitted: { storeMs: number; units: number }[] = [];
+    for (const burstAtMs of [boundaryMs - 150, boundaryMs - 40, boundaryMs + 2, boundaryMs + 90]) {
+      for (let i = 0; i < 6; i++) {
+        const storeMs = burstAtMs + i;
+        const cost = 1 + (i % 2);
+        const isolateMs = storeMs + (isolateOffsetsMs[i % 3] ?? 0);
+        generation += 1;
+        isolateAt(isolateMs);
+        const reply = await redis.evalSha(TOKEN_BUCKET_SHA1, { keys: [key], arguments: scriptArgs([{ ...ref, policy, cost, enforced: true }], true, storeMs, undefined, [""], generation) });
+        vi.useRealTimers();
+        const expected = take(state, policy, cost, storeMs, generation);
+        const [answer] = decodeReply(reply);
+        expect(answer?.decision).toEqual(expected.decision);
+        if (expected.next !== undefined) state = expected.next;
+        // The reset points at the end of the store's period, not the isolate's.
+        expect(storeMs + (answer?.decision.resetMs ?? 0)).toBe(calendarPeriodAt(policy, storeMs).endMs);
+        if (answer?.decision.outcome === "allowed") admitted.push({ storeMs, units: cost });
+      }
+    }
+    const inPeriod = (before: boolean) => admitted.filter(({ storeMs }) => storeMs < boundaryMs === before).reduce((sum, { units }) => sum + units, 0);
+    console.log(`calendar boundary (script, 3 isolates): ${inPeriod(true)} units before the boundary, ${inPeriod(false)} after (L = ${L}, 2L = ${2 * L} across it)`);
+    expect(inPeriod(true)).toBe(L);
+    expect(inPeriod(false)).toBe(L);
+    await redis.del(key);
+  });
+});
+
 describe("calendar states", () => {
   it("never parse as another algorithm's (the script reads a state by whichever twin recognises it)", () => {
     const state: CalendarState = { algorithm: "calendar", periodStartMs: 0, periodEndMs: 86_400_000, used: 3, generation: 7 };

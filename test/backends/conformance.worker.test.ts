@@ -359,6 +359,59 @@ describe.each(BACKENDS)("$name backend: windows", ({ create, vars }) => {
     expect(refused.ms).toBeLessThan(queued.ms);
   });
 
+  it("sliding-window: a charge's receipt is the one admission it logged, whatever the log holds (bounded bytes per charge), and a refund by it still gives the charge back", async () => {
+    const key = client();
+    const hundred = windowPolicy("sliding-window", 100, DAY);
+    let last: Awaited<ReturnType<typeof take>> | undefined;
+    for (let i = 0; i < 40; i++) {
+      last = await take(key, hundred, 2);
+      await sleep(1); // one log entry per millisecond that admitted something
+    }
+    expect(last?.charged).toMatchObject({ algorithm: "sliding-window", log: [{ units: 2 }] });
+    expect(JSON.stringify(last?.charged).length).toBeLessThan(160); // the whole log: over 1 kB here
+    await backend.refund([{ charge: charge(key, hundred, 2)[0]!, charged: last!.charged! }], signal);
+    expect(await peek(key, hundred)).toMatchObject({ remaining: 22 });
+  });
+
+  it("sliding-window with a queue (queueMs): a full window queues a take until its oldest units leave (logged then, in line); beyond queueMs, refused with the real wait; a refund frees a queued place", async () => {
+    const key = client();
+    // Two per day, a queue of a day: the third and fourth takes queue about a day, the fifth would wait two.
+    const queued: BucketPolicy = { ...windowPolicy("sliding-window", 2, DAY), queueMs: DAY };
+    expect((await take(key, queued, 2)).decision).toMatchObject({ outcome: "allowed", remaining: 0 });
+    const third = await take(key, queued);
+    expect(third.decision.outcome).toBe("allowed");
+    const wait = third.decision.outcome === "allowed" ? (third.decision.waitMs ?? 0) : 0;
+    expect(wait).toBeGreaterThan(DAY - 60_000);
+    expect(wait).toBeLessThanOrEqual(DAY);
+    const fourth = await take(key, queued);
+    expect(fourth.decision).toMatchObject({ outcome: "allowed", waitMs: expect.any(Number) });
+    const refused = (await take(key, queued)).decision;
+    expect(refused.outcome).toBe("denied");
+    if (refused.outcome === "denied") expect(refused.retryAfterMs).toBeGreaterThan(2 * DAY - 60_000);
+    // The fourth's client left: its place is free again, and the next take queues instead of being refused.
+    await backend.refund([{ charge: charge(key, queued)[0]!, charged: fourth.charged! }], signal);
+    expect((await take(key, queued)).decision).toMatchObject({ outcome: "allowed", waitMs: expect.any(Number) });
+    expect((await take(key, queued)).decision.outcome).toBe("denied");
+  });
+
+  it("through the gateway (default settings): a sliding-window rule's queued request waits until its window has room, then reaches the origin; beyond maxWait a 429 at once", async () => {
+    const rules = [{ name: "api", key: "ip", algorithm: "sliding-window", limit: 1, window: "1s", queue: { maxWait: "1500ms" } }];
+    const gateway = gatewayWith({ ...vars, LIMITER_RULES: JSON.stringify(rules) });
+    const ip = randomIp();
+    const started = Date.now();
+    expect((await gateway("/", { ip })).status).toBe(200);
+    // Two at once: one queues until the first leaves the window (~1 s), the other would wait ~2 s, beyond 1.5 s: refused at once.
+    const timed = async () => ({ response: await gateway("/", { ip }), ms: Date.now() - started });
+    const [a, b] = await Promise.all([timed(), timed()]);
+    const [queued, refused] = a.response.status === 200 ? [a, b] : [b, a];
+    expect(queued.response.status).toBe(200);
+    expect(await queued.response.text()).not.toBe("");
+    expect(queued.ms).toBeGreaterThanOrEqual(900);
+    expect(refused.response.status).toBe(429);
+    expect(Number(refused.response.headers.get("Retry-After"))).toBeGreaterThanOrEqual(1);
+    expect(refused.ms).toBeLessThan(queued.ms);
+  });
+
   it("through the gateway: window rules give q=L;w=W, t and Retry-After to the window's end", async () => {
     const rules = [{ name: "legacy", key: "ip", algorithm: "fixed-window", limit: 2, window: "1d" }];
     const gateway = gatewayWith({ ...vars, LIMITER_RULES: JSON.stringify(rules) });

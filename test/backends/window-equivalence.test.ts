@@ -33,10 +33,10 @@ afterAll(async () => {
 type WindowAlgorithm = "fixed-window" | "sliding-window";
 
 /** A window policy of `limit` per `windowMs`, as rules.ts compiles it (the rate limit/window, reduced). */
-function windowPolicy(algorithm: WindowAlgorithm, limit: number, windowMs: number, blockForMs = 0): BucketPolicy {
+function windowPolicy(algorithm: WindowAlgorithm, limit: number, windowMs: number, blockForMs = 0, queueMs = 0): BucketPolicy {
   let [a, b] = [limit, windowMs];
   while (b !== 0) [a, b] = [b, a % b];
-  return { algorithm, capacity: limit, refillTokens: limit / a, refillPeriodMs: windowMs / a, ...(blockForMs > 0 && { blockForMs }) };
+  return { algorithm, capacity: limit, refillTokens: limit / a, refillPeriodMs: windowMs / a, ...(blockForMs > 0 && { blockForMs }), ...(queueMs > 0 && { queueMs }) };
 }
 
 /** The state text the twin stores, then "|" and the override's text; null when neither. */
@@ -127,10 +127,10 @@ const step = (maxCost: number, maxElapsed: number) =>
 
 type Step = ReturnType<typeof step> extends fc.Arbitrary<infer T> ? T : never;
 
-async function checkSequence(algorithm: WindowAlgorithm, limit: number, windowMs: number, steps: readonly Step[], startMs: number, blockForMs: number): Promise<void> {
+async function checkSequence(algorithm: WindowAlgorithm, limit: number, windowMs: number, steps: readonly Step[], startMs: number, blockForMs: number, queueMs = 0): Promise<void> {
   const ref = { clientKey: `windows:${crypto.randomUUID()}`, rule: "w" };
   const [key = ""] = scriptKeys("p", [ref]);
-  const policy = windowPolicy(algorithm, limit, windowMs, blockForMs);
+  const policy = windowPolicy(algorithm, limit, windowMs, blockForMs, queueMs);
   let override: BucketPolicy | undefined;
   let state: RateState | undefined;
   let expiresAtMs: number | undefined;
@@ -214,7 +214,8 @@ describe.each(["fixed-window", "sliding-window"] as const)("the %s's Lua twin an
         fc.array(step(4, 3_000), { minLength: 1, maxLength: 30 }),
         fc.integer({ min: 1_600_000_000_000, max: 1_900_000_000_000 }),
         fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 5_000 }), fc.integer({ min: 1, max: 86_400_000 })),
-        (limit, windowMs, steps, startMs, blockForMs) => checkSequence(algorithm, limit, windowMs, steps, startMs, blockForMs),
+        fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 60_000 })),
+        (limit, windowMs, steps, startMs, blockForMs, queueMs) => checkSequence(algorithm, limit, windowMs, steps, startMs, blockForMs, queueMs),
       ),
       { numRuns: 300 },
     );
@@ -228,14 +229,17 @@ describe.each(["fixed-window", "sliding-window"] as const)("the %s's Lua twin an
         fc.array(step(5, 400), { minLength: 1, maxLength: 40 }),
         fc.integer({ min: 1_600_000_000_000, max: 1_900_000_000_000 }),
         fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 3_000 })),
-        (limit, windowMs, steps, startMs, blockForMs) =>
+        // A queue (sliding windows; the fixed window's twin ignores it, as its module does), alone or beside a block.
+        fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 4_000 })),
+        (limit, windowMs, steps, startMs, blockForMs, queueMs) =>
           checkSequence(
             algorithm,
             limit,
             windowMs,
             steps.map((s) => ({ ...s, cost: Math.min(s.cost, limit + 1) })),
             startMs,
-            blockForMs,
+            queueMs > 0 && queueMs % 3 !== 0 ? 0 : blockForMs,
+            queueMs,
           ),
       ),
       { numRuns: 200 },

@@ -1,7 +1,7 @@
 import fc from "fast-check";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { calendarPolicyArg } from "../../src/backends/upstash/algorithms/calendar.lua";
-import { calendar, calendarPeriodSeconds, refundCalendar, takeCalendar, type CalendarPolicy } from "../../src/core/algorithms/calendar";
+import { calendar, calendarPeriodSeconds, decidedPeriodSeconds, refundCalendar, takeCalendar, type CalendarPolicy } from "../../src/core/algorithms/calendar";
 import { calendarBoundaries, calendarPeriodAt, type CalendarSpec } from "../../src/core/algorithms/calendar-periods";
 import { localPolicy } from "../../src/core/degraded";
 import { Limiter } from "../../src/core/limiter";
@@ -238,6 +238,43 @@ describe("calendar headers", () => {
     const refused = await limiter.check(request("a"));
     expect(refused).toMatchObject({ kind: "refused", retryAfterMs: untilMidnight * 1000 });
     expect(rateLimitItems(headersOf(refused).get("RateLimit"))).toEqual([["daily", { r: 0, t: untilMidnight }]]);
+  });
+});
+
+describe("calendar headers: the store's period", () => {
+  it("w is the length of the period the store decided in, not the one the isolate's clock is in (a boundary between them)", async () => {
+    // The store is 40 s ahead: already on Nov 2 in New York (24 h), while the isolate is still on Nov 1 (25 h, DST ends).
+    const store = { now: at("2026-11-02T05:00:30Z") };
+    vi.useFakeTimers({ toFake: ["Date"], now: at("2026-11-02T04:59:50Z") });
+    const limiter = new Limiter({
+      rules: [{ name: "daily", key: "header:x-api-key", algorithm: "calendar", limit: 2, period: "day", timeZone: "America/New_York" }],
+      backend: memoryBackend({ clock: () => store.now }),
+      clock: () => Date.now(),
+      log: () => {},
+    });
+    const first = await limiter.check(request("a"));
+    expect(rateLimitItems(headersOf(first).get("RateLimit-Policy"))).toEqual([["daily", { q: 2, w: 24 * 3600 }]]);
+    // The other way round: the store still on Nov 1 (25 h), the isolate past midnight.
+    store.now = at("2026-11-02T04:59:50Z");
+    vi.setSystemTime(at("2026-11-02T05:00:30Z"));
+    const second = await limiter.check(request("b"));
+    expect(rateLimitItems(headersOf(second).get("RateLimit-Policy"))).toEqual([["daily", { q: 2, w: 25 * 3600 }]]);
+  });
+
+  it("decidedPeriodSeconds finds the store's period from a decision's reset, for a clock up to hours off, on days, weeks and months", () => {
+    const cases: [Partial<CalendarPolicy> & Pick<CalendarPolicy, "period">, string][] = [
+      [{ period: "day", timeZone: "Europe/Berlin" }, "2026-03-29T10:00:00Z"],
+      [{ period: "week", timeZone: "America/New_York", weekStart: "sunday" }, "2026-03-08T06:00:00Z"],
+      [{ period: "month", timeZone: "UTC" }, "2028-02-29T23:59:59Z"],
+    ];
+    for (const [spec, storeIso] of cases) {
+      const policy = policyOf(spec);
+      const storeNow = at(storeIso);
+      const { startMs, endMs } = calendarPeriodAt(policy, storeNow);
+      for (const skewMs of [-5 * HOUR, -1_000, 0, 1_000, 5 * HOUR]) {
+        expect(decidedPeriodSeconds(policy, endMs - storeNow, storeNow + skewMs)).toBe((endMs - startMs) / 1000);
+      }
+    }
   });
 });
 

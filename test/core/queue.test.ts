@@ -5,6 +5,7 @@ import { Limiter } from "../../src/core/limiter";
 import { memoryBackend } from "../../src/core/memory-backend";
 import { compileRules } from "../../src/core/rules";
 import { requestSubject } from "../../src/core/subject";
+import { refundSlidingWindow, takeSlidingWindow, type SlidingWindowState } from "../../src/core/algorithms/sliding-window";
 import { refundBucket, takeTokens, type BucketPolicy, type BucketState } from "../../src/core/token-bucket";
 import { policy as perSecond } from "../support/helpers";
 
@@ -86,6 +87,108 @@ describe("queue instead of refuse: the token bucket's math", () => {
   });
 });
 
+/** A sliding window of 2 per second, a queue of 1.5 s. */
+const slidingQueued: BucketPolicy = { algorithm: "sliding-window", capacity: 2, refillTokens: 2, refillPeriodMs: 1_000, queueMs: 1_500 };
+
+describe("queue instead of refuse: the sliding window", () => {
+  it("logs a queued request at the time it proceeds (when the oldest units leave the window), in line behind those queued before; refuses beyond maxWait with the real wait", () => {
+    let state: SlidingWindowState | undefined;
+    const take = (nowMs: number, cost = 1) => {
+      const taken = takeSlidingWindow(state, slidingQueued, cost, nowMs, 7);
+      state = taken.next ?? state;
+      return taken;
+    };
+    expect(take(0).decision).toEqual({ outcome: "allowed", remaining: 1, resetMs: 1_000 });
+    expect(take(200).decision).toEqual({ outcome: "allowed", remaining: 0, resetMs: 800 });
+    // Full: the unit admitted at 0 frees at 1000, so the third request is logged then and waits 700 ms.
+    const third = take(300);
+    expect(third.decision).toEqual({ outcome: "allowed", remaining: 0, resetMs: 700, waitMs: 700 });
+    expect(third.next?.log).toEqual([
+      { atMs: 0, units: 1 },
+      { atMs: 200, units: 1 },
+      { atMs: 1_000, units: 1 },
+    ]);
+    expect(third.expiresInMs).toBe(1_700); // until the queued unit leaves its window
+    // The fourth waits for the unit at 200 (frees at 1200): 900 ms.
+    expect(take(300).decision).toMatchObject({ outcome: "allowed", waitMs: 900 });
+    // The fifth would wait for the queued unit at 1000 to free (2000): 1700 ms > 1500 ms, refused with that wait, nothing written.
+    const refused = take(300);
+    expect(refused.decision).toEqual({ outcome: "denied", remaining: 0, resetMs: 700, retryAfterMs: 1_700 });
+    expect(refused.next).toBeUndefined();
+    // At 600 the same wait is 1400 ms: queued.
+    expect(take(600).decision).toMatchObject({ outcome: "allowed", waitMs: 1_400 });
+    expect(state?.log.at(-1)).toEqual({ atMs: 2_000, units: 1 });
+  });
+
+  it("without a queue, a full window refuses as before (the oldest unit's freeing time)", () => {
+    const plain: BucketPolicy = { ...slidingQueued, queueMs: undefined };
+    const first = takeSlidingWindow(undefined, plain, 2, 0, 7).next;
+    expect(takeSlidingWindow(first, plain, 1, 300).decision).toEqual({ outcome: "denied", remaining: 0, resetMs: 700, retryAfterMs: 700 });
+  });
+
+  it("a queued charge given back (the client left) frees its place: the next request waits no longer than it did", () => {
+    const full = takeSlidingWindow(undefined, slidingQueued, 2, 0, 7).next;
+    const queuedTake = takeSlidingWindow(full, slidingQueued, 1, 100);
+    expect(queuedTake.decision).toMatchObject({ waitMs: 900 });
+    const charged = queuedTake.next as SlidingWindowState;
+    const givenBack = refundSlidingWindow(charged, slidingQueued, 1, charged, 150);
+    expect(givenBack?.log).toEqual([{ atMs: 0, units: 2 }]);
+    expect(takeSlidingWindow(givenBack, slidingQueued, 1, 150).decision).toMatchObject({ outcome: "allowed", waitMs: 850 });
+  });
+
+  it("never with a block: blockForMs refuses as before", () => {
+    const blocking = { ...slidingQueued, blockForMs: 10_000 };
+    const full = takeSlidingWindow(undefined, blocking, 2, 0, 7).next;
+    expect(takeSlidingWindow(full, blocking, 1, 0).decision.outcome).toBe("denied");
+  });
+
+  it("exact: whatever the schedule (costs, refunds of queued charges), every trailing window of the times requests proceed holds at most L units, and no wait exceeds maxWait", () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 5 }),
+        fc.constantFrom(1_000, 2_000, 5_000),
+        fc.integer({ min: 1, max: 6_000 }),
+        fc.array(
+          fc.record({
+            elapsedMs: fc.oneof(fc.integer({ min: 0, max: 50 }), fc.integer({ min: 0, max: 3_000 }), fc.constantFrom(500, 1_000)),
+            cost: fc.integer({ min: 1, max: 3 }),
+            giveBack: fc.integer({ min: 0, max: 4 }).map((n) => n === 0),
+          }),
+          { minLength: 1, maxLength: 60 },
+        ),
+        (limit, windowMs, queueMs, steps) => {
+          const policy: BucketPolicy = { algorithm: "sliding-window", capacity: limit, refillTokens: limit, refillPeriodMs: windowMs, queueMs };
+          let state: SlidingWindowState | undefined;
+          let nowMs = 0;
+          const proceeded: { atMs: number; cost: number; charged: SlidingWindowState; gone: boolean }[] = [];
+          for (const { elapsedMs, cost: wanted, giveBack } of steps) {
+            nowMs += elapsedMs;
+            const cost = Math.min(wanted, limit);
+            // A client still waiting leaves: its queued charge comes back and it never proceeds.
+            const waiting = proceeded.find((p) => !p.gone && p.atMs > nowMs);
+            if (giveBack && waiting !== undefined) {
+              state = refundSlidingWindow(state, policy, waiting.cost, waiting.charged, nowMs);
+              waiting.gone = true;
+              continue;
+            }
+            const { decision, next } = takeSlidingWindow(state, policy, cost, nowMs, 1);
+            if (decision.outcome !== "allowed" || next === undefined) continue;
+            expect(decision.waitMs ?? 0).toBeLessThanOrEqual(queueMs);
+            state = next;
+            proceeded.push({ atMs: nowMs + (decision.waitMs ?? 0), cost, charged: next, gone: false });
+          }
+          const went = proceeded.filter(({ gone }) => !gone);
+          for (const from of went) {
+            const inWindow = went.filter(({ atMs }) => atMs >= from.atMs && atMs < from.atMs + windowMs).reduce((total, { cost }) => total + cost, 0);
+            expect(inWindow).toBeLessThanOrEqual(limit);
+          }
+        },
+      ),
+      { numRuns: 400 },
+    );
+  });
+});
+
 describe("queue: the rule option", () => {
   const base = { name: "api", capacity: 2, rate: 1 };
   it('compiles "queue": { "maxWait": "2s" } into the policy\'s queueMs and keeps it in the spec', () => {
@@ -100,7 +203,10 @@ describe("queue: the rule option", () => {
     [{ ...base, queue: "2s" }, "must be an object"],
     [{ ...base, queue: { maxWait: "2s", size: 3 } }, "unknown field size"],
     [{ ...base, blockFor: "1m", queue: { maxWait: "2s" } }, "cannot be combined with blockFor"],
-    [{ name: "w", algorithm: "sliding-window", limit: 5, window: "1m", queue: { maxWait: "2s" } }, "only for token-bucket rules"],
+    [{ name: "w", algorithm: "fixed-window", limit: 5, window: "1m", queue: { maxWait: "2s" } }, "only for token-bucket and sliding-window rules"],
+    [{ name: "c", algorithm: "calendar", limit: 5, period: "day", queue: { maxWait: "2s" } }, "only for token-bucket and sliding-window rules"],
+    [{ name: "s", algorithm: "sliding-window", limit: 5, window: "1m", blockFor: "1m", queue: { maxWait: "2s" } }, "cannot be combined with blockFor"],
+    [{ name: "s", algorithm: "sliding-window", limit: 5, window: "1m", queue: { maxWait: "2m" } }, "maxWait must be a duration from 1ms to 60s"],
     [{ name: "c", concurrency: 3, queue: { maxWait: "2s" } }, "not used by a concurrency rule"],
   ])("refuses %j with a clear error", (rule, message) => {
     const result = compileRules([rule]);
@@ -131,6 +237,18 @@ describe("queue: the limiter", () => {
     const queuedVerdict = await limiter.check(request());
     expect(queuedVerdict).toMatchObject({ kind: "allowed", waitMs: 1_000 });
     await limiter.giveBack(queuedVerdict);
+    expect(await limiter.check(request())).toMatchObject({ kind: "allowed", waitMs: 1_000 });
+  });
+
+  it("a sliding-window rule queues through the limiter (memory backend): the wait until its oldest unit leaves the window, then a refusal with the real wait", async () => {
+    let now = 1_000_000;
+    const sliding = [{ name: "api", key: "header:x-api-key", algorithm: "sliding-window", limit: 1, window: "1s", queue: { maxWait: "1s" } }] satisfies RuleSpec[];
+    const limiter = new Limiter({ backend: memoryBackend({ clock: () => now }), rules: sliding, clock: () => now });
+    expect(await limiter.check(request())).toMatchObject({ kind: "allowed" });
+    now += 400;
+    expect(await limiter.check(request())).toMatchObject({ kind: "allowed", waitMs: 600 });
+    expect(await limiter.check(request())).toMatchObject({ kind: "refused", retryAfterMs: 1_600, cached: false });
+    now += 600; // the first unit left the window; the queued one proceeds now and holds the window until 2 s
     expect(await limiter.check(request())).toMatchObject({ kind: "allowed", waitMs: 1_000 });
   });
 

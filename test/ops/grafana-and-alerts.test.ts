@@ -85,7 +85,9 @@ describe("a real Prometheus with the rules, scraping a healthy and a failing gat
         LIMITER_METRICS_TOKEN: TOKEN,
         LIMITER_METRICS_FLUSH_MS: "50",
         LIMITER_RULES: JSON.stringify([
-          { name: "api", key: "header:x-api-key", capacity: 5, rate: "1/1h" },
+          { name: "api", match: { methods: ["GET"] }, key: "header:x-api-key", capacity: 5, rate: "1/1h" },
+          // PUTs queue (no other enforced rule covers them: a request two rules cover is never queued).
+          { name: "queued", match: { methods: ["PUT"] }, key: "ip", algorithm: "sliding-window", limit: 1, window: "1s", queue: { maxWait: "2s" } },
           { name: "login", match: { path: "/login" }, key: "ip", capacity: 2, rate: "1/1h" },
           { name: "candidate", key: "ip", capacity: 2, rate: "1/1h", mode: "shadow" },
         ]),
@@ -130,8 +132,8 @@ describe("a real Prometheus with the rules, scraping a healthy and a failing gat
   });
 
   it("answers every panel's query with data after allowed and refused traffic, and evaluates every rule", async () => {
-    const send = async (base: string, path: string, headers: Record<string, string>) => {
-      const response = await fetch(`${base}${path}`, { headers });
+    const send = async (base: string, path: string, headers: Record<string, string>, method = "GET") => {
+      const response = await fetch(`${base}${path}`, { headers, method });
       await response.arrayBuffer();
       return response.status;
     };
@@ -144,6 +146,7 @@ describe("a real Prometheus with the rules, scraping a healthy and a failing gat
       for (let i = 0; i < 3; i++) statuses.push(await send(a, "/login", { ...headers, "x-api-key": `login-${wave}` })); // login: 2 allowed, 1 refused
       statuses.push(await send(a, "/status/503", { ...headers, "x-api-key": `origin-${wave}` })); // a 5xx from the origin
       statuses.push(await send(a, "/__limiter/status?path=/echo", headers)); // a peek
+      for (let i = 0; i < 2; i++) statuses.push(await send(a, "/echo", { "cf-connecting-ip": `192.0.2.${wave + 1}` }, "PUT")); // the second queues ~1 s
       for (let i = 0; i < 6; i++) await send(failing!.gateway.url, "/echo", { "cf-connecting-ip": `198.51.100.${wave + 1}` }); // store errors, breaker
       await sleep(2_500);
     }

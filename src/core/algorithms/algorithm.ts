@@ -68,4 +68,9 @@ export interface Algorithm<State, Policy> {
   expiresInMs(state: State, policy: Policy, nowMs: number): number;
   /** A state that admits nothing at `nowMs` (what a degraded isolate assumes of a client it has no room to track). */
   drained(policy: Policy, nowMs: number): State;
+  /**
+   * What a refund needs of the state a take of `cost` wrote, to be kept (and sent) as the charge's
+   * receipt instead of the whole state; absent: the state itself (already small).
+   */
+  receipt?(charged: State, cost: number): State;
 }

@@ -164,3 +164,18 @@ export function calendarPeriodSeconds(policy: Pick<CalendarPolicy, "period" | "t
   const { startMs, endMs } = calendarPeriodAt(policy, nowMs);
   return Math.ceil((endMs - startMs) / 1000);
 }
+
+/**
+ * Seconds in the period a decision was made in: the one the store picked, which ends `resetMs`
+ * after the store's now (every calendar decision's `resetMs` points at its period's end). The
+ * isolate's `nowMs` only places that end in time: the period is found a quarter of a nominal
+ * period before it (well inside the shortest period of its kind), so a clock that differs from
+ * the store's by up to 6 hours still finds the store's period, even across a boundary.
+ *
+ * @example
+ * // The store is past midnight in New York (Nov 2, 24 h), the isolate still on Nov 1 (25 h): 86400.
+ * decidedPeriodSeconds({ period: "day", timeZone: "America/New_York" }, 86_370_000, Date.parse("2026-11-02T04:59:50Z")); // 86400
+ */
+export function decidedPeriodSeconds(policy: Pick<CalendarPolicy, "period" | "timeZone" | "weekStart">, resetMs: number, nowMs: number): number {
+  return calendarPeriodSeconds(policy, nowMs + resetMs - CALENDAR_NOMINAL_MS[policy.period] / 4);
+}

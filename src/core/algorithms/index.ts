@@ -146,6 +146,20 @@ export interface BucketResult<E extends BucketEntry> {
   readonly next: RateState | undefined;
   /** How long the written state matters (see {@link Taken}). */
   readonly expiresInMs: number;
+  /** An allowed charge's receipt, what a refund of it needs ({@link receiptOf}); undefined when nothing was charged. */
+  readonly charged: RateState | undefined;
+}
+
+/**
+ * What a refund of a charge needs of the state it wrote: the algorithm's compact receipt (a
+ * sliding window's one admission instead of its whole log), else the state itself.
+ *
+ * @example
+ * receiptOf(next, policy, 1); // what to keep for `refundTokens(…, charged, …)`
+ */
+export function receiptOf(charged: RateState, policy: RatePolicy, cost: number): RateState {
+  const algorithm = algorithmOf(policy);
+  return ownState(charged, policy) === undefined || algorithm.receipt === undefined ? charged : algorithm.receipt(charged, cost);
 }
 
 /**
@@ -163,8 +177,9 @@ export function takeBuckets<E extends BucketEntry>(entries: readonly E[], nowMs:
   const taken = entries.map((entry) => ({ entry, ...take(entry.state, entry.policy, entry.cost, nowMs, generation) }));
   const refused = taken.some(({ entry, decision }) => entry.enforced && decision.outcome !== "allowed");
   const writes = (result: (typeof taken)[number]) => !refused || result.decision.outcome !== "allowed";
+  const charged = ({ entry, decision, next }: (typeof taken)[number]) => (decision.outcome === "allowed" && next !== undefined ? receiptOf(next, entry.policy, entry.cost) : undefined);
   return {
-    results: taken.map((result) => (writes(result) ? result : { ...result, next: undefined, expiresInMs: 0 })),
+    results: taken.map((result) => (writes(result) ? { ...result, charged: charged(result) } : { ...result, next: undefined, expiresInMs: 0, charged: undefined })),
     refused,
   };
 }

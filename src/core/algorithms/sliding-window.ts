@@ -5,6 +5,9 @@
  * the units admitted then, pruned on every take and refund. An entry admitted at t counts in the
  * window until t + W. Memory is bounded by L entries, and L by {@link MAX_SLIDING_LIMIT} (rules
  * with a larger limit are refused; an override above it is decided at it: fewer, never more).
+ * A queue (`queueMs`) logs a queued request at the time it proceeds (a later stamp, never before
+ * the latest logged): it waits in line behind those queued before it, and the limit still holds
+ * in every trailing window of the times requests proceed.
  * `src/backends/upstash/algorithms/sliding-window.lua.ts` is its Lua twin.
  */
 import type { Algorithm, BucketDecision } from "./algorithm";
@@ -71,30 +74,51 @@ export function takeSlidingWindow(
   const resetMs = freesInMs(log);
   const blockForMs = policy.blockForMs ?? 0;
   const blockedUntilMs = blockForMs > 0 ? (state?.blockedUntilMs ?? 0) : 0;
+  // A queue never with a block (a blocked client is refused, not queued).
+  const queueMs = blockForMs === 0 ? (policy.queueMs ?? 0) : 0;
   const unchanged = (decision: BucketDecision) => ({ decision, next: undefined, expiresInMs: 0 });
   if (cost > limit) return unchanged({ outcome: "cost_exceeds_capacity", remaining, resetMs });
   if (nowMs < blockedUntilMs) return unchanged({ outcome: "denied", remaining, resetMs, retryAfterMs: blockedUntilMs - nowMs });
-  if (used + cost > limit) {
-    // Wait until the oldest admissions have freed enough units for `cost`.
-    let freed = 0;
-    let waitMs = 0;
-    for (const { atMs, units } of log) {
-      freed += units;
-      waitMs = atMs + w - nowMs;
-      if (used - freed + cost <= limit) break;
-    }
-    if (blockForMs === 0 || state === undefined) return unchanged({ outcome: "denied", remaining, resetMs, retryAfterMs: waitMs });
+  // A clock that stepped back (or requests queued ahead) stamps at the latest admission: stamps stay in order.
+  const last = log.at(-1);
+  const baseMs = Math.max(nowMs, last?.atMs ?? nowMs);
+  // Queued: charged at the first time from the latest admission on when the window ending there has room.
+  const fitsAtMs = queueMs > 0 ? earliestFitMs(log, w, limit, cost, baseMs) : used + cost <= limit ? baseMs : undefined;
+  // Without a queue a later stamp is no wait (a clock that stepped back goes on at once, as before).
+  const waitMs = queueMs > 0 && fitsAtMs !== undefined ? fitsAtMs - nowMs : 0;
+  if (fitsAtMs === undefined || waitMs > queueMs) {
+    const retryAfterMs = fitsAtMs === undefined ? earliestFitMs(log, w, limit, cost, nowMs) - nowMs : waitMs;
+    if (blockForMs === 0 || state === undefined) return unchanged({ outcome: "denied", remaining, resetMs, retryAfterMs });
     // This refusal starts a block: the log stays (pruned), the block's end is written beside it.
     const blocked = { algorithm: "sliding-window" as const, log, generation: state.generation, blockedUntilMs: nowMs + blockForMs };
-    return { decision: { outcome: "denied", remaining, resetMs, retryAfterMs: Math.max(waitMs, blockForMs) }, next: blocked, expiresInMs: slidingWindowExpiresInMs(blocked, policy, nowMs) };
+    return { decision: { outcome: "denied", remaining, resetMs, retryAfterMs: Math.max(retryAfterMs, blockForMs) }, next: blocked, expiresInMs: slidingWindowExpiresInMs(blocked, policy, nowMs) };
   }
-  // A clock that stepped back stamps at the latest admission: it frees no earlier than logged.
-  const last = log.at(-1);
-  const stampMs = Math.max(nowMs, last?.atMs ?? nowMs);
+  const stampMs = fitsAtMs;
   const after: Admission[] =
     cost === 0 ? log : last !== undefined && last.atMs === stampMs ? [...log.slice(0, -1), { atMs: stampMs, units: last.units + cost }] : [...log, { atMs: stampMs, units: cost }];
   const next = { algorithm: "sliding-window" as const, log: after, generation: state?.generation ?? generation ?? newGeneration() };
-  return { decision: { outcome: "allowed", remaining: limit - used - cost, resetMs: freesInMs(after) }, next, expiresInMs: slidingWindowExpiresInMs(next, policy, nowMs) };
+  return {
+    decision: { outcome: "allowed", remaining: Math.max(0, limit - used - cost), resetMs: freesInMs(after), ...(waitMs > 0 && { waitMs }) },
+    next,
+    expiresInMs: slidingWindowExpiresInMs(next, policy, nowMs),
+  };
+}
+
+/**
+ * The first time from `fromMs` on at which `cost` more units fit in the trailing window ending
+ * there: the log's units after that time − W, plus `cost`, within L. Stamps never precede the
+ * latest admission, so that window is the fullest one holding the new stamp, and a limit kept
+ * there is kept in every trailing window.
+ */
+function earliestFitMs(log: readonly Admission[], w: number, limit: number, cost: number, fromMs: number): number {
+  let inWindow = sum(log.filter(({ atMs }) => atMs > fromMs - w));
+  if (inWindow + cost <= limit) return fromMs;
+  for (const { atMs, units } of log) {
+    if (atMs <= fromMs - w) continue;
+    inWindow -= units;
+    if (inWindow + cost <= limit) return atMs + w;
+  }
+  return fromMs; // unreachable: cost ≤ L fits in an empty window
 }
 
 /**
@@ -133,6 +157,19 @@ export function refundSlidingWindow(state: SlidingWindowState | undefined, polic
 }
 
 /**
+ * A charge's receipt: the one admission it logged (its stamp, its cost) and the generation, all a
+ * refund reads; a few dozen bytes whatever the log holds (the log itself: up to L entries).
+ *
+ * @example
+ * slidingWindowReceipt({ algorithm: "sliding-window", log: [{ atMs: 0, units: 3 }, { atMs: 400, units: 2 }], generation: 7 }, 1);
+ * // { algorithm: "sliding-window", log: [{ atMs: 400, units: 1 }], generation: 7 }
+ */
+export function slidingWindowReceipt(charged: SlidingWindowState, cost: number): SlidingWindowState {
+  const last = charged.log.at(-1);
+  return { algorithm: "sliding-window", log: last === undefined ? [] : [{ atMs: last.atMs, units: cost }], generation: charged.generation };
+}
+
+/**
  * The exact sliding window on the algorithm seam (registered as `"sliding-window"`).
  *
  * @example
@@ -144,4 +181,5 @@ export const slidingWindow: Algorithm<SlidingWindowState, BucketPolicy> = {
   refund: refundSlidingWindow,
   expiresInMs: slidingWindowExpiresInMs,
   drained: (policy, nowMs) => ({ algorithm: "sliding-window", log: [{ atMs: nowMs, units: limitOf(policy) }], generation: 0 }),
+  receipt: slidingWindowReceipt,
 };

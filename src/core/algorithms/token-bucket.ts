@@ -31,10 +31,11 @@ export interface BucketPolicy {
   /** After a refusal, refuse everything for this long (ms), whatever the bucket refills. Absent or 0: no block. */
   readonly blockForMs?: number;
   /**
-   * Queue instead of refuse (token bucket only, never with `blockForMs`): a request whose tokens
-   * refill within this many ms is allowed now and charged now (the level goes below zero, by at
-   * most `queueMs` × rate: a debt the refill pays back); its decision's `waitMs` is how long it
-   * must wait before it proceeds. Absent or 0: no queue.
+   * Queue instead of refuse (token bucket and sliding window, never with `blockForMs`): a request
+   * admitted within this many ms is allowed now and charged now (a bucket's level goes below
+   * zero, by at most `queueMs` × rate: a debt the refill pays back; a sliding window logs it at
+   * the time it proceeds); its decision's `waitMs` is how long it must wait before it proceeds.
+   * Absent or 0: no queue.
    */
   readonly queueMs?: number;
 }

@@ -34,6 +34,21 @@ ${WINDOW_POLICY_LUA}
     end
     return kept
   end
+  -- The first time from from_ms on at which cost more units fit in the trailing window ending there.
+  local function earliest_fit(log, w, limit, cost, from_ms)
+    local in_window = 0
+    for _, entry in ipairs(log) do
+      if entry[1] > from_ms - w then in_window = in_window + entry[2] end
+    end
+    if in_window + cost <= limit then return from_ms end
+    for _, entry in ipairs(log) do
+      if entry[1] > from_ms - w then
+        in_window = in_window - entry[2]
+        if in_window + cost <= limit then return entry[1] + w end
+      end
+    end
+    return from_ms
+  end
   -- How long a state matters under a policy: until its latest admission frees and any block is over (≥ 1 ms).
   local function expires_in(now_ms, log, blocked_until, p)
     local last = 0
@@ -70,31 +85,39 @@ ${WINDOW_POLICY_LUA}
         r.outcome = 2
       elseif now_ms < blocked_until then
         r.outcome, r.retry_after_ms = 0, blocked_until - now_ms
-      elseif used + cost > limit then
-        -- Wait until the oldest admissions have freed enough units for cost.
-        local freed, wait = 0, 0
-        for _, entry in ipairs(log) do
-          freed = freed + entry[2]
-          wait = entry[1] + w - now_ms
-          if used - freed + cost <= limit then break end
-        end
-        r.outcome, r.retry_after_ms = 0, wait
-        if p.block_ms > 0 and slog then
-          r.retry_after_ms = math.max(wait, p.block_ms)
-          r.write, r.ttl = written(now_ms, log, sg, now_ms + p.block_ms, rule)
-        end
       else
-        local generation = sg or new_generation
-        -- A clock that stepped back stamps at the latest admission: it frees no earlier than logged.
+        -- A clock that stepped back (or requests queued ahead) stamps at the latest admission.
         local last = log[#log]
-        local stamp = now_ms
-        if last and last[1] > stamp then stamp = last[1] end
-        if cost > 0 then
-          if last and last[1] == stamp then last[2] = last[2] + cost else log[#log + 1] = { stamp, cost } end
+        local base = now_ms
+        if last and last[1] > base then base = last[1] end
+        local queue_ms = 0
+        if p.block_ms == 0 then queue_ms = p.queue_ms end
+        local fits
+        if queue_ms > 0 then
+          fits = earliest_fit(log, w, limit, cost, base)
+        elseif used + cost <= limit then
+          fits = base
         end
-        r.remaining, r.reset_ms = limit - used - cost, frees(log)
-        r.write, r.ttl = written(now_ms, log, generation, 0, rule)
-        r.charged = string.format('%d:%d:%d', stamp, cost, generation)
+        local wait = 0
+        if fits and queue_ms > 0 then wait = fits - now_ms end
+        if not fits or wait > queue_ms then
+          local retry = wait
+          if not fits then retry = earliest_fit(log, w, limit, cost, now_ms) - now_ms end
+          r.outcome, r.retry_after_ms = 0, retry
+          if p.block_ms > 0 and slog then
+            r.retry_after_ms = math.max(retry, p.block_ms)
+            r.write, r.ttl = written(now_ms, log, sg, now_ms + p.block_ms, rule)
+          end
+        else
+          local generation = sg or new_generation
+          if cost > 0 then
+            if last and last[1] == fits then last[2] = last[2] + cost else log[#log + 1] = { fits, cost } end
+          end
+          -- An allowed reply's retry_after_ms is a queued charge's wait (0: go now).
+          r.remaining, r.reset_ms, r.retry_after_ms = math.max(0, limit - used - cost), frees(log), wait
+          r.write, r.ttl = written(now_ms, log, generation, 0, rule)
+          r.charged = string.format('%d:%d:%d', fits, cost, generation)
+        end
       end
       return r
     end,
