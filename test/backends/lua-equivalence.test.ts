@@ -4,7 +4,8 @@ import { createClient } from "redis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startRedis } from "../../dev/redis-server.mjs";
 import { decodeReply, overrideArgs, resetArgs, scriptArgs, scriptKeys, storedValues } from "../../src/backends/upstash/wire";
-import { TOKEN_BUCKET_LUA, TOKEN_BUCKET_SHA1 } from "../../src/backends/upstash/token-bucket-script";
+import { TOKEN_BUCKET_LUA, TOKEN_BUCKET_SHA1, TOKEN_BUCKET_UPSTASH_LUA, TOKEN_BUCKET_UPSTASH_SHA1, UPSTASH_FLAGS_LINE } from "../../src/backends/upstash/token-bucket-script";
+import { SLOTS_LUA, SLOTS_UPSTASH_LUA, SLOTS_UPSTASH_SHA1 } from "../../src/backends/upstash/slots-script";
 import { parseRatePerSecond } from "../../src/core/rate";
 import type { Taken } from "../../src/core/algorithms/algorithm";
 import { take } from "../../src/core/algorithms/index";
@@ -227,6 +228,21 @@ async function checkSequence(capacity: number, rate: string, steps: readonly Ste
 describe("the Lua script and the TypeScript bucket agree (through the algorithm registry)", () => {
   it("pins the script's SHA-1 (EVALSHA calls it by this name)", () => {
     expect(createHash("sha1").update(TOKEN_BUCKET_LUA).digest("hex")).toBe(TOKEN_BUCKET_SHA1);
+  });
+
+  it("sends both scripts to Upstash with the allow-key-locking flag, pinned, and every key they touch is passed in KEYS", () => {
+    expect(UPSTASH_FLAGS_LINE).toBe("#!lua flags=allow-key-locking\n");
+    expect(TOKEN_BUCKET_UPSTASH_LUA).toBe(UPSTASH_FLAGS_LINE + TOKEN_BUCKET_LUA);
+    expect(SLOTS_UPSTASH_LUA).toBe(UPSTASH_FLAGS_LINE + SLOTS_LUA);
+    expect(createHash("sha1").update(TOKEN_BUCKET_UPSTASH_LUA).digest("hex")).toBe(TOKEN_BUCKET_UPSTASH_SHA1);
+    expect(createHash("sha1").update(SLOTS_UPSTASH_LUA).digest("hex")).toBe(SLOTS_UPSTASH_SHA1);
+    // Every key a command names is KEYS[…], an unpacked list of them, or a local holding one (no name built in the script).
+    for (const lua of [TOKEN_BUCKET_LUA, SLOTS_LUA]) {
+      for (const [, command, key] of lua.matchAll(/redis\.call\('(\w+)',\s*([^,)]+)/g)) {
+        if (command === "TIME") continue;
+        expect(key, `${command} ${key}`).toMatch(/^(KEYS\[[^\]]+\]|unpack\((KEYS|names)|key)$/);
+      }
+    }
   });
 
   it("on random sequences of (time step, cost, capacity, rate, take, peek or refund, override, reset): same decision, policy, state, generation, block and expiry at every step; every key expires when its state stops mattering", async () => {

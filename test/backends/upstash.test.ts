@@ -109,19 +109,6 @@ describe("Upstash backend on a real Redis through the REST bridge", () => {
     expect(ttlAfter).toBeLessThanOrEqual(ttlBefore);
   });
 
-  it("reads a value an earlier version of the script wrote (no generation, no expiry inside) and gives a put-back of it an expiry", async () => {
-    const client = `earlier-${crypto.randomUUID()}`;
-    const key = bucketKey("sluice-test", { rule: "default", clientKey: client });
-    const nowMs = Date.now();
-    await redis.set(key, `0:1000:${nowMs}`, { PX: 2_000 }); // empty at 1/s (the earlier format)
-    // This isolate has no hint ("none"): it writes a fresh bucket, finds the old value, refuses and puts it back.
-    expect((await take(client)).outcome).toBe("denied");
-    expect(await redis.get(key)).toBe(`0:1000:${nowMs}`);
-    const ttl = await redis.pTTL(key);
-    expect(ttl).toBeGreaterThan(0); // this call's policy's: full in 2 s
-    expect(ttl).toBeLessThanOrEqual(2_000);
-  });
-
   it("stores an exact override in the bucket's key, without expiry, and keeps the tokens", async () => {
     const client = `override-${crypto.randomUUID()}`;
     const ref = { rule: "default", clientKey: client };

@@ -1,7 +1,7 @@
 import { Redis } from "@upstash/redis/cloudflare";
 import { BackendConfigError, type BucketCharge, type LimiterBackend, type OverrideRecord, type SlotClaim } from "../../core/backend";
-import { SLOTS_LUA, SLOTS_SHA1 } from "./slots-script";
-import { TOKEN_BUCKET_LUA, TOKEN_BUCKET_SHA1 } from "./token-bucket-script";
+import { SLOTS_UPSTASH_LUA, SLOTS_UPSTASH_SHA1 } from "./slots-script";
+import { TOKEN_BUCKET_UPSTASH_LUA, TOKEN_BUCKET_UPSTASH_SHA1 } from "./token-bucket-script";
 import { decodeReply, decodeSlotReply, overrideArgs, resetArgs, scriptArgs, scriptKeys, slotArgs, storedValues, type SlotOperation } from "./wire";
 import { logLimiterEvent } from "../../core/events";
 
@@ -188,8 +188,9 @@ interface Script {
   readonly sha1: string;
 }
 
-const TOKEN_BUCKET: Script = { lua: TOKEN_BUCKET_LUA, sha1: TOKEN_BUCKET_SHA1 };
-const SLOTS: Script = { lua: SLOTS_LUA, sha1: SLOTS_SHA1 };
+// Sent with Upstash's flags line: Upstash locks only the keys in KEYS.
+const TOKEN_BUCKET: Script = { lua: TOKEN_BUCKET_UPSTASH_LUA, sha1: TOKEN_BUCKET_UPSTASH_SHA1 };
+const SLOTS: Script = { lua: SLOTS_UPSTASH_LUA, sha1: SLOTS_UPSTASH_SHA1 };
 
 /** EVALSHA, then EVAL only if the script is not cached (NOSCRIPT): never a separate SCRIPT LOAD. */
 async function runScript(redis: UpstashClient, keys: string[], args: string[], signal: AbortSignal, script: Script = TOKEN_BUCKET): Promise<unknown> {

@@ -1,3 +1,5 @@
+import { UPSTASH_FLAGS_LINE } from "./token-bucket-script";
+
 /**
  * Concurrency slots as one Redis script: the Lua twin of `src/core/slots.ts`. A property test
  * runs both on random sequences and requires identical decisions.
@@ -6,8 +8,8 @@
  * ids, scores the store-clock ms each lease expires at.
  * ARGV[1]: "" in production (the store's clock, `TIME`); tests may pass a time in ms.
  * ARGV[2]: "1" to acquire, "2" to renew (extend a lease the id still holds; never take a slot),
- * "0" to release.
- * ARGV[3 + 4(i-1) …]: lease id, limit, leaseMs, enforced ("1"/"0") of claim i.
+ * "ed929d63be1463f74470b0d268640bf9a210aaa5" to release.
+ * ARGV[3 + 4(i-1) …]: lease id, limit, leaseMs, enforced ("1"/"ed929d63be1463f74470b0d268640bf9a210aaa5") of claim i.
  * An acquisition first drops expired leases (score ≤ now). It is all or nothing: when an
  * enforced claim is refused, no lease is added or renewed. Every call that changes a set gives it
  * the expiry of its last lease (never later: a released or stranger's lease does not keep it).
@@ -78,5 +80,11 @@ end
 return reply
 `;
 
-/** SHA-1 of {@link SLOTS_LUA}, for EVALSHA; a test pins it. */
+/** SHA-1 of {@link SLOTS_LUA}; a test pins it. */
 export const SLOTS_SHA1 = "d352b2069efdff8a351c726adfd930fba25ec2a2";
+
+/** The slots script as the backend sends it to Upstash: Upstash's flags line (see `UPSTASH_FLAGS_LINE`), then {@link SLOTS_LUA}. */
+export const SLOTS_UPSTASH_LUA = UPSTASH_FLAGS_LINE + SLOTS_LUA;
+
+/** SHA-1 of {@link SLOTS_UPSTASH_LUA}, for EVALSHA; a test pins it. */
+export const SLOTS_UPSTASH_SHA1 = "5db41bdb1ba59f912166cb6682830259235c3438";

@@ -8,14 +8,14 @@ import { LUA_ALGORITHMS } from "./algorithms/index";
  *
  * KEYS: one per bucket the request is charged to.
  * ARGV[1]: "" in production (the store's clock, `TIME`); tests may pass a time in ms.
- * ARGV[2]: the mode: "1" to charge, "0" to peek (decide, write nothing), "2" to refund (give back
+ * ARGV[2]: the mode: "1" to charge, "ed929d63be1463f74470b0d268640bf9a210aaa5" to peek (decide, write nothing), "2" to refund (give back
  * what earlier charges still withhold, as `refundTokens` does), "3" to reset (forget the state,
  * keep the override), "4" to set the exact override (ARGV[3]: its text, as the algorithm's
  * `overrideArg` writes it; "" removes it) and keep the state. Mode 3 runs no `TIME`, mode 4 only
  * to remove an override from a key that holds a state.
  * ARGV[3] (modes 0-2): the generation a bucket this charge starts from none takes (`newGeneration`).
  * ARGV[4 + 6(i-1) …] (modes 0-2), bucket i: the algorithm's id, its policy text (`policyArg`),
- * cost, enforced ("1"/"0"), (refunds only, else "") the text of the state its charge wrote
+ * cost, enforced ("1"/"ed929d63be1463f74470b0d268640bf9a210aaa5"), (refunds only, else "") the text of the state its charge wrote
  * (`chargedArg`), then the hint: the value the caller last saw in the key ("" for none).
  *
  * Stored value, one key per bucket: the algorithm's state text ("" when it has none), then, when
@@ -274,5 +274,18 @@ return reply
 /** The script: the prelude, every registered algorithm's Lua twin, the algorithm-agnostic body. */
 export const TOKEN_BUCKET_LUA = [PRELUDE, ...Object.values(LUA_ALGORITHMS).map((twin) => twin.lua), BODY].join("");
 
-/** SHA-1 of {@link TOKEN_BUCKET_LUA}, for EVALSHA; a test pins it to the script text. */
-export const TOKEN_BUCKET_SHA1 = "3efdd5af709e70cc6a4759431841bfb050f8235a";
+/** SHA-1 of {@link TOKEN_BUCKET_LUA}; a test pins it to the script text. */
+export const TOKEN_BUCKET_SHA1 = "f7070c2cfc690c74b35f9b3f7e66ae41b9842b15";
+
+/**
+ * Upstash's script flags line: `allow-key-locking` makes Upstash lock only the keys a script is
+ * passed in `KEYS` (every key sluice's scripts touch is), not the whole database. Redis itself
+ * refuses the flag; the local bridge (`dev/upstash-bridge.mjs`) strips it as Upstash accepts it.
+ */
+export const UPSTASH_FLAGS_LINE = "#!lua flags=allow-key-locking\n";
+
+/** The script as the backend sends it to Upstash: the flags line, then {@link TOKEN_BUCKET_LUA}. */
+export const TOKEN_BUCKET_UPSTASH_LUA = UPSTASH_FLAGS_LINE + TOKEN_BUCKET_LUA;
+
+/** SHA-1 of {@link TOKEN_BUCKET_UPSTASH_LUA}, for EVALSHA; a test pins it to the script text. */
+export const TOKEN_BUCKET_UPSTASH_SHA1 = "ed929d63be1463f74470b0d268640bf9a210aaa5";

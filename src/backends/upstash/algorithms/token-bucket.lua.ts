@@ -11,25 +11,20 @@ import type { LuaAlgorithm } from "./lua-algorithm";
  * level below zero (the debt the refill pays back), so levels may carry a sign.
  * State text: "level:unitsPerToken:updatedAtMs:generation:expiresAtMs", plus ":blockedUntilMs"
  * while a block holds. `expiresAtMs` is when the state stops mattering under the policy of the
- * charge that wrote it (`stateExpiresInMs`, the override left out). An earlier version's state,
- * "level:unitsPerToken:updatedAtMs[:blockedUntilMs]", is still read (no generation: a refund gives
- * it nothing, a take starts one; no expiry: a put-back gives it the charge's policy's).
+ * charge that wrote it (`stateExpiresInMs`, the override left out).
  * Charged text (reply and refund): "level:unitsPerToken:updatedAtMs:generation".
  * `string.format('%d')` writes integers: Lua's default number format loses digits past 1e14.
  */
 const LUA = `
 do
   -- A state's numbers: level, unitsPerToken, updatedAtMs, generation, expiresAtMs, blockedUntilMs (0: none);
-  -- nil when there is none. An earlier version's state has no generation nor expiresAtMs (nil).
+  -- nil when there is none.
   local function parse(state)
     local l, u, t, s, e, b = string.match(state, '^(-?%d+):(%d+):(%d+):(%d+):(%d+):?(%d*)$')
-    if not l then
-      l, u, t, b = string.match(state, '^(-?%d+):(%d+):(%d+):?(%d*)$')
-      if not l then return nil end
-    end
+    if not l then return nil end
     local blocked_until = 0
     if b ~= '' then blocked_until = tonumber(b) end
-    return tonumber(l), tonumber(u), tonumber(t), s and tonumber(s), e and tonumber(e), blocked_until
+    return tonumber(l), tonumber(u), tonumber(t), tonumber(s), tonumber(e), blocked_until
   end
   -- How long a state matters under a policy: until the bucket is full (from the state's own
   -- stamp) and any block is over; at least 1 ms. The twin of stateExpiresInMs.
@@ -79,7 +74,7 @@ do
       if sl and p.block_ms > 0 then blocked_until = block_end end
       -- A clock that stepped back must not refill the same stretch of time twice.
       local stamp = math.max(now_ms, st or now_ms)
-      -- A bucket taken from full (or an earlier version's) starts a generation; takes carry it on.
+      -- A bucket taken from full starts a generation; takes carry it on.
       generation = generation or new_generation
       local cost_units = cost * p.period
       -- The wait until the cost has refilled; a queue (never with a block) admits it now if that is within queue_ms.
@@ -125,11 +120,9 @@ do
       return written(now_ms, math.min(full, level + withheld), p.period, math.max(now_ms, st), generation, block_end, rule)
     end,
     expires_at = function(state, now_ms, rule)
-      local l, u, t, _, expires_at, b = parse(state)
+      local l, _, _, _, expires_at = parse(state)
       if not l then return nil end
-      if expires_at then return expires_at end
-      if rule then return now_ms + expires_in(now_ms, l, u, t, b, rule) end
-      return false
+      return expires_at
     end,
   })
 end
