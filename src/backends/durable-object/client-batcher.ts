@@ -1,7 +1,7 @@
 import type { BucketAnswer } from "../../core/backend";
 import { isTokenBucket } from "../../core/algorithms/index";
 import type { ClientBuckets } from "./client-buckets";
-import { commonCharge, LeaseWallet, type Lease } from "./lease-wallet";
+import { commonCharge, LeaseWallet, type Lease } from "../../core/lease-wallet";
 import type { ObjectAnswer, ObjectCharge, BatchRequest } from "./wire";
 
 /** How an isolate shares calls to one client's object (see {@link ClientBatcher}). */

@@ -8,8 +8,8 @@ import { UPSTASH_FLAGS_LINE } from "./token-bucket-script";
  * ids, scores the store-clock ms each lease expires at.
  * ARGV[1]: "" in production (the store's clock, `TIME`); tests may pass a time in ms.
  * ARGV[2]: "1" to acquire, "2" to renew (extend a lease the id still holds; never take a slot),
- * "ed929d63be1463f74470b0d268640bf9a210aaa5" to release.
- * ARGV[3 + 4(i-1) …]: lease id, limit, leaseMs, enforced ("1"/"ed929d63be1463f74470b0d268640bf9a210aaa5") of claim i.
+ * "0" to release.
+ * ARGV[3 + 4(i-1) …]: lease id, limit, leaseMs, enforced ("1"/"0") of claim i.
  * An acquisition first drops expired leases (score ≤ now). It is all or nothing: when an
  * enforced claim is refused, no lease is added or renewed. Every call that changes a set gives it
  * the expiry of its last lease (never later: a released or stranger's lease does not keep it).
