@@ -156,7 +156,8 @@ export function grantLease(bucket: LeasedBucket, policy: BucketPolicy, ask: Leas
 /**
  * The unused rest of a lease comes back: the lease is no longer counted out, and its tokens
  * return with refund semantics (only what they still withhold, only to the generation they were
- * taken from: nothing across a reset). Undefined when nothing changes.
+ * taken from: nothing across a reset), never more than the lease's record says it took.
+ * Undefined when nothing changes.
  *
  * @example
  * giveBackLease(bucket, policy, { id: "a.2", cost: 3, charged: grant.charged }, Date.now());
@@ -164,7 +165,9 @@ export function grantLease(bucket: LeasedBucket, policy: BucketPolicy, ask: Leas
 export function giveBackLease(bucket: LeasedBucket, policy: BucketPolicy, giveBack: LeaseGiveBack, nowMs: number): LeasedBucket | undefined {
   const before = liveLeases(bucket.leases, nowMs);
   const live = liveLeases(before, nowMs, giveBack.id);
-  const refunded = giveBack.cost > 0 ? refundBucket(bucket.state, policy, giveBack.cost, giveBack.charged, nowMs) : bucket.state;
+  // Never more than the lease took, while the store still has its record.
+  const cost = Math.min(giveBack.cost, before.find((lease) => lease.id === giveBack.id)?.tokens ?? giveBack.cost);
+  const refunded = cost > 0 ? refundBucket(bucket.state, policy, cost, giveBack.charged, nowMs) : bucket.state;
   if (refunded === undefined || (refunded === bucket.state && live.length === before.length)) return undefined;
   return { state: underLeases(refunded, live, policy, nowMs, refunded.generation), leases: live };
 }

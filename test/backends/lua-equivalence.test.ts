@@ -549,7 +549,8 @@ async function checkLeaseSequence(capacity: number, rate: string, steps: readonl
     }
     // A charge: a lease's rest given back first, then the take, then (allowed) the lease asked for.
     const returned = giveBack === null || leases.length === 0 ? undefined : leases.splice(giveBack.which % leases.length, 1)[0];
-    const back = returned === undefined ? undefined : { id: returned.id, cost: Math.min(giveBack?.left ?? 0, returned.granted) * returned.cost, charged: returned.charged };
+    // Sometimes more than the lease took (the store gives back at most what its record says).
+    const back = returned === undefined ? undefined : { id: returned.id, cost: (giveBack?.left ?? 0) * returned.cost, charged: returned.charged };
     const ask = want > 0 ? { id: `i1.${(++seq).toString(36)}`, want, cost, ttlMs: 1_000 } : undefined;
     let current = bucket ?? empty;
     let given: LeasedBucket | undefined;

@@ -314,7 +314,7 @@ return reply
 export const TOKEN_BUCKET_LUA = [PRELUDE, ...Object.values(LUA_ALGORITHMS).map((twin) => twin.lua), BODY].join("");
 
 /** SHA-1 of {@link TOKEN_BUCKET_LUA}; a test pins it to the script text. */
-export const TOKEN_BUCKET_SHA1 = "78fe6a0443a06cf29457aa6f6db0a7e12660f09d";
+export const TOKEN_BUCKET_SHA1 = "e8a50d95797bca2a933116bc3692d6c6149e58b5";
 
 /**
  * Upstash's script flags line: `allow-key-locking` makes Upstash lock only the keys a script is
@@ -327,4 +327,4 @@ export const UPSTASH_FLAGS_LINE = "#!lua flags=allow-key-locking\n";
 export const TOKEN_BUCKET_UPSTASH_LUA = UPSTASH_FLAGS_LINE + TOKEN_BUCKET_LUA;
 
 /** SHA-1 of {@link TOKEN_BUCKET_UPSTASH_LUA}, for EVALSHA; a test pins it to the script text. */
-export const TOKEN_BUCKET_UPSTASH_SHA1 = "d07154965ff88adfcec79037a3f4107f551bdef9";
+export const TOKEN_BUCKET_UPSTASH_SHA1 = "0799c4022ac21879aaa8c892a070c22af5ddc0f1";

@@ -200,11 +200,14 @@ do
       local bucket, leases = split_leases(state)
       local before = live_leases(leases, now_ms)
       local live, out = live_leases(leases, now_ms, id)
+      -- Never more than the lease took, while its record is here.
+      cost = tonumber(cost)
+      for _, lease in ipairs(before) do if lease.id == id then cost = math.min(cost, lease.tokens) end end
       local sl, su, st, generation, _, block_end = parse(bucket)
       local l, u, t, g, b = sl, su, st, generation, block_end
       local gave = false
-      if tonumber(cost) > 0 then
-        local rl, ru, rt, rg, rb = refunded(sl, su, st, generation, block_end, p, tonumber(cost), charged, now_ms)
+      if cost > 0 then
+        local rl, ru, rt, rg, rb = refunded(sl, su, st, generation, block_end, p, cost, charged, now_ms)
         if rl then l, u, t, g, b, gave = rl, ru, rt, rg, rb, true end
       end
       -- Nothing changes (no state to give back to, or nothing to give and no lease ended).
