@@ -28,6 +28,13 @@ export const DEFAULTS = {
   calendar: { timeZone: "UTC", weekStart: "monday" },
   /** A concurrency rule's lease when left out: a slot an isolate lost (it died mid-response) frees itself within this. */
   leaseMs: 30_000,
+  /**
+   * Upstash leases (the Durable Object backend keeps its own in its batcher: largest 64, a
+   * second): the largest lease in charges of the request's cost (0 turns leases off), its
+   * lifetime on the isolate, the share of what a bucket holds a lease may take at most (1/8), and
+   * how much longer the store counts a lease as out (the clocks of isolate and store disagree).
+   */
+  leases: { maxLease: 64, leaseTtlMs: 1_000, share: 8, slackMs: 1_000 },
 } as const;
 
 /**

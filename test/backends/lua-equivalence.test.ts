@@ -3,8 +3,10 @@ import fc from "fast-check";
 import { createClient } from "redis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startRedis } from "../../dev/redis-server.mjs";
-import { decodeReply, overrideArgs, resetArgs, scriptArgs, scriptKeys, storedValues } from "../../src/backends/upstash/wire";
-import { TOKEN_BUCKET_LUA, TOKEN_BUCKET_SHA1 } from "../../src/backends/upstash/token-bucket-script";
+import { decodeGrant, decodeReply, overrideArgs, resetArgs, scriptArgs, scriptKeys, storedValues } from "../../src/backends/upstash/wire";
+import { giveBackLease, grantLease, leasedExpiresAtMs, liveLeases, refundLeased, resetLeased, takeLeased, underLeases, type LeasedBucket } from "../../src/core/leases";
+import { TOKEN_BUCKET_LUA, TOKEN_BUCKET_SHA1, TOKEN_BUCKET_UPSTASH_LUA, TOKEN_BUCKET_UPSTASH_SHA1, UPSTASH_FLAGS_LINE } from "../../src/backends/upstash/token-bucket-script";
+import { SLOTS_LUA, SLOTS_UPSTASH_LUA, SLOTS_UPSTASH_SHA1 } from "../../src/backends/upstash/slots-script";
 import { parseRatePerSecond } from "../../src/core/rate";
 import type { Taken } from "../../src/core/algorithms/algorithm";
 import { take } from "../../src/core/algorithms/index";
@@ -229,6 +231,21 @@ describe("the Lua script and the TypeScript bucket agree (through the algorithm 
     expect(createHash("sha1").update(TOKEN_BUCKET_LUA).digest("hex")).toBe(TOKEN_BUCKET_SHA1);
   });
 
+  it("sends both scripts to Upstash with the allow-key-locking flag, pinned, and every key they touch is passed in KEYS", () => {
+    expect(UPSTASH_FLAGS_LINE).toBe("#!lua flags=allow-key-locking\n");
+    expect(TOKEN_BUCKET_UPSTASH_LUA).toBe(UPSTASH_FLAGS_LINE + TOKEN_BUCKET_LUA);
+    expect(SLOTS_UPSTASH_LUA).toBe(UPSTASH_FLAGS_LINE + SLOTS_LUA);
+    expect(createHash("sha1").update(TOKEN_BUCKET_UPSTASH_LUA).digest("hex")).toBe(TOKEN_BUCKET_UPSTASH_SHA1);
+    expect(createHash("sha1").update(SLOTS_UPSTASH_LUA).digest("hex")).toBe(SLOTS_UPSTASH_SHA1);
+    // Every key a command names is KEYS[…], an unpacked list of them, or a local holding one (no name built in the script).
+    for (const lua of [TOKEN_BUCKET_LUA, SLOTS_LUA]) {
+      for (const [, command, key] of lua.matchAll(/redis\.call\('(\w+)',\s*([^,)]+)/g)) {
+        if (command === "TIME") continue;
+        expect(key, `${command} ${key}`).toMatch(/^(KEYS\[[^\]]+\]|unpack\((KEYS|names)|key)$/);
+      }
+    }
+  });
+
   it("on random sequences of (time step, cost, capacity, rate, take, peek or refund, override, reset): same decision, policy, state, generation, block and expiry at every step; every key expires when its state stops mattering", async () => {
     await fc.assert(
       fc.asyncProperty(
@@ -408,4 +425,169 @@ describe("the Lua script and the TypeScript bucket agree (through the algorithm 
       { numRuns: 200 },
     );
   }, 60_000);
+
+  it("with leases (Upstash): take with a lease asked, give-backs of leases' rests (spent or not), refunds, resets, overrides, peeks: the same decisions, grants, states, leases out and expiries as src/core/leases.ts", async () => {
+    const leaseStep = fc.record({
+      elapsedMs: fc.oneof(fc.integer({ min: 0, max: 300 }), fc.integer({ min: 0, max: 3_000 }), fc.integer({ min: -500, max: 0 })),
+      cost: fc.integer({ min: 1, max: 3 }),
+      want: fc.oneof(fc.constant(0), fc.constantFrom(1, 4, 16, 64)),
+      /** Give back one lease's rest: which, and how many of its charges are left (0: all spent, a release). */
+      giveBack: fc.option(fc.record({ which: fc.nat({ max: 20 }), left: fc.nat({ max: 64 }) }), { freq: 3 }),
+      kind: fc.constantFrom("take" as const, "take" as const, "take" as const, "peek" as const, "refund" as const),
+      refundOf: fc.nat({ max: 30 }),
+      admin: fc.option(
+        fc.oneof(
+          fc.record({ kind: fc.constant("override" as const), capacity: fc.integer({ min: 1, max: 300 }), rate: fc.constantFrom("1", "10", "100") }),
+          fc.constant({ kind: "clear" as const }),
+          fc.constant({ kind: "reset" as const }),
+        ),
+        { freq: 8 },
+      ),
+      hint: fc.constantFrom("right" as const, "none" as const, "stale" as const),
+    });
+    await fc.assert(
+      fc.asyncProperty(
+        fc.integer({ min: 1, max: 300 }),
+        fc.constantFrom("1", "5", "50", "1000"),
+        fc.array(leaseStep, { minLength: 1, maxLength: 30 }),
+        fc.integer({ min: 1_600_000_000_000, max: 1_900_000_000_000 }),
+        fc.oneof(fc.constant(0), fc.constant(0), fc.constant(0), fc.integer({ min: 1, max: 5_000 })),
+        checkLeaseSequence,
+      ),
+      { numRuns: 300 },
+    );
+    // The property exercised what it is about: leases granted, rests given back, capped buckets, resets with leases out.
+    expect(leaseCoverage.granted).toBeGreaterThan(100);
+    expect(leaseCoverage.givenBack).toBeGreaterThan(20);
+    expect(leaseCoverage.capped).toBeGreaterThan(20);
+    expect(leaseCoverage.resetWithLeases).toBeGreaterThan(5);
+  }, 120_000);
 });
+
+/** What the lease property saw, so a test that never leases cannot pass. */
+const leaseCoverage = { granted: 0, givenBack: 0, capped: 0, resetWithLeases: 0 };
+
+/** A leased bucket's key as the script stores it: the state (with its expiry), its leases, then "|" and the override; null when none. */
+function storedLeased(bucket: LeasedBucket | undefined, expiresAtMs: number | undefined, override?: BucketPolicy): string | null {
+  let value = "";
+  if (bucket?.state !== undefined) value = stored(bucket.state, expiresAtMs) ?? "";
+  for (const lease of bucket?.leases ?? []) value += `#${lease.id}:${lease.tokens}:${lease.untilMs}`;
+  if (override !== undefined) value += `|${override.capacity}:${override.refillTokens}:${override.refillPeriodMs}`;
+  return value === "" ? null : value;
+}
+
+/** Runs one sequence of leased charges through src/core/leases.ts and the script, step by step, and compares everything. */
+async function checkLeaseSequence(capacity: number, rate: string, steps: readonly (typeof leaseStepType)[], startMs: number, blockForMs: number): Promise<void> {
+  const ref = { clientKey: `lease:${crypto.randomUUID()}`, rule: "b" };
+  const [key = ""] = scriptKeys("p", [ref]);
+  const policy: BucketPolicy = { ...perSecond(capacity, rate), ...(blockForMs > 0 && { blockForMs }) };
+  let override: BucketPolicy | undefined;
+  let bucket: LeasedBucket | undefined;
+  let expiresAtMs: number | undefined;
+  let nowMs = startMs;
+  let generation = 0;
+  let previous: string | null = null;
+  const leases: { id: string; cost: number; granted: number; charged: BucketState }[] = [];
+  const charges: { charged: BucketState; cost: number }[] = [];
+  let seq = 0;
+  const wrote = (next: LeasedBucket | undefined) => {
+    bucket = next;
+    expiresAtMs = next === undefined ? undefined : leasedExpiresAtMs(next, policy, nowMs);
+  };
+  const check = async () => {
+    const { value, ttl } = await readKey(key);
+    const expected = storedLeased(bucket, expiresAtMs, override);
+    if (value === null && expected !== null && override === undefined) {
+      // Gone at its expiry (the model forgets it too), or expired in real time after a TTL of a few ms: put back.
+      const end = bucket?.state === undefined ? Math.max(...(bucket?.leases ?? []).map((l) => l.untilMs)) : expiresAtMs;
+      if (end !== undefined && end <= nowMs) wrote(undefined);
+      else await redis.set(key, expected, { PX: KEEP_ALIVE_MS });
+      return;
+    }
+    expect(value).toBe(expected);
+    if (value !== null && value.includes("|")) expect(ttl).toBe(-1);
+    else if (value !== null) expect(ttl).toBeGreaterThanOrEqual(0);
+  };
+  for (const { elapsedMs, cost, want, giveBack, kind, refundOf, admin, hint: hintKind } of steps) {
+    nowMs += elapsedMs;
+    if (admin !== null) {
+      if (admin.kind === "reset") {
+        wrote(bucket === undefined ? undefined : resetLeased(bucket, nowMs));
+        if (bucket !== undefined) leaseCoverage.resetWithLeases += 1;
+      } else if (admin.kind === "override") override = perSecond(admin.capacity, admin.rate);
+      else {
+        override = undefined;
+        const end = bucket?.state === undefined ? Math.max(...(bucket?.leases ?? []).map((l) => l.untilMs)) : expiresAtMs;
+        if (end !== undefined && end <= nowMs) wrote(undefined);
+      }
+      const reply = await redis.evalSha(TOKEN_BUCKET_SHA1, { keys: [key], arguments: admin.kind === "reset" ? resetArgs(nowMs) : overrideArgs(override ?? null, nowMs) });
+      expect(storedValues(reply, 1)).toEqual([storedLeased(bucket, expiresAtMs, override) ?? ""]);
+      await check();
+    }
+    const inForce = override === undefined ? policy : { ...policy, ...override };
+    const right = storedLeased(bucket, expiresAtMs, override);
+    const hint = { right, none: null, stale: previous }[hintKind] ?? "";
+    previous = right;
+    const charge = { ...ref, policy, cost, enforced: true };
+    if (kind === "refund" && charges.length > 0) {
+      const [last] = charges.splice(refundOf % charges.length, 1) as [(typeof charges)[number]];
+      const refunded = bucket === undefined ? undefined : refundLeased(bucket, inForce, last.cost, last.charged, nowMs);
+      if (refunded !== undefined) wrote(refunded);
+      const reply = await redis.evalSha(TOKEN_BUCKET_SHA1, { keys: [key], arguments: scriptArgs([{ ...charge, cost: last.cost }], false, nowMs, [last.charged]) });
+      expect(storedValues(reply, 1)).toEqual([storedLeased(bucket, expiresAtMs, override) ?? ""]);
+      await check();
+      continue;
+    }
+    generation += 1;
+    const empty: LeasedBucket = { state: undefined, leases: [] };
+    if (kind === "peek") {
+      const { decision } = takeLeased(bucket ?? empty, inForce, cost, nowMs, generation);
+      const reply = await redis.evalSha(TOKEN_BUCKET_SHA1, { keys: [key], arguments: scriptArgs([charge], false, nowMs, undefined, [hint], generation) });
+      expect(decodeReply(reply).map((a) => a.decision)).toEqual([decision]);
+      await check();
+      continue;
+    }
+    // A charge: a lease's rest given back first, then the take, then (allowed) the lease asked for.
+    const returned = giveBack === null || leases.length === 0 ? undefined : leases.splice(giveBack.which % leases.length, 1)[0];
+    // Sometimes more than the lease took (the store gives back at most what its record says).
+    const back = returned === undefined ? undefined : { id: returned.id, cost: (giveBack?.left ?? 0) * returned.cost, charged: returned.charged };
+    const ask = want > 0 ? { id: `i1.${(++seq).toString(36)}`, want, cost, ttlMs: 1_000 } : undefined;
+    let current = bucket ?? empty;
+    let given: LeasedBucket | undefined;
+    if (back !== undefined) {
+      given = giveBackLease(current, inForce, back, nowMs);
+      if (given !== undefined) current = given;
+    }
+    const taken = takeLeased(current, inForce, cost, nowMs, generation);
+    const grant = taken.next !== undefined && taken.decision.outcome === "allowed" && ask !== undefined ? grantLease(taken.next, inForce, ask, nowMs) : undefined;
+    const next = grant?.bucket ?? taken.next ?? given;
+    if (next !== undefined) wrote(next);
+    const reply = await redis.evalSha(TOKEN_BUCKET_SHA1, {
+      keys: [key],
+      arguments: scriptArgs([charge], true, nowMs, undefined, [hint], generation, { ...(ask !== undefined && { ask }), ...(back !== undefined && { giveBack: back }) }),
+    });
+    const charged = taken.decision.outcome === "allowed" ? (taken.next?.state ?? null) : null;
+    expect(decodeReply(reply)).toEqual([{ decision: taken.decision, policy: { capacity: inForce.capacity, refillTokens: inForce.refillTokens, refillPeriodMs: inForce.refillPeriodMs }, charged }]);
+    expect(decodeGrant(reply)).toEqual(grant === undefined ? undefined : { granted: grant.granted, remaining: grant.remaining, resetMs: grant.resetMs, charged: grant.charged });
+    if (charged !== null) charges.unshift({ charged, cost });
+    if (given !== undefined) leaseCoverage.givenBack += 1;
+    if (current.leases.length > 0 && underLeases(current.state, liveLeases(current.leases, nowMs), inForce, nowMs, generation) !== current.state) leaseCoverage.capped += 1;
+    if (grant !== undefined) leaseCoverage.granted += 1;
+    if (grant !== undefined && ask !== undefined) leases.push({ id: ask.id, cost, granted: grant.granted, charged: grant.charged });
+    expect(storedValues(reply)).toEqual([storedLeased(bucket, expiresAtMs, override) ?? ""]);
+    await check();
+  }
+  await redis.del(key);
+}
+
+/** One step of the lease property (its type). */
+declare const leaseStepType: {
+  elapsedMs: number;
+  cost: number;
+  want: number;
+  giveBack: { which: number; left: number } | null;
+  kind: "take" | "peek" | "refund";
+  refundOf: number;
+  admin: { kind: "override"; capacity: number; rate: string } | { kind: "clear" } | { kind: "reset" } | null;
+  hint: "right" | "none" | "stale";
+};

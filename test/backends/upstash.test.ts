@@ -109,19 +109,6 @@ describe("Upstash backend on a real Redis through the REST bridge", () => {
     expect(ttlAfter).toBeLessThanOrEqual(ttlBefore);
   });
 
-  it("reads a value an earlier version of the script wrote (no generation, no expiry inside) and gives a put-back of it an expiry", async () => {
-    const client = `earlier-${crypto.randomUUID()}`;
-    const key = bucketKey("sluice-test", { rule: "default", clientKey: client });
-    const nowMs = Date.now();
-    await redis.set(key, `0:1000:${nowMs}`, { PX: 2_000 }); // empty at 1/s (the earlier format)
-    // This isolate has no hint ("none"): it writes a fresh bucket, finds the old value, refuses and puts it back.
-    expect((await take(client)).outcome).toBe("denied");
-    expect(await redis.get(key)).toBe(`0:1000:${nowMs}`);
-    const ttl = await redis.pTTL(key);
-    expect(ttl).toBeGreaterThan(0); // this call's policy's: full in 2 s
-    expect(ttl).toBeLessThanOrEqual(2_000);
-  });
-
   it("stores an exact override in the bucket's key, without expiry, and keeps the tokens", async () => {
     const client = `override-${crypto.randomUUID()}`;
     const ref = { rule: "default", clientKey: client };
@@ -222,6 +209,149 @@ describe("commands per allowed decision", () => {
     }
     const stats = String(await redis.sendCommand(["INFO", "commandstats"]));
     const calls = (name: string) => Number(new RegExp(`cmdstat_${name}:calls=(\\d+)`).exec(stats)?.[1] ?? 0);
-    expect({ evalsha: calls("evalsha"), time: calls("time"), set: calls("set"), mget: calls("mget") }).toEqual({ evalsha: 10, time: 10, set: 10, mget: 0 });
+    // Per script call; a busy client's calls are fewer than its requests (leases answer the rest).
+    const evalsha = calls("evalsha");
+    expect({ time: calls("time"), set: calls("set"), mget: calls("mget") }).toEqual({ time: evalsha, set: evalsha, mget: 0 });
+    expect(evalsha).toBeGreaterThan(0);
+    expect(evalsha).toBeLessThan(10);
+  });
+});
+
+describe("leases (on by default)", () => {
+  const isolates = () => Array.from({ length: 3 }, () => upstashBackend({ url: stack.bridge.url, token: LOCAL_UPSTASH_TOKEN, keyPrefix: "sluice-test" }));
+  const evalshaCalls = async () => (await commandCalls()).evalsha ?? 0;
+  /** Tokens a key records as leased out (the "#id:tokens:untilMs" entries after the state). */
+  const leasedOut = (value: string | null) => [...(value ?? "").matchAll(/#[\w.]+:(\d+):\d+/g)].reduce((sum, m) => sum + Number(m[1]), 0);
+
+  it("a busy client's isolate makes far fewer script calls than requests, and a leased answer's remaining never claims more than the client could spend", async () => {
+    const solo = upstashBackend({ url: stack.bridge.url, token: LOCAL_UPSTASH_TOKEN, keyPrefix: "sluice-test" });
+    const capacity = 1_000;
+    const ratePerS = 100;
+    const charge = { clientKey: `busy-${crypto.randomUUID()}`, rule: "api", policy: perSecond(capacity, String(ratePerS)), cost: 1, enforced: true };
+    await redis.configResetStat();
+    const started = performance.now();
+    let admitted = 0;
+    for (let i = 0; i < 400; i++) {
+      const [answer] = await solo.take([charge], AbortSignal.timeout(5_000));
+      expect(answer!.decision.outcome).toBe("allowed");
+      admitted += 1;
+      // What the client could still spend: at most the capacity plus the refill since the first request, less what it spent.
+      const couldSpend = capacity + (ratePerS * (performance.now() - started)) / 1_000 - admitted;
+      expect(answer!.decision.remaining).toBeLessThanOrEqual(couldSpend + 1e-9);
+    }
+    const calls = await evalshaCalls();
+    console.log(`upstash leases: ${calls} script calls for 400 requests of one busy client (${(calls / 400).toFixed(3)} per request)`);
+    expect(calls / 400).toBeLessThan(0.1);
+  });
+
+  it("three isolates on one client within its budget (the hot key): far fewer script calls than requests, all admitted within the bound", async () => {
+    const backends = isolates();
+    const capacity = 100_000;
+    const ratePerS = 10_000;
+    const charge = { clientKey: `hot-${crypto.randomUUID()}`, rule: "api", policy: perSecond(capacity, String(ratePerS)), cost: 1, enforced: true };
+    await redis.configResetStat();
+    let requests = 0;
+    let admitted = 0;
+    await Promise.all(
+      backends.map(async (backend) => {
+        for (let i = 0; i < 300; i++) {
+          requests += 1;
+          const [answer] = await backend.take([charge], AbortSignal.timeout(5_000));
+          if (answer!.decision.outcome === "allowed") admitted += 1;
+        }
+      }),
+    );
+    const calls = await evalshaCalls();
+    console.log(`upstash leases, hot key over 3 isolates: ${calls} script calls for ${requests} requests (${(calls / requests).toFixed(3)} per request)`);
+    expect(admitted).toBe(requests);
+    expect(calls / requests).toBeLessThan(0.2);
+  });
+
+  it("a lease held while the bucket refills: bucket plus leases never exceed the capacity, so a burst from another isolate and the lease together stay within the bound", async () => {
+    const [a, b] = isolates() as [ReturnType<typeof upstashBackend>, ReturnType<typeof upstashBackend>];
+    const capacity = 80;
+    const ratePerS = 20;
+    const charge = { clientKey: `refill-${crypto.randomUUID()}`, rule: "api", policy: perSecond(capacity, String(ratePerS)), cost: 1, enforced: true };
+    const key = bucketKey("sluice-test", charge);
+    // Isolate A gets busy and holds a lease of 4 (1/8 of what is left allows more; 4 is the first size).
+    await a.take([charge], AbortSignal.timeout(5_000));
+    await a.take([charge], AbortSignal.timeout(5_000));
+    expect(leasedOut(await redis.get(key))).toBe(4);
+    // The bucket refills what A took (without the cap it would be full again, with A's 4 still to spend).
+    await sleep(300);
+    const from = performance.now();
+    let admitted = 0;
+    // Isolate B bursts until refused, then A spends its lease.
+    for (;;) {
+      const [answer] = await b.take([charge], AbortSignal.timeout(5_000));
+      if (answer!.decision.outcome !== "allowed") break;
+      admitted += 1;
+    }
+    for (let i = 0; i < 4; i++) if ((await a.take([charge], AbortSignal.timeout(5_000)))[0]!.decision.outcome === "allowed") admitted += 1;
+    const bound = capacity + (ratePerS * (performance.now() - from)) / 1_000;
+    console.log(`upstash leases, refill while leased: ${admitted} admitted, bound ${bound.toFixed(1)}`);
+    expect(admitted).toBeLessThanOrEqual(bound);
+  });
+
+  it("three isolates on one client over its budget: 0 over-admission, and the leases still cut the calls", async () => {
+    const backends = isolates();
+    const capacity = 200;
+    const ratePerS = 20;
+    const charge = { clientKey: `three-${crypto.randomUUID()}`, rule: "api", policy: perSecond(capacity, String(ratePerS)), cost: 1, enforced: true };
+    await redis.configResetStat();
+    const started = performance.now();
+    let admitted = 0;
+    let requests = 0;
+    await Promise.all(
+      backends.map(async (backend) => {
+        while (performance.now() - started < 1_500) {
+          requests += 1;
+          const [answer] = await backend.take([charge], AbortSignal.timeout(5_000));
+          if (answer!.decision.outcome === "allowed") admitted += 1;
+        }
+      }),
+    );
+    const elapsedS = (performance.now() - started) / 1_000;
+    const calls = await evalshaCalls();
+    console.log(
+      `upstash leases, 3 isolates: ${admitted} admitted of ${requests} requests in ${elapsedS.toFixed(2)} s (bound ${(capacity + ratePerS * elapsedS).toFixed(1)}), ${calls} script calls (${(calls / requests).toFixed(3)} per request)`,
+    );
+    expect(admitted).toBeLessThanOrEqual(capacity + ratePerS * elapsedS);
+    expect(admitted).toBeGreaterThan(capacity * 0.8); // leases lose little to refusing
+    expect(calls).toBeLessThan(requests);
+  });
+
+  it("a reset or an override during leases: what is admitted after it stays within a full bucket (the new limit) plus the leases recorded out, refill included", async () => {
+    for (const change of ["reset", "override"] as const) {
+      const backends = isolates();
+      const capacity = 400;
+      const ratePerS = 10;
+      const lowered = 20;
+      const ref = { clientKey: `${change}-${crypto.randomUUID()}`, rule: "api" };
+      const charge = { ...ref, policy: perSecond(capacity, String(ratePerS)), cost: 1, enforced: true };
+      const key = bucketKey("sluice-test", ref);
+      // Each isolate gets busy and holds a lease.
+      for (let i = 0; i < 30; i++) for (const backend of backends) await backend.take([charge], AbortSignal.timeout(5_000));
+      expect(leasedOut(await redis.get(key))).toBeGreaterThan(0);
+      const [first] = backends as [ReturnType<typeof upstashBackend>];
+      if (change === "reset") await first.reset([ref], AbortSignal.timeout(5_000));
+      else await first.setOverride(ref, { capacity: lowered, refillTokens: ratePerS, refillPeriodMs: 1_000 }, AbortSignal.timeout(5_000));
+      const changedAt = performance.now();
+      const out = leasedOut(await redis.get(key));
+      let admitted = 0;
+      await Promise.all(
+        backends.map(async (backend) => {
+          for (let i = 0; i < (change === "reset" ? 200 : 40); i++) {
+            const [answer] = await backend.take([charge], AbortSignal.timeout(5_000));
+            if (answer!.decision.outcome === "allowed") admitted += 1;
+          }
+        }),
+      );
+      const limit = change === "reset" ? capacity : lowered;
+      const bound = Math.max(limit, out) + (ratePerS * (performance.now() - changedAt)) / 1_000;
+      console.log(`upstash leases, ${change} during leases: ${admitted} admitted after it (leases out ${out}, bound ${bound.toFixed(1)})`);
+      expect(admitted).toBeLessThanOrEqual(bound);
+      await redis.del(key);
+    }
   });
 });

@@ -373,7 +373,7 @@ export function commandsFor(stack: ModelStack): fc.Arbitrary<Cmd>[] {
   const rule = fc.constantFrom<BucketRuleName>(...OVERRIDABLE, "blocky", "counted");
   const overridden = WINDOW_OVERRIDES ? rule : fc.constantFrom<BucketRuleName>(...OVERRIDABLE.filter((r) => !isWindow(RULES[r])), "blocky", "counted");
   const policy = fc.record({ capacity: fc.constantFrom(2, 3, 6, 40), rate: fc.constantFrom(1, 5, 20) });
-  const bucketRoutes: RouteName[] = ["plain", "plain", "heavy", "block", "block", "block", "count", "count", "count", "local", "fixed", "fixed", "slide", "slide"];
+  const bucketRoutes: RouteName[] = ["plain", "plain", "heavy", "block", "block", "block", "count", "count", "count", "local", "fixed", "fixed", "slide", "slide", "bulk", "bulk", "bulk"];
   const request = fc
     .record({ client, isolate, route: fc.constantFrom(...bucketRoutes), n: fc.integer({ min: 1, max: 5 }), asked: fc.constantFrom(200, 401, 403, 500) })
     .map(({ client, isolate, route, n, asked }) => new RequestCommand(client, isolate, route, n, ROUTES[route].rules.some((r) => RULES[r].count !== undefined) ? asked : undefined));

@@ -60,10 +60,12 @@ export const RULES = {
   // Windows of 1 s: 3 per epoch-aligned second with refunds; 4 in every trailing second, decided locally in an outage.
   fixed: bucket("fixed", { algorithm: "fixed-window", policy: { capacity: 3, rate: 3 }, count: [401, 403], failMode: "closed" }),
   sliding: bucket("sliding", { algorithm: "sliding-window", policy: { capacity: 4, rate: 4 }, failMode: "local" }),
+  // Large enough for leases (a lease takes at most 1/8 of the bucket), refilling slowly: a busy client leases, and spends leases near its limit.
+  bulk: bucket("bulk", { policy: { capacity: 24, rate: 4 }, failMode: "closed" }),
   inflight: { name: "inflight", kind: "concurrency", limit: 2 } as ConcurrencyRuleModel,
 } as const;
 
-export type BucketRuleName = "plain" | "shadow" | "heavy" | "blocky" | "counted" | "local" | "fixed" | "sliding";
+export type BucketRuleName = "plain" | "shadow" | "heavy" | "blocky" | "counted" | "local" | "fixed" | "sliding" | "bulk";
 
 /** Routes the commands use: path prefix → the rules that cover it. */
 export const ROUTES = {
@@ -74,6 +76,7 @@ export const ROUTES = {
   local: { path: "/local", rules: ["local"] },
   fixed: { path: "/fixed", rules: ["fixed"] },
   slide: { path: "/slide", rules: ["sliding"] },
+  bulk: { path: "/bulk", rules: ["bulk"] },
 } as const satisfies Record<string, { path: string; rules: readonly BucketRuleName[] }>;
 
 export type RouteName = keyof typeof ROUTES;
@@ -88,11 +91,12 @@ export const MODEL_RULES = [
   { name: "local", match: { path: "/local/*" }, key: "header:x-api-key", capacity: 5, rate: 5, failMode: "local" },
   { name: "fixed", match: { path: "/fixed/*" }, key: "header:x-api-key", algorithm: "fixed-window", limit: 3, window: "1s", count: [401, 403], failMode: "closed" },
   { name: "sliding", match: { path: "/slide/*" }, key: "header:x-api-key", algorithm: "sliding-window", limit: 4, window: "1s", failMode: "local" },
+  { name: "bulk", match: { path: "/bulk/*" }, key: "header:x-api-key", capacity: 24, rate: 4, failMode: "closed" },
   { name: "inflight", match: { path: "/work/*" }, key: "header:x-api-key", concurrency: 2, failMode: "closed" },
 ];
 
 /** The rules overrides may address (the shadow rule too: it is charged like the others). */
-export const OVERRIDABLE: readonly BucketRuleName[] = ["plain", "heavy", "blocky", "counted", "local", "fixed", "sliding"];
+export const OVERRIDABLE: readonly BucketRuleName[] = ["plain", "heavy", "blocky", "counted", "local", "fixed", "sliding", "bulk"];
 
 /**
  * Whether the model sets overrides of the window rules through the admin API (on; MODEL_WINDOW_OVERRIDES=0

@@ -1,7 +1,7 @@
 import type { BucketAnswer } from "../../core/backend";
 import { isTokenBucket } from "../../core/algorithms/index";
 import type { ClientBuckets } from "./client-buckets";
-import { commonCharge, LeaseWallet, type Lease } from "./lease-wallet";
+import { commonCharge, LeaseWallet, type Lease } from "../../core/lease-wallet";
 import type { ObjectAnswer, ObjectCharge, BatchRequest } from "./wire";
 
 /** How an isolate shares calls to one client's object (see {@link ClientBatcher}). */
@@ -72,7 +72,7 @@ export class ClientBatcher {
   private readonly maxLease: number;
   private readonly leaseTtlMs: number;
   private readonly staleAfterMs: number;
-  /** Names this isolate's leases to the objects (see `ClientBuckets.serve`). */
+  /** Names this isolate's leases to the objects (see `ClientBuckets.chargeBatch`). */
   private readonly holder = crypto.randomUUID();
   /** Numbers this isolate's calls, increasing, so an object can tell a late call from a newer one. */
   private seq = 0;

@@ -1,9 +1,11 @@
 import { Redis } from "@upstash/redis/cloudflare";
 import { BackendConfigError, type BucketCharge, type LimiterBackend, type OverrideRecord, type SlotClaim } from "../../core/backend";
-import { SLOTS_LUA, SLOTS_SHA1 } from "./slots-script";
-import { TOKEN_BUCKET_LUA, TOKEN_BUCKET_SHA1 } from "./token-bucket-script";
-import { decodeReply, decodeSlotReply, overrideArgs, resetArgs, scriptArgs, scriptKeys, slotArgs, storedValues, type SlotOperation } from "./wire";
+import { SLOTS_UPSTASH_LUA, SLOTS_UPSTASH_SHA1 } from "./slots-script";
+import { TOKEN_BUCKET_UPSTASH_LUA, TOKEN_BUCKET_UPSTASH_SHA1 } from "./token-bucket-script";
+import { decodeGrant, decodeReply, decodeSlotReply, overrideArgs, resetArgs, scriptArgs, scriptKeys, slotArgs, storedValues, type SlotOperation } from "./wire";
 import { logLimiterEvent } from "../../core/events";
+import { DEFAULTS } from "../../core/defaults";
+import { LeaseKeeper } from "./lease-keeper";
 
 /** Options of {@link upstashBackend}. */
 export interface UpstashBackendOptions {
@@ -13,6 +15,10 @@ export interface UpstashBackendOptions {
   readonly token: string;
   /** Namespace of every key, so several gateways can share one database. */
   readonly keyPrefix: string;
+  /** Largest lease, in charges of the request's cost; 0 turns leases off. Default 64 (`DEFAULTS.leases`). */
+  readonly maxLease?: number;
+  /** A lease's unused charges go back once it is this old (ms). Default 1000. */
+  readonly leaseTtlMs?: number;
 }
 
 /** How many buckets' last seen values an isolate keeps as hints (the oldest go first). */
@@ -26,6 +32,11 @@ const HINTS_KEPT = 10_000;
  * One `@upstash/redis` client serves every call; each command carries its caller's signal. The
  * backend remembers, per bucket, the value the script last reported for its key and sends it as
  * a hint, so an allowed decision usually costs Redis one `SET … GET` (see the script).
+ *
+ * Leases: while a client keeps calling one isolate, its one-charge token-bucket requests also ask
+ * for a lease (charges taken from the bucket in the same script call, recorded beside it), and
+ * the isolate answers its next requests from the lease with no call (`LeaseKeeper`,
+ * `src/core/leases.ts`; docs/design.md, "Upstash Redis").
  *
  * @example
  * const backend = upstashBackend({ url: env.UPSTASH_REDIS_REST_URL, token: env.UPSTASH_REDIS_REST_TOKEN, keyPrefix: "sluice" });
@@ -70,11 +81,22 @@ export function upstashBackend(options: UpstashBackendOptions): LimiterBackend {
     }
   };
 
+  const leases = new LeaseKeeper(Math.max(0, Math.floor(options.maxLease ?? DEFAULTS.leases.maxLease)), Math.max(1, options.leaseTtlMs ?? DEFAULTS.leases.leaseTtlMs));
   const decide = async (charges: readonly BucketCharge[], signal: AbortSignal, charge: boolean) => {
     const keys = scriptKeys(options.keyPrefix, charges);
-    const args = scriptArgs(charges, charge, undefined, undefined, charge ? keys.map((key) => hints.get(key) ?? "") : undefined);
-    const answers = decodeReply(await script(keys, args, signal));
+    const leasable = charge ? leases.leasable(charges) : undefined;
+    const [key = ""] = keys;
+    if (leasable !== undefined) {
+      const local = leases.local(key, leasable, Date.now());
+      if (local !== undefined) return [local];
+    }
+    const call = leasable === undefined ? undefined : leases.prepare(key, leasable, Date.now());
+    const args = scriptArgs(charges, charge, undefined, undefined, charge ? keys.map((k) => hints.get(k) ?? "") : undefined, undefined, call?.args);
+    const reply = await script(keys, args, signal);
+    const answers = decodeReply(reply);
     if (answers.length !== charges.length) throw new Error(`script answered ${answers.length} decisions for ${charges.length} charges`);
+    const grant = call === undefined ? undefined : decodeGrant(reply);
+    if (leasable !== undefined && call !== undefined && grant !== undefined && answers[0] !== undefined) leases.install(key, leasable, call, grant, answers[0].policy);
     return answers;
   };
   const registryKey = `${options.keyPrefix}:__overrides`;
@@ -108,9 +130,14 @@ export function upstashBackend(options: UpstashBackendOptions): LimiterBackend {
       if (claims.length > 0) await slots(claims, "release", signal);
     },
     async reset(refs, signal) {
-      if (refs.length > 0) await script(scriptKeys(options.keyPrefix, refs), resetArgs(), signal, 1);
+      if (refs.length === 0) return;
+      const keys = scriptKeys(options.keyPrefix, refs);
+      // This isolate stops handing out leased charges of these buckets (the rest goes back with its next call).
+      for (const key of keys) leases.end(key);
+      await script(keys, resetArgs(), signal, 1);
     },
     async setOverride(ref, policy, signal) {
+      leases.end(scriptKeys(options.keyPrefix, [ref])[0] ?? "");
       // The override is written into the bucket's key, which keeps its state and, while it holds
       // an override, never expires; removing it gives the state back the expiry it carries.
       await script(scriptKeys(options.keyPrefix, [ref]), overrideArgs(policy), signal, 1);
@@ -188,8 +215,9 @@ interface Script {
   readonly sha1: string;
 }
 
-const TOKEN_BUCKET: Script = { lua: TOKEN_BUCKET_LUA, sha1: TOKEN_BUCKET_SHA1 };
-const SLOTS: Script = { lua: SLOTS_LUA, sha1: SLOTS_SHA1 };
+// Sent with Upstash's flags line: Upstash locks only the keys in KEYS.
+const TOKEN_BUCKET: Script = { lua: TOKEN_BUCKET_UPSTASH_LUA, sha1: TOKEN_BUCKET_UPSTASH_SHA1 };
+const SLOTS: Script = { lua: SLOTS_UPSTASH_LUA, sha1: SLOTS_UPSTASH_SHA1 };
 
 /** EVALSHA, then EVAL only if the script is not cached (NOSCRIPT): never a separate SCRIPT LOAD. */
 async function runScript(redis: UpstashClient, keys: string[], args: string[], signal: AbortSignal, script: Script = TOKEN_BUCKET): Promise<unknown> {

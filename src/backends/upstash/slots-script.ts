@@ -1,3 +1,5 @@
+import { UPSTASH_FLAGS_LINE } from "./token-bucket-script";
+
 /**
  * Concurrency slots as one Redis script: the Lua twin of `src/core/slots.ts`. A property test
  * runs both on random sequences and requires identical decisions.
@@ -78,5 +80,11 @@ end
 return reply
 `;
 
-/** SHA-1 of {@link SLOTS_LUA}, for EVALSHA; a test pins it. */
+/** SHA-1 of {@link SLOTS_LUA}; a test pins it. */
 export const SLOTS_SHA1 = "d352b2069efdff8a351c726adfd930fba25ec2a2";
+
+/** The slots script as the backend sends it to Upstash: Upstash's flags line (see `UPSTASH_FLAGS_LINE`), then {@link SLOTS_LUA}. */
+export const SLOTS_UPSTASH_LUA = UPSTASH_FLAGS_LINE + SLOTS_LUA;
+
+/** SHA-1 of {@link SLOTS_UPSTASH_LUA}, for EVALSHA; a test pins it. */
+export const SLOTS_UPSTASH_SHA1 = "5db41bdb1ba59f912166cb6682830259235c3438";

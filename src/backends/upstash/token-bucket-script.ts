@@ -14,9 +14,12 @@ import { LUA_ALGORITHMS } from "./algorithms/index";
  * `overrideArg` writes it; "" removes it) and keep the state. Mode 3 runs no `TIME`, mode 4 only
  * to remove an override from a key that holds a state.
  * ARGV[3] (modes 0-2): the generation a bucket this charge starts from none takes (`newGeneration`).
- * ARGV[4 + 6(i-1) …] (modes 0-2), bucket i: the algorithm's id, its policy text (`policyArg`),
+ * ARGV[4 + 8(i-1) …] (modes 0-2), bucket i: the algorithm's id, its policy text (`policyArg`),
  * cost, enforced ("1"/"0"), (refunds only, else "") the text of the state its charge wrote
- * (`chargedArg`), then the hint: the value the caller last saw in the key ("" for none).
+ * (`chargedArg`), the hint: the value the caller last saw in the key ("" for none), then (a
+ * charge of one bucket only, else "") a lease asked for and a lease's rest given back (texts of
+ * the algorithm's `lease` and `give_back`: token bucket only, `src/core/leases.ts`). A give-back
+ * comes first (written even when the charge is refused), the lease after an allowed charge.
  *
  * Stored value, one key per bucket: the algorithm's state text ("" when it has none), then, when
  * the bucket has an exact override, "|" and the override's text. The override replaces the policy
@@ -33,10 +36,11 @@ import { LUA_ALGORITHMS } from "./algorithms/index";
  * it carries (its TTL went with the SET), so it never outlives its state and never ends early.
  * All-or-nothing: if an enforced bucket refuses, no bucket keeps a charge (a refusal's own write,
  * such as a block, is still written).
- * Reply (modes 0, 1): 8 values per bucket: the algorithm's id, outcome (1 allowed, 0 denied, 2 cost
+ * Reply (modes 0, 1): 9 values per bucket: the algorithm's id, outcome (1 allowed, 0 denied, 2 cost
  * exceeds capacity), remaining, resetMs, retryAfterMs, the policy in force (`policy_reply`'s text),
  * the state a charge wrote (`charged`'s text; "" when it wrote none, or the request was refused),
- * and the value the key holds after the call ("" for none: the caller's next hint).
+ * the lease granted ("" for none), and the value the key holds after the call ("" for none: the
+ * caller's next hint).
  * Modes 2-4 reply with the value each key holds after the call.
  *
  * Commands run: TIME, then for a charge one `SET … GET` per bucket the hint says it writes and one
@@ -108,6 +112,18 @@ end
 local mode = ARGV[2]
 local n = #KEYS
 
+-- A reset keeps what the algorithm says outlives it (a token bucket's leases still out), else nothing.
+local function reset_state(state, now_ms)
+  for _, id in ipairs(ALGORITHM_IDS) do
+    local reset = ALGORITHMS[id].reset
+    if reset then
+      local kept = reset(state, now_ms)
+      if kept then return kept end
+    end
+  end
+  return ''
+end
+
 if mode == '3' or mode == '4' then
   -- Reset (3): forget the state, keep the override. Override (4): replace the override
   -- (ARGV[3]; '' removes it), keep the state. Replies the value each key holds after.
@@ -116,7 +132,17 @@ if mode == '3' or mode == '4' then
   local now_ms
   for i = 1, n do
     local state, override = split(stored[i] or '')
-    if mode == '3' then state = '' else override = ARGV[3] end
+    if mode == '3' then
+      -- Only a state with leases out (a '#') needs the clock.
+      if string.find(state, '#', 1, true) then
+        now_ms = now_ms or clock()
+        state = reset_state(state, now_ms)
+      else
+        state = ''
+      end
+    else
+      override = ARGV[3]
+    end
     local value = state
     if override ~= '' then value = state .. '|' .. override end
     if value == '' then
@@ -134,7 +160,7 @@ if mode == '3' or mode == '4' then
 end
 
 -- Bucket i's ARGV: its algorithm (checked once, before anything is written), its rule's policy.
-local WIDTH, REPLY_WIDTH = 6, 8
+local WIDTH, REPLY_WIDTH = 8, 9
 local function arg(i, field) return ARGV[4 + (i - 1) * WIDTH + field] end
 local algorithms, rules = {}, {}
 for i = 1, n do
@@ -173,8 +199,20 @@ local function decide(values)
         reply[i] = value
       end
     else
+      -- A lease's rest given back first (one bucket only); kept even if this charge is refused.
+      local given, given_ttl
+      if charge and n == 1 and arg(i, 7) ~= '' and algorithm.give_back then
+        given, given_ttl = algorithm.give_back(state, policy, rule, arg(i, 7), now_ms)
+        if given then state = given end
+      end
       local r = algorithm.take(state, policy, rule, cost, now_ms, tonumber(ARGV[3]))
       if r.outcome ~= 1 and enforced then refused = true end
+      local lease = ''
+      if charge and n == 1 and r.outcome == 1 and r.write and arg(i, 6) ~= '' and algorithm.lease then
+        local value, ttl, granted = algorithm.lease(r.write, policy, rule, cost, arg(i, 6), now_ms)
+        if value then r.write, r.ttl, lease = value, ttl, granted end
+      end
+      if given and not r.write then r.write, r.ttl, r.keep = given, given_ttl, true end
       local base = #reply
       reply[base + 1] = arg(i, 0)
       reply[base + 2] = r.outcome
@@ -183,11 +221,12 @@ local function decide(values)
       reply[base + 5] = r.retry_after_ms
       reply[base + 6] = algorithm.policy_reply(policy)
       reply[base + 7] = ''
-      reply[base + 8] = values[i]
+      reply[base + 8] = lease
+      reply[base + 9] = values[i]
       if r.outcome == 1 and r.charged then charged[#charged + 1] = { base + 7, r.charged } end
       if charge and r.write then
         local value, key_ttl = written(r.write, r.ttl, suffix)
-        writes[#writes + 1] = { i, value, key_ttl, r.outcome ~= 1 }
+        writes[#writes + 1] = { i, value, key_ttl, r.outcome ~= 1 or r.keep }
       end
     end
   end
@@ -274,5 +313,18 @@ return reply
 /** The script: the prelude, every registered algorithm's Lua twin, the algorithm-agnostic body. */
 export const TOKEN_BUCKET_LUA = [PRELUDE, ...Object.values(LUA_ALGORITHMS).map((twin) => twin.lua), BODY].join("");
 
-/** SHA-1 of {@link TOKEN_BUCKET_LUA}, for EVALSHA; a test pins it to the script text. */
-export const TOKEN_BUCKET_SHA1 = "1711e276ec5440b939173c0440b0a6fb8365e09d";
+/** SHA-1 of {@link TOKEN_BUCKET_LUA}; a test pins it to the script text. */
+export const TOKEN_BUCKET_SHA1 = "a1c7c4a5dbb63d7983bd4095f0ce274fbe80a0f3";
+
+/**
+ * Upstash's script flags line: `allow-key-locking` makes Upstash lock only the keys a script is
+ * passed in `KEYS` (every key sluice's scripts touch is), not the whole database. Redis itself
+ * refuses the flag; the local bridge (`dev/upstash-bridge.mjs`) strips it as Upstash accepts it.
+ */
+export const UPSTASH_FLAGS_LINE = "#!lua flags=allow-key-locking\n";
+
+/** The script as the backend sends it to Upstash: the flags line, then {@link TOKEN_BUCKET_LUA}. */
+export const TOKEN_BUCKET_UPSTASH_LUA = UPSTASH_FLAGS_LINE + TOKEN_BUCKET_LUA;
+
+/** SHA-1 of {@link TOKEN_BUCKET_UPSTASH_LUA}, for EVALSHA; a test pins it to the script text. */
+export const TOKEN_BUCKET_UPSTASH_SHA1 = "5a8924ac7216a4700e4d64468f41f8c89899af8c";

@@ -24,6 +24,11 @@
  * - `expires_at(state, now_ms, rule)`: when a stored state stops mattering (absolute ms); nil if
  *   the text is not this algorithm's state (texts of two algorithms must never both parse); false
  *   when the state does not say and `rule` is nil (then a key keeps it without expiry).
+ * - optional, leases (the token bucket only; `src/core/leases.ts` is the TypeScript side):
+ *   `lease(state, policy, rule, cost, ask, now_ms)` after an allowed charge, the text and TTL to
+ *   store and the grant's reply text (nil: none); `give_back(state, policy, rule, text, now_ms)`,
+ *   a lease's rest, the text and TTL to store (nil: nothing changes); `reset(state, now_ms)`,
+ *   what of a state outlives a reset (nil: nothing).
  *
  * The TypeScript side encodes the ARGV texts and decodes the reply texts of the same algorithm.
  */

@@ -1,6 +1,39 @@
-import type { BucketAnswer } from "../../core/backend";
-import { ceilDiv, floorDiv, type BucketPolicy, type BucketState } from "../../core/token-bucket";
-import type { LeaseGrant, LeaseReturn, ObjectCharge } from "./wire";
+import type { BucketAnswer } from "./backend";
+import { ceilDiv, floorDiv, type BucketPolicy, type BucketState } from "./algorithms/token-bucket";
+
+/**
+ * The isolate side of leases, shared by the Durable Object and Upstash backends (each has its own
+ * store side: `src/backends/durable-object/bucket-table.ts`, `src/core/leases.ts` with its Lua twin).
+ */
+
+/** A charge as a lease matches it: the bucket's name, its policy and the cost. */
+export interface LeaseCharge {
+  readonly rule: string;
+  readonly policy: BucketPolicy;
+  readonly cost: number;
+}
+
+/** A lease granted: `granted` charges of the lease's cost, taken from the bucket in one step. */
+export interface LeaseGrant {
+  readonly granted: number;
+  /** The state the lease's take wrote: what giving back the unused part refunds against. */
+  readonly charged: BucketState;
+  /** The bucket after the lease (remaining whole tokens, time until full), under `policy`. */
+  readonly remaining: number;
+  readonly resetMs: number;
+  readonly policy: BucketPolicy;
+}
+
+/** An ended lease's unused rest (`cost` tokens; 0 when it was all spent), given back with the client's next call. */
+export interface LeaseReturn {
+  readonly rule: string;
+  readonly policy: BucketPolicy;
+  readonly cost: number;
+  readonly enforced: true;
+  readonly charged: BucketState;
+  /** The call that took the lease (what the store knows it by). */
+  readonly seq: number;
+}
 
 /** The first lease a busy client gets, and how much each spent lease grows. */
 const FIRST_LEASE = 4;
@@ -33,6 +66,9 @@ export interface Lease {
  * const answer = wallet.take(charges, Date.now()); // an allowed answer from the lease, or undefined
  */
 export class LeaseWallet {
+  /** `returnSpent`: a lease spent to the last charge is returned too (cost 0), so the store stops counting it at once. */
+  constructor(private readonly options: { readonly returnSpent?: boolean } = {}) {}
+
   lease: Lease | undefined;
   /** Unused leased charges to give back with the next call. */
   readonly returns: LeaseReturn[] = [];
@@ -48,7 +84,7 @@ export class LeaseWallet {
   }
 
   /** A leased charge for a one-charge request that matches the lease, or undefined. */
-  take(charges: readonly ObjectCharge[], nowMs: number): BucketAnswer | undefined {
+  take(charges: readonly LeaseCharge[], nowMs: number): BucketAnswer | undefined {
     const lease = this.lease;
     if (lease === undefined) return undefined;
     if (nowMs >= lease.expiresAtMs) {
@@ -87,14 +123,14 @@ export class LeaseWallet {
   end(): void {
     const lease = this.lease;
     this.lease = undefined;
-    if (lease === undefined || lease.left < 1) return;
-    this.wasted = true;
+    if (lease === undefined) return;
+    if (lease.left >= 1) this.wasted = true;
     this.giveBack(lease);
   }
 
   /** What is left of a lease goes back with the client's next call (the object honours it while it still counts the lease). */
   giveBack(lease: Lease): void {
-    if (lease.left < 1) return;
+    if (lease.left < 1 && this.options.returnSpent !== true) return;
     this.returns.push({ rule: lease.rule, policy: lease.asked, cost: lease.left * lease.cost, enforced: true, charged: lease.grant.charged, seq: lease.seq });
   }
 }
@@ -106,7 +142,7 @@ export class LeaseWallet {
  * @example
  * commonCharge([[charge], [charge]]); // charge
  */
-export function commonCharge(batch: readonly (readonly ObjectCharge[])[]): ObjectCharge | undefined {
+export function commonCharge<C extends LeaseCharge>(batch: readonly (readonly C[])[]): C | undefined {
   const first = batch[0];
   const charge = first?.length === 1 ? first[0] : undefined;
   if (charge === undefined) return undefined;
@@ -120,7 +156,8 @@ export function commonCharge(batch: readonly (readonly ObjectCharge[])[]): Objec
 /**
  * The answer for a charge taken from a lease: allowed, with what this client has left as seen
  * from here (the bucket after the lease plus the charges still leased; refill since the lease is
- * counted on the isolate's clock, for headers only), and the state a refund of this charge
+ * counted on the isolate's clock, for headers only; never more than the capacity less what the
+ * lease already handed out, which the store still counts as out), and the state a refund of this charge
  * needs: the bucket as if the lease's charges had been taken one by one, this one last so far.
  */
 function leasedAnswer(lease: Lease, nowMs: number): BucketAnswer {
@@ -131,7 +168,8 @@ function leasedAnswer(lease: Lease, nowMs: number): BucketAnswer {
   const stillLeased = lease.left * lease.cost * unit;
   const elapsedMs = Math.max(0, nowMs - lease.grantedAtMs);
   const missingAtGrant = Math.min(full, grant.resetMs * policy.refillTokens);
-  const level = Math.min(full, full - missingAtGrant + stillLeased + elapsedMs * policy.refillTokens);
+  const handedOut = (grant.granted - lease.left) * lease.cost * unit;
+  const level = Math.min(full - handedOut, full - missingAtGrant + stillLeased + elapsedMs * policy.refillTokens);
   const charged: BucketState = { level: grant.charged.level + stillLeased, unitsPerToken: grant.charged.unitsPerToken, updatedAtMs: grant.charged.updatedAtMs, generation: grant.charged.generation };
   return {
     decision: { outcome: "allowed", remaining: Math.max(grant.remaining + lease.left * lease.cost, floorDiv(level, unit)), resetMs: ceilDiv(full - level, policy.refillTokens) },
