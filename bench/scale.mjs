@@ -23,6 +23,7 @@ import { createClient } from "redis";
 import { BENCH_HEALTH_DETAILS } from "./hot-key.mjs";
 import { runLoad } from "./load.mjs";
 import { costPerMillion, PRICES } from "./prices.mjs";
+import { throughputRow } from "./scenarios.mjs";
 import { diffCommands } from "./redis-stats.mjs";
 
 /** Distinct clients per Redis limiter, and on the Durable Object gateway (each an object of its own, a SQLite database in Miniflare). */
@@ -133,21 +134,7 @@ export async function measureScale({ limiters, redisUrl, profile, stats, progres
           policyTtlS: policyTtlS(SCALE_POLICY),
           commandsPerDecision,
           commands: used.byCommand,
-          cost: costPerMillion("redis", {
-            limiter: limiter.id,
-            scenario: "allowed",
-            rps: load.rps,
-            p50Ms: load.p50Ms,
-            p99Ms: load.p99Ms,
-            allowed: load.allowed,
-            refused: load.refused,
-            other: load.other,
-            errors: load.errors,
-            elapsedS: load.elapsedS,
-            redisCommandsPerDecision: commandsPerDecision,
-            backendCallsPerRequest: null,
-            redisCommands: used.byCommand,
-          }),
+          cost: costPerMillion("redis", throughputRow(limiter.id, "allowed", load, { redisCommandsPerDecision: commandsPerDecision, backendCallsPerRequest: null, redisCommands: used.byCommand })),
           expiry: expiry.get(limiter.id) ?? null,
         });
       } finally {
@@ -261,22 +248,10 @@ async function durableObjectScale(limiter, clients) {
       objectCallsPerDecision: calls / Math.max(1, load.allowed + load.refused),
       storageCallsPerClient: Object.fromEntries(Object.entries(storage).map(([name, v]) => [name, v / n])),
       rowsWrittenPerClient: rowsWritten / n,
-      cost: costPerMillion("durable-object", {
-        limiter: limiter.id,
-        scenario: "allowed",
-        rps: load.rps,
-        p50Ms: load.p50Ms,
-        p99Ms: load.p99Ms,
-        allowed: load.allowed,
-        refused: load.refused,
-        other: load.other,
-        errors: load.errors,
-        elapsedS: load.elapsedS,
-        redisCommandsPerDecision: null,
-        backendCallsPerRequest: calls / Math.max(1, load.responses),
-        redisCommands: null,
-        storageOps: storage,
-      }),
+      cost: costPerMillion(
+        "durable-object",
+        throughputRow(limiter.id, "allowed", load, { redisCommandsPerDecision: null, backendCallsPerRequest: calls / Math.max(1, load.responses), redisCommands: null, storageOps: storage }),
+      ),
     };
   } finally {
     await instance.dispose();

@@ -90,25 +90,30 @@ export async function measureThroughput(limiter, scenario, { profile, stats }) {
     const backendCalls = callsBefore !== null && callsAfter !== null ? callsAfter - callsBefore : used?.scriptCalls;
 
     const decisions = load.allowed + load.refused;
-    return {
-      limiter: limiter.id,
-      scenario,
-      rps: load.rps,
-      p50Ms: load.p50Ms,
-      p99Ms: load.p99Ms,
-      allowed: load.allowed,
-      refused: load.refused,
-      other: load.other,
-      errors: load.errors,
-      elapsedS: load.elapsedS,
+    return throughputRow(limiter.id, scenario, load, {
       redisCommandsPerDecision: used && decisions > 0 ? used.total / decisions : null,
       backendCallsPerRequest: backendCalls !== undefined && load.responses > 0 ? backendCalls / load.responses : null,
       redisCommands: used?.byCommand ?? null,
       ...(storageBefore && storageAfter ? { storageOps: Object.fromEntries(Object.entries(storageAfter).map(([name, n]) => [name, n - (storageBefore[name] ?? 0)])) } : {}),
-    };
+    });
   } finally {
     await instance.dispose();
   }
+}
+
+/**
+ * One throughput row from a load run's figures and what the store counted.
+ * @param {string} limiter
+ * @param {ThroughputRow["scenario"]} scenario
+ * @param {Awaited<ReturnType<typeof runLoad>>} load
+ * @param {Pick<ThroughputRow, "redisCommandsPerDecision" | "backendCallsPerRequest" | "redisCommands"> & Partial<Pick<ThroughputRow, "storageOps">>} counted
+ * @returns {ThroughputRow}
+ * @example
+ * throughputRow("sluice-do", "allowed", load, { redisCommandsPerDecision: null, backendCallsPerRequest: 0.02, redisCommands: null });
+ */
+export function throughputRow(limiter, scenario, load, counted) {
+  const { rps, p50Ms, p99Ms, allowed, refused, other, errors, elapsedS } = load;
+  return { limiter, scenario, rps, p50Ms, p99Ms, allowed, refused, other, errors, elapsedS, ...counted };
 }
 
 /**
