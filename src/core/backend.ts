@@ -106,6 +106,12 @@ export interface LimiterBackend {
    * in the same call. Returns one answer per charge, in order.
    */
   take(charges: readonly BucketCharge[], signal: AbortSignal): Promise<BucketAnswer[]>;
+  /**
+   * `take`'s answer from what this isolate already holds (a lease the store granted and charged),
+   * with no store call: no deadline or breaker is needed. Undefined when only the store can decide.
+   * Optional: a backend without leases leaves it out.
+   */
+  readonly takeHeld?: (charges: readonly BucketCharge[]) => BucketAnswer[] | undefined;
   /** What `take` would answer now, changing nothing. */
   peek(charges: readonly BucketCharge[], signal: AbortSignal): Promise<BucketAnswer[]>;
   /**

@@ -1,8 +1,10 @@
+import type { BucketCharge } from "./backend";
 import { chargesMade, type Receipt } from "./charge-receipts";
 import type { DegradedBuckets } from "./degraded";
 import type { LimiterEvent } from "./events";
 import type { HeaderMode } from "./headers";
 import type { PrefixOverrideCache } from "./override-cache";
+import type { PrefixOverrides } from "./overrides";
 import { withOverride } from "./policy";
 import type { Rule } from "./rules";
 import type { CallTrace, StoreGuard } from "./store-guard";
@@ -39,13 +41,11 @@ export class BucketCall {
   /** Asks the store to take (or peek at) the charges; `releaseProbes` lets waiting requests go on before a fail-open one does. */
   async ask(rules: readonly Rule[], charges: readonly RuleCharge[], operation: "take" | "peek", releaseProbes: () => void, trace: CallTrace): Promise<BucketAnswers> {
     const { store, prefixes } = this.options;
+    const held = operation === "take" ? this.answerHeld(charges) : undefined;
+    if (held !== undefined) return held;
     const result = await store.decide(
       async (reached) => {
-        const current = await prefixes.current(trace);
-        const asked = charges.map(({ rule, charge, values }) => {
-          const override = values === undefined ? undefined : current.policyFor(rule, values);
-          return override === undefined ? charge : { ...charge, policy: withOverride(charge.policy, override) };
-        });
+        const asked = withPrefixOverrides(charges, await prefixes.current(trace));
         reached();
         const answers = await store.send((signal) => store.backend[operation](asked, signal));
         if (answers.length !== charges.length) throw new Error(`backend answered ${answers.length} decisions for ${charges.length} charges`);
@@ -62,6 +62,21 @@ export class BucketCall {
     return { kind: "outcomes", outcomes: answeredOutcomes(charges, answers), charged: chargesMade(charges, asked, answers) };
   }
 
+  /**
+   * The answer from what the isolate holds (a lease), when the backend has one and the prefix
+   * overrides need no read: no store call, so no deadline timer or breaker on the way.
+   */
+  private answerHeld(charges: readonly RuleCharge[]): BucketAnswers | undefined {
+    const takeHeld = this.options.store.backend.takeHeld;
+    const overrides = this.options.prefixes.fresh;
+    if (takeHeld === undefined || overrides === undefined) return undefined;
+    const asked = withPrefixOverrides(charges, overrides);
+    const answers = takeHeld(asked);
+    if (answers === undefined || answers.length !== charges.length) return undefined;
+    this.options.degraded.learn(charges, asked, answers);
+    return { kind: "outcomes", outcomes: answeredOutcomes(charges, answers), charged: chargesMade(charges, asked, answers) };
+  }
+
   /** The store could not decide: each rule's fail mode does. */
   private failModeVerdict(rules: readonly Rule[], charges: readonly RuleCharge[], operation: "take" | "peek", reason: string, trace: CallTrace): Verdict {
     const { store, prefixes, degraded, headerMode, log } = this.options;
@@ -73,4 +88,12 @@ export class BucketCall {
     if (local.length === 0) return { kind: "fail-open", rules, reason };
     return degraded.decide(local, operation, prefixes.lastKnown, headerMode);
   }
+}
+
+/** Each charge under the prefix override that matches its client, if any. */
+function withPrefixOverrides(charges: readonly RuleCharge[], overrides: PrefixOverrides): BucketCharge[] {
+  return charges.map(({ rule, charge, values }) => {
+    const override = values === undefined ? undefined : overrides.policyFor(rule, values);
+    return override === undefined ? charge : { ...charge, policy: withOverride(charge.policy, override) };
+  });
 }

@@ -34,6 +34,12 @@ export class PrefixOverrideCache {
     return this.cached?.overrides;
   }
 
+  /** The overrides when the copy is fresh (no read due), else undefined: for answers that make no store call. */
+  get fresh(): PrefixOverrides | undefined {
+    const cached = this.cached;
+    return cached !== undefined && this.clock() - cached.loadedAtMs < OVERRIDES_REFRESH_AFTER_MS ? cached.overrides : undefined;
+  }
+
   /** Forgets the copy: the next request reads the registry (after an operator changed it). */
   forget(): void {
     this.cached = undefined;

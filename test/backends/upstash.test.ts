@@ -3,6 +3,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LOCAL_UPSTASH_TOKEN, startLocalStack } from "../../dev/local-stack.mjs";
 import { upstashBackend } from "../../src/backends/upstash";
 import { bucketKey } from "../../src/backends/upstash/wire";
+import { Limiter } from "../../src/core/limiter";
+import type { RequestSubject } from "../../src/core/subject";
 import { policy as perSecond, sleep } from "../support/helpers";
 
 let stack: Awaited<ReturnType<typeof startLocalStack>>;
@@ -242,6 +244,18 @@ describe("leases (on by default)", () => {
     const calls = await evalshaCalls();
     console.log(`upstash leases: ${calls} script calls for 400 requests of one busy client (${(calls / 400).toFixed(3)} per request)`);
     expect(calls / 400).toBeLessThan(0.1);
+  });
+
+  it("through the limiter, a request answered from a lease makes no store call (no deadline, no breaker, not counted)", async () => {
+    const limiter = new Limiter({
+      rules: [{ name: "api", key: "header:x-api-key", capacity: 1_000, rate: "100/1s" }],
+      backend: upstashBackend({ url: stack.bridge.url, token: LOCAL_UPSTASH_TOKEN, keyPrefix: "sluice-test" }),
+      log: () => {},
+    });
+    const request: RequestSubject = { kind: "request", method: "GET", path: "/", headers: new Headers({ "x-api-key": `held-${crypto.randomUUID()}` }) };
+    for (let i = 0; i < 200; i++) expect((await limiter.check(request)).kind).toBe("allowed");
+    // Store calls: the override registry's read and the calls that took leases (4, 16, 64, 64, …).
+    expect(limiter.stats.backendCalls).toBeLessThan(20);
   });
 
   it("three isolates on one client within its budget (the hot key): far fewer script calls than requests, all admitted within the bound", async () => {

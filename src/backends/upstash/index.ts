@@ -106,6 +106,12 @@ export function upstashBackend(options: UpstashBackendOptions): LimiterBackend {
   return {
     name: "upstash",
     take: (charges, signal) => decide(charges, signal, true),
+    takeHeld(charges) {
+      const leasable = leases.leasable(charges);
+      const [key] = scriptKeys(options.keyPrefix, charges);
+      const local = leasable === undefined || key === undefined ? undefined : leases.local(key, leasable, Date.now());
+      return local === undefined ? undefined : [local];
+    },
     peek: (charges, signal) => decide(charges, signal, false),
     async refund(refunds, signal) {
       if (refunds.length === 0) return;
