@@ -411,13 +411,53 @@ class QueueLeaveCommand implements Cmd {
   }
 }
 
+/**
+ * The queue's adversarial schedule: `rounds` bursts of `n` concurrent requests of one client,
+ * `gapMs` apart whatever has been answered, through the isolates in turn: each burst comes while
+ * the ones before still wait, so the queue is long and the promise (counted at the origin's
+ * arrivals) is as tight as it gets.
+ */
+class QueueTrainCommand implements Cmd {
+  constructor(
+    readonly client: number,
+    readonly route: (typeof QUEUED_ROUTE_NAMES)[number],
+    readonly n: number,
+    readonly gapMs: number,
+    readonly rounds: number,
+  ) {}
+  check = () => true;
+  async run(model: RunModel, stack: ModelStack) {
+    model.step++;
+    const pending: Promise<Answer>[] = [];
+    for (let round = 0; round < this.rounds; round++) {
+      if (round > 0) await new Promise((resolve) => setTimeout(resolve, this.gapMs));
+      for (let i = 0; i < this.n; i++) pending.push(send(model, stack, model.client(this.client), (round + i) % stack.urls.length, this.route));
+    }
+    const answers = await Promise.all(pending);
+    model.log.push(`${model.step} ${this.toString()} → ${answers.map(short).join(" ")}`);
+    model.verify();
+  }
+  toString() {
+    return `queueTrain(${CLIENTS[this.client]}, /${this.route}, ${this.rounds} bursts of ${this.n}, ${this.gapMs} ms apart)`;
+  }
+}
+
 /** Requests, overrides, resets, peeks and clients leaving on the queued rules' routes. */
 function queuedCommands(client: fc.Arbitrary<number>, isolate: fc.Arbitrary<number>): fc.Arbitrary<Cmd>[] {
   const route = fc.constantFrom(...QUEUED_ROUTE_NAMES);
   const rule = fc.constantFrom(...QUEUED_OVERRIDABLE);
   const policy = fc.record({ capacity: fc.constantFrom(1, 2, 5), rate: fc.constantFrom(2, 5, 10) });
+  const request = fc.record({ client, isolate, route, n: fc.integer({ min: 1, max: 6 }) }).map(({ client, isolate, route, n }) => new RequestCommand(client, isolate, route, n, undefined));
+  // Gaps that keep each route's queue long: the window's L at once, then L more as soon as they may queue (W − maxWait later), and again; a bucket's debt renewed every token or two.
+  const train = fc.record({ client, route, n: fc.integer({ min: 2, max: 4 }), pick: fc.nat() }).map(({ client, route, n, pick }) => {
+    const gaps = { qs: [420, 480], qb: [100, 200, 300], qpair: [250, 500] }[route];
+    return new QueueTrainCommand(client, route, route === "qs" ? Math.max(n, 3) : n, gaps[pick % gaps.length] ?? 200, 3);
+  });
   return [
-    fc.record({ client, isolate, route, n: fc.integer({ min: 1, max: 6 }) }).map(({ client, isolate, route, n }) => new RequestCommand(client, isolate, route, n, undefined)),
+    request,
+    request,
+    train,
+    train,
     fc
       .record({ client, isolate, route, n: fc.integer({ min: 2, max: 6 }), leaveMs: fc.constantFrom(40, 150, 300) })
       .map(({ client, isolate, route, n, leaveMs }) => new QueueLeaveCommand(client, isolate, route, n, leaveMs)),
