@@ -450,7 +450,7 @@ function queuedCommands(client: fc.Arbitrary<number>, isolate: fc.Arbitrary<numb
   const request = fc.record({ client, isolate, route, n: fc.integer({ min: 1, max: 6 }) }).map(({ client, isolate, route, n }) => new RequestCommand(client, isolate, route, n, undefined));
   // Gaps that keep each route's queue long: the window's L at once, then L more as soon as they may queue (W − maxWait later), and again; a bucket's debt renewed every token or two.
   const train = fc.record({ client, route, n: fc.integer({ min: 2, max: 4 }), pick: fc.nat() }).map(({ client, route, n, pick }) => {
-    const gaps = { qs: [420, 480], qb: [100, 200, 300], qpair: [250, 500] }[route];
+    const gaps = { qs: [420, 480], qb: [100, 200, 300], qpair: [200, 300] }[route];
     return new QueueTrainCommand(client, route, route === "qs" ? Math.max(n, 3) : n, gaps[pick % gaps.length] ?? 200, 3);
   });
   return [

@@ -66,7 +66,8 @@ const QUEUED_RULES = {
   // A queued exact sliding window: 3 in every trailing second, a request waits up to 600 ms for room.
   qslide: bucket("qslide", { algorithm: "sliding-window", policy: { capacity: 3, rate: 3 }, queueMs: 600, failMode: "closed" }),
   // Two enforced rules on one route, one queued: such a request is refused, never queued (it would reach the origin after qguard counted it).
-  qpair: bucket("qpair", { policy: { capacity: 1, rate: 2 }, queueMs: 600, failMode: "closed" }),
+  // A token per 600 ms: a request queued by mistake would wait up to the whole maxWait, beyond the model's tolerance.
+  qpair: bucket("qpair", { policy: { capacity: 1, rate: 5 / 3 }, queueMs: 600, failMode: "closed" }),
   qguard: bucket("qguard", { policy: { capacity: 4, rate: 2.5 }, failMode: "closed" }),
 } as const;
 
@@ -80,7 +81,7 @@ const QUEUED_MODEL_RULES = [
   { name: "qbucket", match: { path: "/qb/*" }, key: "header:x-api-key", capacity: 3, rate: 5, queue: { maxWait: "400ms" }, failMode: "local" },
   { name: "qshadow", match: { path: "/qb/*" }, key: "header:x-api-key", capacity: 2, rate: 2, mode: "shadow", queue: { maxWait: "300ms" }, failMode: "local" },
   { name: "qslide", match: { path: "/qs/*" }, key: "header:x-api-key", algorithm: "sliding-window", limit: 3, window: "1s", queue: { maxWait: "600ms" }, failMode: "closed" },
-  { name: "qpair", match: { path: "/qpair/*" }, key: "header:x-api-key", capacity: 1, rate: 2, queue: { maxWait: "600ms" }, failMode: "closed" },
+  { name: "qpair", match: { path: "/qpair/*" }, key: "header:x-api-key", capacity: 1, rate: "5/3s", queue: { maxWait: "600ms" }, failMode: "closed" },
   { name: "qguard", match: { path: "/qpair/*" }, key: "header:x-api-key", capacity: 4, rate: 2.5, failMode: "closed" },
 ];
 
