@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import fc from "fast-check";
 import { Envelope, type Answer, type Violation } from "./envelope";
 import { ADMIN_TOKEN, isWindow, localShare, OVERRIDABLE, ROUTES, RULES, WINDOW_OVERRIDES, type BucketRuleName, type ModelPolicy, type RouteName } from "./rules";
+import { QUEUED_OVERRIDABLE, QUEUED_ROUTE_NAMES } from "./rules";
 import type { ModelStack } from "./stack";
 
 /** Client names; the run's tag is put in front. `vip-*` is the prefix overrides' pattern; `std-c` the client whose bucket may be broken. */
@@ -47,13 +48,27 @@ type Cmd = fc.AsyncCommand<RunModel, ModelStack, boolean>;
 const now = () => performance.now();
 
 /** One request to a gateway isolate, recorded as the model sees it. */
-async function send(model: RunModel, stack: ModelStack, client: string, isolate: number, route: RouteName, asked?: number): Promise<Answer> {
+async function send(model: RunModel, stack: ModelStack, client: string, isolate: number, route: RouteName, asked?: number, signal?: AbortSignal): Promise<Answer> {
   const url = `${stack.urls[isolate]}${ROUTES[route].path}/x${asked === undefined ? "" : `/s/${asked}`}`;
+  const id = model.nextId++;
+  // The origin notes when the request reaches it under this id (a queued request counts then).
+  const modelId = `${model.tag}-${id}`;
   const started = now();
-  const response = await fetch(url, { headers: { "x-api-key": client } });
-  const body = await response.text();
+  let response: Response;
+  try {
+    response = await fetch(url, { headers: { "x-api-key": client, "x-model-id": modelId }, ...(signal && { signal }) });
+  } catch (error) {
+    if (signal?.aborted !== true) throw error;
+    // The client left before any answer came.
+    const left: Answer = { id, step: model.step, client, route, isolate, send: started, recv: now(), status: 0, headers: {}, body: "", modelId, left: now() };
+    model.envelope.answers.push(left);
+    return left;
+  }
+  // A client that leaves once the answer's headers are in reads no body: the request was answered.
+  const body = await response.text().catch(() => "");
   const answer: Answer = {
-    id: model.nextId++,
+    modelId,
+    id,
     step: model.step,
     client,
     route,
@@ -70,6 +85,7 @@ async function send(model: RunModel, stack: ModelStack, client: string, isolate:
 }
 
 function short(answer: Answer): string {
+  if (answer.left !== undefined) return `#${answer.id}:left @${Math.round(answer.send)}-${Math.round(answer.left)}`;
   const h = answer.headers;
   const extra = answer.status === 429 ? ` RA=${h["retry-after"]}` : h.ratelimit ? ` ${h.ratelimit}` : h["x-model-origin"] ? " no-headers" : "";
   return `#${answer.id}:${answer.status}${h["x-sluice-degraded"] ? "(local)" : ""}${extra} @${Math.round(answer.send)}-${Math.round(answer.recv)}`;
@@ -364,6 +380,95 @@ function policyFor(rule: BucketRuleName, policy: ModelPolicy | null): ModelPolic
   return policy !== null && isWindow(RULES[rule]) ? { capacity: policy.capacity, rate: policy.capacity } : policy;
 }
 
+// ---- Queued rules (issue 18, "Queue instead of refuse") ----
+
+/**
+ * `n` concurrent requests of one client on a queued route, through one isolate; after `leaveMs`
+ * the client leaves every request not answered yet (queued, most likely): each is recorded with
+ * the time it left, and counted if it reaches the origin all the same.
+ */
+class QueueLeaveCommand implements Cmd {
+  constructor(
+    readonly client: number,
+    readonly isolate: number,
+    readonly route: (typeof QUEUED_ROUTE_NAMES)[number],
+    readonly n: number,
+    readonly leaveMs: number,
+  ) {}
+  check = () => true;
+  async run(model: RunModel, stack: ModelStack) {
+    model.step++;
+    const isolate = this.isolate % stack.urls.length;
+    const leaving = new AbortController();
+    const timer = setTimeout(() => leaving.abort(), this.leaveMs);
+    const answers = await Promise.all(Array.from({ length: this.n }, () => send(model, stack, model.client(this.client), isolate, this.route, undefined, leaving.signal)));
+    clearTimeout(timer);
+    model.log.push(`${model.step} ${this.toString()} → ${answers.map(short).join(" ")}`);
+    model.verify();
+  }
+  toString() {
+    return `queueThenLeave(${CLIENTS[this.client]}, isolate ${this.isolate}, /${this.route}, ×${this.n}, leave after ${this.leaveMs} ms)`;
+  }
+}
+
+/**
+ * The queue's adversarial schedule: `rounds` bursts of `n` concurrent requests of one client,
+ * `gapMs` apart whatever has been answered, through the isolates in turn: each burst comes while
+ * the ones before still wait, so the queue is long and the promise (counted at the origin's
+ * arrivals) is as tight as it gets.
+ */
+class QueueTrainCommand implements Cmd {
+  constructor(
+    readonly client: number,
+    readonly route: (typeof QUEUED_ROUTE_NAMES)[number],
+    readonly n: number,
+    readonly gapMs: number,
+    readonly rounds: number,
+  ) {}
+  check = () => true;
+  async run(model: RunModel, stack: ModelStack) {
+    model.step++;
+    const pending: Promise<Answer>[] = [];
+    for (let round = 0; round < this.rounds; round++) {
+      if (round > 0) await new Promise((resolve) => setTimeout(resolve, this.gapMs));
+      for (let i = 0; i < this.n; i++) pending.push(send(model, stack, model.client(this.client), (round + i) % stack.urls.length, this.route));
+    }
+    const answers = await Promise.all(pending);
+    model.log.push(`${model.step} ${this.toString()} → ${answers.map(short).join(" ")}`);
+    model.verify();
+  }
+  toString() {
+    return `queueTrain(${CLIENTS[this.client]}, /${this.route}, ${this.rounds} bursts of ${this.n}, ${this.gapMs} ms apart)`;
+  }
+}
+
+/** Requests, overrides, resets, peeks and clients leaving on the queued rules' routes. */
+function queuedCommands(client: fc.Arbitrary<number>, isolate: fc.Arbitrary<number>): fc.Arbitrary<Cmd>[] {
+  const route = fc.constantFrom(...QUEUED_ROUTE_NAMES);
+  const rule = fc.constantFrom(...QUEUED_OVERRIDABLE);
+  const policy = fc.record({ capacity: fc.constantFrom(1, 2, 5), rate: fc.constantFrom(2, 5, 10) });
+  const request = fc.record({ client, isolate, route, n: fc.integer({ min: 1, max: 6 }) }).map(({ client, isolate, route, n }) => new RequestCommand(client, isolate, route, n, undefined));
+  // Gaps that keep each route's queue long: the window's L at once, then L more as soon as they may queue (W − maxWait later), and again; a bucket's debt renewed every token or two.
+  const train = fc.record({ client, route, n: fc.integer({ min: 2, max: 4 }), pick: fc.nat() }).map(({ client, route, n, pick }) => {
+    const gaps = { qs: [420, 480], qb: [100, 200, 300], qpair: [200, 300] }[route];
+    return new QueueTrainCommand(client, route, route === "qs" ? Math.max(n, 3) : n, gaps[pick % gaps.length] ?? 200, 3);
+  });
+  return [
+    request,
+    request,
+    train,
+    train,
+    fc
+      .record({ client, isolate, route, n: fc.integer({ min: 2, max: 6 }), leaveMs: fc.constantFrom(40, 150, 300) })
+      .map(({ client, isolate, route, n, leaveMs }) => new QueueLeaveCommand(client, isolate, route, n, leaveMs)),
+    fc
+      .record({ client: fc.option(client, { freq: 3 }), rule, policy: fc.option(policy, { freq: 3 }), isolate })
+      .map(({ client, rule, policy, isolate }) => new OverrideCommand(client ?? undefined, rule, policyFor(rule, policy), isolate)),
+    fc.record({ client, rule, isolate }).map(({ client, rule, isolate }) => new ResetCommand(client, rule, isolate)),
+    fc.record({ client, rule: fc.constantFrom(...QUEUED_OVERRIDABLE, "qshadow" as const), isolate }).map(({ client, rule, isolate }) => new PeekCommand(client, rule, isolate)),
+  ];
+}
+
 /** The command generators for a stack: what it can do (freezing and poisoning need Upstash). */
 export function commandsFor(stack: ModelStack): fc.Arbitrary<Cmd>[] {
   const isolates = stack.urls.length;
@@ -397,6 +502,7 @@ export function commandsFor(stack: ModelStack): fc.Arbitrary<Cmd>[] {
   ];
   if (stack.freeze !== undefined) commands.push(fc.boolean().map((frozen) => new FreezeCommand(frozen)));
   if (stack.poison !== undefined) commands.push(isolate.map((i) => new PoisonCommand(i)));
+  commands.push(...queuedCommands(client, isolate));
   return commands;
 }
 

@@ -4,13 +4,16 @@ import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { commandsFor, Envelope, expiryViolations, RunModel } from "./commands";
 import type { Violation } from "./envelope";
+import { runtimeDeliversDisconnects } from "./runtime-probe";
 import { startModelStack, type BackendName, type ModelStack } from "./stack";
 
 /**
  * Issue 16, "Prove that the features compose": a model-based test. fast-check generates
  * sequences of operations (requests of several clients through several isolates, with costs,
  * statuses for a `count` rule, slow responses and disconnects for a concurrency rule, bursts at
- * the edges of a fixed and a sliding window (issue 18: each algorithm in the model), real time
+ * the edges of a fixed and a sliding window (issue 18: each algorithm in the model), queued token
+ * bucket and sliding-window rules (issue 18's queue: counted at the origin's arrivals, clients
+ * leaving while they wait, a queued rule beside another enforced one), real time
  * passing, exact and prefix overrides set and removed, resets, peeks, and on Upstash the store
  * frozen and thawed and one client's bucket broken) and runs each against the real stack; after
  * every step the reference model (envelope.ts) checks the promise. A failure prints the shrunk
@@ -25,6 +28,8 @@ import { startModelStack, type BackendName, type ModelStack } from "./stack";
 const LONG_RUNS = Number(process.env.MODEL_RUNS ?? "0");
 const SURVEY = process.env.MODEL_SURVEY === "1";
 const SEED = process.env.MODEL_SEED === undefined ? undefined : Number(process.env.MODEL_SEED);
+/** Whether this workerd tells a Worker that its client left (checked once): only then must a leaving client's queued request never reach the origin. */
+let disconnectsDelivered: Promise<boolean> | undefined;
 
 interface Config {
   readonly name: string;
@@ -63,6 +68,7 @@ for (const config of CONFIGS) {
 
     beforeAll(async () => {
       stack = await startModelStack(config.backend, inject("gatewayBundle"), config.vars, config.isolates);
+      disconnectsDelivered ??= runtimeDeliversDisconnects();
     }, 60_000);
     afterAll(async () => {
       await stack?.dispose();
@@ -83,6 +89,8 @@ for (const config of CONFIGS) {
             thawGraceMs: grace,
             localFraction: stack.settings.localFraction,
             degradedUntil,
+            arrivalOf: (id) => stack.origin.arrivals.get(id)?.at,
+            disconnectsDelivered: await disconnectsDelivered,
           });
           const model = new RunModel(tag, envelope, SURVEY, []);
           try {

@@ -1,4 +1,4 @@
-import { isWindow, limitOf, localShare, ROUTES, RULES, windowOf, type BucketRuleModel, type BucketRuleName, type ModelPolicy, type RouteName } from "./rules";
+import { isWindow, limitOf, localShare, queuedRoute, routeMaxWait, ROUTES, RULES, windowOf, type BucketRuleModel, type BucketRuleName, type ModelPolicy, type RouteName } from "./rules";
 
 /**
  * The reference model: what sluice promises, as a conservative envelope over what was observed.
@@ -30,11 +30,31 @@ import { isWindow, limitOf, localShare, ROUTES, RULES, windowOf, type BucketRule
  *   (a window's: a fraction of L, at least the cost, per the same W, by the same checks);
  * - fail open (no decision, no headers) is excused only while the store is frozen (until the
  *   breaker's cool-down after the thaw) or for a client whose own bucket is broken;
- * - headers agree with the status.
+ * - headers agree with the status;
+ * - queue (issue 18): on a route a queued rule covers, an admission counts when the request
+ *   REACHES THE ORIGIN (origin.ts notes each arrival): its time lies in [max(sent, arrival −
+ *   ARRIVAL_SLACK_MS), arrival] (the store's proceed time, then the gateway's timer and the proxy), and every bound
+ *   above (bucket: C + ρ·T; sliding window: L in every trailing W) is checked on those times; the
+ *   policies and resets that matter reach back to the request's sending (it was decided then,
+ *   up to maxWait before it arrived). A request reaches the origin within its route's maxWait
+ *   (0 where another enforced rule covers it: never queued) plus QUEUE_WAIT_TOLERANCE_MS of its
+ *   sending; a queued request whose client left is counted if it arrives all the same, and must
+ *   not arrive where the runtime tells the gateway that a client left (`disconnectsDelivered`).
  */
 
 /** Clock granularity and store/Node clock offsets, ms. */
 export const SLACK_MS = 25;
+
+/**
+ * How much later than the store's proceed time a request may reach the origin: the answer's
+ * transit, the gateway's timer, the proxy. On loopback a few ms, but on a busy shared machine
+ * an admitted request was seen reaching the origin 260 ms after its decision (with requests
+ * queued behind it on time: arrivals closer together than the store's proceed times).
+ */
+export const ARRIVAL_SLACK_MS = 200;
+
+/** How much longer than its maxWait a request may take to reach the origin: the decision's round trip and the proxy, on a busy machine. */
+export const QUEUE_WAIT_TOLERANCE_MS = 500;
 
 export interface Answer {
   readonly id: number;
@@ -49,6 +69,12 @@ export interface Answer {
   readonly body: string;
   /** The status asked of the origin (count route). */
   readonly asked?: number;
+  /** The `x-model-id` the request carried: the origin notes its arrival under it. */
+  readonly modelId?: string;
+  /** The client went away (aborted) at this time, before any answer: status 0, no headers. */
+  readonly left?: number;
+  /** A queued route's admission as counted (see `Envelope.view`): when the request was sent; `send`/`recv` then bound its arrival. */
+  readonly decided?: number;
 }
 
 export interface AdminChange {
@@ -87,6 +113,10 @@ export interface EnvelopeOptions {
   readonly localFraction: number;
   /** Fail-mode answers are excused until then (left over from an earlier run's outage). */
   readonly degradedUntil: number;
+  /** When the request with this `x-model-id` reached the origin (undefined: it has not). */
+  readonly arrivalOf?: (modelId: string) => number | undefined;
+  /** Whether the runtime aborts `request.signal` when a client disconnects (then a queued request whose client left must never reach the origin). */
+  readonly disconnectsDelivered?: boolean;
 }
 
 const PREFIX_LAG_MS = 10_000 + 500;
@@ -112,6 +142,8 @@ export class Envelope {
     for (const answer of fresh) found.push(...this.checkHeaders(answer));
     for (const answer of fresh) found.push(...this.checkBuckets(answer));
     for (const answer of fresh) found.push(...this.checkBlocks(answer));
+    for (const answer of fresh) found.push(...this.checkQueue(answer));
+    found.push(...this.checkLeft());
     this.violations.push(...found);
     return found;
   }
@@ -185,14 +217,77 @@ export class Envelope {
   // ---- the bucket envelope ----
 
   private charges(rule: BucketRuleModel, client: string, kind: "store" | { isolate: number }): Answer[] {
-    return this.answers.filter((a) => {
-      if (a.client !== client || !Envelope.admitted(a) || !this.rulesOf(a).includes(rule)) return false;
-      if (kind !== "store") return Envelope.degraded(a) && a.isolate === kind.isolate;
-      if (Envelope.degraded(a)) return false;
-      // Fail-open answers are no decision while the store may be down, or for a broken bucket.
-      if (Envelope.failedOpen(a) && (this.storeMayBeDown(a) || this.isPoisoned(rule.name, a))) return false;
-      return true;
-    });
+    return this.answers
+      .filter((a) => {
+        if (a.client !== client || !this.rulesOf(a).includes(rule)) return false;
+        // A request whose client left counts if it reached the origin all the same (a decision of the store's, unless it may have been down).
+        if (a.left !== undefined) return kind === "store" && this.arrivalOf(a) !== undefined && !this.storeMayBeDown(a);
+        if (!Envelope.admitted(a)) return false;
+        if (kind !== "store") return Envelope.degraded(a) && a.isolate === kind.isolate;
+        if (Envelope.degraded(a)) return false;
+        // Fail-open answers are no decision while the store may be down, or for a broken bucket.
+        if (Envelope.failedOpen(a) && (this.storeMayBeDown(a) || this.isPoisoned(rule.name, a))) return false;
+        return true;
+      })
+      .map((a) => this.view(a));
+  }
+
+  // ---- queues ----
+
+  /** When a request reached the origin, if it did. */
+  arrivalOf(a: Answer): number | undefined {
+    return a.modelId === undefined ? undefined : this.options.arrivalOf?.(a.modelId);
+  }
+
+  /**
+   * An admission as the checks count it: on a queued route, at its arrival at the origin (the
+   * store's proceed time lies in [max(sent, arrival − ARRIVAL_SLACK_MS), arrival]), `decided` keeping its
+   * sending (the policies and resets that decided it reach back that far); elsewhere as answered.
+   */
+  view(a: Answer): Answer {
+    if (!queuedRoute(a.route)) return a;
+    const arrived = this.arrivalOf(a);
+    return arrived === undefined ? a : { ...a, send: Math.max(a.send, arrived - ARRIVAL_SLACK_MS), recv: arrived, decided: a.send };
+  }
+
+  /** How long before its counted times an admission among these may have been decided (0 off queued routes). */
+  private static lead(admissions: readonly Answer[]): number {
+    return Math.max(0, ...admissions.map((a) => (a.decided === undefined ? 0 : a.recv - a.decided)));
+  }
+
+  /** A request on a queued route reaches the origin within its maxWait (0 where it must not queue) plus the tolerance. */
+  private checkQueue(answer: Answer): Violation[] {
+    if (!queuedRoute(answer.route) || answer.left !== undefined || !Envelope.admitted(answer)) return [];
+    const arrived = this.arrivalOf(answer);
+    if (arrived === undefined) return [{ kind: "queue-no-arrival", message: `answer #${answer.id} (${answer.route}, ${answer.client}) came from the origin, which never noted its arrival` }];
+    if (this.storeMayBeDown(answer)) return []; // it may have waited for the store's deadline first
+    const maxWait = routeMaxWait(answer.route);
+    const waited = arrived - answer.send;
+    if (waited <= maxWait + QUEUE_WAIT_TOLERANCE_MS) return [];
+    return [
+      {
+        kind: "queue-wait-too-long",
+        message: `answer #${answer.id} (${answer.route}, ${answer.client}, isolate ${answer.isolate}) reached the origin ${Math.round(waited)} ms after it was sent: the route's maxWait is ${maxWait} ms${maxWait === 0 ? " (two enforced rules: never queued)" : ""}, tolerance ${QUEUE_WAIT_TOLERANCE_MS} ms (step ${answer.step})`,
+      },
+    ];
+  }
+
+  private reportedLeft = new Set<number>();
+
+  /** Where the runtime tells the gateway that a client left, its queued request never reaches the origin. */
+  private checkLeft(): Violation[] {
+    if (this.options.disconnectsDelivered !== true) return [];
+    const out: Violation[] = [];
+    for (const a of this.answers) {
+      const arrived = a.left === undefined || this.reportedLeft.has(a.id) ? undefined : this.arrivalOf(a);
+      if (a.left === undefined || arrived === undefined || arrived <= a.left + SLACK_MS) continue;
+      this.reportedLeft.add(a.id);
+      out.push({
+        kind: "queue-left-reached-origin",
+        message: `request #${a.id} (${a.route}, ${a.client}, isolate ${a.isolate}): its client left ${Math.round(a.left - a.send)} ms after sending it, yet it reached the origin ${Math.round(arrived - a.left)} ms later (step ${a.step})`,
+      });
+    }
+    return out;
   }
 
   private resetsOf(rule: BucketRuleModel, client: string): Reset[] {
@@ -209,11 +304,13 @@ export class Envelope {
     const resets = this.resetsOf(rule, client);
     const starts = new Set<number>([-Infinity, ...charges.map((a) => a.send), ...resets.filter((r) => r.uncertain !== true).map((r) => r.recv)]);
     let best = { bound: Infinity, used: 0, from: -Infinity };
+    // Queued admissions count at their arrival; they were decided (policy, bucket life) up to `lead` before.
+    const lead = Envelope.lead(charges);
     for (const s of starts) {
       if (s > t) continue;
       // A window may not contain a reset (it refills the bucket).
-      if (resets.some((r) => r.recv > s && r.send < t)) continue;
-      const policies = local ? this.allPolicies(rule, client).map((p) => localShare(p, this.options.localFraction, rule.cost)) : this.policies(rule, client, s, t);
+      if (resets.some((r) => r.recv > s - lead && r.send < t)) continue;
+      const policies = local ? this.allPolicies(rule, client).map((p) => localShare(p, this.options.localFraction, rule.cost)) : this.policies(rule, client, s - lead, t);
       const capacity = Math.max(...policies.map((p) => p.capacity));
       const rate = Math.max(...policies.map((p) => p.rate));
       const span = s === -Infinity ? Infinity : t - s + SLACK_MS;
@@ -240,21 +337,22 @@ export class Envelope {
   }
 
   private checkBuckets(answer: Answer): Violation[] {
-    if (answer.route === "work" || !Envelope.admitted(answer)) return [];
+    if (answer.route === "work" || answer.left !== undefined || !Envelope.admitted(answer)) return [];
+    const counted = this.view(answer);
     const out: Violation[] = [];
     for (const rule of this.rulesOf(answer)) {
       if (rule.mode === "shadow") continue; // charged, never refuses: no bound on what passes
       const degraded = Envelope.degraded(answer);
       const isolate = degraded ? answer.isolate : undefined;
       if (isWindow(rule)) {
-        out.push(...this.checkWindow(rule, answer, isolate));
+        out.push(...this.checkWindow(rule, counted, isolate));
         continue;
       }
-      const { bound, used, from } = this.headroom(rule, answer.client, answer.recv, () => true, isolate);
+      const { bound, used, from } = this.headroom(rule, answer.client, counted.recv, () => true, isolate);
       if (used > bound + 1e-9) {
         out.push({
           kind: degraded ? "local-share-exceeded" : "over-admission",
-          message: `${rule.name}/${answer.client}${degraded ? ` on isolate ${answer.isolate} (degraded)` : ""}: ${used} tokens admitted in (${fmt(from)}, ${fmt(answer.recv)}] ms, the envelope allows ${bound.toFixed(2)} (answer #${answer.id}, step ${answer.step})`,
+          message: `${rule.name}/${answer.client}${degraded ? ` on isolate ${answer.isolate} (degraded)` : ""}: ${used} tokens admitted in (${fmt(from)}, ${fmt(counted.recv)}] ms${counted.decided === undefined ? "" : " (counted at their arrivals at the origin)"}, the envelope allows ${bound.toFixed(2)} (answer #${answer.id}, step ${answer.step})`,
         });
       }
     }
@@ -311,20 +409,21 @@ export class Envelope {
     const fixed = rule.algorithm === "fixed-window";
     if (fixed && all.windows.size !== 1) return [];
     const longest = Math.max(...all.windows);
+    const lead = Envelope.lead(admissions);
     // Sets holding this answer, each anchored at its earliest-sent admission.
     for (const anchor of admissions) {
       if (anchor.send > answer.send) continue;
       const from = anchor.send - SLACK_MS;
-      const { limit, window } = this.windowPolicies(rule, client, from, from + longest + 2 * SLACK_MS, local);
+      const { limit, window } = this.windowPolicies(rule, client, from - lead, from + longest + 2 * SLACK_MS, local);
       const fits = (a: Answer) => a.send >= anchor.send && a.recv + SLACK_MS < from + window;
       if (!fits(answer)) continue;
       const set = admissions.filter(fits);
       const to = Math.max(...set.map((a) => a.recv)) + SLACK_MS;
-      if (this.resetMayFall(rule, client, from, to)) continue;
+      if (this.resetMayFall(rule, client, from - lead, to)) continue;
       const bound = (fixed ? 2 * limit : limit) + refunds(set);
       if (units(set) > bound) {
         return violation(
-          `${units(set)} units admitted within ${Math.round(to - from)} ms (< W ${window} ms): answers #${set.map((a) => a.id).join(", #")} sent ${fmt(anchor.send)}…, the envelope allows ${bound} in a trailing W`,
+          `${units(set)} units admitted within ${Math.round(to - from)} ms (< W ${window} ms)${lead > 0 ? " at the origin's arrivals" : ""}: answers #${set.map((a) => a.id).join(", #")} ${lead > 0 ? "arriving" : "sent"} ${fmt(anchor.send)}…, the envelope allows ${bound} in a trailing W`,
         );
       }
     }
@@ -353,7 +452,9 @@ export class Envelope {
   windowRemaining(rule: BucketRuleModel, client: string, send: number, recv: number, cost: number): number {
     const { limit } = this.windowPolicies(rule, client, send - SLACK_MS, recv + SLACK_MS, false);
     const all = this.windowPolicies(rule, client, -Infinity, Infinity, false);
-    const earlier = this.charges(rule, client, "store").filter((a) => a.recv <= send && !this.refundable(rule, a) && !this.resetMayFall(rule, client, a.send - SLACK_MS, recv + SLACK_MS));
+    const earlier = this.charges(rule, client, "store").filter(
+      (a) => a.recv <= send && !this.refundable(rule, a) && !this.resetMayFall(rule, client, (a.decided ?? a.send) - SLACK_MS, recv + SLACK_MS),
+    );
     let counting: Answer[] = [];
     if (rule.algorithm === "sliding-window") counting = earlier.filter((a) => a.send - SLACK_MS + all.window > recv + SLACK_MS);
     else if (all.windows.size === 1) {
@@ -366,7 +467,7 @@ export class Envelope {
   // ---- blocks ----
 
   private checkBlocks(answer: Answer): Violation[] {
-    if (answer.route === "work") return [];
+    if (answer.route === "work" || answer.left !== undefined) return [];
     const out: Violation[] = [];
     for (const rule of this.rulesOf(answer)) {
       if (rule.blockForMs === 0) continue;
@@ -419,6 +520,7 @@ export class Envelope {
       out.push({ kind, message: `answer #${answer.id} (${answer.route}, ${answer.client}, isolate ${answer.isolate}, status ${answer.status}): ${message}` });
     const h = answer.headers;
     const admitted = Envelope.admitted(answer);
+    if (answer.left !== undefined) return out; // no answer: the client left
     if (answer.route === "work") {
       if (answer.status === 429 || (admitted && answer.status === 200)) {
         if (!/"inflight";q=2;qu="concurrent-requests"/.test(h["ratelimit-policy"] ?? "")) bad(`RateLimit-Policy ${h["ratelimit-policy"]} lacks the concurrency rule`);
@@ -494,7 +596,7 @@ export class Envelope {
     if (rule !== undefined && limit !== undefined && !degraded) {
       const left = isWindow(rule)
         ? this.windowRemaining(rule, answer.client, answer.send, answer.recv, rule.cost)
-        : this.bucketLeft(rule, answer.client, answer.recv, (a) => a === answer || a.recv <= answer.send);
+        : this.bucketLeft(rule, answer.client, answer.recv, (a) => a.id === answer.id || a.recv <= answer.send);
       if (Number(limit.params.r) > left + 1e-9) bad(`RateLimit r=${limit.params.r} for ${rule.name}, the envelope allows at most ${left.toFixed(2)} left`, "remaining-too-high");
     }
     return out;

@@ -16,6 +16,10 @@ export const FROM_ORIGIN = { "x-model-origin": "1" };
  * the gateway or the client went away before: the origin keeps working, which is what a
  * concurrency limit protects. `peak` is the most that were ever in flight at once.
  *
+ * Arrivals: every request that carries an `x-model-id` header is noted with the time it reached
+ * the origin (`performance.now()`, the test's own clock): a queued request counts then, and a
+ * queued request whose client left must never arrive.
+ *
  * @example
  * const origin = await startModelOrigin();
  * await fetch(`${origin.url}/count/s/401`); // 401
@@ -24,10 +28,16 @@ export const FROM_ORIGIN = { "x-model-origin": "1" };
  */
 export async function startModelOrigin() {
   const inFlight = new Map<string, { now: number; peak: number }>();
+  const arrivals = new Map<string, { at: number; times: number }>();
   const timers = new Set<ReturnType<typeof setTimeout>>();
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
     const url = new URL(req.url ?? "/", "http://origin");
     const status = /\/s\/(\d{3})$/.exec(url.pathname);
+    const id = req.headers["x-model-id"];
+    if (typeof id === "string") {
+      const seen = arrivals.get(id);
+      arrivals.set(id, { at: seen?.at ?? performance.now(), times: (seen?.times ?? 0) + 1 });
+    }
     req.resume();
     if (status) {
       res.writeHead(Number(status[1]), { "content-type": "text/plain", ...FROM_ORIGIN });
@@ -61,6 +71,7 @@ export async function startModelOrigin() {
   return {
     url: `http://127.0.0.1:${address.port}`,
     inFlight,
+    arrivals,
     close: () => {
       for (const timer of timers) clearTimeout(timer);
       server.closeAllConnections();

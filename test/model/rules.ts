@@ -26,6 +26,8 @@ export interface BucketRuleModel {
   readonly blockForMs: number;
   /** Statuses charged (undefined: every one). */
   readonly count: readonly number[] | undefined;
+  /** A `queue` rule's maxWait, ms (0: no queue). */
+  readonly queueMs: number;
 }
 
 export interface ConcurrencyRuleModel {
@@ -45,8 +47,57 @@ const bucket = (name: BucketRuleName, fields: Partial<BucketRuleModel> & { polic
   failMode: "open",
   blockForMs: 0,
   count: undefined,
+  queueMs: 0,
   ...fields,
 });
+
+// ---- Queued rules (issue 18, "Queue instead of refuse") ----
+// A short maxWait keeps runs short. The promise is checked where it matters, at the origin's
+// arrivals (envelope.ts: a queued request counts when it reaches the origin, not when charged).
+
+export type QueuedRuleName = "qbucket" | "qshadow" | "qslide" | "qpair" | "qguard";
+
+/** The queued rules as the model sees them (RULES spreads them). */
+const QUEUED_RULES = {
+  // A queued token bucket (3, 5/s: a queued request waits 200 ms per token, 400 ms at most), decided locally in an outage.
+  qbucket: bucket("qbucket", { policy: { capacity: 3, rate: 5 }, queueMs: 400, failMode: "local" }),
+  // A shadow rule with a queue beside it: charged, never refuses, never delays (only enforced rules queue).
+  qshadow: bucket("qshadow", { policy: { capacity: 2, rate: 2 }, mode: "shadow", queueMs: 300, failMode: "local" }),
+  // A queued exact sliding window: 3 in every trailing second, a request waits up to 600 ms for room.
+  qslide: bucket("qslide", { algorithm: "sliding-window", policy: { capacity: 3, rate: 3 }, queueMs: 600, failMode: "closed" }),
+  // Two enforced rules on one route, one queued: such a request is refused, never queued (it would reach the origin after qguard counted it).
+  // A token per 600 ms: a request queued by mistake would wait up to the whole maxWait, beyond the model's tolerance.
+  qpair: bucket("qpair", { policy: { capacity: 1, rate: 5 / 3 }, queueMs: 600, failMode: "closed" }),
+  qguard: bucket("qguard", { policy: { capacity: 4, rate: 2.5 }, failMode: "closed" }),
+} as const;
+
+const QUEUED_ROUTES = {
+  qb: { path: "/qb", rules: ["qbucket", "qshadow"] },
+  qs: { path: "/qs", rules: ["qslide"] },
+  qpair: { path: "/qpair", rules: ["qpair", "qguard"] },
+} as const satisfies Record<string, { path: string; rules: readonly BucketRuleName[] }>;
+
+const QUEUED_MODEL_RULES = [
+  { name: "qbucket", match: { path: "/qb/*" }, key: "header:x-api-key", capacity: 3, rate: 5, queue: { maxWait: "400ms" }, failMode: "local" },
+  { name: "qshadow", match: { path: "/qb/*" }, key: "header:x-api-key", capacity: 2, rate: 2, mode: "shadow", queue: { maxWait: "300ms" }, failMode: "local" },
+  { name: "qslide", match: { path: "/qs/*" }, key: "header:x-api-key", algorithm: "sliding-window", limit: 3, window: "1s", queue: { maxWait: "600ms" }, failMode: "closed" },
+  { name: "qpair", match: { path: "/qpair/*" }, key: "header:x-api-key", capacity: 1, rate: "5/3s", queue: { maxWait: "600ms" }, failMode: "closed" },
+  { name: "qguard", match: { path: "/qpair/*" }, key: "header:x-api-key", capacity: 4, rate: 2.5, failMode: "closed" },
+];
+
+/** The queued rules overrides may address, and the routes requests go to (commands.ts adds them to its generators). */
+export const QUEUED_OVERRIDABLE: readonly BucketRuleName[] = ["qbucket", "qslide", "qpair", "qguard"];
+export const QUEUED_ROUTE_NAMES = ["qb", "qs", "qpair"] as const;
+
+/** Whether a request on this route may wait: a queued enforced rule covers it (the model then counts its rules' admissions at the origin's arrivals). */
+export const queuedRoute = (route: RouteName | "work"): boolean => route !== "work" && ROUTES[route].rules.some((name) => RULES[name].mode === "enforce" && RULES[name].queueMs > 0);
+
+/** How long a request on this route may wait, ms: its queued rule's maxWait; 0 where no rule queues, or where more than one enforced rule covers it (never queued). */
+export function routeMaxWait(route: RouteName | "work"): number {
+  if (route === "work") return 0;
+  const enforced = ROUTES[route].rules.filter((name) => RULES[name].mode === "enforce");
+  return enforced.length === 1 ? RULES[enforced[0] as BucketRuleName].queueMs : 0;
+}
 
 /** Every rule, as the model sees it. */
 export const RULES = {
@@ -63,9 +114,10 @@ export const RULES = {
   // Large enough for leases (a lease takes at most 1/8 of the bucket), refilling slowly: a busy client leases, and spends leases near its limit.
   bulk: bucket("bulk", { policy: { capacity: 24, rate: 4 }, failMode: "closed" }),
   inflight: { name: "inflight", kind: "concurrency", limit: 2 } as ConcurrencyRuleModel,
+  ...QUEUED_RULES,
 } as const;
 
-export type BucketRuleName = "plain" | "shadow" | "heavy" | "blocky" | "counted" | "local" | "fixed" | "sliding" | "bulk";
+export type BucketRuleName = "plain" | "shadow" | "heavy" | "blocky" | "counted" | "local" | "fixed" | "sliding" | "bulk" | QueuedRuleName;
 
 /** Routes the commands use: path prefix → the rules that cover it. */
 export const ROUTES = {
@@ -77,6 +129,7 @@ export const ROUTES = {
   fixed: { path: "/fixed", rules: ["fixed"] },
   slide: { path: "/slide", rules: ["sliding"] },
   bulk: { path: "/bulk", rules: ["bulk"] },
+  ...QUEUED_ROUTES,
 } as const satisfies Record<string, { path: string; rules: readonly BucketRuleName[] }>;
 
 export type RouteName = keyof typeof ROUTES;
@@ -93,6 +146,7 @@ export const MODEL_RULES = [
   { name: "sliding", match: { path: "/slide/*" }, key: "header:x-api-key", algorithm: "sliding-window", limit: 4, window: "1s", failMode: "local" },
   { name: "bulk", match: { path: "/bulk/*" }, key: "header:x-api-key", capacity: 24, rate: 4, failMode: "closed" },
   { name: "inflight", match: { path: "/work/*" }, key: "header:x-api-key", concurrency: 2, failMode: "closed" },
+  ...QUEUED_MODEL_RULES,
 ];
 
 /** The rules overrides may address (the shadow rule too: it is charged like the others). */
