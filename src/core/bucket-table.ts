@@ -1,7 +1,8 @@
 import type { BucketAnswer } from "./backend";
 import { expiresInMs, isBucketState, isTokenBucket, type RateState } from "./algorithms/index";
-import { ceilDiv, newGeneration, refundTokens, takeBuckets, takeTokens, type BucketPolicy } from "./token-bucket";
-import { LEASE_SHARE, LEASE_SLACK_MS, leasedTokens, liveLease, sameShape, shapeOf, withinNewLimit, type LeasedOut, type LeaseGrant, type LeaseRequest, type StoredBucket } from "./lease-ledger";
+import { newGeneration, refundTokens, takeBuckets, type BucketPolicy } from "./token-bucket";
+import { grantLease, underLeases } from "./leases";
+import { keptUntilMs, leaseEntries, liveLease, sameShape, shapeOf, withinLeases, withinNewLimit, type LeasedOut, type LeaseGrant, type LeaseRequest, type StoredBucket } from "./lease-ledger";
 
 /** One charge of a table's bucket, by the bucket's name (a rule's, in a client's object). */
 export interface TableCharge {
@@ -51,7 +52,7 @@ export class BucketTable {
   /** One request's charges, all or nothing. */
   charge(charges: readonly TableCharge[], nowMs: number): TableAnswer[] {
     for (const charge of charges) this.reckon(charge.rule, charge.policy, nowMs);
-    const { results } = takeBuckets(this.entries(charges), nowMs);
+    const { results } = takeBuckets(this.entries(charges, nowMs), nowMs);
     return results.map(({ entry, decision, next, expiresInMs, charged }, i) => {
       if (next !== undefined) this.remember(entry.rule, next, Math.max(nowMs + expiresInMs, fullUnder(next, charges[i]?.policy ?? entry.policy, nowMs)), nowMs);
       // Only spent tokens are something to refund; a block is not. A compact receipt (a sliding window's one admission).
@@ -61,7 +62,7 @@ export class BucketTable {
 
   /** What `charge` would answer now, changing nothing. */
   peek(charges: readonly TableCharge[], nowMs: number): BucketAnswer[] {
-    return takeBuckets(this.entries(charges), nowMs).results.map(({ entry, decision }) => ({ decision, policy: entry.policy, charged: null }));
+    return takeBuckets(this.entries(charges, nowMs), nowMs).results.map(({ entry, decision }) => ({ decision, policy: entry.policy, charged: null }));
   }
 
   /** Gives charges back with refund semantics (only what each still withholds, within its bucket's generation). */
@@ -71,8 +72,10 @@ export class BucketTable {
       const override = this.overrides.get(bucket);
       const policy = override === undefined ? given : { ...given, ...override };
       const before = this.buckets.get(bucket);
-      const state = refundTokens(before, policy, cost, charged, nowMs);
-      if (state === undefined || state === before) continue;
+      const refunded = refundTokens(before, policy, cost, charged, nowMs);
+      if (refunded === undefined || refunded === before) continue;
+      // What comes back fills the bucket only up to its capacity less the leases still out.
+      const state = withinLeases(refunded, before?.leased, policy, nowMs) ?? refunded;
       this.remember(bucket, state, Math.max(fullUnder(state, policy, nowMs), fullUnder(state, given, nowMs)), nowMs);
     }
   }
@@ -86,18 +89,17 @@ export class BucketTable {
    */
   reset(name: string, nowMs: number): boolean {
     const leased = liveLease(this.buckets.get(name), nowMs);
-    const out = leased === undefined ? 0 : leasedTokens(leased);
-    if (leased === undefined || out === 0) {
-      this.buckets.delete(name);
-      return true;
+    if (leased !== undefined) {
+      // Full under the policy in force (an exact override, else the one the leases were last reckoned under), less the leases out.
+      const policy = shapeOf(this.overrides.get(name) ?? leased.policy);
+      const state = underLeases(undefined, leaseEntries(leased), policy, nowMs, newGeneration());
+      if (state !== undefined) {
+        this.remember(name, state, fullUnder(state, policy, nowMs), nowMs, { ...leased, policy });
+        return false;
+      }
     }
-    // Full under the policy in force (an exact override, else the one the leases were last reckoned under), in its units.
-    const policy = shapeOf(this.overrides.get(name) ?? leased.policy);
-    const tokens = Math.max(0, policy.capacity - out);
-    const missing = (policy.capacity - tokens) * policy.refillPeriodMs;
-    const state = { level: tokens * policy.refillPeriodMs, unitsPerToken: policy.refillPeriodMs, updatedAtMs: nowMs, generation: newGeneration() };
-    this.remember(name, state, nowMs + ceilDiv(missing, policy.refillTokens), nowMs, { ...leased, policy });
-    return false;
+    this.buckets.delete(name);
+    return true;
   }
 
   /**
@@ -143,6 +145,20 @@ export class BucketTable {
   }
 
   /**
+   * An isolate's call `seq` ends its earlier leases: the unused rest of those the table still
+   * records comes back ({@link BucketTable.counted}), after they stop counting as out, so the
+   * cap of the leases out (capacity less what they took) reckons only with the others'.
+   *
+   * @example
+   * table.endLeases("isolate-a", 8, [{ ...charge, cost: 40, charged: grant.charged, seq: 7 }], Date.now());
+   */
+  endLeases(holder: string, seq: number | undefined, returns: readonly LeaseReturn[], nowMs: number): void {
+    const honoured = returns.length === 0 ? [] : this.counted(holder, returns, nowMs);
+    this.releaseHolder(holder, seq);
+    if (honoured.length > 0) this.giveBack(honoured, nowMs);
+  }
+
+  /**
    * An isolate calls again: its previous leases have ended (their rest comes back in this call),
    * so they are no longer out. A lease taken by a later call of it (this one arrived late) stays.
    */
@@ -163,27 +179,27 @@ export class BucketTable {
   grantLease(lease: LeaseRequest, holder: string, seq: number | undefined, nowMs: number): LeaseGrant | null {
     if (lease.want < 1 || lease.cost < 1) return null;
     this.reckon(lease.rule, lease.policy, nowMs);
-    const [entry] = this.entries([{ rule: lease.rule, policy: lease.policy, cost: 0, enforced: true }]);
+    const [entry] = this.entries([{ rule: lease.rule, policy: lease.policy, cost: 0, enforced: true }], nowMs);
     // A policy that blocks after a refusal is decided by the object alone: a lease would keep admitting during a block.
     // A window is too: its units do not refill as a level, so a lease's rest could not be given back exactly.
     // A queue is too: a lease spends only whole tokens on hand, so queued requests would be refused locally.
     if (entry === undefined || (entry.policy.blockForMs ?? 0) > 0 || (entry.policy.queueMs ?? 0) > 0 || !isTokenBucket(entry.policy)) return null;
     const stored = this.buckets.get(lease.rule);
-    const state = stored !== undefined && isBucketState(stored) ? stored : undefined;
     const before = liveLease(stored, nowMs);
     const mine = before?.holders[holder];
     // This call arrived after a later one of the same isolate, which holds the current lease: none for it.
     if (seq !== undefined && mine?.seq !== undefined && mine.seq > seq) return null;
-    const { decision } = takeTokens(state, entry.policy, 0, nowMs);
-    if (decision.outcome !== "allowed") return null; // blocked
-    const granted = Math.min(lease.want, Math.floor(decision.remaining / LEASE_SHARE / lease.cost));
-    if (granted < 1) return null;
-    const taken = takeTokens(state, entry.policy, granted * lease.cost, nowMs);
-    if (taken.decision.outcome !== "allowed" || taken.next === undefined) return null;
+    // The shared lease math (src/core/leases.ts, as on Upstash): the share of what the bucket holds under the leases out.
+    const state = stored !== undefined && isBucketState(stored) ? stored : undefined;
+    const ask = { id: holder, want: lease.want, cost: lease.cost, ttlMs: Math.max(0, lease.ttlMs) };
+    const grant = grantLease({ state, leases: leaseEntries(before) }, entry.policy, ask, nowMs);
+    const taken = grant?.bucket.leases.at(-1);
+    if (grant === undefined || taken === undefined) return null;
     // Amounts in whole tokens, so leases taken under another period are counted as what they are.
-    const holders = { ...before?.holders, [holder]: { tokens: granted * lease.cost, untilMs: nowMs + Math.max(0, lease.ttlMs) + LEASE_SLACK_MS, ...(seq !== undefined && { seq }) } };
-    this.remember(lease.rule, taken.next, Math.max(nowMs + taken.expiresInMs, fullUnder(taken.next, lease.policy, nowMs)), nowMs, { policy: shapeOf(entry.policy), holders });
-    return { granted, charged: taken.next, remaining: taken.decision.remaining, resetMs: taken.decision.resetMs, policy: entry.policy };
+    const holders = { ...before?.holders, [holder]: { tokens: taken.tokens, untilMs: taken.untilMs, ...(seq !== undefined && { seq }) } };
+    const fullAtMs = Math.max(fullUnder(grant.charged, entry.policy, nowMs), fullUnder(grant.charged, lease.policy, nowMs));
+    this.remember(lease.rule, grant.charged, fullAtMs, nowMs, { policy: shapeOf(entry.policy), holders });
+    return { granted: grant.granted, charged: grant.charged, remaining: grant.remaining, resetMs: grant.resetMs, policy: entry.policy };
   }
 
   /** Drops buckets full again; returns the latest time a kept one is full, or 0 when none is kept. */
@@ -219,10 +235,13 @@ export class BucketTable {
   }
 
   /** The charges as the bucket math takes them: current state, and an exact override's capacity and refill where one is set. */
-  private entries(charges: readonly TableCharge[]) {
+  private entries(charges: readonly TableCharge[], nowMs: number) {
     return charges.map((charge) => {
       const override = this.overrides.get(charge.rule);
-      return { ...charge, policy: override === undefined ? charge.policy : { ...charge.policy, ...override }, state: this.buckets.get(charge.rule) };
+      const policy = override === undefined ? charge.policy : { ...charge.policy, ...override };
+      // While leases are out, the bucket holds at most its capacity less what they took.
+      const stored = this.buckets.get(charge.rule);
+      return { ...charge, policy, state: withinLeases(stored, stored?.leased, policy, nowMs) };
     });
   }
 
@@ -236,7 +255,7 @@ export class BucketTable {
     const out = leased ?? liveLease(this.buckets.get(name), nowMs);
     this.buckets.set(name, {
       ...own,
-      fullAtMs: out === undefined ? fullAtMs : Math.max(fullAtMs, ...Object.values(out.holders).map((h) => h.untilMs)),
+      fullAtMs: keptUntilMs(fullAtMs, out),
       ...(out !== undefined && { leased: out }),
     });
     this.dirty.add(name);

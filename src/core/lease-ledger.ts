@@ -1,5 +1,8 @@
-import { isBucketState, type RateState } from "./algorithms/index";
-import { takeTokens, type BucketPolicy, type BucketState } from "./token-bucket";
+import { isBucketState, isTokenBucket, type RateState } from "./algorithms/index";
+import { leasesEndAtMs, liveLeases, tokensOut, underLeases, type LeaseEntry } from "./leases";
+import type { BucketPolicy, BucketState } from "./token-bucket";
+
+export { LEASE_SHARE, LEASE_SLACK_MS } from "./leases";
 
 /**
  * The lease ledger, pure: what a client's object records of the tokens isolates took in leases
@@ -63,16 +66,6 @@ export type StoredBucket = RateState & {
 };
 
 /**
- * A lease takes at most this share of what a bucket holds after the batch: with k isolates
- * leasing at once, the bucket still keeps (1 − 1/8)^k of its tokens, and a bucket with fewer than
- * 8 × cost tokens grants nothing, so a client near its limit is decided exactly, one call per request.
- */
-export const LEASE_SHARE = 8;
-
-/** An isolate's clock and the object's may disagree a little: a lease is counted as out this much longer. */
-export const LEASE_SLACK_MS = 1_000;
-
-/**
  * The leases of a bucket that isolates may still be spending, if any.
  *
  * @example
@@ -92,9 +85,42 @@ export function liveLease(bucket: StoredBucket | undefined, nowMs: number): Leas
  * leasedTokens({ policy, holders: { a: { tokens: 3, untilMs: 9 }, b: { tokens: 2, untilMs: 9 } } }); // 5
  */
 export function leasedTokens(leased: LeasedOut): number {
-  let tokens = 0;
-  for (const { tokens: held } of Object.values(leased.holders)) tokens += held;
-  return tokens;
+  return tokensOut(leaseEntries(leased));
+}
+
+/**
+ * A record's leases as the shared lease math takes them (src/core/leases.ts), each named by its holder.
+ *
+ * @example
+ * leaseEntries({ policy, holders: { a: { tokens: 3, untilMs: 9, seq: 2 } } }); // [{ id: "a", tokens: 3, untilMs: 9 }]
+ */
+export function leaseEntries(leased: LeasedOut | undefined): LeaseEntry[] {
+  return Object.entries(leased?.holders ?? {}).map(([id, { tokens, untilMs }]) => ({ id, tokens, untilMs }));
+}
+
+/**
+ * A bucket's state as the bucket math must see it under `policy` while `leased` leases are out:
+ * a token bucket holds at most its capacity less the tokens they took (`underLeases`, the cap the
+ * Upstash script applies too), so the bucket and the leases together never exceed the capacity
+ * however long the leases are held. Any other state, or one without live leases, as it is.
+ *
+ * @example
+ * withinLeases(stored, stored.leased, policy, Date.now()); // the level is at most capacity − tokens leased out
+ */
+export function withinLeases<S extends RateState>(state: S | undefined, leased: LeasedOut | undefined, policy: BucketPolicy, nowMs: number): S | BucketState | undefined {
+  const live = liveLeases(leaseEntries(leased), nowMs);
+  if (state === undefined || live.length === 0 || !isBucketState(state) || !isTokenBucket(policy)) return state;
+  return underLeases(state, live, policy, nowMs, state.generation);
+}
+
+/**
+ * When a bucket kept with `leased` leases may go: `fullAtMs`, or when the last lease ends if later.
+ *
+ * @example
+ * keptUntilMs(60_000, { policy, holders: { a: { tokens: 3, untilMs: 90_000 } } }); // 90000
+ */
+export function keptUntilMs(fullAtMs: number, leased: LeasedOut | undefined): number {
+  return leasesEndAtMs(leaseEntries(leased), fullAtMs);
 }
 
 /**
@@ -136,18 +162,6 @@ export function withinNewLimit(bucket: StoredBucket, policy: BucketPolicy | null
     return rest;
   }
   if (policy === null || !isBucketState(bucket)) return bucket;
-  const { decision } = takeTokens(bucket, { ...policy, blockForMs: 0 }, 0, nowMs);
-  if (decision.outcome !== "allowed") return bucket;
-  const out = leasedTokens(leased);
-  const tokens = Math.max(0, Math.min(decision.remaining + out, policy.capacity) - out);
-  const { blockedUntilMs, generation } = bucket;
-  return {
-    level: tokens * policy.refillPeriodMs,
-    unitsPerToken: policy.refillPeriodMs,
-    updatedAtMs: Math.max(nowMs, bucket.updatedAtMs),
-    generation,
-    ...(blockedUntilMs !== undefined && { blockedUntilMs }),
-    fullAtMs: bucket.fullAtMs,
-    leased: { ...leased, policy: shapeOf(policy) },
-  };
+  const state = withinLeases(bucket, leased, policy, nowMs) ?? bucket;
+  return { ...state, fullAtMs: bucket.fullAtMs, leased: { ...leased, policy: shapeOf(policy) } };
 }

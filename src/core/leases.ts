@@ -13,6 +13,10 @@ import { ceilDiv, floorDiv, refundBucket, stateExpiresInMs, takeTokens, type Buc
  * token bucket's bound although leased tokens are spent after they were taken. The cap is taken
  * under the policy in force at each step, so a lowered limit (an override) holds from the next
  * step on, and a reset leaves the bucket full less the leases still out.
+ *
+ * The Durable Object backend keeps its leases per isolate beside each bucket
+ * (`src/core/lease-ledger.ts`) and applies the same functions: the cap (`underLeases`), the
+ * grant (`grantLease`), the live leases and the tokens out.
  */
 
 /** One lease out of a bucket, as the store records it. */
@@ -70,8 +74,13 @@ export function liveLeases(leases: readonly LeaseEntry[], nowMs: number, except?
   return leases.filter((lease) => lease.untilMs > nowMs && lease.id !== except);
 }
 
-/** Whole tokens of `leases` (all counted: pass live ones). */
-function tokensOut(leases: readonly LeaseEntry[]): number {
+/**
+ * Whole tokens of `leases` (all counted: pass live ones).
+ *
+ * @example
+ * tokensOut([{ id: "a.1", tokens: 3, untilMs: 9_000 }, { id: "b.1", tokens: 2, untilMs: 9_000 }]); // 5
+ */
+export function tokensOut(leases: readonly LeaseEntry[]): number {
   let out = 0;
   for (const lease of leases) out += lease.tokens;
   return out;
@@ -114,8 +123,19 @@ export function underLeases(state: BucketState | undefined, live: readonly Lease
  * leasedExpiresAtMs({ state: undefined, leases: [{ id: "a.1", tokens: 3, untilMs: 9_000 }] }, policy, 0); // 9000
  */
 export function leasedExpiresAtMs(bucket: LeasedBucket, rule: BucketPolicy, nowMs: number): number {
-  let at = bucket.state === undefined ? nowMs + 1 : nowMs + stateExpiresInMs(bucket.state, rule, nowMs);
-  for (const lease of bucket.leases) at = Math.max(at, lease.untilMs);
+  return leasesEndAtMs(bucket.leases, bucket.state === undefined ? nowMs + 1 : nowMs + stateExpiresInMs(bucket.state, rule, nowMs));
+}
+
+/**
+ * When the last of `leases` ends, or `atMs` if that is later: a store keeps a bucket's leases
+ * (and the bucket) at least this long, so each lease is counted out until it ends.
+ *
+ * @example
+ * leasesEndAtMs([{ id: "a.1", tokens: 3, untilMs: 9_000 }], 5_000); // 9000
+ */
+export function leasesEndAtMs(leases: readonly LeaseEntry[], atMs: number): number {
+  let at = atMs;
+  for (const lease of leases) at = Math.max(at, lease.untilMs);
   return at;
 }
 

@@ -86,8 +86,7 @@ export class ClientBuckets extends DurableObject<object> {
   chargeBatch(request: BatchRequest): BatchAnswer {
     const nowMs = Date.now();
     const { holder, seq } = request;
-    if (request.giveBack !== undefined && request.giveBack.length > 0 && holder !== undefined) this.table.giveBack(this.table.counted(holder, request.giveBack, nowMs), nowMs);
-    if (holder !== undefined) this.table.releaseHolder(holder, seq);
+    if (holder !== undefined) this.table.endLeases(holder, seq, request.giveBack ?? [], nowMs);
     const answers = request.takes.map((charges) => this.table.charge(charges, nowMs));
     // A lease is granted only to a caller that says who it is (so its next call can release it).
     const lease = request.lease === undefined || holder === undefined ? null : this.table.grantLease(request.lease, holder, seq, nowMs);
