@@ -87,17 +87,27 @@ export function upstashBackend(options: UpstashBackendOptions): LimiterBackend {
     const leasable = charge ? leases.leasable(charges) : undefined;
     const [key = ""] = keys;
     if (leasable !== undefined) {
-      const local = leases.local(key, leasable, Date.now());
-      if (local !== undefined) return [local];
+      for (;;) {
+        const local = leases.local(key, leasable, Date.now());
+        if (local !== undefined) return [local];
+        const inFlight = leases.leaseInFlight(key, signal, Date.now());
+        if (inFlight === undefined) break;
+        await inFlight;
+        signal.throwIfAborted();
+      }
     }
     const call = leasable === undefined ? undefined : leases.prepare(key, leasable, Date.now());
-    const args = scriptArgs(charges, charge, undefined, undefined, charge ? keys.map((k) => hints.get(k) ?? "") : undefined, undefined, call?.args);
-    const reply = await script(keys, args, signal);
-    const answers = decodeReply(reply);
-    if (answers.length !== charges.length) throw new Error(`script answered ${answers.length} decisions for ${charges.length} charges`);
-    const grant = call === undefined ? undefined : decodeGrant(reply);
-    if (leasable !== undefined && call !== undefined && grant !== undefined && answers[0] !== undefined) leases.install(key, leasable, call, grant, answers[0].policy);
-    return answers;
+    try {
+      const args = scriptArgs(charges, charge, undefined, undefined, charge ? keys.map((k) => hints.get(k) ?? "") : undefined, undefined, call?.args);
+      const reply = await script(keys, args, signal);
+      const answers = decodeReply(reply);
+      if (answers.length !== charges.length) throw new Error(`script answered ${answers.length} decisions for ${charges.length} charges`);
+      const grant = call === undefined ? undefined : decodeGrant(reply);
+      if (leasable !== undefined && call !== undefined && grant !== undefined && answers[0] !== undefined) leases.install(key, leasable, call, grant, answers[0].policy);
+      return answers;
+    } finally {
+      if (call !== undefined) leases.settled(key, call);
+    }
   };
   const registryKey = `${options.keyPrefix}:__overrides`;
   // A client's slots under a concurrency rule: a sorted set under the rule's name (names are unique across rules).
