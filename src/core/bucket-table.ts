@@ -2,7 +2,8 @@ import type { BucketAnswer } from "./backend";
 import { expiresInMs, isBucketState, isTokenBucket, type RateState } from "./algorithms/index";
 import { newGeneration, refundTokens, takeBuckets, type BucketPolicy } from "./token-bucket";
 import { grantLease, underLeases } from "./leases";
-import { keptUntilMs, leaseEntries, liveLease, sameShape, shapeOf, withinLeases, withinNewLimit, type LeasedOut, type LeaseGrant, type LeaseRequest, type StoredBucket } from "./lease-ledger";
+import { keptUntilMs, leaseEntries, liveLease, sameShape, shapeOf, withinLeases, withinNewLimit, type LeasedOut, type LeaseRequest, type StoredBucket } from "./lease-ledger";
+import type { LeaseGrant } from "./lease-wallet";
 
 /** One charge of a table's bucket, by the bucket's name (a rule's, in a client's object). */
 export interface TableCharge {

@@ -20,17 +20,6 @@ export interface LeaseRequest {
   readonly ttlMs: number;
 }
 
-/** A lease granted: `granted` charges of the lease's cost, taken from the bucket in one step. */
-export interface LeaseGrant {
-  readonly granted: number;
-  /** The state the lease's take wrote: what giving back the unused part refunds against. */
-  readonly charged: BucketState;
-  /** The bucket after the lease (remaining whole tokens, time until full), under `policy`. */
-  readonly remaining: number;
-  readonly resetMs: number;
-  readonly policy: BucketPolicy;
-}
-
 /** A policy's capacity and refill, without its block period. */
 export type ShapeOfBucket = Pick<BucketPolicy, "capacity" | "refillTokens" | "refillPeriodMs">;
 

@@ -1,5 +1,6 @@
 import type { LeaseReturn, TableAnswer, TableCharge, TableRefund } from "../../core/bucket-table";
-import type { LeaseGrant, LeaseRequest } from "../../core/lease-ledger";
+import type { LeaseRequest } from "../../core/lease-ledger";
+import type { LeaseGrant } from "../../core/lease-wallet";
 
 /**
  * What isolates and a client's object say to each other (`ClientBuckets`' RPC methods): one
