@@ -77,19 +77,29 @@ export class ClientBatcher {
   /** Numbers this isolate's calls, increasing, so an object can tell a late call from a newer one. */
   private seq = 0;
 
+  /**
+   * @param stubFor the client's object
+   * @param clock the isolate's clock (lease lifetimes, staleness); injected by tests
+   */
   constructor(
     private readonly stubFor: (clientKey: string) => DurableObjectStub<ClientBuckets>,
     options: LeaseOptions = {},
+    private readonly clock: () => number = Date.now,
   ) {
     this.maxLease = Math.max(0, Math.floor(options.maxLease ?? DEFAULT_MAX_LEASE));
     this.leaseTtlMs = Math.max(1, options.leaseTtlMs ?? DEFAULT_LEASE_TTL_MS);
     this.staleAfterMs = Math.max(1, options.staleAfterMs ?? DEFAULT_STALE_AFTER_MS);
   }
 
+  /** A one-charge request's answer from this isolate's lease for the client, with no call; undefined when it holds none that matches. */
+  takeHeld(clientKey: string, charges: readonly ObjectCharge[]): BucketAnswer | undefined {
+    return this.clients.get(clientKey)?.wallet.take(charges, this.clock());
+  }
+
   /** One request's charges on one client's object: from a lease, or in the client's next call. */
   async take(clientKey: string, charges: readonly ObjectCharge[], signal: AbortSignal): Promise<BucketAnswer[]> {
     const client = this.client(clientKey);
-    const local = client.wallet.take(charges, Date.now());
+    const local = client.wallet.take(charges, this.clock());
     if (local !== undefined) return [local];
     const waiter: Waiter = { charges, signal, sent: false };
     client.queue.push(waiter);
@@ -125,7 +135,7 @@ export class ClientBatcher {
       };
       waiter.wake = done;
       signal.addEventListener("abort", done);
-      if (!waiter.sent && client.inFlight) timer = setTimeout(done, Math.max(0, client.flightStartedMs + this.staleAfterMs + 1 - Date.now()));
+      if (!waiter.sent && client.inFlight) timer = setTimeout(done, Math.max(0, client.flightStartedMs + this.staleAfterMs + 1 - this.clock()));
     });
   }
 
@@ -146,11 +156,11 @@ export class ClientBatcher {
 
   /** The call in flight outlived its request's budget (or its request): the next may go. */
   private stale(client: Client): boolean {
-    return client.flightSignal?.aborted === true || Date.now() - client.flightStartedMs > this.staleAfterMs;
+    return client.flightSignal?.aborted === true || this.clock() - client.flightStartedMs > this.staleAfterMs;
   }
 
   private forgetIdle(): void {
-    const nowMs = Date.now();
+    const nowMs = this.clock();
     for (const [key, client] of this.clients) {
       if ((client.inFlight && !this.stale(client)) || client.queue.length > 0) continue;
       if (client.wallet.live(nowMs)) continue;
@@ -160,7 +170,7 @@ export class ClientBatcher {
 
   /** Sends the client's queue (and any lease request and give-back) in one call, and answers every request in it. */
   private async call(clientKey: string, client: Client, signal: AbortSignal): Promise<void> {
-    const nowMs = Date.now();
+    const nowMs = this.clock();
     const batch = client.queue.splice(0).filter((waiter) => !waiter.signal.aborted);
     if (batch.length === 0) return;
     for (const waiter of batch) waiter.sent = true;
@@ -194,7 +204,7 @@ export class ClientBatcher {
           grant: answer.lease,
           seq,
           left: answer.lease.granted,
-          grantedAtMs: Date.now(),
+          grantedAtMs: this.clock(),
           // Counted from the send: the object counts it from when it took it, which is later.
           expiresAtMs: nowMs + this.leaseTtlMs,
         };
@@ -210,7 +220,7 @@ export class ClientBatcher {
     for (const waiter of batch) waiter.wake?.();
     // Requests that queued meanwhile: served from the new lease where they can, else woken so one of them calls.
     const waiting = client.queue.splice(0);
-    const answeredAt = Date.now();
+    const answeredAt = this.clock();
     for (const waiter of waiting) {
       const local = client.wallet.take(waiter.charges, answeredAt);
       if (local === undefined) client.queue.push(waiter);

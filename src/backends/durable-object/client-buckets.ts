@@ -2,6 +2,7 @@ import { DurableObject } from "cloudflare:workers";
 import type { BucketAnswer, OverrideRecord } from "../../core/backend";
 import { acquireSlots, releaseSlot, renewSlot, slotsExpireInMs, type SlotDecision, type SlotState } from "../../core/slots";
 import type { BucketPolicy } from "../../core/token-bucket";
+import { answerBatch } from "./answer-batch";
 import { BucketTable } from "../../core/bucket-table";
 import type { StoredBucket } from "../../core/lease-ledger";
 import { OverrideRegistryRecords } from "./override-registry";
@@ -84,14 +85,9 @@ export class ClientBuckets extends DurableObject<object> {
    * before the reply leaves (write-through: the output gate holds it until durable).
    */
   chargeBatch(request: BatchRequest): BatchAnswer {
-    const nowMs = Date.now();
-    const { holder, seq } = request;
-    if (holder !== undefined) this.table.endLeases(holder, seq, request.giveBack ?? [], nowMs);
-    const answers = request.takes.map((charges) => this.table.charge(charges, nowMs));
-    // A lease is granted only to a caller that says who it is (so its next call can release it).
-    const lease = request.lease === undefined || holder === undefined ? null : this.table.grantLease(request.lease, holder, seq, nowMs);
+    const answer = answerBatch(this.table, request, Date.now());
     this.persist();
-    return { answers, lease };
+    return answer;
   }
 
   /** What `take` would answer now, changing nothing. */

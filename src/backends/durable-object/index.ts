@@ -47,6 +47,13 @@ export function durableObjectBackend(namespace: DurableObjectNamespace<ClientBuc
     name: "durable-object",
     failureScope: "client",
     stats,
+    takeHeld(charges) {
+      const [charge] = charges;
+      if (charges.length !== 1 || charge === undefined) return undefined;
+      const { clientKey, rule, policy, cost, enforced } = charge;
+      const held = batcher.takeHeld(clientKey, [{ rule, policy, cost, enforced }]);
+      return held === undefined ? undefined : [held];
+    },
     async take(charges, signal) {
       signal.throwIfAborted();
       const groups = groupByClient(charges);
