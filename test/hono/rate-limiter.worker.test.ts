@@ -48,7 +48,8 @@ describe.each(BACKENDS)("the middleware's deny cache on the $name backend", ({ c
     const ip = randomIp();
     let allowed = 0;
     let total = 0;
-    const until = Date.now() + 1_000;
+    const started = Date.now();
+    const until = started + 1_000;
     await Promise.all(
       Array.from({ length: 16 }, async () => {
         while (Date.now() < until) {
@@ -60,7 +61,8 @@ describe.each(BACKENDS)("the middleware's deny cache on the $name backend", ({ c
     );
     console.log(JSON.stringify({ event: "deny-cache herd", backend: backend.name, total, allowed, backendCalls: counter.calls }));
     expect(allowed).toBeGreaterThan(0);
-    expect(allowed).toBeLessThanOrEqual(1 + 11); // capacity + rate × ~1 s, with slack for the clock
+    // Capacity + rate × the time the herd ran (requests in flight at `until` end later on a busy machine).
+    expect(allowed).toBeLessThanOrEqual(1 + Math.ceil((10 * (Date.now() - started)) / 1_000));
     // The first 16 arrive together with nothing cached; after that a few calls per token, not
     // one per waiting request (measured here: ~26 calls; 170-190 before waiting was added).
     expect(counter.calls).toBeLessThan(60);
