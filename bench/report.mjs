@@ -109,10 +109,10 @@ export function formatReport(report) {
     `sluice benchmark (${report.mode}, ${report.durationS.toFixed(0)} s): ${m.cpuCount} × ${m.cpuModel}, ${m.memoryGiB} GiB, ${m.os}`,
     `node ${m.node}, redis ${m.redis}, workerd ${m.workerd} (miniflare ${m.miniflare}), autocannon ${m.autocannon}`,
     "",
-    `Throughput: ${profile.connections} connections, ~${profile.measureS} s per run after a ${profile.warmupS} s warm-up; ` +
+    `Throughput: ${profile.connections} connections, ${throughputRuns(profile)} after a ${profile.warmupS} s warm-up; ` +
       `allowed = each connection its own client with a huge budget, flood = one client over capacity 10 at 1/s`,
   ];
-  const header = ["scenario", "limiter", "req/s", "÷bare", "p50 ms", "p99 ms", "2xx", "429", "other", "redis cmd/dec", "calls/req"];
+  const header = ["scenario", "limiter", "req/s", "÷bare", "p50 ms", "p99 ms", "2xx", "429", "other", "redis cmd/dec", "calls/req", ...(profile.rounds > 1 ? ["each run's req/s"] : [])];
   const table = [...report.bareRuns.map((r, i) => ({ ...r, scenario: `ceiling ${i + 1}` })), ...report.rows].map((r) => [
     r.scenario,
     labels[r.limiter] ?? r.limiter,
@@ -125,6 +125,7 @@ export function formatReport(report) {
     String(r.other + r.errors),
     r.redisCommandsPerDecision === null ? "—" : r.redisCommandsPerDecision.toFixed(2),
     r.backendCallsPerRequest === null ? "—" : r.backendCallsPerRequest.toFixed(3),
+    ...(profile.rounds > 1 ? [r.roundsRps?.map((rps) => rps.toFixed(0)).join(" / ") ?? ""] : []),
   ]);
   lines.push(...columns([header, ...table]), `(÷bare: against the mean of the ${report.bareRuns.length} ceiling runs, ${bareRps.toFixed(0)} req/s)`, "");
 
@@ -362,4 +363,14 @@ export function formatExtras(extras, labels) {
     "  Its speed here is Miniflare's too (each limit() is a call to a local object), not Cloudflare's (a counter cached on the machine).",
   );
   return lines;
+}
+
+/**
+ * How the throughput rows were measured, in words.
+ * @param {import("./scenarios.mjs").Profile} profile
+ * @returns {string}
+ */
+function throughputRuns({ measureS, rounds }) {
+  if (rounds <= 1) return `~${measureS} s per run`;
+  return `${rounds} runs of ~${(measureS / rounds).toFixed(1)} s per limiter, interleaved with the others' and the bare proxy's, the median run shown (the ceilings: every bare run, first, interleaved, last)`;
 }

@@ -21,6 +21,7 @@ import { runPaced } from "./load.mjs";
  * @property {number} connections       autocannon connections of a throughput run
  * @property {number} warmupS
  * @property {number} measureS          intended length of a throughput run
+ * @property {number} rounds            throughput runs per limiter and scenario, interleaved; the median one is reported
  * @property {number} maxRequests       hard cap on one run's requests
  * @property {number} accuracyS
  */
@@ -55,6 +56,7 @@ const SETTLE_MS = 300;
  * @property {number | null} backendCallsPerRequest      null when it cannot be counted
  * @property {Record<string, number> | null} redisCommands
  * @property {Record<string, number> | null} [storageOps]  bucket objects' storage calls during the run (limiters that count them)
+ * @property {number[]} [roundsRps]  req/s of each interleaved run, when the row is their median
  */
 
 /**
@@ -99,6 +101,21 @@ export async function measureThroughput(limiter, scenario, { profile, stats }) {
   } finally {
     await instance.dispose();
   }
+}
+
+/**
+ * The run with the median req/s of one limiter's interleaved runs (the lower middle of an even
+ * count), with every run's req/s beside it, so the spread shows.
+ * @param {ThroughputRow[]} runs
+ * @returns {ThroughputRow}
+ * @example
+ * medianRun([rowAt1500, rowAt1200, rowAt1700]); // rowAt1500, roundsRps [1500, 1200, 1700]
+ */
+export function medianRun(runs) {
+  const sorted = [...runs].sort((a, b) => a.rps - b.rps);
+  const median = sorted[Math.floor((sorted.length - 1) / 2)];
+  if (median === undefined) throw new Error("medianRun: no runs");
+  return { ...median, roundsRps: runs.map((run) => run.rps) };
 }
 
 /**
