@@ -314,7 +314,7 @@ export function formatExtras(extras, labels) {
   const lines = [
     "",
     `Added latency at a fixed ${bare.rps} req/s (evenly spaced, all allowed), against the bare proxy's p50 ${ms(bare.p50Ms)} ms / p99 ${ms(bare.p99Ms)} ms in the same run`,
-    `(mean of its runs first and last: p50 ${bare.runs.map((r) => ms(r.p50Ms)).join(" / ")} ms, p99 ${bare.runs.map((r) => ms(r.p99Ms)).join(" / ")} ms, sender late ≤ ${bare.runs.map((r) => ms(r.senderLateMs)).join(" / ")} ms);`,
+    `(${bare.runs.length > 2 ? "each limiter's p50 and p99 the medians of its runs, interleaved with the bare proxy's; " : ""}the bare proxy's mean over its runs: p50 ${bare.runs.map((r) => ms(r.p50Ms)).join(" / ")} ms, p99 ${bare.runs.map((r) => ms(r.p99Ms)).join(" / ")} ms, sender late ≤ ${bare.runs.map((r) => ms(r.senderLateMs)).join(" / ")} ms);`,
     `cost per million decisions from the allowed and flood runs' operations at published prices (${PRICES_READ_ON}; store only, + the Workers request $${(PRICES.workersRequest.usd * 1e6).toFixed(2)} in the last column)`,
   ];
   lines.push(

@@ -291,7 +291,29 @@ const FIXED_RATE_COUNTS = { full: { warmup: 100, measured: 1500 }, quick: { warm
  * @property {number} refused
  * @property {number} other          any other status, plus connection errors and timeouts
  * @property {number} maxLateMs      the sender's worst lag behind its schedule
+ * @property {{ p50Ms: number, p99Ms: number }[]} [rounds]  each run's, when p50 and p99 are their medians
  */
+
+/**
+ * One limiter's fixed-rate runs as one row: the median p50 and the median p99 of its runs (each
+ * on its own), the worst sender lag, and every run's percentiles beside them.
+ * @param {FixedRateRow[]} runs
+ * @returns {FixedRateRow}
+ * @example
+ * medianFixedRate([run1, run2, run3]).p99Ms; // the middle one of the three p99s
+ */
+export function medianFixedRate(runs) {
+  const [first] = runs;
+  if (first === undefined) throw new Error("medianFixedRate: no runs");
+  const median = (/** @type {number[]} */ values) => /** @type {number} */ ([...values].sort((a, b) => a - b)[Math.floor((values.length - 1) / 2)]);
+  return {
+    ...first,
+    p50Ms: median(runs.map((r) => r.p50Ms)),
+    p99Ms: median(runs.map((r) => r.p99Ms)),
+    maxLateMs: Math.max(...runs.map((r) => r.maxLateMs)),
+    rounds: runs.map(({ p50Ms, p99Ms }) => ({ p50Ms, p99Ms })),
+  };
+}
 
 /**
  * One fixed-rate run: start the limiter with the allowed policy, check it answers, warm up at the
