@@ -2,7 +2,7 @@ import { BackendTimeoutError, withDeadline } from "./deadline";
 import type { IdentityOptions } from "./identity";
 import { PrefixOverrides } from "./overrides";
 import type { Rule } from "./rules";
-import { SharedWaitTimeoutError, type CallTrace, type StoreGuard } from "./store-guard";
+import { SharedCallError, type CallTrace, type StoreGuard } from "./store-guard";
 
 /** Prefix overrides are refreshed in the background once this old, and never used older than the maximum. */
 const OVERRIDES_REFRESH_AFTER_MS = 5_000;
@@ -78,7 +78,7 @@ export class PrefixOverrideCache {
     } catch (error) {
       // Another request's read that did not answer in time may have been lost with that request:
       // this request gets its fail mode, but the breaker only counts reads a request made itself.
-      if (!own && error instanceof BackendTimeoutError) throw new SharedWaitTimeoutError(error.message);
+      if (!own && error instanceof BackendTimeoutError) throw new SharedCallError(error);
       throw error;
     }
   }

@@ -29,8 +29,18 @@ export type BackendHealth =
 /** While the breaker is open, the store is probed in the background at most this often. */
 export const BACKGROUND_PROBE_MS = 250;
 
-/** A wait on a read another request started (and may have lost): never counted against the breaker. */
-export class SharedWaitTimeoutError extends BackendTimeoutError {}
+/**
+ * A store call another request made (and counted) failed, or could not be waited for in time:
+ * this request gets its fail mode, but the breaker counts only calls a request made itself, so
+ * one burst's shared call is one failure, not one per request that waited on it.
+ */
+export class SharedCallError extends Error {
+  override readonly name = "SharedCallError";
+
+  constructor(readonly original: unknown) {
+    super(original instanceof Error ? original.message : String(original));
+  }
+}
 
 /** What a {@link StoreGuard} needs. */
 export interface StoreGuardOptions {
@@ -82,7 +92,7 @@ export class StoreGuard {
   /**
    * A decision's call under the breaker, recorded in `trace`: skipped while the breaker is open, a
    * misconfigured store reported as such, any other failure counted against the breaker (except a
-   * wait on another request's read) and reported `unreachable` with its reason. `onFailure` runs
+   * {@link SharedCallError}: another request's call) and reported `unreachable` with its reason. `onFailure` runs
    * first whenever the call does not answer. `client` scopes the breaker (see {@link StoreGuard.scope}):
    * a failure after `run` called `reached` (the call went to the client's own object) counts
    * against that client's circuit, one before it against the store's.
@@ -111,10 +121,12 @@ export class StoreGuard {
         log({ event: "limiter.backend_config_error", variable: error.variable, reason: error.message }, trace.requestId);
         return { kind: "misconfigured", variable: error.variable, message: error.message };
       }
-      call(error instanceof BackendTimeoutError ? "timeout" : "error");
-      if (!(error instanceof SharedWaitTimeoutError)) trace.breakerOpened = this.breaker.recordFailure(clock(), reachedClient ? client : undefined);
+      const shared = error instanceof SharedCallError;
+      const cause = shared ? error.original : error;
+      call(cause instanceof BackendTimeoutError ? "timeout" : "error");
+      if (!shared) trace.breakerOpened = this.breaker.recordFailure(clock(), reachedClient ? client : undefined);
       if (trace.breakerOpened) log({ event: "limiter.breaker_opened", backend: backend.name }, trace.requestId);
-      return { kind: "unreachable", reason: error instanceof Error ? `${error.name}: ${error.message}` : String(error) };
+      return { kind: "unreachable", reason: cause instanceof Error ? `${cause.name}: ${cause.message}` : String(cause) };
     }
   }
 

@@ -1,11 +1,19 @@
 import { Redis } from "@upstash/redis/cloudflare";
-import { BackendConfigError, type BucketCharge, type LimiterBackend, type OverrideRecord, type SlotClaim } from "../../core/backend";
+import { BackendConfigError, type BucketAnswer, type BucketCharge, type LimiterBackend, type OverrideRecord, type SlotClaim } from "../../core/backend";
 import { SLOTS_UPSTASH_LUA, SLOTS_UPSTASH_SHA1 } from "./slots-script";
 import { TOKEN_BUCKET_UPSTASH_LUA, TOKEN_BUCKET_UPSTASH_SHA1 } from "./token-bucket-script";
-import { decodeGrant, decodeReply, decodeSlotReply, overrideArgs, resetArgs, scriptArgs, scriptKeys, slotArgs, storedValues, type SlotOperation } from "./wire";
+import { decodeGrant, decodeReply, decodeSlotReply, type LeaseArgs, overrideArgs, resetArgs, scriptArgs, scriptKeys, slotArgs, storedValues, type SlotOperation } from "./wire";
 import { logLimiterEvent } from "../../core/events";
 import { DEFAULTS } from "../../core/defaults";
 import { LeaseKeeper } from "./lease-keeper";
+import { KeyedBatcher, type Settled } from "../../core/keyed-batcher";
+
+/** One request's takes as the batcher queues them: its buckets' keys, its charges, and the one a lease may serve. */
+interface Take {
+  readonly keys: string[];
+  readonly charges: readonly BucketCharge[];
+  readonly leasable: BucketCharge | undefined;
+}
 
 /** Options of {@link upstashBackend}. */
 export interface UpstashBackendOptions {
@@ -19,6 +27,8 @@ export interface UpstashBackendOptions {
   readonly maxLease?: number;
   /** A lease's unused charges go back once it is this old (ms). Default 1000. */
   readonly leaseTtlMs?: number;
+  /** A client's call in flight longer than this (ms) no longer holds back its next one: use the limiter's backend budget. Default 1000. */
+  readonly staleAfterMs?: number;
 }
 
 /** How many buckets' last seen values an isolate keeps as hints (the oldest go first). */
@@ -81,33 +91,83 @@ export function upstashBackend(options: UpstashBackendOptions): LimiterBackend {
     }
   };
 
+  /** Script calls in one REST request (a pipeline; one alone: EVALSHA), each settled on its own, in order. */
+  const scripts = async (calls: readonly ScriptCall[], signal: AbortSignal): Promise<Settled<unknown>[]> => {
+    const [only] = calls;
+    if (calls.length === 1 && only !== undefined) return [{ ok: true, value: await script(only.keys, only.args, signal) }];
+    try {
+      const replies = await runScripts(redis, calls, signal);
+      replies.forEach((reply, i) => {
+        const keys = calls[i]?.keys ?? [];
+        if (reply.ok) remember(keys, storedValues(reply.value));
+        else for (const key of keys) hints.delete(key);
+      });
+      return replies;
+    } catch (error) {
+      for (const { keys } of calls) for (const key of keys) hints.delete(key);
+      throw error;
+    }
+  };
+
   const leases = new LeaseKeeper(Math.max(0, Math.floor(options.maxLease ?? DEFAULTS.leases.maxLease)), Math.max(1, options.leaseTtlMs ?? DEFAULTS.leases.leaseTtlMs));
+  // A client's takes of the same buckets: one REST request in flight per isolate, the requests that
+  // arrive meanwhile sent together in the next (a pipeline, one script call each, in order).
+  const takes = new KeyedBatcher<Take, BucketAnswer[]>(
+    {
+      send: async (key, batch, signal, current) => {
+        // A leasable take has one bucket: the batch's key is that bucket's. The rest of an ended
+        // lease goes back with the first call (the batch may spend it); a new lease is asked with
+        // the last, after every request of the batch was charged.
+        const first = batch[0];
+        const last = batch.at(-1);
+        const call = last?.leasable === undefined ? undefined : leases.prepare(key, last.leasable, Date.now());
+        const { ask, giveBack } = call?.args ?? {};
+        const leaseArgs = (i: number): LeaseArgs | undefined => {
+          const giving = giveBack !== undefined && (i === 0 ? first?.leasable !== undefined : i === batch.length - 1 && first?.leasable === undefined);
+          const asking = ask !== undefined && i === batch.length - 1;
+          return giving || asking ? { ...(giving && { giveBack }), ...(asking && { ask }) } : undefined;
+        };
+        const replies = await scripts(
+          batch.map(({ keys, charges }, i) => {
+            // Only the first knows what the key holds: each script call changes it.
+            const known = keys.map((k) => (i === 0 ? (hints.get(k) ?? "") : ""));
+            return { keys, args: scriptArgs(charges, true, undefined, undefined, known, undefined, leaseArgs(i)) };
+          }),
+          signal,
+        );
+        return replies.map((reply, i): Settled<BucketAnswer[]> => {
+          const take = batch[i];
+          if (!reply.ok || take === undefined) return reply.ok ? { ok: false, error: new Error("a reply for no request") } : reply;
+          try {
+            const answers = decodeReply(reply.value);
+            if (answers.length !== take.charges.length) throw new Error(`script answered ${answers.length} decisions for ${take.charges.length} charges`);
+            const grant = i === batch.length - 1 && call !== undefined ? decodeGrant(reply.value) : undefined;
+            // The lease of a call that went stale (a newer one was sent) goes back unused.
+            if (grant !== undefined && take.leasable !== undefined && call !== undefined && answers[0] !== undefined) leases.install(key, take.leasable, call, grant, answers[0].policy, current());
+            return { ok: true, value: answers };
+          } catch (error) {
+            return { ok: false, error };
+          }
+        });
+      },
+      answerQueued: (key, { leasable }) => {
+        const local = leasable === undefined ? undefined : leases.local(key, leasable, Date.now());
+        return local === undefined ? undefined : [local];
+      },
+    },
+    Math.max(1, options.staleAfterMs ?? DEFAULTS.timeoutMs),
+  );
   const decide = async (charges: readonly BucketCharge[], signal: AbortSignal, charge: boolean) => {
     const keys = scriptKeys(options.keyPrefix, charges);
-    const leasable = charge ? leases.leasable(charges) : undefined;
-    const [key = ""] = keys;
-    if (leasable !== undefined) {
-      for (;;) {
-        const local = leases.local(key, leasable, Date.now());
-        if (local !== undefined) return [local];
-        const inFlight = leases.leaseInFlight(key, signal, Date.now());
-        if (inFlight === undefined) break;
-        await inFlight;
-        signal.throwIfAborted();
-      }
+    if (charge) {
+      const leasable = leases.leasable(charges);
+      const local = leasable === undefined ? undefined : leases.local(keys[0] ?? "", leasable, Date.now());
+      return local === undefined ? takes.run(keys.join(" "), { keys, charges, leasable }, signal) : [local];
     }
-    const call = leasable === undefined ? undefined : leases.prepare(key, leasable, Date.now());
-    try {
-      const args = scriptArgs(charges, charge, undefined, undefined, charge ? keys.map((k) => hints.get(k) ?? "") : undefined, undefined, call?.args);
-      const reply = await script(keys, args, signal);
-      const answers = decodeReply(reply);
-      if (answers.length !== charges.length) throw new Error(`script answered ${answers.length} decisions for ${charges.length} charges`);
-      const grant = call === undefined ? undefined : decodeGrant(reply);
-      if (leasable !== undefined && call !== undefined && grant !== undefined && answers[0] !== undefined) leases.install(key, leasable, call, grant, answers[0].policy);
-      return answers;
-    } finally {
-      if (call !== undefined) leases.settled(key, call);
-    }
+    const reply = await script(keys, scriptArgs(charges, false), signal);
+    const answers = decodeReply(reply);
+    if (answers.length !== charges.length) throw new Error(`script answered ${answers.length} decisions for ${charges.length} charges`);
+    return answers;
   };
   const registryKey = `${options.keyPrefix}:__overrides`;
   // A client's slots under a concurrency rule: a sorted set under the rule's name (names are unique across rules).
@@ -211,6 +271,23 @@ class UpstashClient extends Redis {
       return result;
     });
   }
+
+  /** Raw commands in one pipeline request under `signal`, each answered (or failed) on its own, in order. */
+  async sendPipeline(signal: AbortSignal, commands: readonly (readonly string[])[]): Promise<Settled<unknown>[]> {
+    return withAuthCheck(async () => {
+      let replies: unknown;
+      try {
+        replies = await this.client.request({ path: ["pipeline"], body: commands, signal });
+      } catch (error) {
+        signal.throwIfAborted();
+        throw withoutCommand(error);
+      }
+      // An aborted fetch comes back as a fake reply, not an error.
+      signal.throwIfAborted();
+      if (!Array.isArray(replies) || replies.length !== commands.length) throw new Error(`unexpected pipeline reply: ${JSON.stringify(replies).slice(0, 200)}`);
+      return replies.map((reply: { result?: unknown; error?: string }) => (reply.error === undefined ? { ok: true, value: reply.result } : { ok: false, error: new Error(reply.error) }));
+    });
+  }
 }
 
 /** One registry entry; one that does not parse is skipped (and logged), never fatal to traffic. */
@@ -243,6 +320,34 @@ async function runScript(redis: UpstashClient, keys: string[], args: string[], s
     if (error instanceof Error && error.message.includes("NOSCRIPT")) return redis.send(signal, (r) => r.eval(script.lua, keys, args));
     throw error;
   }
+}
+
+/** One script call: its KEYS and ARGV. */
+interface ScriptCall {
+  readonly keys: string[];
+  readonly args: string[];
+}
+
+/**
+ * Several calls of `script` in one pipeline (run in order, each atomic, each answered on its
+ * own); those Redis answers NOSCRIPT go again as EVAL, in order. A failure of the request fails them all.
+ */
+async function runScripts(redis: UpstashClient, calls: readonly ScriptCall[], signal: AbortSignal, script: Script = TOKEN_BUCKET): Promise<Settled<unknown>[]> {
+  const replies = await redis.sendPipeline(
+    signal,
+    calls.map(({ keys, args }) => ["EVALSHA", script.sha1, String(keys.length), ...keys, ...args]),
+  );
+  const unknown = replies.flatMap((reply, i) => (!reply.ok && String(reply.error).includes("NOSCRIPT") ? [i] : []));
+  if (unknown.length === 0) return replies;
+  const again = await redis.sendPipeline(
+    signal,
+    unknown.map((i) => {
+      const { keys, args } = calls[i] ?? { keys: [], args: [] };
+      return ["EVAL", script.lua, String(keys.length), ...keys, ...args];
+    }),
+  );
+  unknown.forEach((at, i) => (replies[at] = again[i] ?? { ok: false, error: new Error("no reply") }));
+  return replies;
 }
 
 async function withAuthCheck<T>(call: () => Promise<T>): Promise<T> {

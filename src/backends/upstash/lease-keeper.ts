@@ -1,17 +1,11 @@
 import type { BucketAnswer, BucketCharge } from "../../core/backend";
 import type { BucketPolicy } from "../../core/token-bucket";
 import { isTokenBucket } from "../../core/algorithms/index";
-import { LeaseWallet } from "../../core/lease-wallet";
+import { LeaseWallet, type Lease } from "../../core/lease-wallet";
 import type { GrantReply, LeaseArgs } from "./wire";
 
 /** Buckets whose lease this isolate keeps at most; idle ones without a live lease are dropped beyond this. */
 const MAX_WALLETS = 10_000;
-/**
- * How long a request waits for another's call that asks for a lease of its bucket. The answer
- * comes in one round trip; a call whose request was cancelled may never settle, and must not
- * hold its client's next requests longer than this.
- */
-const LEASE_WAIT_MS = 250;
 
 /** What a call that may ask for a lease carries, and what installing its grant needs. */
 export interface LeaseCall {
@@ -32,8 +26,6 @@ export interface LeaseCall {
  */
 export class LeaseKeeper {
   private readonly wallets = new Map<string, LeaseWallet>();
-  /** Buckets with a call asking for a lease in flight: which call, since when, and the requests waiting for its answer. */
-  private readonly asking = new Map<string, { readonly seq: number; readonly sentAtMs: number; readonly waiters: Set<() => void> }>();
   /** Names this isolate's leases in the store (with the call's number). */
   private readonly tag = crypto.getRandomValues(new Uint32Array(2)).reduce((text, n) => text + n.toString(36), "");
   private seq = 0;
@@ -57,36 +49,13 @@ export class LeaseKeeper {
   }
 
   /**
-   * While this isolate's call asking for a lease of the bucket is in flight, a wait for its answer
-   * (its lease may answer this request too: a burst's requests would otherwise each call and find
-   * the tokens parked in that lease), at most {@link LEASE_WAIT_MS} after it was sent or until
-   * `signal` aborts; undefined when none is (decided synchronously, so a burst's first request to
-   * ask is in flight before the next one looks). Each request waits on a promise of its own.
+   * A call for the bucket is about to go (the only one in flight from this isolate: the backend
+   * sends a client's takes one call at a time): the lease to ask for, while the client is busy, and a rest to give back.
    */
-  leaseInFlight(key: string, signal: AbortSignal, nowMs: number): Promise<void> | undefined {
-    const asking = this.asking.get(key);
-    if (asking === undefined || nowMs - asking.sentAtMs >= LEASE_WAIT_MS) return undefined;
-    const { waiters, sentAtMs } = asking;
-    return new Promise<void>((resolve) => {
-      const timer = setTimeout(done, sentAtMs + LEASE_WAIT_MS - nowMs);
-      function done() {
-        clearTimeout(timer);
-        waiters.delete(done);
-        signal.removeEventListener("abort", done);
-        resolve();
-      }
-      waiters.add(done);
-      signal.addEventListener("abort", done);
-    });
-  }
-
-  /** A call for the bucket is about to go: the lease to ask for (while the client is busy, and no other call asks) and a rest to give back. */
   prepare(key: string, charge: BucketCharge, nowMs: number): LeaseCall {
     const wallet = this.wallet(key, nowMs);
-    const otherAsks = this.asking.has(key);
-    const want = otherAsks ? 0 : wallet.nextWant(nowMs, this.maxLease, this.leaseTtlMs);
+    const want = wallet.nextWant(nowMs, this.maxLease, this.leaseTtlMs);
     const seq = ++this.seq;
-    if (want > 0) this.asking.set(key, { seq, sentAtMs: nowMs, waiters: new Set() });
     const back = wallet.returns.shift();
     return {
       seq,
@@ -98,9 +67,13 @@ export class LeaseKeeper {
     };
   }
 
-  /** Holds the lease a call brought back; what is left when it ends goes back with a later call. */
-  install(key: string, charge: BucketCharge, call: LeaseCall, grant: GrantReply, policy: BucketPolicy): void {
-    this.wallet(key, call.sentAtMs).install({
+  /**
+   * Holds the lease a call brought back (`current`: the call is still its client's newest; else the
+   * lease goes back unused); what is left when it ends goes back with a later call.
+   */
+  install(key: string, charge: BucketCharge, call: LeaseCall, grant: GrantReply, policy: BucketPolicy, current: boolean): void {
+    const wallet = this.wallet(key, call.sentAtMs);
+    const lease: Lease = {
       rule: charge.rule,
       cost: charge.cost,
       asked: charge.policy,
@@ -110,15 +83,9 @@ export class LeaseKeeper {
       grantedAtMs: Date.now(),
       // Counted from the send: the store counts it from when it took it, which is later, plus a slack.
       expiresAtMs: call.sentAtMs + this.leaseTtlMs,
-    });
-  }
-
-  /** The call answered or failed: requests waiting for its lease look again. */
-  settled(key: string, call: LeaseCall): void {
-    const asking = this.asking.get(key);
-    if (asking?.seq !== call.seq) return;
-    this.asking.delete(key);
-    for (const wake of asking.waiters) wake();
+    };
+    if (current) wallet.install(lease);
+    else wallet.giveBack(lease);
   }
 
   /** Ends this isolate's lease of a bucket (reset, override): nothing more is handed out; the rest goes back with the next call. */
