@@ -53,13 +53,14 @@ const CONNECTION_STATE = new Set([
  * Starts the bridge. It waits up to 2 s for Redis, then listens anyway: requests get 503 until
  * Redis is up.
  * @param {{ redisUrl: string, token: string, port?: number, host?: string }} options
- * @returns {Promise<{ url: string, port: number, close: () => Promise<void>, setLatency: (ms: number) => void, setHang: (hang: boolean) => void }>}
+ * @returns {Promise<{ url: string, port: number, close: () => Promise<void>, setLatency: (ms: number) => void, setHang: (hang: boolean) => void, stats: () => { requests: number, peakInFlight: number }, resetStats: () => void }>}
  * @example
  * const bridge = await startUpstashBridge({ redisUrl: "redis://127.0.0.1:6379", token: "dev-token" });
  * const redis = new Redis({ url: bridge.url, token: "dev-token" }); // from "@upstash/redis"
  * await redis.set("k", "v");
  * bridge.setLatency(200); // every answer now comes 200 ms late
  * bridge.setHang(true);   // requests are accepted and never answered
+ * bridge.stats();         // { requests, peakInFlight } since bridge.resetStats()
  * await bridge.close();
  */
 export async function startUpstashBridge({ redisUrl, token, port = 0, host = "127.0.0.1" }) {
@@ -87,9 +88,15 @@ export async function startUpstashBridge({ redisUrl, token, port = 0, host = "12
 
   let latencyMs = 0;
   let hang = false;
+  // REST requests received, and the most answered at once (what a burst costs the store).
+  const stats = { requests: 0, inFlight: 0, peakInFlight: 0 };
 
   const server = createServer(async (req, res) => {
+    stats.requests += 1;
     if (hang) return; // accepted and never answered; close() drops the connection
+    stats.inFlight += 1;
+    stats.peakInFlight = Math.max(stats.peakInFlight, stats.inFlight);
+    res.on("close", () => (stats.inFlight -= 1));
     try {
       const chunks = [];
       for await (const chunk of req) chunks.push(chunk);
@@ -110,6 +117,9 @@ export async function startUpstashBridge({ redisUrl, token, port = 0, host = "12
     port: address.port,
     setLatency: (ms) => void (latencyMs = ms),
     setHang: (value) => void (hang = value),
+    /** REST requests since the last reset, and the most in flight at once. */
+    stats: () => ({ requests: stats.requests, peakInFlight: stats.peakInFlight }),
+    resetStats: () => void Object.assign(stats, { requests: 0, peakInFlight: stats.inFlight }),
     close: async () => {
       const closed = new Promise((resolve) => server.close(() => resolve(undefined)));
       server.closeAllConnections(); // including hung requests and idle keep-alive sockets

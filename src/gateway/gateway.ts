@@ -111,7 +111,7 @@ function createBackend(config: BackendConfig, env: Env, timeoutMs: number): Limi
       // A client's call that outlives the backend budget no longer holds back its next one.
       return durableObjectBackend(env.LIMITER_BUCKETS, { staleAfterMs: timeoutMs });
     case "upstash":
-      return upstashBackend(config);
+      return upstashBackend({ ...config, staleAfterMs: timeoutMs });
     case "memory":
       return memoryBackend();
   }
