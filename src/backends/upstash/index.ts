@@ -346,7 +346,7 @@ async function runScripts(redis: UpstashClient, calls: readonly ScriptCall[], si
       return ["EVAL", script.lua, String(keys.length), ...keys, ...args];
     }),
   );
-  unknown.forEach((at, i) => (replies[at] = again[i] ?? { ok: false, error: new Error("no reply") }));
+  for (const [i, at] of unknown.entries()) replies[at] = again[i] ?? { ok: false, error: new Error("no reply") };
   return replies;
 }
 
