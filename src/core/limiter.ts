@@ -25,7 +25,7 @@ export type { CheckOptions, DecisionEvent, LimiterOptions } from "./limiter-opti
 
 /** What a check did besides deciding, filled in as it goes. */
 interface Trace extends CallTrace {
-  clients: { rule: string; clientKey: string }[];
+  clients: readonly { readonly rule: string; readonly clientKey: string }[];
 }
 
 /**
@@ -129,7 +129,8 @@ export class Limiter {
     const resolution = subject.kind === "request" ? await this.resolver.request(subject, options.cost) : await this.resolver.client(subject, options.cost);
     if (resolution.kind === "verdict") return resolution.verdict;
     const { rules, charges, claims } = resolution;
-    trace.clients = [...claims.map(({ claim }) => claim), ...charges.map(({ charge }) => charge)].map(({ rule: bucket, clientKey }) => ({ rule: bucket, clientKey }));
+    // The claims and charges themselves (each names its rule and client): no copies per request.
+    trace.clients = claims.length === 0 ? charges.map(({ charge }) => charge) : [...claims.map(({ claim }) => claim), ...charges.map(({ charge }) => charge)];
     // Concurrency slots are not buckets: a peek looks at buckets only.
     if (options.mode === "peek") return charges.length === 0 ? { kind: "unmatched" } : this.peek(rules, charges, trace);
     if (claims.length === 0) return this.charge(rules, charges, trace);

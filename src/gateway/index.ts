@@ -29,7 +29,7 @@ app.use(
   "*",
   rateLimiter<GatewayEnv>({
     limiter: (c) => c.var.gateway.limiter,
-    requestId: (c) => requestIdOf(c.req.raw.headers),
+    requestId: requestIdOf,
     onResponse: (c) => c.var.gateway.metrics.afterRequest(c.executionCtx),
   }),
 );
@@ -40,7 +40,7 @@ app.all("*", async (c) => {
     originUrl: config.origin.url,
     timeoutMs: config.origin.timeoutMs,
     clientIp: connectingAddress(c.req.raw.headers),
-    requestId: requestIdOf(c.req.raw.headers),
+    requestId: requestIdOf(c),
   });
   metrics.recorder.recordOrigin(response.status, performance.now() - started);
   return response;
