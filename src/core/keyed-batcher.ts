@@ -12,8 +12,18 @@ export interface BatchSender<R, A> {
    * call is still the key's newest (a call that went stale must not leave state behind, e.g. a lease).
    */
   send(key: string, batch: readonly R[], signal: AbortSignal, current: () => boolean): Promise<readonly Settled<A>[]>;
-  /** After a call for `key` answered: a queued request's answer with no call (from a lease it brought), or undefined. */
-  answerQueued?(key: string, request: R): A | undefined;
+  /**
+   * After a call for `key` answered (`answered`: its requests and their results, in order): a
+   * request that queued meanwhile, answered with no call (from a lease it brought, or a refusal it
+   * shares), or undefined.
+   */
+  answerQueued?(key: string, request: R, answered: Answered<R, A>): A | undefined;
+}
+
+/** A call's requests and their results, in order. */
+export interface Answered<R, A> {
+  readonly batch: readonly R[];
+  readonly results: readonly Settled<A>[];
 }
 
 /** A request waiting for its key's next call. */
@@ -162,8 +172,9 @@ export class KeyedBatcher<R, A> {
     }
     for (const waiter of batch) waiter.wake?.();
     // Requests that queued meanwhile: answered from what the call brought where they can, else woken so one of them calls.
+    const answered: Answered<R, A> = { batch: batch.map((waiter) => waiter.request), results: batch.map((waiter): Settled<A> => waiter.result ?? { ok: false, error: undefined }) };
     for (const waiter of line.queue.splice(0)) {
-      const local = this.sender.answerQueued?.(key, waiter.request);
+      const local = this.sender.answerQueued?.(key, waiter.request, answered);
       if (local === undefined) line.queue.push(waiter);
       else waiter.result = { ok: true, value: local };
       waiter.wake?.();

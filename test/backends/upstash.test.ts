@@ -199,6 +199,29 @@ describe("Upstash backend on a real Redis through the REST bridge", () => {
   });
 });
 
+describe("one call per client in flight (a burst of one client's requests)", () => {
+  it("concurrent requests go to the store as one pipeline, decided in order, exactly as separate calls", async () => {
+    const clientKey = `burst-${crypto.randomUUID()}`;
+    const burst = perSecond(50, "0.001");
+    stack.bridge.resetStats();
+    const answers = await Promise.all(Array.from({ length: 200 }, () => backend.take([{ clientKey, rule: "default", policy: burst, cost: 1, enforced: true }], new AbortController().signal)));
+    expect(answers.filter(([a]) => a?.decision.outcome === "allowed")).toHaveLength(50);
+    // The first alone, the 199 that queued behind it in one pipeline.
+    expect(stack.bridge.stats()).toEqual({ requests: 2, peakInFlight: 1 });
+  });
+
+  it("requests queued behind a refused call share its refusal: no call of their own", async () => {
+    const clientKey = `refused-${crypto.randomUUID()}`;
+    const tiny = perSecond(1, "0.001");
+    const charge = { clientKey, rule: "default", policy: tiny, cost: 1, enforced: true };
+    await backend.take([charge], new AbortController().signal);
+    stack.bridge.resetStats();
+    const answers = await Promise.all(Array.from({ length: 50 }, () => backend.take([charge], new AbortController().signal)));
+    expect(answers.every(([a]) => a?.decision.outcome === "denied")).toBe(true);
+    expect(stack.bridge.stats().requests).toBe(1);
+  });
+});
+
 describe("commands per allowed decision", () => {
   it("three (EVALSHA, TIME, SET … GET) even when the bucket refilled and its key expired between calls", async () => {
     // 1e6 tokens a second: one token refills in a microsecond, so each call's state expires before the next.

@@ -3,6 +3,7 @@ import { isTokenBucket } from "../../core/algorithms/index";
 import type { ClientBuckets } from "./client-buckets";
 import { commonCharge, LeaseWallet, type Lease } from "../../core/lease-wallet";
 import { KeyedBatcher, type Settled } from "../../core/keyed-batcher";
+import { sharedRefusal } from "../../core/shared-refusal";
 import type { ObjectAnswer, ObjectCharge, BatchRequest } from "./wire";
 
 /** How an isolate shares calls to one client's object (see {@link ClientBatcher}). */
@@ -69,9 +70,9 @@ export class ClientBatcher {
     this.calls = new KeyedBatcher(
       {
         send: (clientKey, batch, _signal, current) => this.send(clientKey, batch, current),
-        answerQueued: (clientKey, charges) => {
+        answerQueued: (clientKey, charges, answered) => {
           const local = this.takeHeld(clientKey, charges);
-          return local === undefined ? undefined : [local];
+          return local === undefined ? sharedRefusal(charges, answered, (queued) => queued) : [local];
         },
       },
       staleAfterMs,

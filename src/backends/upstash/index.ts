@@ -7,6 +7,7 @@ import { logLimiterEvent } from "../../core/events";
 import { DEFAULTS } from "../../core/defaults";
 import { LeaseKeeper } from "./lease-keeper";
 import { KeyedBatcher, type Settled } from "../../core/keyed-batcher";
+import { sharedRefusal } from "../../core/shared-refusal";
 
 /** One request's takes as the batcher queues them: its buckets' keys, its charges, and the one a lease may serve. */
 interface Take {
@@ -150,9 +151,9 @@ export function upstashBackend(options: UpstashBackendOptions): LimiterBackend {
           }
         });
       },
-      answerQueued: (key, { leasable }) => {
+      answerQueued: (key, { leasable, charges }, answered) => {
         const local = leasable === undefined ? undefined : leases.local(key, leasable, Date.now());
-        return local === undefined ? undefined : [local];
+        return local === undefined ? sharedRefusal(charges, answered, (take) => take.charges) : [local];
       },
     },
     Math.max(1, options.staleAfterMs ?? DEFAULTS.timeoutMs),

@@ -69,4 +69,27 @@ describe("ClientBatcher (Node, injected clock)", () => {
     const last = requests.at(-1);
     expect(last?.giveBack?.[0]?.cost).toBe(3);
   });
+
+  it("requests queued behind a call refused for the same charge share its refusal, with no call of their own", async () => {
+    const { batcher, requests } = objectWithClock();
+    const api = charge(1, "0.001");
+    expect((await batcher.take("client", [api], signal()))[0]?.decision.outcome).toBe("allowed");
+    const calls = requests.length;
+    // The first is sent alone (and refused); the other 50 queue behind it.
+    const answers = await Promise.all(Array.from({ length: 51 }, () => batcher.take("client", [api], signal())));
+    expect(answers.every(([a]) => a?.decision.outcome === "denied")).toBe(true);
+    expect(requests.length - calls).toBe(1);
+  });
+
+  it("a refusal is shared only for the very same charge: another cost asks the object", async () => {
+    const { batcher, requests } = objectWithClock();
+    const one = charge(2, "0.001");
+    const two = { ...one, cost: 2 };
+    await batcher.take("client", [one], signal());
+    const calls = requests.length;
+    const [first, second] = await Promise.all([batcher.take("client", [two], signal()), batcher.take("client", [one], signal())]);
+    expect(first[0]?.decision.outcome).toBe("denied");
+    expect(second[0]?.decision.outcome).toBe("allowed");
+    expect(requests.length - calls).toBe(2);
+  });
 });
