@@ -18,6 +18,8 @@ export interface BatchSender<R, A> {
    * shares), or undefined.
    */
   answerQueued?(key: string, request: R, answered: Answered<R, A>): A | undefined;
+  /** Most requests one call carries (the rest wait for the next); default: all that queued. */
+  readonly maxBatch?: number;
 }
 
 /** A call's requests and their results, in order. */
@@ -143,7 +145,14 @@ export class KeyedBatcher<R, A> {
 
   /** Sends the key's queue in one call, made by `sender` (one of it) under its deadline, and answers every request in it. */
   private async call(key: string, line: Line<R, A>, sender: Waiter<R, A>): Promise<void> {
-    const batch = line.queue.splice(0).filter((waiter) => !waiter.signal.aborted);
+    const live = line.queue.splice(0).filter((waiter) => !waiter.signal.aborted);
+    const max = Math.max(1, this.sender.maxBatch ?? live.length);
+    // The request that makes the call is always in it (its deadline is the call's); the rest wait, in order.
+    const batch = live.length <= max ? live : [sender, ...live.filter((waiter) => waiter !== sender).slice(0, max - 1)];
+    if (batch !== live) {
+      const sent = new Set(batch);
+      line.queue.push(...live.filter((waiter) => !sent.has(waiter)));
+    }
     if (batch.length === 0) return;
     for (const waiter of batch) waiter.sent = true;
     const flight = ++line.flight;

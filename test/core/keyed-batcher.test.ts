@@ -126,4 +126,18 @@ describe("KeyedBatcher", () => {
     answerAll(1);
     expect(await Promise.all(queued)).toEqual(["a:2:leased", "a:3:leased", "a:4"]);
   });
+
+  it("a call carries at most maxBatch requests, the one making it among them; the rest go next, in order", async () => {
+    const { calls, sender, answerAll } = manualStore();
+    const batcher = new KeyedBatcher({ ...sender, maxBatch: 2 }, 1_000);
+    const answers = [1, 2, 3, 4, 5].map((n) => batcher.run("a", n, open()));
+    await flush();
+    answerAll(0);
+    await flush();
+    answerAll(1);
+    await flush();
+    answerAll(2);
+    expect(await Promise.all(answers)).toEqual(["a:1", "a:2", "a:3", "a:4", "a:5"]);
+    expect(calls.map((c) => c.batch)).toEqual([[1], [2, 3], [4, 5]]);
+  });
 });

@@ -32,6 +32,9 @@ export interface UpstashBackendOptions {
   readonly staleAfterMs?: number;
 }
 
+/** Most script calls in one pipeline (about 200 bytes each). */
+const MAX_PIPELINE = 1_000;
+
 /** How many buckets' last seen values an isolate keeps as hints (the oldest go first). */
 const HINTS_KEPT = 10_000;
 
@@ -151,6 +154,8 @@ export function upstashBackend(options: UpstashBackendOptions): LimiterBackend {
           }
         });
       },
+      // A pipeline's body stays well under Upstash's request size limit (1 MB on the free plan).
+      maxBatch: MAX_PIPELINE,
       answerQueued: (key, { leasable, charges }, answered) => {
         const local = leasable === undefined ? undefined : leases.local(key, leasable, Date.now());
         return local === undefined ? sharedRefusal(charges, answered, (take) => take.charges) : [local];
