@@ -50,6 +50,10 @@ const MAX_REFUSED_CLIENTS = 200;
 export class MetricsRecorder {
   private delta = emptyDelta();
   private pending = false;
+  /** The client last added to this delta's sketch. */
+  private lastSketched: string | undefined;
+  /** The last refused (rule, client) and its key in `refusedClients` (one string, its hash computed once). */
+  private lastRefused: { readonly rule: string; readonly clientKey: string; readonly key: string } | undefined;
 
   /** Counts one decision of the limiter. */
   recordDecision(event: DecisionEvent): void {
@@ -58,16 +62,16 @@ export class MetricsRecorder {
       this.count(`sluice_peeks_total`);
       return;
     }
-    this.count(`sluice_requests_total{outcome="${requestOutcome(event)}"}`);
+    this.count(SERIES.requests(requestOutcome(event)));
     this.observe("sluice_decision_duration_seconds", event.durationMs / 1000);
-    for (const [rule, outcome] of ruleOutcomes(event)) this.count(`sluice_rule_decisions_total{rule="${rule}",outcome="${outcome}"}`);
+    for (const [rule, outcome] of ruleOutcomes(event)) this.count(SERIES.ruleDecisions(rule, outcome));
     if (verdict.kind === "allowed" || verdict.kind === "refused") {
       const source = verdict.kind === "refused" && verdict.cached ? "deny_cache" : "backend";
-      for (const { rule } of verdict.outcomes) this.count(`sluice_rule_decision_sources_total{rule="${rule.name}",source="${source}"}`);
+      for (const { rule } of verdict.outcomes) this.count(SERIES.ruleSources(rule.name, source));
     }
     if (verdict.kind === "allowed") {
       for (const { rule, policy, decision } of verdict.outcomes) {
-        if (decision.outcome === "allowed") this.count(`sluice_tokens_charged_total{rule="${rule.name}"}`, policy.cost);
+        if (decision.outcome === "allowed") this.count(SERIES.tokensCharged(rule.name), policy.cost);
       }
       // A rule's `queue` charged the request ahead of its refill: it waits this long before it goes on.
       if (verdict.waitMs !== undefined) {
@@ -76,18 +80,22 @@ export class MetricsRecorder {
       }
     }
     if (verdict.kind === "concurrency-refused") {
-      for (const { rule, clientKey } of event.clients) if (rule === verdict.rule.name) this.refused(`${rule} ${clientKey}`);
+      for (const { rule, clientKey } of event.clients) if (rule === verdict.rule.name) this.refused(rule, clientKey);
     }
     if (verdict.kind === "refused") {
-      const violated = new Set(verdict.violated.map((rule) => rule.name));
-      for (const { rule, clientKey } of event.clients) if (violated.has(rule)) this.refused(`${rule} ${clientKey}`);
+      for (const { rule, clientKey } of event.clients) if (verdict.violated.some((violated) => violated.name === rule)) this.refused(rule, clientKey);
     }
     if (event.backendCall !== undefined) {
-      this.count(`sluice_backend_calls_total{result="${event.backendCall.result}"}`);
+      this.count(SERIES.backendCalls(event.backendCall.result));
       if (event.backendCall.result !== "breaker_open") this.observe("sluice_backend_call_duration_seconds", event.backendCall.latencyMs / 1000);
     }
     if (event.breakerOpened) this.count("sluice_breaker_openings_total");
-    for (const { clientKey } of event.clients) addToSketch(this.delta.clients, clientKey);
+    for (const { clientKey } of event.clients) {
+      // A flood repeats one client: its registers are set already (until the delta is taken).
+      if (clientKey === this.lastSketched) continue;
+      addToSketch(this.delta.clients, clientKey);
+      this.lastSketched = clientKey;
+    }
   }
 
   /** Counts one response from the origin (status, and the time until its headers). */
@@ -107,6 +115,7 @@ export class MetricsRecorder {
     const delta = this.delta;
     this.delta = emptyDelta();
     this.pending = false;
+    this.lastSketched = undefined;
     return delta;
   }
 
@@ -127,11 +136,45 @@ export class MetricsRecorder {
     this.pending = true;
   }
 
-  private refused(key: string): void {
+  private refused(rule: string, clientKey: string): void {
+    let last = this.lastRefused;
+    if (last === undefined || last.rule !== rule || last.clientKey !== clientKey) this.lastRefused = last = { rule, clientKey, key: `${rule} ${clientKey}` };
+    const { key } = last;
     const counts = this.delta.refusedClients;
     if (counts[key] === undefined && Object.keys(counts).length >= MAX_REFUSED_CLIENTS) return;
     counts[key] = (counts[key] ?? 0) + 1;
   }
+}
+
+/**
+ * Series names, each built once per label values and then reused: a flood counts the same few
+ * series on every request, and a reused string keeps its hash (no name built and hashed per request).
+ * Label values are bounded: rule names, outcomes, sources, call results.
+ */
+const SERIES = {
+  requests: once((outcome) => `sluice_requests_total{outcome="${outcome}"}`),
+  ruleDecisions: twice((rule, outcome) => `sluice_rule_decisions_total{rule="${rule}",outcome="${outcome}"}`),
+  ruleSources: twice((rule, source) => `sluice_rule_decision_sources_total{rule="${rule}",source="${source}"}`),
+  tokensCharged: once((rule) => `sluice_tokens_charged_total{rule="${rule}"}`),
+  backendCalls: once((result) => `sluice_backend_calls_total{result="${result}"}`),
+};
+
+function once(build: (value: string) => string): (value: string) => string {
+  const names = new Map<string, string>();
+  return (value) => {
+    let name = names.get(value);
+    if (name === undefined) names.set(value, (name = build(value)));
+    return name;
+  };
+}
+
+function twice(build: (first: string, second: string) => string): (first: string, second: string) => string {
+  const byFirst = new Map<string, (second: string) => string>();
+  return (first, second) => {
+    let names = byFirst.get(first);
+    if (names === undefined) byFirst.set(first, (names = once((value) => build(first, value))));
+    return names(second);
+  };
 }
 
 /** A delta with nothing in it. */
@@ -277,9 +320,9 @@ function ruleOutcomes({ verdict, clients }: DecisionEvent): [string, string][] {
   switch (verdict.kind) {
     case "allowed":
     case "refused": {
-      const violated = new Set(verdict.kind === "refused" ? verdict.violated.map((rule) => rule.name) : []);
+      const violated = verdict.kind === "refused" ? verdict.violated : [];
       return verdict.outcomes.map(({ rule, decision }): [string, string] => {
-        if (violated.has(rule.name)) return [rule.name, "refused"];
+        if (violated.some((refusing) => refusing.name === rule.name)) return [rule.name, "refused"];
         if (decision.outcome !== "allowed" && rule.mode === "shadow") return [rule.name, "shadow_refused"];
         return [rule.name, verdict.kind === "refused" ? "not_charged" : "allowed"];
       });
