@@ -263,8 +263,8 @@ export function estimateClients(registers: readonly number[]): number {
 }
 
 function observe(histogram: Histogram, seconds: number): void {
-  const index = LATENCY_BUCKETS_S.findIndex((bound) => seconds <= bound);
-  const slot = index === -1 ? LATENCY_BUCKETS_S.length : index;
+  let slot = 0;
+  while (slot < LATENCY_BUCKETS_S.length && seconds > (LATENCY_BUCKETS_S[slot] ?? Number.POSITIVE_INFINITY)) slot += 1;
   histogram.buckets[slot] = (histogram.buckets[slot] ?? 0) + 1;
   histogram.sum += seconds;
   histogram.count += 1;
