@@ -50,7 +50,8 @@ interface Line<R, A> {
 
 /**
  * At most one store call per key in flight from this isolate: requests for a key arriving while
- * its call is out queue, and the next call carries all of them (the store decides each in order,
+ * its call is out queue, and the next call carries them (all, or up to the sender's `maxBatch`;
+ * the store decides each in order,
  * exactly as that many separate calls would). A burst from one client then costs the store one
  * call at a time, however many requests it sends at once, and cannot slow the store for everyone.
  *
@@ -86,7 +87,7 @@ export class KeyedBatcher<R, A> {
     return this.lines.size;
   }
 
-  /** `request`'s answer, from the key's next call (or its current one's lease). */
+  /** `request`'s answer, from the key's next call (or from what its current call brings: a lease, a shared refusal). */
   async run(key: string, request: R, signal: AbortSignal): Promise<A> {
     const line = this.line(key);
     const waiter: Waiter<R, A> = { request, signal, sent: false };
