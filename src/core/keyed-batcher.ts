@@ -50,10 +50,10 @@ interface Line<R, A> {
 
 /**
  * At most one store call per key in flight from this isolate: requests for a key arriving while
- * its call is out queue, and the next call carries them (all, or up to the sender's `maxBatch`;
- * the store decides each in order,
- * exactly as that many separate calls would). A burst from one client then costs the store one
- * call at a time, however many requests it sends at once, and cannot slow the store for everyone.
+ * its call is out queue, and the next call carries them (all, or up to the sender's `maxBatch`):
+ * the store decides each in order, exactly as that many separate calls would. A burst from one
+ * client then costs the store one call at a time, however many requests it sends at once, and
+ * cannot slow the store for everyone.
  *
  * - A call in flight longer than `staleAfterMs`, or whose request's deadline passed, no longer
  *   holds the queue back: its request may have been cancelled, and a cancelled request's I/O
