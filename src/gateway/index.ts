@@ -28,13 +28,14 @@ app.use("*", withGateway);
 app.use(
   "*",
   rateLimiter<GatewayEnv>({
-    limiter: (c) => c.var.gateway.limiter,
+    // c.get, not c.var: Hono builds a new object for every read of c.var.
+    limiter: (c) => c.get("gateway").limiter,
     requestId: requestIdOf,
-    onResponse: (c) => c.var.gateway.metrics.afterRequest(c.executionCtx),
+    onResponse: (c) => c.get("gateway").metrics.afterRequest(c.executionCtx),
   }),
 );
 app.all("*", async (c) => {
-  const { config, metrics } = c.var.gateway;
+  const { config, metrics } = c.get("gateway");
   const started = performance.now();
   const response = await forwardToOrigin(c.req.raw, {
     originUrl: config.origin.url,
