@@ -60,8 +60,11 @@ export interface CheckOptions {
   readonly cost?: number;
   /** `charge` (default) takes the tokens; `peek` only looks, changing nothing. */
   readonly mode?: "charge" | "peek";
-  /** Passed to the log with every event this check causes. */
-  readonly requestId?: string;
+  /**
+   * Passed to the log with every event this check causes; a function is called only when an
+   * event is logged (most checks log none, so an id that costs something to read costs nothing).
+   */
+  readonly requestId?: string | (() => string | undefined);
   /**
    * Runs work after the answer (a Worker's `ctx.waitUntil`). With it, while the circuit breaker
    * is open the limiter probes the store in the background, so decisions come from it again

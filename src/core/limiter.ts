@@ -24,8 +24,21 @@ export type { BackendCall, BackendHealth, LimiterEvent, MissingKeyMode, NamedBuc
 export type { CheckOptions, DecisionEvent, LimiterOptions } from "./limiter-options";
 
 /** What a check did besides deciding, filled in as it goes. */
-interface Trace extends CallTrace {
-  clients: readonly { readonly rule: string; readonly clientKey: string }[];
+class Trace implements CallTrace {
+  backendCall: BackendCall | undefined = undefined;
+  breakerOpened = false;
+  clients: readonly { readonly rule: string; readonly clientKey: string }[] = [];
+  readonly background: ((task: Promise<unknown>) => void) | undefined;
+
+  constructor(private readonly options: CheckOptions) {
+    this.background = options.background;
+  }
+
+  /** The check's request id, read only when an event is logged. */
+  get requestId(): string | undefined {
+    const id = this.options.requestId;
+    return typeof id === "function" ? id() : id;
+  }
 }
 
 /**
@@ -114,9 +127,10 @@ export class Limiter {
    */
   async check(subject: Subject, options: CheckOptions = {}): Promise<Verdict> {
     const started = performance.now();
-    const trace: Trace = { requestId: options.requestId, background: options.background, backendCall: undefined, breakerOpened: false, clients: [] };
+    const trace = new Trace(options);
     const verdict = await this.decide(subject, options, trace);
-    this.onDecision?.({ verdict, mode: options.mode ?? "charge", durationMs: performance.now() - started, ...trace });
+    const { backendCall, breakerOpened, clients } = trace;
+    this.onDecision?.({ verdict, mode: options.mode ?? "charge", durationMs: performance.now() - started, backendCall, breakerOpened, clients });
     return verdict;
   }
 

@@ -49,25 +49,28 @@ export type HeaderList = readonly (readonly [string, string])[];
  * rateLimitedProblem(["login"], 30, [["RateLimit", '"login";r=0;t=30']]);
  */
 export function rateLimitedProblem(violated: readonly string[], retryAfterSeconds: number, headers: HeaderList): Response {
-  const key = `${retryAfterSeconds} ${violated.join(" ")}`;
   // A flood repeats the same refusal: its body is built once per (rules, wait).
-  if (lastRefusal?.key !== key) {
+  if (lastRefusal === undefined || lastRefusal.retryAfterSeconds !== retryAfterSeconds || !sameNames(lastRefusal.violated, violated)) {
     const names = violated.map((name) => `"${name}"`).join(", ");
-    lastRefusal = {
-      key,
-      body: JSON.stringify({
-        type: PROBLEM_TYPES.quotaExceeded,
-        title: "Too Many Requests",
-        status: 429,
-        detail: `Rate limit ${names} exceeded: retry in ${retryAfterSeconds} s.`,
-        "violated-policies": violated,
-      } satisfies Problem),
-    };
+    const body = JSON.stringify({
+      type: PROBLEM_TYPES.quotaExceeded,
+      title: "Too Many Requests",
+      status: 429,
+      detail: `Rate limit ${names} exceeded: retry in ${retryAfterSeconds} s.`,
+      "violated-policies": violated,
+    } satisfies Problem);
+    lastRefusal = { violated, retryAfterSeconds, retryAfter: String(retryAfterSeconds), body };
   }
-  return problemText(lastRefusal.body, 429, [["Retry-After", String(retryAfterSeconds)], ...headers]);
+  return problemText(lastRefusal.body, 429, headers, lastRefusal.retryAfter);
 }
 
-let lastRefusal: { readonly key: string; readonly body: string } | undefined;
+function sameNames(a: readonly string[], b: readonly string[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+let lastRefusal: { readonly violated: readonly string[]; readonly retryAfterSeconds: number; readonly retryAfter: string; readonly body: string } | undefined;
 
 /**
  * 503: the store did not answer, and `rule` fails closed (or, for a control operation, `what` could not be done).
@@ -181,9 +184,11 @@ function problemResponse(problem: Problem, headers: HeaderList = []): Response {
   return problemText(JSON.stringify(problem), problem.status, headers);
 }
 
-function problemText(body: string, status: number, headers: HeaderList): Response {
+/** A problem's response, with `Retry-After` (a 429's) before `headers`. */
+function problemText(body: string, status: number, headers: HeaderList, retryAfter?: string): Response {
   // A record, not a list of pairs: the runtime converts it several times faster (the flood path's largest cost).
   const init: Record<string, string> = { "Content-Type": "application/problem+json", "Cache-Control": "no-store" };
+  if (retryAfter !== undefined) init["Retry-After"] = retryAfter;
   for (const [name, value] of headers) init[name] = Object.hasOwn(init, name) ? `${init[name]}, ${value}` : value;
   return new Response(body, { status, headers: init });
 }

@@ -8,6 +8,7 @@ export type BackendCall = { readonly result: "ok" | "error" | "timeout" | "break
 
 /** What a check records of its store call, filled in as it goes. */
 export interface CallTrace {
+  /** The check's request id, for its log events. */
   readonly requestId: string | undefined;
   /** Runs work after the answer (a Worker's `ctx.waitUntil`), when the caller has one. */
   readonly background: ((task: Promise<unknown>) => void) | undefined;

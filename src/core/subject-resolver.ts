@@ -64,7 +64,7 @@ export class SubjectResolver {
     const keys = new Map<string, Promise<ResolvedKey>>();
     const charges: RuleCharge[] = [];
     const claims: RuleClaim[] = [];
-    for (const rule of [...rules, ...concurrent]) {
+    for (const rule of concurrent.length === 0 ? rules : [...rules, ...concurrent]) {
       const keyName = subject.clientId === undefined ? rule.keyName : "client";
       let key = keys.get(keyName);
       if (key === undefined) keys.set(keyName, (key = this.requestKey(subject, rule)));

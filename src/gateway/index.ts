@@ -41,7 +41,7 @@ app.all("*", async (c) => {
     originUrl: config.origin.url,
     timeoutMs: config.origin.timeoutMs,
     clientIp: connectingAddress(c.req.raw.headers),
-    requestId: requestIdOf(c),
+    requestId: () => requestIdOf(c),
   });
   metrics.recorder.recordOrigin(response.status, performance.now() - started);
   return response;

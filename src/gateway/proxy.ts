@@ -10,8 +10,8 @@ export interface ForwardOptions {
   readonly timeoutMs: number;
   /** The client's address, for `X-Forwarded-For` and `X-Real-IP`. */
   readonly clientIp: string;
-  /** Logged with a failure. */
-  readonly requestId?: string;
+  /** Logged with a failure: read only then. */
+  readonly requestId?: () => string;
 }
 
 /** Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus `Host`. */
@@ -75,10 +75,10 @@ export async function forwardToOrigin(request: Request, options: ForwardOptions)
     });
   } catch (error) {
     if (controller.signal.aborted) {
-      logEvent({ event: "proxy.origin_timeout", origin: options.originUrl.origin, timeoutMs: options.timeoutMs }, options.requestId);
+      logEvent({ event: "proxy.origin_timeout", origin: options.originUrl.origin, timeoutMs: options.timeoutMs }, options.requestId?.());
       return originTimeoutProblem(options.timeoutMs);
     }
-    logEvent({ event: "proxy.origin_unreachable", origin: options.originUrl.origin, reason: String(error) }, options.requestId);
+    logEvent({ event: "proxy.origin_unreachable", origin: options.originUrl.origin, reason: String(error) }, options.requestId?.());
     return originUnreachableProblem();
   } finally {
     // Once headers are in, the body streams for as long as it takes.

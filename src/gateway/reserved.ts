@@ -44,6 +44,9 @@ export function reservedPath(pathname: string): string | undefined {
   return [RESERVED_PREFIX, ...rest.map((segment) => segment.toLowerCase())].join("/");
 }
 
+/** What any spelling of a reserved path holds somewhere in its URL (see {@link reservedPath}'s first test). */
+const MAY_BE_RESERVED = /[%\\]|__limiter/i;
+
 /** The reserved routes, under their prefix. */
 const reservedApp = new Hono<GatewayEnv>().route(RESERVED_PREFIX, limiterRoutes);
 
@@ -56,6 +59,9 @@ const reservedApp = new Hono<GatewayEnv>().route(RESERVED_PREFIX, limiterRoutes)
  * app.use("*", reservedRoutes);
  */
 export const reservedRoutes: MiddlewareHandler<GatewayEnv> = async (c, next) => {
+  // Most requests: the whole URL has no escape, no backslash and no "__limiter", so neither has
+  // its path (a serialized URL holds its pathname as is): no URL object to build.
+  if (!MAY_BE_RESERVED.test(c.req.url)) return next();
   const url = new URL(c.req.url);
   const path = reservedPath(url.pathname);
   if (path === undefined) return next();

@@ -20,7 +20,7 @@ export type RateLimiterOptions<E extends Env = Env> = LimiterSource<E> & {
   readonly keyGenerator?: (c: Context<E>) => string | undefined | Promise<string | undefined>;
   /** The connection's peer address, for `ip` keys when the address header is absent (plain Node). */
   readonly peerAddressOf?: (c: Context<E>) => string | undefined;
-  /** An id the limiter's log events carry (a trace id, Cloudflare's `cf-ray`). */
+  /** An id the limiter's log events carry (a trace id, Cloudflare's `cf-ray`): read only when one is logged. */
   readonly requestId?: (c: Context<E>) => string | undefined;
   /** Called after the next handler answered (or the limiter refused): metrics flushing, say. */
   readonly onResponse?: (c: Context<E>) => void;
@@ -50,13 +50,12 @@ export function rateLimiter<E extends Env = Env>(options: RateLimiterOptions<E>)
   return async (c, next) => {
     const limiter = typeof limiterFor === "function" ? limiterFor(c) : limiterFor;
     const clientId = keyGenerator === undefined ? undefined : ((await keyGenerator(c)) ?? "");
-    const id = requestId?.(c);
     const verdict = await limiter.check(
       requestSubject(c.req.raw, {
         ...(clientId !== undefined && { clientId }),
         ...(peerAddressOf !== undefined && { peerAddress: peerAddressOf(c) }),
       }),
-      { ...(id !== undefined && { requestId: id }), background: (task) => runInBackground(c, task) },
+      { ...(requestId !== undefined && { requestId: () => requestId(c) }), background: (task) => runInBackground(c, task) },
     );
     const refusal = verdictResponse(verdict);
     if (refusal !== undefined) {

@@ -227,6 +227,22 @@ describe("deny cache, breaker and deadline", () => {
     expect(performance.now() - started).toBeLessThan(1_000);
     expect(await limiter.ping()).toMatchObject({ ok: false });
   });
+
+  it("reads a request id given as a function only when an event is logged, and logs it", async () => {
+    let down = false;
+    const backend = switchableBackend(memoryBackend(), () => (down ? new Error("connection refused") : undefined));
+    const logged: (string | undefined)[] = [];
+    const limiter = new Limiter({ backend, rules: [{ name: "api", capacity: 100, rate: "1/1h" }], log: (_event, requestId) => logged.push(requestId) });
+    let reads = 0;
+    const requestId = () => `req-${++reads}`;
+    for (let i = 0; i < 3; i++) expect((await limiter.check(request(), { requestId })).kind).toBe("allowed");
+    expect(reads).toBe(0);
+    down = true;
+    expect((await limiter.check(request(), { requestId })).kind).toBe("fail-open");
+    expect(logged).toEqual(["req-1"]);
+    expect((await limiter.check(request(), { requestId: "plain" })).kind).toBe("fail-open");
+    expect(logged.at(-1)).toBe("plain");
+  });
 });
 
 describe("construction", () => {
