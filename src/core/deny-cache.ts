@@ -25,7 +25,11 @@ export type DenyCacheAnswer =
 interface CacheEntry extends CachedRefusal {
   /** Set once the refusal has expired and one request is asking the backend again. */
   probe?: Promise<void>;
+  /** What a hit answers: built once, a flood's hits allocate nothing. */
+  readonly hit: DenyCacheAnswer;
 }
+
+const MISS: DenyCacheAnswer = { kind: "miss" };
 
 /**
  * A size-bounded LRU of refused (rule, client) pairs, per isolate: a hit or a new refusal makes
@@ -43,18 +47,23 @@ interface CacheEntry extends CachedRefusal {
  */
 export class DenyCache {
   private readonly entries = new Map<string, CacheEntry>();
+  /** The newest key (Map keeps insertion order): a flood's hits need not move it. */
+  private newest: string | undefined;
 
   constructor(private readonly maxEntries: number) {}
 
   /** What to do about `key` at `nowMs`; see {@link DenyCacheAnswer}. */
   lookup(key: string, nowMs: number): DenyCacheAnswer {
     const entry = this.entries.get(key);
-    if (entry === undefined) return { kind: "miss" };
+    if (entry === undefined) return MISS;
     if (entry.retryAtMs > nowMs) {
       // Most recently used: a client still flooding stays in the cache.
-      this.entries.delete(key);
-      this.entries.set(key, entry);
-      return { kind: "refused", refusal: entry };
+      if (this.newest !== key) {
+        this.entries.delete(key);
+        this.entries.set(key, entry);
+        this.newest = key;
+      }
+      return entry.hit;
     }
     if (entry.probe !== undefined) return { kind: "wait", probe: entry.probe };
     let release!: () => void;
@@ -87,7 +96,9 @@ export class DenyCache {
     if (current !== undefined && current.probe === undefined && current.retryAtMs > refusal.retryAtMs) return;
     // Re-inserting moves the key to the newest end; Map keeps insertion order.
     this.entries.delete(key);
-    this.entries.set(key, { ...refusal });
+    const entry: CacheEntry = { ...refusal, hit: { kind: "refused", refusal: { ...refusal } } };
+    this.entries.set(key, entry);
+    this.newest = key;
     // Map keeps insertion order: the first key is the least recently used.
     for (const oldest of this.entries.keys()) {
       if (this.entries.size <= this.maxEntries) break;

@@ -49,28 +49,39 @@ export type HeaderList = readonly (readonly [string, string])[];
  * rateLimitedProblem(["login"], 30, [["RateLimit", '"login";r=0;t=30']]);
  */
 export function rateLimitedProblem(violated: readonly string[], retryAfterSeconds: number, headers: HeaderList): Response {
-  // A flood repeats the same refusal: its body is built once per (rules, wait).
-  if (lastRefusal === undefined || lastRefusal.retryAfterSeconds !== retryAfterSeconds || !sameNames(lastRefusal.violated, violated)) {
-    const names = violated.map((name) => `"${name}"`).join(", ");
-    const body = JSON.stringify({
-      type: PROBLEM_TYPES.quotaExceeded,
-      title: "Too Many Requests",
-      status: 429,
-      detail: `Rate limit ${names} exceeded: retry in ${retryAfterSeconds} s.`,
-      "violated-policies": violated,
-    } satisfies Problem);
-    lastRefusal = { violated, retryAfterSeconds, retryAfter: String(retryAfterSeconds), body };
+  // A flood repeats the same refusal: its body and headers are built once, until one of them
+  // changes (the wait, each second). A built Headers object is copied into each response faster
+  // than a record is converted (dev/ab-instructions.mjs, docs/profile.md).
+  const last = lastRefusal;
+  if (last !== undefined && last.retryAfterSeconds === retryAfterSeconds && sameStrings(last.violated, violated) && sameHeaders(last.headerList, headers)) {
+    return new Response(last.body, { status: 429, headers: last.headers });
   }
-  return problemText(lastRefusal.body, 429, headers, lastRefusal.retryAfter);
+  const names = violated.map((name) => `"${name}"`).join(", ");
+  const body = JSON.stringify({
+    type: PROBLEM_TYPES.quotaExceeded,
+    title: "Too Many Requests",
+    status: 429,
+    detail: `Rate limit ${names} exceeded: retry in ${retryAfterSeconds} s.`,
+    "violated-policies": violated,
+  } satisfies Problem);
+  lastRefusal = { violated, retryAfterSeconds, headerList: headers, body, headers: new Headers(problemHeaders(headers, String(retryAfterSeconds))) };
+  return new Response(body, { status: 429, headers: lastRefusal.headers });
 }
 
-function sameNames(a: readonly string[], b: readonly string[]): boolean {
+/** The last 429 built, and what it was built from. */
+let lastRefusal: { readonly violated: readonly string[]; readonly retryAfterSeconds: number; readonly headerList: HeaderList; readonly body: string; readonly headers: Headers } | undefined;
+
+function sameStrings(a: readonly string[], b: readonly string[]): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
 }
 
-let lastRefusal: { readonly violated: readonly string[]; readonly retryAfterSeconds: number; readonly retryAfter: string; readonly body: string } | undefined;
+function sameHeaders(a: HeaderList, b: HeaderList): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i]?.[0] !== b[i]?.[0] || a[i]?.[1] !== b[i]?.[1]) return false;
+  return true;
+}
 
 /**
  * 503: the store did not answer, and `rule` fails closed (or, for a control operation, `what` could not be done).
@@ -184,11 +195,16 @@ function problemResponse(problem: Problem, headers: HeaderList = []): Response {
   return problemText(JSON.stringify(problem), problem.status, headers);
 }
 
-/** A problem's response, with `Retry-After` (a 429's) before `headers`. */
-function problemText(body: string, status: number, headers: HeaderList, retryAfter?: string): Response {
-  // A record, not a list of pairs: the runtime converts it several times faster (the flood path's largest cost).
+/** A problem's response. */
+function problemText(body: string, status: number, headers: HeaderList): Response {
+  return new Response(body, { status, headers: problemHeaders(headers) });
+}
+
+/** A problem's headers, with `Retry-After` (a 429's) before `headers`. */
+function problemHeaders(headers: HeaderList, retryAfter?: string): Record<string, string> {
+  // A record, not a list of pairs: the runtime converts it several times faster.
   const init: Record<string, string> = { "Content-Type": "application/problem+json", "Cache-Control": "no-store" };
   if (retryAfter !== undefined) init["Retry-After"] = retryAfter;
   for (const [name, value] of headers) init[name] = Object.hasOwn(init, name) ? `${init[name]}, ${value}` : value;
-  return new Response(body, { status, headers: init });
+  return init;
 }

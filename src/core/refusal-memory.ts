@@ -62,7 +62,7 @@ export class RefusalMemory {
       const key = bucketId(charge);
       let answer = this.cache.lookup(key, this.clock());
       // Waiting is real time, whatever clock the cache runs on.
-      const waitUntil = Date.now() + this.timeoutMs;
+      const waitUntil = answer.kind === "wait" ? Date.now() + this.timeoutMs : 0;
       while (answer.kind === "wait") {
         const left = waitUntil - Date.now();
         // Undecided for a whole backend budget (the asking request was cancelled): ask ourselves.

@@ -37,7 +37,7 @@ export interface ClientSubject {
  * @example
  * await limiter.check(requestSubject(request)); // in a Worker's fetch handler
  */
-export function requestSubject(request: Request, extra: Pick<RequestSubject, "peerAddress" | "clientId"> = {}): RequestSubject {
+export function requestSubject(request: Request, extra?: Pick<RequestSubject, "peerAddress" | "clientId">): RequestSubject {
   const url = request.url;
   // The pathname without building a URL object: scheme://host/path?query#fragment.
   const start = url.indexOf("/", url.indexOf("//") + 2);
@@ -45,5 +45,6 @@ export function requestSubject(request: Request, extra: Pick<RequestSubject, "pe
   const path = start === -1 ? "/" : url.slice(start, end === -1 || end < start ? undefined : end);
   const authority = url.slice(url.indexOf("//") + 2, start === -1 ? undefined : start);
   const host = authority.slice(authority.lastIndexOf("@") + 1).replace(/:\d+$/, "");
-  return { kind: "request", method: request.method, path, headers: request.headers, host, ...extra };
+  const subject: RequestSubject = { kind: "request", method: request.method, path, headers: request.headers, host };
+  return extra === undefined ? subject : { ...subject, ...extra };
 }

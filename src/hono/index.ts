@@ -51,10 +51,12 @@ export function rateLimiter<E extends Env = Env>(options: RateLimiterOptions<E>)
     const limiter = typeof limiterFor === "function" ? limiterFor(c) : limiterFor;
     const clientId = keyGenerator === undefined ? undefined : ((await keyGenerator(c)) ?? "");
     const verdict = await limiter.check(
-      requestSubject(c.req.raw, {
-        ...(clientId !== undefined && { clientId }),
-        ...(peerAddressOf !== undefined && { peerAddress: peerAddressOf(c) }),
-      }),
+      clientId === undefined && peerAddressOf === undefined
+        ? requestSubject(c.req.raw)
+        : requestSubject(c.req.raw, {
+            ...(clientId !== undefined && { clientId }),
+            ...(peerAddressOf !== undefined && { peerAddress: peerAddressOf(c) }),
+          }),
       { ...(requestId !== undefined && { requestId: () => requestId(c) }), background: (task) => runInBackground(c, task) },
     );
     const refusal = verdictResponse(verdict);

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { compileRules } from "../../src/core/rules";
 import { Limiter } from "../../src/core/limiter";
 import { memoryBackend } from "../../src/core/memory-backend";
-import { PROBLEM_TYPES } from "../../src/core/problems";
+import { PROBLEM_TYPES, rateLimitedProblem } from "../../src/core/problems";
 import { verdictResponse } from "../../src/core/verdict-response";
 import type { Verdict } from "../../src/core/verdict";
 
@@ -35,6 +35,21 @@ describe("the problem catalogue", () => {
       detail: 'Rate limit "api" exceeded: retry in 60 s.',
       "violated-policies": ["api"],
     });
+  });
+
+  it("a repeated refusal reuses its body and headers only while nothing in them changed", async () => {
+    const headers = (t: number) => [["RateLimit", `"api";r=0;t=${t}`] as const];
+    const first = rateLimitedProblem(["api"], 2, headers(2));
+    first.headers.set("X-Added-Later", "1"); // a later middleware's header stays on its own response
+    const same = rateLimitedProblem(["api"], 2, headers(2));
+    expect([...same.headers]).toEqual([...first.headers].filter(([name]) => name !== "x-added-later"));
+    expect(rateLimitedProblem(["api"], 2, headers(1)).headers.get("RateLimit")).toBe('"api";r=0;t=1');
+    const later = rateLimitedProblem(["api"], 1, headers(1));
+    expect([later.headers.get("Retry-After"), later.headers.get("RateLimit")]).toEqual(["1", '"api";r=0;t=1']);
+    expect(await later.json()).toMatchObject({ detail: 'Rate limit "api" exceeded: retry in 1 s.' });
+    const other = rateLimitedProblem(["login", "api"], 1, headers(1));
+    expect(await other.json()).toMatchObject({ "violated-policies": ["login", "api"] });
+    expect(await rateLimitedProblem(["api"], 1, headers(1)).json()).toMatchObject({ "violated-policies": ["api"] });
   });
 
   it.each<[Verdict, number, string]>([
