@@ -7,6 +7,9 @@
  *                request slot, a budget far above the load)
  *   AB_REQUESTS  requests counted (default 2,000), after AB_WARMUP (default 1,500) not counted
  *   AB_BUNDLE    another build of sluice (e.g. the commit before a change) as `sluice-base`
+ *   AB_RATE      the flood's refill, tokens/s (default the benchmark's 1); sluice alone takes 0.0003, so
+ *                that no request of the window is allowed (each allowed one goes to the store and
+ *                the origin, millions of instructions, and their number depends on wall time)
  *
  * Why: on a shared host, req/s and CPU profiles of the same build drift by 20–45 % between runs
  * (docs/profile.md); an instruction count does not (the same total twice, whatever the other core
@@ -114,7 +117,8 @@ try {
   for (const id of ids) {
     const limiter = limiters.find((l) => l.id === id);
     if (limiter === undefined) throw new Error(`unknown limiter ${id}`);
-    const instance = await limiter.start(scenario === "flood" ? FLOOD_POLICY : ALLOWED_POLICY);
+    const floodPolicy = { ...FLOOD_POLICY, rate: Number(process.env.AB_RATE ?? FLOOD_POLICY.rate) };
+    const instance = await limiter.start(scenario === "flood" ? floodPolicy : ALLOWED_POLICY);
     try {
       const pid = newestValgrindPid();
       const run = `${id}-${Date.now()}`;
@@ -127,6 +131,9 @@ try {
       const dumps = readdirSync(outDir).filter((name) => name.startsWith(`cg.${pid}.`));
       const dump = dumps.sort().at(-1);
       if (dump === undefined) throw new Error(`no callgrind dump for ${id}`);
+      // A count of the wrong answers (a configuration error's 500s) would measure another path.
+      const expected = scenario === "flood" ? 429 : 200;
+      if ((statuses[expected] ?? 0) < counted * 0.9) throw new Error(`${id}: expected mostly ${expected}, got ${JSON.stringify(statuses)}`);
       perRequest[id] = Math.round(totalInstructions(join(outDir, dump)) / counted);
       console.error(`${id}: ${perRequest[id].toLocaleString("en")} instructions per request`, statuses);
     } finally {
