@@ -25,8 +25,6 @@ export type DenyCacheAnswer =
 interface CacheEntry extends CachedRefusal {
   /** Set once the refusal has expired and one request is asking the backend again. */
   probe?: Promise<void>;
-  /** What a hit answers: built once, a flood's hits allocate nothing. */
-  readonly hit: DenyCacheAnswer;
 }
 
 const MISS: DenyCacheAnswer = { kind: "miss" };
@@ -57,13 +55,8 @@ export class DenyCache {
     const entry = this.entries.get(key);
     if (entry === undefined) return MISS;
     if (entry.retryAtMs > nowMs) {
-      // Most recently used: a client still flooding stays in the cache.
-      if (this.newest !== key) {
-        this.entries.delete(key);
-        this.entries.set(key, entry);
-        this.newest = key;
-      }
-      return entry.hit;
+      this.touch(key, entry);
+      return { kind: "refused", refusal: entry };
     }
     if (entry.probe !== undefined) return { kind: "wait", probe: entry.probe };
     let release!: () => void;
@@ -83,10 +76,20 @@ export class DenyCache {
     this.entries.delete(key);
   }
 
-  /** The refusal that holds for `key` at `nowMs`, if any; unlike {@link lookup}, never starts a probe. */
+  /** The refusal that holds for `key` at `nowMs`, if any (a hit, as for {@link lookup}); never starts a probe. */
   peek(key: string, nowMs: number): CachedRefusal | undefined {
     const entry = this.entries.get(key);
-    return entry !== undefined && entry.retryAtMs > nowMs ? entry : undefined;
+    if (entry === undefined || entry.retryAtMs <= nowMs) return undefined;
+    this.touch(key, entry);
+    return entry;
+  }
+
+  /** Makes a hit entry the most recently used: a client still flooding stays in the cache. */
+  private touch(key: string, entry: CacheEntry): void {
+    if (this.newest === key) return;
+    this.entries.delete(key);
+    this.entries.set(key, entry);
+    this.newest = key;
   }
 
   remember(key: string, refusal: CachedRefusal): void {
@@ -96,8 +99,7 @@ export class DenyCache {
     if (current !== undefined && current.probe === undefined && current.retryAtMs > refusal.retryAtMs) return;
     // Re-inserting moves the key to the newest end; Map keeps insertion order.
     this.entries.delete(key);
-    const entry: CacheEntry = { ...refusal, hit: { kind: "refused", refusal: { ...refusal } } };
-    this.entries.set(key, entry);
+    this.entries.set(key, { ...refusal });
     this.newest = key;
     // Map keeps insertion order: the first key is the least recently used.
     for (const oldest of this.entries.keys()) {

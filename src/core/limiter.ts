@@ -182,7 +182,10 @@ export class Limiter {
   }
 
   private async charge(rules: readonly Rule[], charges: readonly RuleCharge[], trace: Trace): Promise<Verdict> {
-    // A client this isolate saw refused is refused again until its retry time, with no backend call.
+    // A client this isolate saw refused is refused again until its retry time, with no backend
+    // call: looked up without waiting first (a flood's every request), then as a probe may need.
+    const held = this.refusals.refusals(charges);
+    if (held.length > 0) return refusalVerdict(rules, held, this.headerMode, true);
     const cached = await this.refusals.consult(charges);
     // Requests of the same client waiting on this one's answer may go on.
     const releaseProbes = () => {

@@ -200,11 +200,14 @@ function problemText(body: string, status: number, headers: HeaderList): Respons
   return new Response(body, { status, headers: problemHeaders(headers) });
 }
 
-/** A problem's headers, with `Retry-After` (a 429's) before `headers`. */
+/**
+ * A problem's headers: a 429's with its `Retry-After` and no `Cache-Control` (no cache may store
+ * a 429, RFC 6585 §4), any other's with `Cache-Control: no-store` (a 404 could be cached).
+ */
 function problemHeaders(headers: HeaderList, retryAfter?: string): Record<string, string> {
   // A record, not a list of pairs: the runtime converts it several times faster.
-  const init: Record<string, string> = { "Content-Type": "application/problem+json", "Cache-Control": "no-store" };
-  if (retryAfter !== undefined) init["Retry-After"] = retryAfter;
+  const init: Record<string, string> =
+    retryAfter === undefined ? { "Content-Type": "application/problem+json", "Cache-Control": "no-store" } : { "Content-Type": "application/problem+json", "Retry-After": retryAfter };
   for (const [name, value] of headers) init[name] = Object.hasOwn(init, name) ? `${init[name]}, ${value}` : value;
   return init;
 }

@@ -42,10 +42,12 @@ export class RefusalMemory {
   /** The refusals held for these charges, without waiting on or starting a probe (peeks). */
   refusals(charges: readonly RuleCharge[]): RuleOutcome[] {
     const nowMs = this.clock();
-    return charges.flatMap(({ rule, charge }) => {
+    const refusals: RuleOutcome[] = [];
+    for (const { rule, charge } of charges) {
       const refusal = answersFor(rule, charge) ? this.cache.peek(bucketId(charge), nowMs) : undefined;
-      return refusal === undefined ? [] : [cachedOutcome(rule, refusal, nowMs)];
-    });
+      if (refusal !== undefined) refusals.push(cachedOutcome(rule, refusal, nowMs));
+    }
+    return refusals;
   }
 
   /**

@@ -27,6 +27,7 @@ describe("the problem catalogue", () => {
     expect(response?.status).toBe(429);
     expect(response?.headers.get("content-type")).toBe("application/problem+json");
     expect(response?.headers.get("Retry-After")).toBe("60");
+    expect(response?.headers.get("Cache-Control")).toBeNull(); // no cache may store a 429 (RFC 6585 §4)
     expect(response?.headers.get("RateLimit")).toBe('"api";r=0;t=60');
     expect(await response?.json()).toEqual({
       type: PROBLEM_TYPES.quotaExceeded,
@@ -61,6 +62,7 @@ describe("the problem catalogue", () => {
   ])("%j answers %i with its type", async (verdict, status, type) => {
     const response = verdictResponse(verdict);
     expect(response?.status).toBe(status);
+    expect(response?.headers.get("Cache-Control")).toBe("no-store");
     expect(await response?.json()).toMatchObject({ type, status });
   });
 
