@@ -30,7 +30,7 @@ import { bundleWorker, startWorker } from "./miniflare-worker.mjs";
  * @returns {Promise<Limiter[]>}
  */
 export async function prepareLimiters(stack) {
-  const [[sluice, sluiceCounted], bare, upstashRatelimit, honoRateLimiter, rlBinding] = await Promise.all([
+  const [[sluice, sluiceCounted], bare, upstashRatelimit, honoRateLimiter, rlBinding, answer] = await Promise.all([
     // The counted variant imports the dashboard assets the gateway's build step generates.
     Promise.resolve()
       .then(buildGatewayBundle)
@@ -39,6 +39,7 @@ export async function prepareLimiters(stack) {
     bundleWorker("upstash-ratelimit"),
     bundleWorker("hono-rate-limiter"),
     bundleWorker("rl-binding"),
+    bundleWorker("answer"),
   ]);
 
   /** @param {Policy} policy @returns {Record<string, string>} */
@@ -122,6 +123,20 @@ export async function prepareLimiters(stack) {
       // Each Miniflare process keeps its own counters (and on Cloudflare each location does).
       sharesStateAcrossProcesses: false,
       start: (policy) => startRateLimitingBindingWorker(rlBinding, { ORIGIN_URL: stack.originUrl }, bindingPolicy(policy)),
+    },
+    {
+      id: "answer-sluice",
+      label: "sluice's 429 alone (no limiter)",
+      store: "none",
+      sharesStateAcrossProcesses: false,
+      start: () => startWorker({ scriptPath: answer, vars: { SHAPE: "sluice" } }),
+    },
+    {
+      id: "answer-peer",
+      label: "the peer's 429 alone (no limiter)",
+      store: "none",
+      sharesStateAcrossProcesses: false,
+      start: () => startWorker({ scriptPath: answer, vars: { SHAPE: "peer" } }),
     },
   ];
 }

@@ -238,7 +238,8 @@ export function compareExtras({ fixedRate, rows, accuracy, stores, bareRps }) {
   const mean = (/** @type {number[]} */ v) => (v.length === 0 ? null : v.reduce((a, b) => a + b, 0) / v.length);
   const bareP50 = mean(bare.map((r) => r.p50Ms));
   const bareP99 = mean(bare.map((r) => r.p99Ms));
-  const ids = [...new Set([...fixedRate.map((r) => r.limiter), ...rows.map((r) => r.limiter)])].filter((id) => id !== "bare");
+  // Neither the bare proxy nor the flood's answers alone (`answer-*`, bench/workers/answer.ts) is a limiter with costs.
+  const ids = [...new Set([...fixedRate.map((r) => r.limiter), ...rows.map((r) => r.limiter)])].filter((id) => id !== "bare" && !id.startsWith("answer-"));
   /** @type {LimiterExtras[]} */
   const limiters = ids.map((id) => {
     const fixed = fixedRate.find((r) => r.limiter === id);

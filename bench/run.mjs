@@ -39,6 +39,8 @@ const outputs = quick ? { json: `${resultsDir}quick.json`, svg: `${resultsDir}ac
 const LIMITERS_UNDER_TEST = ["sluice-do", "sluice-upstash", "upstash-ratelimit", "hono-rate-limiter", "rl-binding"];
 /** Measured for throughput only: what metrics cost, same run; the bucket objects' storage calls counted (rows written). */
 const THROUGHPUT_ONLY = ["sluice-do-no-metrics", "sluice-do-counted"];
+/** The flood's floor: each limiter's 429 served with no limiter (bench/workers/answer.ts). */
+const FLOOD_ONLY = ["answer-sluice", "answer-peer"];
 
 /** Everything started that must be stopped, newest last. @type {Set<() => Promise<void>>} */
 const running = new Set();
@@ -110,7 +112,7 @@ try {
     /** @type {Map<string, import("./scenarios.mjs").ThroughputRow[]>} */
     const runs = new Map();
     // With rounds, the bare proxy runs in each allowed round too: the ceiling then moves with the host as the rows do.
-    const ids = [...(scenario === "allowed" && profile.rounds > 1 ? ["bare"] : []), ...LIMITERS_UNDER_TEST, ...THROUGHPUT_ONLY];
+    const ids = [...(scenario === "allowed" && profile.rounds > 1 ? ["bare"] : []), ...LIMITERS_UNDER_TEST, ...THROUGHPUT_ONLY, ...(scenario === "flood" ? FLOOD_ONLY : [])];
     for (let round = 1; round <= profile.rounds; round++) {
       for (const id of ids) {
         progress(`${scenario}${profile.rounds > 1 ? ` (round ${round} of ${profile.rounds})` : ""}: ${labels[id]}`);

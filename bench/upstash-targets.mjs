@@ -36,10 +36,15 @@ export function compareIssue19({ rows, extras, hotKeyUpstash, hotClients, scale,
     const s = row("sluice-upstash", scenario)?.rps;
     const p = row(PEER, scenario)?.rps;
     const r = s === undefined || p === undefined || p === 0 ? null : s / p;
+    // Under the flood, beside it: the two 429s served with no limiter at all, the floor of the ratio.
+    const answerS = row("answer-sluice", scenario)?.rps;
+    const answerP = row("answer-peer", scenario)?.rps;
+    const floor =
+      answerS === undefined || answerP === undefined || answerP === 0 ? "" : `; the answers alone, no limiter: ${answerS.toFixed(0)} vs ${answerP.toFixed(0)} (${(answerS / answerP).toFixed(2)}×)`;
     check(
       `sluice on Upstash req/s ≥ ${atLeast.toFixed(1)} × ${peer}'s (${scenario === "allowed" ? "allowed path" : "flood, default headers and problem body"})`,
       r === null ? null : r >= atLeast,
-      r === null ? "not run" : `${s?.toFixed(0)} vs ${p?.toFixed(0)} (${r.toFixed(2)}×)`,
+      r === null ? "not run" : `${s?.toFixed(0)} vs ${p?.toFixed(0)} (${r.toFixed(2)}×)${floor}`,
     );
   }
 
