@@ -31,8 +31,7 @@ import { join } from "node:path";
 import { prepareLimiters } from "../bench/limiters.mjs";
 import { FLOOD_POLICY } from "../bench/scenarios.mjs";
 import { startStackProcess } from "../bench/stack.mjs";
-import { upstashVars } from "./local-stack.mjs";
-import { startGateway } from "./miniflare-gateway.mjs";
+import { sluiceUpstashVariant } from "./ab-variant.mjs";
 
 const ids = (process.env.AB_IDS ?? "sluice-upstash,upstash-ratelimit").split(",").filter(Boolean);
 const scenario = process.env.AB_SCENARIO === "allowed" ? "allowed" : "flood";
@@ -91,26 +90,7 @@ try {
   if (process.env.AB_BUNDLE !== undefined) {
     const base = limiters.find((l) => l.id === "sluice-upstash");
     if (base === undefined) throw new Error("no sluice-upstash limiter");
-    const upstash = upstashVars({ bridge: { url: stack.bridgeUrl }, origin: { url: stack.originUrl } });
-    const bundle = process.env.AB_BUNDLE;
-    limiters.push({
-      ...base,
-      id: "sluice-base",
-      start: (policy) =>
-        startGateway({
-          scriptPath: bundle,
-          vars: {
-            ORIGIN_URL: stack.originUrl,
-            LIMITER_CAPACITY: String(policy.capacity),
-            LIMITER_REFILL_RATE: String(policy.rate),
-            LIMITER_KEY: "header:x-api-key",
-            LIMITER_FAIL_MODE: "closed",
-            LIMITER_TIMEOUT_MS: "5000",
-            ...upstash,
-          },
-          direct: true,
-        }),
-    });
+    limiters.push(sluiceUpstashVariant(base, stack, { id: "sluice-base", scriptPath: process.env.AB_BUNDLE }));
   }
   /** @type {Record<string, number>} */
   const perRequest = {};

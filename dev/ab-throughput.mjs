@@ -19,8 +19,8 @@ import { prepareLimiters } from "../bench/limiters.mjs";
 import { connectRedisStats } from "../bench/redis-stats.mjs";
 import { measureThroughput } from "../bench/scenarios.mjs";
 import { startStackProcess } from "../bench/stack.mjs";
-import { upstashVars } from "./local-stack.mjs";
-import { buildGatewayBundle, startGateway } from "./miniflare-gateway.mjs";
+import { sluiceUpstashVariant } from "./ab-variant.mjs";
+import { buildGatewayBundle } from "./miniflare-gateway.mjs";
 
 const ids = (process.env.AB_IDS ?? "sluice-upstash,upstash-ratelimit").split(",").filter(Boolean);
 const scenario = process.env.AB_SCENARIO === "allowed" ? "allowed" : "flood";
@@ -34,29 +34,10 @@ try {
   const base = limiters.find((l) => l.id === "sluice-upstash");
   if (base === undefined) throw new Error("no sluice-upstash limiter");
   const bundle = buildGatewayBundle();
-  const upstash = upstashVars({ bridge: { url: stack.bridgeUrl }, origin: { url: stack.originUrl } });
   for (const variant of (process.env.AB_VARIANTS ?? "").split(";").filter(Boolean)) {
     const at = variant.indexOf("=");
-    const { __bundle, ...extra } = JSON.parse(variant.slice(at + 1));
-    limiters.push({
-      ...base,
-      id: variant.slice(0, at),
-      start: (policy) =>
-        startGateway({
-          scriptPath: __bundle ?? bundle,
-          vars: {
-            ORIGIN_URL: stack.originUrl,
-            LIMITER_CAPACITY: String(policy.capacity),
-            LIMITER_REFILL_RATE: String(policy.rate),
-            LIMITER_KEY: "header:x-api-key",
-            LIMITER_FAIL_MODE: "closed",
-            LIMITER_TIMEOUT_MS: "5000",
-            ...upstash,
-            ...extra,
-          },
-          direct: true,
-        }),
-    });
+    const { __bundle, ...extraVars } = JSON.parse(variant.slice(at + 1));
+    limiters.push(sluiceUpstashVariant(base, stack, { id: variant.slice(0, at), scriptPath: __bundle ?? bundle, extraVars }));
   }
   /** @type {Record<string, number[]>} */
   const rps = {};
