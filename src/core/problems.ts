@@ -51,7 +51,7 @@ export type HeaderList = readonly (readonly [string, string])[];
 export function rateLimitedProblem(violated: readonly string[], retryAfterSeconds: number, headers: HeaderList): Response {
   // A flood repeats the same refusal: its body and headers are built once, until one of them
   // changes (the wait, each second). A built Headers object is copied into each response faster
-  // than a record is converted (dev/ab-instructions.mjs, docs/profile.md).
+  // than a record is converted (docs/profile.md, "The flood, counted").
   const last = lastRefusal;
   if (last !== undefined && last.retryAfterSeconds === retryAfterSeconds && sameStrings(last.violated, violated) && sameHeaders(last.headerList, headers)) {
     return new Response(last.body, { status: 429, headers: last.headers });
