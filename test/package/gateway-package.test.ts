@@ -30,8 +30,26 @@ beforeAll(async () => {
 
   project = join(await mkdtemp(join(tmpdir(), "sluice-init-")), "my-gateway");
   await run(process.execPath, [cli, "init", project, "--sluice-version", `file:${tarball}`]);
+  await pinToTestedVersions(project, ["wrangler", "@cloudflare/workers-types"]);
   await run("npm", ["install", "--no-audit", "--no-fund", "--prefer-offline"], { cwd: project, env: QUIET });
 }, 240_000);
+
+/**
+ * Sets these dev dependencies of the scratch project to the versions this repository installed
+ * (and was tested with). A registry may hold a newer wrangler whose peer range names a
+ * @cloudflare/workers-types it does not hold yet (seen on this machine's mirror: wrangler 4.168.0
+ * asks for ^5.20261123.1, the newest there was 5.20261117.1), and `npm install` then fails on the
+ * registry, not on sluice. A user installs the template's ranges (src/cli/init/templates.ts).
+ */
+async function pinToTestedVersions(folder: string, names: readonly string[]): Promise<void> {
+  const path = join(folder, "package.json");
+  const pkg = JSON.parse(await readFile(path, "utf8"));
+  for (const name of names) {
+    const installed = JSON.parse(await readFile(join(repo, "node_modules", name, "package.json"), "utf8")).version;
+    pkg.devDependencies[name] = installed;
+  }
+  await writeFile(path, JSON.stringify(pkg, null, 2));
+}
 
 describe("sluice init, from the packed tarball", () => {
   it("writes the project: the one-line Worker, wrangler.toml, package.json, .dev.vars.example, README", async () => {
