@@ -18,7 +18,7 @@
  * build of the gateway, e.g. the commit before a change), so before and after share one run.
  * `flood:upstash-ratelimit` and `flood:hono-rate-limiter` profile the benchmark's peers under the
  * same flood (their Redis: redis-server behind the Upstash REST bridge, `dev/local-stack.mjs`), and
- * `allowed:<peer>` on the allowed load; `allowed-upstash` and `flood-upstash` run sluice on the
+ * `allowed:<peer>` on the allowed load (`flood:answer=sluice` and `flood:answer=peer`: the two 429s alone); `allowed-upstash` and `flood-upstash` run sluice on the
  * Upstash backend against the same stack.
  */
 import { readFileSync, writeFileSync } from "node:fs";
@@ -202,7 +202,9 @@ async function profileScenario(label) {
 
 /** A peer worker of the benchmark under the flood (one client over capacity 10 at 1/s). @param {string} label */
 async function profilePeer(label) {
-  const [name, peer = ""] = label.split(":");
+  const [name, peerAndShape = ""] = label.split(":");
+  // `flood:answer=sluice` / `flood:answer=peer`: the flood's floor, each 429 alone (bench/workers/answer.ts).
+  const [peer = "", shape = "sluice"] = peerAndShape.split("=");
   if (name !== "flood" && name !== "allowed") throw new Error(`${label}: peers are profiled under flood:<peer> or allowed:<peer>`);
   const allowed = name === "allowed";
   const bundle = await bundleWorker(peer);
@@ -212,6 +214,7 @@ async function profilePeer(label) {
     UPSTASH_REDIS_REST_TOKEN: LOCAL_UPSTASH_TOKEN,
     CAPACITY: allowed ? "1000000000" : "10",
     REFILL_RATE: allowed ? "1000000" : "1",
+    SHAPE: shape,
   });
   try {
     const client = `one-${Math.random().toString(36).slice(2)}`;

@@ -9,7 +9,7 @@ import type { RuleSpec } from "../core/rules";
 import { describeConfigErrors, parseGatewayConfig, type BackendConfig, type ConfigError, type GatewayConfig } from "./config";
 import type { Env } from "./env";
 import { HealthProbe } from "./health";
-import { logEvent, type RequestIdVariables } from "./log";
+import { logEvent } from "./log";
 import type { GatewayMetrics } from "./metrics-object";
 import { MetricsPipeline } from "./metrics-pipeline";
 
@@ -35,7 +35,7 @@ export interface ReadyGateway {
 }
 
 /** Hono's view of the gateway: the Worker's bindings, and the isolate's gateway once configuration parsed. */
-export type GatewayEnv = { Bindings: Env; Variables: { gateway: ReadyGateway } & RequestIdVariables };
+export type GatewayEnv = { Bindings: Env; Variables: { gateway: ReadyGateway } };
 
 /** How often one client may ask `/__limiter/status`: it must not become a way to hammer the store. */
 export const STATUS_RULE: RuleSpec = { name: "__limiter_status", key: "ip", capacity: 10, rate: "10/1m" };

@@ -1,4 +1,3 @@
-import type { Context } from "hono";
 import { LIMITER_EVENT_LEVELS, writeLogLine, type LimiterEvent, type LogLevel } from "../core/events";
 
 /**
@@ -42,26 +41,24 @@ export function logEvent(event: LimiterEvent | GatewayEvent, requestId?: string)
 }
 
 /**
- * The id a request is logged under: Cloudflare's `cf-ray` when present, else one of this
- * isolate's own (a random tag drawn once and a counter: unique without drawing a UUID per
- * request, which a flood would pay for on every refusal). The same however many places ask (the
- * limiter's log and the proxy's must agree): kept in the request's context.
+ * A reader of the id a request is logged under: Cloudflare's `cf-ray` when present, else one of
+ * this isolate's own (a random tag drawn once and a counter: unique without drawing a UUID per
+ * request, which a flood would pay for on every refusal). Drawn on the first call (most requests
+ * log nothing, so most never draw one) and the same on every later one: the limiter's log lines
+ * and the proxy's agree.
  *
  * @example
- * const requestId = requestIdOf(c); // "8c2f1e3a9b7d-1" without cf-ray
+ * const requestId = requestIdReader(request.headers);
+ * logEvent(event, requestId()); // "8c2f1e3a9b7d-2" without cf-ray, every time for this request
  */
-export function requestIdOf<E extends { Variables: RequestIdVariables }>(c: Context<E>): string {
-  const vars = c as unknown as Context<{ Variables: RequestIdVariables }>;
-  let id = vars.get("requestId") as string | undefined;
-  if (id === undefined) {
-    id = c.req.raw.headers.get("cf-ray") ?? `${(isolateTag ??= [...crypto.getRandomValues(new Uint8Array(6))].map((b) => b.toString(16).padStart(2, "0")).join(""))}-${(++requestCount).toString(36)}`;
-    vars.set("requestId", id);
-  }
-  return id;
+export function requestIdReader(headers: Headers): () => string {
+  let id: string | undefined;
+  return () => (id ??= newRequestId(headers));
 }
 
-/** Where {@link requestIdOf} keeps a request's id. */
-export type RequestIdVariables = { requestId: string };
+function newRequestId(headers: Headers): string {
+  return headers.get("cf-ray") ?? `${(isolateTag ??= [...crypto.getRandomValues(new Uint8Array(6))].map((b) => b.toString(16).padStart(2, "0")).join(""))}-${(++requestCount).toString(36)}`;
+}
 
 // Drawn on first use: a Worker may not generate random values at global scope.
 let isolateTag: string | undefined;

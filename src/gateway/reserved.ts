@@ -1,4 +1,5 @@
-import { Hono, type Context, type MiddlewareHandler } from "hono";
+import { Hono } from "hono";
+import type { Env } from "./env";
 import type { GatewayEnv } from "./gateway";
 import { limiterRoutes } from "./limiter-routes";
 
@@ -51,32 +52,24 @@ const MAY_BE_RESERVED = /[%\\]|__limiter/i;
 const reservedApp = new Hono<GatewayEnv>().route(RESERVED_PREFIX, limiterRoutes);
 
 /**
- * Middleware, first in the Worker: a request whose path spells a reserved route (see
- * {@link reservedPath}) is answered by the limiter's routes, at the canonical path, and never
- * reaches the limiter's buckets or the origin; any other request passes on.
+ * First in the Worker: a request whose path spells a reserved route (see {@link reservedPath})
+ * gets the limiter routes' answer, at the canonical path, and never reaches the limiter's
+ * buckets or the origin; any other request gets `undefined` and goes on.
  *
  * @example
- * app.use("*", reservedRoutes);
+ * const reserved = reservedResponse(request, env, ctx);
+ * if (reserved !== undefined) return reserved;
  */
-export const reservedRoutes: MiddlewareHandler<GatewayEnv> = async (c, next) => {
+export function reservedResponse(request: Request, env: Env, ctx: ExecutionContext | undefined): Response | Promise<Response> | undefined {
   // Most requests: the whole URL has no escape, no backslash and no "__limiter", so neither has
   // its path (a serialized URL holds its pathname as is): no URL object to build.
-  if (!MAY_BE_RESERVED.test(c.req.url)) return next();
-  const url = new URL(c.req.url);
+  if (!MAY_BE_RESERVED.test(request.url)) return undefined;
+  const url = new URL(request.url);
   const path = reservedPath(url.pathname);
-  if (path === undefined) return next();
-  let request = c.req.raw;
+  if (path === undefined) return undefined;
   if (path !== url.pathname) {
     url.pathname = path;
-    request = new Request(url, request);
+    return reservedApp.fetch(new Request(url, request), env, ctx);
   }
-  return reservedApp.fetch(request, c.env, executionContextOf(c));
-};
-
-function executionContextOf(c: Context<GatewayEnv>) {
-  try {
-    return c.executionCtx;
-  } catch {
-    return undefined; // no execution context (a test calling the app directly)
-  }
+  return reservedApp.fetch(request, env, ctx);
 }
