@@ -2,13 +2,14 @@ import { defineConfig, type UserConfig } from "tsdown";
 
 /**
  * The `sluice` package: ES modules and type declarations for each subpath, shared code in
- * chunks (so `sluice/hono` and `sluice` share one `Limiter` class). Hono, @upstash/redis and the
+ * chunks (so `sluice/hono`, `sluice/fetch` and `sluice` share one `Limiter` class). Hono, @upstash/redis and the
  * Workers runtime module stay imports, resolved by the consumer.
  */
 const library: UserConfig = {
   entry: {
     index: "src/core/index.ts",
     hono: "src/hono/index.ts",
+    fetch: "src/fetch/index.ts",
     "durable-object": "src/backends/durable-object/index.ts",
     upstash: "src/backends/upstash/index.ts",
   },

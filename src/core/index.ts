@@ -2,7 +2,7 @@
  * `sluice`: the rate limiter's framework-free core. One {@link Limiter} (rules, client identity,
  * token buckets, concurrency slots, the deny cache, the circuit breaker) answering typed
  * verdicts; the in-memory backend; the port other backends implement (`sluice/durable-object`,
- * `sluice/upstash`); and the verdict → Response mapping. Adapters: `sluice/hono`.
+ * `sluice/upstash`); and the verdict → Response mapping. Adapters: `sluice/fetch`, `sluice/hono`.
  *
  * Only what the README documents is exported here: a test (test/package/consumer.test.ts) fails
  * when an internal leaks out.

@@ -1,3 +1,7 @@
+/*
+ * The limiter around a fetch handler, with the Fetch API only (no framework): the Hono
+ * middleware wraps it, and the gateway's traffic path runs it around the proxy.
+ */
 import type { Limiter } from "../core/limiter";
 import type { CheckOptions } from "../core/limiter-options";
 import { requestSubject } from "../core/subject";

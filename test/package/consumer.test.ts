@@ -27,10 +27,11 @@ beforeAll(async () => {
     join(consumer, "tsconfig.json"),
     JSON.stringify({
       compilerOptions: { target: "es2022", module: "nodenext", moduleResolution: "nodenext", lib: ["es2023", "dom"], types: [], strict: true, noEmit: true, skipLibCheck: false },
-      include: ["app.ts"],
+      include: ["app.ts", "fetch-app.ts"],
     }),
   );
   await writeFile(join(consumer, "app.ts"), APP);
+  await writeFile(join(consumer, "fetch-app.ts"), FETCH_APP);
 }, 120_000);
 
 /** The README's library example, as a consumer writes it. */
@@ -56,6 +57,21 @@ for (let i = 0; i < 6; i++) {
 console.log(JSON.stringify(results));
 `;
 
+/** docs/library.md's example without a framework: `limitRequest` around a handler. */
+const FETCH_APP = `import { Limiter, memoryBackend } from "sluice";
+import { limitRequest } from "sluice/fetch";
+
+const limiter = new Limiter({ backend: memoryBackend(), rules: [{ name: "api", key: "header:x-api-key", capacity: 2, rate: "1/1m" }] });
+const handler = async () => new Response("ok");
+
+const results = [];
+for (let i = 0; i < 3; i++) {
+  const response = await limitRequest(new Request("http://localhost/", { headers: { "x-api-key": "k" } }), handler, { limiter });
+  results.push({ status: response.status, rateLimit: response.headers.get("RateLimit"), body: await response.text() });
+}
+console.log(JSON.stringify(results));
+`;
+
 describe("the sluice package, installed from its tarball", () => {
   it("runs a Hono app in plain Node: five 200s, then a 429 with the IETF headers", async () => {
     const { stdout } = await run(process.execPath, ["app.ts"], { cwd: consumer });
@@ -65,6 +81,14 @@ describe("the sluice package, installed from its tarball", () => {
     const refused = results[5];
     expect(refused).toMatchObject({ policy: '"api";q=5;w=300', rateLimit: '"api";r=0;t=60', contentType: "application/problem+json" });
     expect(JSON.parse(refused?.body ?? "{}")).toMatchObject({ status: 429, "violated-policies": ["api"] });
+  }, 30_000);
+
+  it("runs limitRequest (sluice/fetch) in plain Node: two 200s with the headers, then a 429", async () => {
+    const { stdout } = await run(process.execPath, ["fetch-app.ts"], { cwd: consumer });
+    const results = JSON.parse(stdout) as { status: number; rateLimit: string; body: string }[];
+    expect(results.map((r) => r.status)).toEqual([200, 200, 429]);
+    expect(results[0]).toMatchObject({ rateLimit: '"api";r=1;t=60', body: "ok" });
+    expect(JSON.parse(results[2]?.body ?? "{}")).toMatchObject({ status: 429, "violated-policies": ["api"] });
   }, 30_000);
 
   it("type-checks the consumer, and a wrong rule fails to", async () => {
@@ -112,12 +136,13 @@ describe("the sluice package, installed from its tarball", () => {
       "verdictResponse",
     ]);
     expect(await exported("hono.js")).toEqual(["rateLimiter"]);
+    expect(await exported("fetch.js")).toEqual(["limitRequest"]);
     expect(await exported("durable-object.js")).toEqual(["ClientBuckets", "durableObjectBackend"]);
     expect(await exported("upstash.js")).toEqual(["upstashBackend"]);
     expect(await exported("gateway.js")).toEqual(["ClientBuckets", "GatewayMetrics", "LimiterService", "default"]);
   });
 
-  it("neither `sluice` nor `sluice/hono` loads cloudflare:workers; `sluice/durable-object` does; `sluice/gateway` loads nothing else", async () => {
+  it("neither `sluice`, `sluice/hono` nor `sluice/fetch` loads cloudflare:workers; `sluice/durable-object` does; `sluice/gateway` loads nothing else", async () => {
     const dist = join(consumer, "node_modules/sluice/dist");
     const importsOf = async (file: string, seen = new Set<string>()): Promise<string[]> => {
       if (seen.has(file)) return [];
@@ -127,7 +152,7 @@ describe("the sluice package, installed from its tarball", () => {
       const nested = await Promise.all(specifiers.filter((s) => s.startsWith("./")).map((s) => importsOf(s.slice(2), seen)));
       return [...specifiers, ...nested.flat()];
     };
-    for (const entry of ["index.js", "hono.js"]) expect((await importsOf(entry)).filter((s) => s.startsWith("cloudflare:"))).toEqual([]);
+    for (const entry of ["index.js", "hono.js", "fetch.js"]) expect((await importsOf(entry)).filter((s) => s.startsWith("cloudflare:"))).toEqual([]);
     expect(await importsOf("durable-object.js")).toContain("cloudflare:workers");
     // The gateway carries Hono and @upstash/redis inside: a deployment installs sluice and wrangler only.
     expect(await importsOf("gateway.js")).toEqual(["cloudflare:workers"]);
