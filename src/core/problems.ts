@@ -28,6 +28,8 @@ export const PROBLEM_TYPES = {
   originTimeout: "tag:sluice.dev,2026:origin-timeout",
   /** 404: a path under the reserved `/__limiter/` prefix that is no endpoint. */
   notFound: "about:blank",
+  /** 500: the gateway failed on a request (a bug): its log line says why. */
+  internalError: "about:blank",
 } as const;
 
 /** A problem details object; extension members sit beside the standard ones. */
@@ -189,6 +191,22 @@ export function originTimeoutProblem(timeoutMs: number): Response {
 /** 404 for a reserved path that is no endpoint. */
 export function notFoundProblem(path: string, detail = `${path} is not a limiter endpoint; /__limiter/ is reserved and never proxied.`): Response {
   return problemResponse({ type: PROBLEM_TYPES.notFound, title: "Not Found", status: 404, detail });
+}
+
+/**
+ * 500: the gateway failed on this request (a bug, not the client's doing); the log line with the
+ * same request id says why.
+ *
+ * @example
+ * internalErrorProblem("8c2f1e3a9b7d-1");
+ */
+export function internalErrorProblem(requestId: string): Response {
+  return problemResponse({
+    type: PROBLEM_TYPES.internalError,
+    title: "Internal Server Error",
+    status: 500,
+    detail: `The gateway failed on this request; its log line "gateway.internal_error" carries request id ${requestId}.`,
+  });
 }
 
 function problemResponse(problem: Problem, headers: HeaderList = []): Response {

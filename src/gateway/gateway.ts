@@ -34,7 +34,7 @@ export interface ReadyGateway {
   readonly metricsStore: (() => DurableObjectStub<GatewayMetrics>) | undefined;
 }
 
-/** Hono's view of the gateway: the Worker's bindings, and the isolate's gateway once configuration parsed. */
+/** The reserved routes' (Hono's) view of the gateway: the Worker's bindings, and the isolate's gateway once configuration parsed. */
 export type GatewayEnv = { Bindings: Env; Variables: { gateway: ReadyGateway } };
 
 /** How often one client may ask `/__limiter/status`: it must not become a way to hammer the store. */
@@ -81,11 +81,12 @@ export function gatewayFor(env: Env): Gateway {
 }
 
 /**
- * Middleware that puts the isolate's gateway in `c.var.gateway`, or answers the 500 that names
- * every bad variable while the configuration is invalid.
+ * Middleware of the reserved routes that need the configuration (status, admin, metrics,
+ * dashboard): puts the isolate's gateway in `c.var.gateway`, or answers the 500 that names every
+ * bad variable while the configuration is invalid.
  *
  * @example
- * app.use("*", withGateway);
+ * limiterRoutes.use("/status", withGateway);
  */
 export const withGateway: MiddlewareHandler<GatewayEnv> = async (c, next) => {
   const gateway = gatewayFor(c.env);

@@ -13,6 +13,7 @@ export type { LogLevel };
 /** The gateway's own events (the limiter's are {@link LimiterEvent}). */
 export type GatewayEvent =
   | { readonly event: "config.invalid"; readonly errors: readonly string[] }
+  | { readonly event: "gateway.internal_error"; readonly reason: string }
   | { readonly event: "proxy.origin_unreachable"; readonly origin: string; readonly reason: string }
   | { readonly event: "proxy.origin_timeout"; readonly origin: string; readonly timeoutMs: number }
   | { readonly event: "admin.failure"; readonly path: string; readonly reason: string }
@@ -23,6 +24,7 @@ export type GatewayEvent =
 export const EVENT_LEVELS: Readonly<Record<LimiterEvent["event"] | GatewayEvent["event"], LogLevel>> = {
   ...LIMITER_EVENT_LEVELS,
   "config.invalid": "error",
+  "gateway.internal_error": "error",
   "proxy.origin_unreachable": "error",
   "proxy.origin_timeout": "error",
   "admin.failure": "error",

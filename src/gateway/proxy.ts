@@ -37,7 +37,7 @@ const CLIENT_ADDRESS_HEADERS = ["x-real-ip", "true-client-ip", "forwarded", "x-c
  * is passed through: the origin's 101 comes back with its socket, which the runtime connects.
  *
  * @example
- * const response = await forwardToOrigin(c.req.raw, { originUrl: new URL("https://api.example.com/v1"), timeoutMs: 30000, clientIp: "203.0.113.7" });
+ * const response = await forwardToOrigin(request, { originUrl: new URL("https://api.example.com/v1"), timeoutMs: 30000, clientIp: "203.0.113.7" });
  */
 export async function forwardToOrigin(request: Request, options: ForwardOptions): Promise<Response> {
   const incoming = new URL(request.url);

@@ -65,11 +65,20 @@ export function rateLimiter<E extends Env = Env>(options: RateLimiterOptions<E>)
         waitUntil: (task) => runInBackground(c, task),
       },
     );
+    // The limiter's own answer (a refusal, a queued client that left) stops here.
+    if (!nextRan) {
+      onResponse?.(c);
+      return response;
+    }
+    // After the next handler, its response with the rate-limit headers is the context's. A copy
+    // (immutable headers, a body held for a concurrency slot) already carries every header of
+    // the one it copies: clearing first keeps Hono's setter from setting the old headers over it
+    // (an upstream's own `RateLimit` would replace the limiter's).
+    if (response !== c.res) {
+      c.res = undefined;
+      c.res = response;
+    }
     onResponse?.(c);
-    // The limiter's own answer (a refusal, a queued client that left) stops here; after the next
-    // handler, its response with the rate-limit headers is the context's (a copy when it had to be).
-    if (!nextRan) return response;
-    if (response !== c.res) c.res = response;
   };
 }
 

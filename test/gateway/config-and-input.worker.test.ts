@@ -1,4 +1,6 @@
+import { env } from "cloudflare:workers";
 import { describe, expect, inject, it } from "vitest";
+import worker from "../../src/index";
 import { gatewayWith, randomIp } from "../support/gateway";
 
 describe("bad configuration is named on every request", () => {
@@ -158,5 +160,33 @@ describe("keyed hashing of client keys (LIMITER_HASH_KEY)", () => {
     const text = await short.text();
     expect(text).toContain("LIMITER_HASH_KEY");
     expect(text).not.toContain("short-secret");
+  });
+});
+
+describe("a failure inside the gateway", () => {
+  it("is answered with a 500 problem naming the request id, and logged under it, never left to the runtime", async () => {
+    // A runtime whose waitUntil throws: the allowed request's settling step fails after the origin answered.
+    const ctx = {
+      waitUntil: () => {
+        throw new Error("waitUntil refused");
+      },
+      passThroughOnException() {},
+      props: {},
+    } as unknown as ExecutionContext;
+    const logged: string[] = [];
+    const original = console.error;
+    console.error = (line: unknown) => void logged.push(String(line));
+    try {
+      const response = await worker.fetch(new Request("https://gateway.test/echo", { headers: { "cf-connecting-ip": randomIp(), "cf-ray": "ray-internal-1" } }), env, ctx);
+      expect(response.status).toBe(500);
+      expect(response.headers.get("Content-Type")).toBe("application/problem+json");
+      const problem = (await response.json()) as { type: string; detail: string };
+      expect(problem.type).toBe("about:blank");
+      expect(problem.detail).toContain("ray-internal-1");
+    } finally {
+      console.error = original;
+    }
+    const line = logged.map((text) => JSON.parse(text) as Record<string, unknown>).find((entry) => entry.event === "gateway.internal_error");
+    expect(line).toMatchObject({ level: "error", requestId: "ray-internal-1", reason: "waitUntil refused" });
   });
 });

@@ -1,3 +1,5 @@
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { Hono } from "hono";
 import { describe, expect, it } from "vitest";
 import type { RuleSpec } from "../../src/core/rules";
@@ -50,6 +52,31 @@ describe("rateLimiter (Hono, plain Node, memory backend)", () => {
     expect((await app.request("/", { headers: { "x-test-peer": "198.51.100.1" } })).status).toBe(200);
     expect((await app.request("/", { headers: { "x-test-peer": "198.51.100.1" } })).status).toBe(429);
     expect((await app.request("/", { headers: { "x-test-peer": "198.51.100.2" } })).status).toBe(200);
+  });
+
+  it("a proxied upstream's own rate-limit headers never replace the limiter's, and onResponse sees the final response", async () => {
+    // An upstream that is rate limited itself; fetch() gives its response immutable headers.
+    const upstream = createServer((_, res) => res.writeHead(200, { RateLimit: '"upstream";r=999;t=1', "x-upstream": "yes" }).end("from upstream"));
+    await new Promise<void>((resolve) => upstream.listen(0, "127.0.0.1", resolve));
+    try {
+      const seen: (string | null)[] = [];
+      const app = new Hono()
+        .use(
+          rateLimiter({
+            backend: memoryBackend(),
+            rules: [{ name: "api", key: "header:x-api-key", capacity: 5, rate: "1/1m" }],
+            onResponse: (c) => void seen.push(c.res.headers.get("RateLimit")),
+          }),
+        )
+        .get("/", () => fetch(`http://127.0.0.1:${(upstream.address() as AddressInfo).port}/`));
+      const response = await app.request("/", { headers: { "x-api-key": "k" } });
+      expect(response.headers.get("RateLimit")).toBe('"api";r=4;t=60');
+      expect(response.headers.get("x-upstream")).toBe("yes");
+      expect(await response.text()).toBe("from upstream");
+      expect(seen).toEqual(['"api";r=4;t=60']);
+    } finally {
+      upstream.close();
+    }
   });
 
   it("requests no rule covers pass untouched", async () => {
