@@ -408,8 +408,9 @@ describe("the Lua script and the TypeScript bucket agree (through the algorithm 
               // A key written this step may already have expired in real time (its TTL is the
               // time to full, sometimes 1 ms): then put the expected state back. A key a wrong
               // hint made the script write and put back takes back the expiry its state carries
-              // (deleted if that has come: then the model forgets it too).
-              const ttlMs = expected.next[i] !== undefined ? (results[i]?.expiresInMs ?? 0) : Infinity;
+              // (deleted if that has come: then the model forgets it too), so it too may have
+              // expired in real time when that expiry was within the step's real time.
+              const ttlMs = expected.next[i] !== undefined ? (results[i]?.expiresInMs ?? 0) : (expiries[i] ?? Infinity) - nowMs;
               if (found === null && expectedValue !== null && expiries[i]! <= nowMs) {
                 states[i] = undefined;
                 expiries[i] = undefined;
