@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { ceilDiv, floorDiv, refundTokens, stateExpiresInMs, takeTokens, waitForTokensMs, type BucketPolicy, type BucketState } from "../../src/core/token-bucket";
+import { ceilDiv, floorDiv, newGeneration, refundTokens, stateExpiresInMs, takeTokens, waitForTokensMs, type BucketPolicy, type BucketState } from "../../src/core/token-bucket";
 import { policy as perSecond } from "../support/helpers";
 
 /** Runs (time, cost) steps through one bucket, returning each decision. */
@@ -180,5 +180,20 @@ describe("exact integer division", () => {
     expect(floorDiv(a, b)).toBe(2 ** 26 - 4);
     expect(ceilDiv(a, b)).toBe(2 ** 26 - 3);
     expect(ceilDiv(a + 1, b)).toBe(2 ** 26 - 3);
+  });
+});
+
+describe("newGeneration", () => {
+  it("draws integers below 2^48, none repeated, across refills of its random pool", () => {
+    // 3,000 draws empty the pool (256 generations) about twelve times.
+    const drawn = Array.from({ length: 3_000 }, () => newGeneration());
+    for (const generation of drawn) {
+      expect(Number.isInteger(generation)).toBe(true);
+      expect(generation).toBeGreaterThanOrEqual(0);
+      expect(generation).toBeLessThan(2 ** 48);
+    }
+    expect(new Set(drawn).size).toBe(drawn.length);
+    // The high 16 bits are used too (a generation is not a 32-bit number).
+    expect(drawn.some((generation) => generation >= 2 ** 32)).toBe(true);
   });
 });
