@@ -52,15 +52,19 @@ export async function limitRequest(request: Request, next: () => Promise<Respons
   const verdict = await limiter.check(subject, checkOptions);
   const refusal = verdictResponse(verdict);
   if (refusal !== undefined) return refusal;
+  // Concurrency slots are renewed from the moment they were taken, through a queue wait (which may
+  // outlast a lease) and the origin's answer, until given back.
+  const slots = holdSlots(request, limiter, verdict, waitUntil);
   // A queued request (a rule's `queue`) was charged ahead of its refill: it waits, on a timer,
   // until its tokens are there. A client that leaves meanwhile gives its charge back, and any
   // concurrency slot; its request never reaches `next` and nobody reads the answer.
   if (verdict.kind === "allowed" && verdict.waitMs !== undefined && !(await waitFor(verdict.waitMs, request.signal))) {
+    // The abort stopped the slots' renewal (left to lapse, as for a request the origin may still
+    // be working on); this one never reached the origin, so they go back now.
+    slots?.release();
     waitUntil(Promise.all([limiter.giveBack(verdict), limiter.release(verdict)]));
     return new Response(null, { status: CLIENT_CLOSED_REQUEST });
   }
-  // Concurrency slots are renewed from now on (the origin may take long to answer) until given back.
-  const slots = holdSlots(request, limiter, verdict, waitUntil);
   let response: Response;
   try {
     response = await next();

@@ -68,6 +68,8 @@ export const GATEWAY_DEFAULTS = {
 
 const BACKEND_KINDS: readonly BackendConfig["kind"][] = ["durable-object", "upstash", "memory"];
 const HEADER_MODES: readonly HeaderMode[] = ["all", "ietf", "legacy", "none"];
+/** Address headers a proxy sets to one address (never a list): `LIMITER_TRUSTED_PROXIES` must be 1 with them. */
+const SINGLE_ADDRESS_HEADERS: readonly string[] = [DEFAULTS.identity.ipHeader, "x-real-ip", "true-client-ip"];
 
 type Field = { readonly variable: VarName; readonly raw: string | undefined; readonly text: string | undefined };
 
@@ -124,7 +126,7 @@ export function parseGatewayConfig(env: Env): ConfigResult {
   const originUrl =
     originField.text === undefined || originField.text.trim() === ""
       ? fail(originField, "is required: the base URL requests are forwarded to, e.g. https://api.example.com")
-      : (parseHttpUrl(originField.text) ?? fail(originField, "must be an absolute http(s) URL, e.g. https://api.example.com"));
+      : originUrlOf(originField.text, (message) => fail(originField, message));
   const originTimeoutMs = integer("ORIGIN_TIMEOUT_MS", GATEWAY_DEFAULTS.originTimeoutMs, 1, 600_000);
   const backendKind = oneOf("LIMITER_BACKEND", GATEWAY_DEFAULTS.backend, BACKEND_KINDS);
   const failMode = oneOf<FailMode>("LIMITER_FAIL_MODE", DEFAULTS.failMode, ["open", "closed", "local"]);
@@ -144,15 +146,16 @@ export function parseGatewayConfig(env: Env): ConfigResult {
   const ipHeaderText = ipHeaderField.text ?? "";
   const ipHeader = isHeaderName(ipHeaderText) ? ipHeaderText.toLowerCase() : fail(ipHeaderField, "must be a header name, e.g. cf-connecting-ip");
   const trustedHops = integer("LIMITER_TRUSTED_PROXIES", DEFAULTS.identity.trustedHops, 1, 32);
-  if (trustedHops !== undefined && trustedHops > 1 && ipHeader === DEFAULTS.identity.ipHeader)
-    fail(read("LIMITER_TRUSTED_PROXIES"), `counts proxies that append to a list header such as x-forwarded-for (LIMITER_IP_HEADER); ${DEFAULTS.identity.ipHeader} holds one address, so it must be 1`);
+  // More hops than a one-address header holds would name nobody: every client would share one bucket.
+  if (trustedHops !== undefined && trustedHops > 1 && ipHeader !== undefined && SINGLE_ADDRESS_HEADERS.includes(ipHeader))
+    fail(read("LIMITER_TRUSTED_PROXIES"), `counts proxies that append to a list header such as x-forwarded-for (LIMITER_IP_HEADER); ${ipHeader} holds one address, so it must be 1`);
   const rules = parseRuleVars(vars, failMode);
   const backend = backendKind === undefined ? undefined : parseBackend(backendKind, vars);
   const admin = parseAdmin(vars);
   const metrics = parseMetrics(vars, admin);
 
   const breaker = failureThreshold !== undefined && cooldownMs !== undefined ? { failureThreshold, cooldownMs } : undefined;
-  const hashKey = parseToken(vars, "LIMITER_HASH_KEY", "keyed hashing of client keys");
+  const hashKey = parseToken(vars, "LIMITER_HASH_KEY", "unset it to turn keyed hashing of client keys off");
   const identity =
     ipHeader !== undefined && ipv6PrefixLength !== undefined && trustedHops !== undefined && hashKey !== undefined
       ? { ipHeader, ipv6PrefixLength, trustedHops, ...(hashKey !== null && { hashKey }) }
@@ -194,22 +197,23 @@ function parseRuleVars({ read, fail, integer }: VarReader, failMode: FailMode | 
 }
 
 function parseBackend(kind: BackendConfig["kind"], { read, fail }: VarReader): BackendConfig | undefined {
-  if (kind !== "upstash") return { kind };
+  // Checked with every backend, so a typo shows now, not on a later switch to Upstash.
+  const prefixField = read("LIMITER_KEY_PREFIX", GATEWAY_DEFAULTS.keyPrefix);
+  const prefixText = prefixField.text ?? "";
+  const keyPrefix = /^[A-Za-z0-9_.:-]{1,64}$/.test(prefixText) ? prefixText : fail(prefixField, "must be 1 to 64 characters of letters, digits, _ . : -");
+  if (kind !== "upstash") return keyPrefix === undefined ? undefined : { kind };
   const urlField = read("UPSTASH_REDIS_REST_URL");
   const tokenField = read("UPSTASH_REDIS_REST_TOKEN");
-  const prefixField = read("LIMITER_KEY_PREFIX", GATEWAY_DEFAULTS.keyPrefix);
   const url = urlField.text && parseHttpUrl(urlField.text) ? urlField.text.trim() : fail(urlField, "must be the https URL of the Upstash REST endpoint when LIMITER_BACKEND=upstash");
   // The token is a secret: name it, never echo it.
   const tokenText = tokenField.text?.trim();
   const token = tokenText ? tokenText : fail({ ...tokenField, raw: tokenField.raw && "(set)" }, "must be set (wrangler secret put UPSTASH_REDIS_REST_TOKEN) when LIMITER_BACKEND=upstash");
-  const prefixText = prefixField.text ?? "";
-  const keyPrefix = /^[A-Za-z0-9_.:-]{1,64}$/.test(prefixText) ? prefixText : fail(prefixField, "must be 1 to 64 characters of letters, digits, _ . : -");
   return url !== undefined && token !== undefined && keyPrefix !== undefined ? { kind, url, token, keyPrefix } : undefined;
 }
 
 /** The admin token: a secret, so an error names it and never echoes it. */
 function parseAdmin(vars: VarReader): AdminConfig | undefined {
-  const token = parseToken(vars, "LIMITER_ADMIN_TOKEN", "the admin API");
+  const token = parseToken(vars, "LIMITER_ADMIN_TOKEN", "unset it to turn the admin API off");
   return token === null ? { kind: "off" } : token === undefined ? undefined : { kind: "on", token };
 }
 
@@ -217,22 +221,19 @@ function parseAdmin(vars: VarReader): AdminConfig | undefined {
 function parseMetrics(vars: VarReader, admin: AdminConfig | undefined): MetricsConfig | undefined {
   const enabled = vars.oneOf("LIMITER_METRICS", GATEWAY_DEFAULTS.metrics, ["on", "off"]);
   const flushMs = vars.integer("LIMITER_METRICS_FLUSH_MS", GATEWAY_DEFAULTS.metricsFlushMs, 10, 60_000);
-  const token = parseToken(vars, "LIMITER_METRICS_TOKEN", "the metrics endpoint and dashboard");
+  const token = parseToken(vars, "LIMITER_METRICS_TOKEN", "unset it and LIMITER_ADMIN_TOKEN reads the metrics and dashboard (with neither set, they are off)");
   if (enabled === undefined || flushMs === undefined || token === undefined) return undefined;
   if (enabled === "off") return { kind: "off" };
   return { kind: "on", flushMs, token: token ?? (admin?.kind === "on" ? admin.token : undefined) };
 }
 
-/** A bearer-token secret: null when unset, undefined when it does not do (the error names the variable, never the value). */
-function parseToken({ read, fail }: VarReader, variable: "LIMITER_ADMIN_TOKEN" | "LIMITER_METRICS_TOKEN" | "LIMITER_HASH_KEY", guards: string): string | null | undefined {
+/** A secret: null when unset, undefined when it does not do (the error names the variable, never the value, and says what unsetting it does). */
+function parseToken({ read, fail }: VarReader, variable: "LIMITER_ADMIN_TOKEN" | "LIMITER_METRICS_TOKEN" | "LIMITER_HASH_KEY", whenUnset: string): string | null | undefined {
   const field = read(variable);
   if (field.text === undefined) return null;
   const token = field.text.trim();
   if (token.length >= MIN_TOKEN_LENGTH && /^[\x21-\x7e]+$/.test(token)) return token;
-  return fail(
-    { ...field, raw: "(set)" },
-    `must be at least ${MIN_TOKEN_LENGTH} visible ASCII characters (e.g. openssl rand -hex 32), set with wrangler secret put ${variable}; unset it to turn ${guards} off`,
-  );
+  return fail({ ...field, raw: "(set)" }, `must be at least ${MIN_TOKEN_LENGTH} visible ASCII characters (e.g. openssl rand -hex 32), set with wrangler secret put ${variable}; ${whenUnset}`);
 }
 
 /** A bearer token shorter than this is refused: the admin API changes every client's limits. */
@@ -251,6 +252,14 @@ export function describeConfigErrors(errors: readonly ConfigError[]): string[] {
 /** The record when every field parsed, else undefined (its errors are already collected). */
 function allDefined<T extends Record<string, unknown>>(fields: T): { [K in keyof T]: Exclude<T[K], undefined> } | undefined {
   return Object.values(fields).every((value) => value !== undefined) ? (fields as { [K in keyof T]: Exclude<T[K], undefined> }) : undefined;
+}
+
+/** `ORIGIN_URL`: an absolute http(s) URL without a query or fragment (each request's own query is sent; a configured one would be dropped unseen). */
+function originUrlOf(text: string, fail: (message: string) => undefined): URL | undefined {
+  const url = parseHttpUrl(text);
+  if (url === undefined) return fail("must be an absolute http(s) URL, e.g. https://api.example.com");
+  if (url.search !== "" || url.hash !== "" || /[?#]/.test(text)) return fail("must have no query or fragment: each request's own query is sent to the origin as it came");
+  return url;
 }
 
 function parseHttpUrl(text: string): URL | undefined {

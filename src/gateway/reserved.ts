@@ -1,7 +1,9 @@
 import { Hono } from "hono";
+import { internalErrorProblem } from "../core/problems";
 import type { Env } from "./env";
 import type { GatewayEnv } from "./gateway";
 import { limiterRoutes } from "./limiter-routes";
+import { logEvent, requestIdReader } from "./log";
 
 /** The prefix of the gateway's own routes: never proxied, never charged. */
 export const RESERVED_PREFIX = "/__limiter";
@@ -48,8 +50,16 @@ export function reservedPath(pathname: string): string | undefined {
 /** What any spelling of a reserved path holds somewhere in its URL (see {@link reservedPath}'s first test). */
 const MAY_BE_RESERVED = /[%\\]|__limiter/i;
 
-/** The reserved routes, under their prefix. */
-const reservedApp = new Hono<GatewayEnv>().route(RESERVED_PREFIX, limiterRoutes);
+/**
+ * The reserved routes, under their prefix. An exception in one (a bug, or a store read no route
+ * guards) is logged and answered with the catalogue's 500, as on the traffic path, never with
+ * Hono's plain-text default.
+ */
+const reservedApp = new Hono<GatewayEnv>().route(RESERVED_PREFIX, limiterRoutes).onError((error, c) => {
+  const requestId = requestIdReader(c.req.raw.headers)();
+  logEvent({ event: "gateway.internal_error", reason: error instanceof Error ? error.message : String(error) }, requestId);
+  return internalErrorProblem(requestId);
+});
 
 /**
  * First in the Worker: a request whose path spells a reserved route (see {@link reservedPath})

@@ -69,9 +69,11 @@ describe("LIMITER_TRUSTED_PROXIES", () => {
     if (!result.ok) expect(describeConfigErrors(result.errors)).toEqual([`LIMITER_TRUSTED_PROXIES=${JSON.stringify(value)} must be an integer from 1 to 32`]);
   });
 
-  it("refuses more than one with cf-connecting-ip, which holds one address", () => {
-    const result = parse({ LIMITER_TRUSTED_PROXIES: "2" });
+  it.each([[undefined], ["x-real-ip"], ["True-Client-IP"]])("refuses more than one with a header that holds one address (%s; unset: cf-connecting-ip)", (header) => {
+    // A one-entry header read two from the right names nobody: every client would share one bucket.
+    const result = parse({ ...(header !== undefined && { LIMITER_IP_HEADER: header }), LIMITER_TRUSTED_PROXIES: "2" });
     expect(result).toMatchObject({ ok: false, errors: [{ variable: "LIMITER_TRUSTED_PROXIES", value: "2" }] });
+    if (!result.ok) expect(describeConfigErrors(result.errors)[0]).toContain(`${(header ?? "cf-connecting-ip").toLowerCase()} holds one address, so it must be 1`);
   });
 });
 

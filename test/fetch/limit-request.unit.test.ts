@@ -1,4 +1,4 @@
-import { describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { Limiter } from "../../src/core/limiter";
 import { memoryBackend } from "../../src/core/memory-backend";
 import { limitRequest } from "../../src/fetch";
@@ -42,5 +42,47 @@ describe("limitRequest (the Fetch API guard the Hono middleware and the gateway 
     const unmatched = new Limiter({ backend: memoryBackend(), rules: [{ name: "login", match: { path: "/login" }, capacity: 1, rate: 1 }] });
     const passed = await limitRequest(request(), next, { limiter: unmatched });
     expect(passed.headers.get("RateLimit")).toBeNull();
+  });
+
+  describe("a queued request's concurrency slot", () => {
+    afterEach(() => {
+      vi.useRealTimers();
+    });
+
+    it("is renewed while the request waits in the queue, so a wait longer than the lease lends it to nobody", async () => {
+      vi.useFakeTimers();
+      const guarded = new Limiter({
+        backend: memoryBackend(),
+        rules: [
+          { name: "inflight", key: "header:x-api-key", concurrency: 1, lease: "1s" },
+          { name: "slow", match: { path: "/slow" }, key: "header:x-api-key", capacity: 1, rate: "1/3s", queue: { maxWait: "5s" } },
+        ],
+      });
+      let inFlight = 0;
+      let mostInFlight = 0;
+      const origin = (ms: number) => async () => {
+        mostInFlight = Math.max(mostInFlight, ++inFlight);
+        await new Promise((resolve) => setTimeout(resolve, ms));
+        inFlight--;
+        return new Response("ok");
+      };
+      const at = (path: string) => new Request(`https://gateway.test${path}`, { headers: { "x-api-key": "k" } });
+      const finished = async (pending: Promise<Response>) => {
+        const response = await pending;
+        await response.text();
+        return response.status;
+      };
+      // The bucket's one token, then a request queued ~3 s for the next: it holds the one slot while it waits.
+      const first = finished(limitRequest(at("/slow"), origin(10), { limiter: guarded }));
+      await vi.advanceTimersByTimeAsync(20);
+      expect(await first).toBe(200);
+      const queued = finished(limitRequest(at("/slow"), origin(1_000), { limiter: guarded }));
+      await vi.advanceTimersByTimeAsync(2_000); // twice the lease
+      const other = finished(limitRequest(at("/other"), origin(2_000), { limiter: guarded }));
+      await vi.advanceTimersByTimeAsync(6_000);
+      expect(await other).toBe(429);
+      expect(await queued).toBe(200);
+      expect(mostInFlight).toBe(1);
+    });
   });
 });

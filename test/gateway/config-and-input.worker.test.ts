@@ -22,6 +22,8 @@ describe("bad configuration is named on every request", () => {
     ["LIMITER_HEADERS", "some"],
     ["ORIGIN_URL", "not a url"],
     ["ORIGIN_URL", "ftp://example.com"],
+    ["ORIGIN_URL", "https://example.com/v1?apikey=x"],
+    ["ORIGIN_URL", "https://example.com/#part"],
     ["ORIGIN_TIMEOUT_MS", "-5"],
     ["LIMITER_RULES", "   "],
     ["LIMITER_MISSING_KEY", "ignore"],
@@ -29,6 +31,8 @@ describe("bad configuration is named on every request", () => {
     ["LIMITER_IP_HEADER", "x forwarded"],
     ["LIMITER_DENY_CACHE_SIZE", "-1"],
     ["LIMITER_BREAKER_THRESHOLD", "0"],
+    // Only the Upstash backend uses it, but a typo is named with any backend.
+    ["LIMITER_KEY_PREFIX", "bad prefix"],
   ])("%s=%s gives a 500 that names it, and health reports it", async (variable, value) => {
     const gateway = gatewayWith({ [variable]: value });
     const response = await gateway("/anything", { ip: randomIp() });
@@ -188,5 +192,38 @@ describe("a failure inside the gateway", () => {
     }
     const line = logged.map((text) => JSON.parse(text) as Record<string, unknown>).find((entry) => entry.event === "gateway.internal_error");
     expect(line).toMatchObject({ level: "error", requestId: "ray-internal-1", reason: "waitUntil refused" });
+  });
+
+  it("on a reserved route (the metrics store fails to read) is answered with the same 500 problem and log line", async () => {
+    // The metrics Durable Object's read throws (a store that fails mid-call); everything else is the test runtime's.
+    const failing = {
+      idFromName: (name: string) => env.LIMITER_METRICS_STORE?.idFromName(name),
+      get: () => ({
+        add: async () => {},
+        snapshot: async () => {
+          throw new Error("metrics store unreadable");
+        },
+      }),
+    };
+    const failingEnv = { ...env, LIMITER_METRICS_TOKEN: "metrics-token-0123456789", LIMITER_METRICS_STORE: failing } as unknown as typeof env;
+    const logged: string[] = [];
+    const original = console.error;
+    console.error = (line: unknown) => void logged.push(String(line));
+    try {
+      for (const path of ["/__limiter/metrics", "/__limiter/dashboard/data"]) {
+        const request = new Request(`https://gateway.test${path}`, { headers: { authorization: "Bearer metrics-token-0123456789", "cf-ray": `ray-reserved-${path.length}` } });
+        const response = await worker.fetch(request, failingEnv, { waitUntil() {}, passThroughOnException() {}, props: {} } as unknown as ExecutionContext);
+        expect(response.status).toBe(500);
+        expect(response.headers.get("Content-Type")).toBe("application/problem+json");
+        expect(((await response.json()) as { detail: string }).detail).toContain(`ray-reserved-${path.length}`);
+      }
+    } finally {
+      console.error = original;
+    }
+    const lines = logged.map((text) => JSON.parse(text) as Record<string, unknown>).filter((entry) => entry.event === "gateway.internal_error");
+    expect(lines).toEqual([
+      expect.objectContaining({ level: "error", requestId: "ray-reserved-18", reason: "metrics store unreadable" }),
+      expect.objectContaining({ level: "error", requestId: "ray-reserved-25", reason: "metrics store unreadable" }),
+    ]);
   });
 });
