@@ -40,7 +40,7 @@ const MISS: DenyCacheAnswer = { kind: "miss" };
  *
  * @example
  * const cache = new DenyCache(10_000);
- * cache.remember("login|ip:…", { retryAtMs: now + 2000, resetAtMs: now + 60000, remaining: 0 });
+ * cache.remember("login|ip:…", { retryAtMs: now + 2000, resetAtMs: now + 60000, remaining: 0, policy });
  * cache.lookup("login|ip:…", now); // { kind: "refused", refusal }, until now + 2000
  */
 export class DenyCache {

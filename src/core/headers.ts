@@ -17,7 +17,7 @@ export type HeaderMode = "all" | "ietf" | "legacy" | "none";
  * the bucket is full otherwise.
  *
  * @example
- * rateLimitHeaders([rule], [{ rule, decision: { outcome: "denied", remaining: 0, resetMs: 60000, retryAfterMs: 1000 } }], "ietf");
+ * rateLimitHeaders([rule], [{ rule, policy, decision: { outcome: "denied", remaining: 0, resetMs: 60000, retryAfterMs: 1000 } }], "ietf");
  * // [["RateLimit-Policy", '"default";q=60;w=60'], ["RateLimit", '"default";r=0;t=1']]
  */
 export function rateLimitHeaders(rules: readonly Rule[], outcomes: readonly RuleOutcome[], mode: HeaderMode): RateLimitHeaders {

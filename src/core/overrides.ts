@@ -76,6 +76,16 @@ export function overrideId(rule: string, client: Readonly<Record<string, string>
 }
 
 /**
+ * The answer to naming a concurrency rule where a bucket rule is meant (peek, reset, check, overrides).
+ *
+ * @example
+ * concurrencyRuleNamed("inflight"); // { ok: false, field: "rule", message: '"inflight" is a concurrency rule: …' }
+ */
+export function concurrencyRuleNamed(name: string): { ok: false; field: string; message: string } {
+  return { ok: false, field: "rule", message: `"${name}" is a concurrency rule: peek, reset, check and overrides address bucket rules` };
+}
+
+/**
  * The rule a body names, or why not.
  *
  * @example

@@ -14,7 +14,7 @@ export interface NamedPolicy extends BucketPolicy {
  * Seconds for an empty bucket to refill completely (the `w` of `RateLimit-Policy`).
  *
  * @example
- * secondsToFill({ name: "default", capacity: 60, refillTokens: 1, refillPeriodMs: 1000, cost: 1 }); // 60
+ * secondsToFill({ capacity: 60, refillTokens: 1, refillPeriodMs: 1000 }); // 60
  */
 export function secondsToFill(policy: BucketPolicy): number {
   return Math.ceil((policy.capacity * policy.refillPeriodMs) / policy.refillTokens / 1000);

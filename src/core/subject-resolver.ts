@@ -1,7 +1,7 @@
 import type { BucketCharge, BucketRef, SlotClaim } from "./backend";
 import { hashedClientKey, requestKeyValue, type IdentityOptions } from "./identity";
 import { keySpec } from "./key-parts";
-import { findRule, parseClient } from "./overrides";
+import { concurrencyRuleNamed, findRule, parseClient } from "./overrides";
 import { normalizePath } from "./path";
 import { ruleMatches, type ConcurrencyRule, type Rule } from "./rules";
 import type { RuleClaim } from "./slot-keeper";
@@ -99,7 +99,7 @@ export class SubjectResolver {
       if (rules.length === 0)
         return { ok: false, field: "client", message: `matches no rule's key parts (rules key on: ${[...new Set(this.rules.map((r) => r.key.map(keySpec).join("+")))].join("; ")})` };
     } else if (this.concurrencyRules.some((rule) => rule.name === ruleName)) {
-      return { ok: false, field: "rule", message: `"${String(ruleName)}" is a concurrency rule: peek, reset, check and overrides address bucket rules` };
+      return concurrencyRuleNamed(String(ruleName));
     } else {
       const found = findRule(this.rules, ruleName);
       if (!found.ok) return found;

@@ -1,6 +1,6 @@
 import { BackendConfigError, type OverrideRecord } from "../core/backend";
 import type { Limiter, NamedBucket } from "../core/limiter";
-import { compileOverride, overrideId, PrefixOverrides } from "../core/overrides";
+import { compileOverride, concurrencyRuleNamed, overrideId, PrefixOverrides } from "../core/overrides";
 import type { Verdict } from "../core/verdict";
 
 /**
@@ -142,6 +142,8 @@ export async function checkClient(limiter: Limiter, body: unknown): Promise<Chec
  * await putOverride(limiter, { rule: "api", client: { "header:x-api-key": "ent_*" }, capacity: 1000, rate: "1000/1m" });
  */
 export async function putOverride(limiter: Limiter, body: unknown): Promise<{ ok: true; override: OverrideRecord & { kind: "exact" | "prefix" } } | ControlError> {
+  const concurrency = concurrencyRuleOf(limiter, body);
+  if (concurrency !== undefined) return concurrency;
   const compiled = compileOverride(limiter.rules, body, limiter.identity);
   if (!compiled.ok) return { ...compiled, ok: false };
   const { override } = compiled;
@@ -177,6 +179,8 @@ export async function listOverrides(limiter: Limiter): Promise<{ ok: true; overr
 export async function deleteOverride(limiter: Limiter, body: unknown): Promise<{ ok: true; removed: boolean } | ControlError> {
   const input = asObject(body, ["rule", "client"]);
   if (!input.ok) return input;
+  const concurrency = concurrencyRuleOf(limiter, body);
+  if (concurrency !== undefined) return concurrency;
   // The same checks as setting one (capacity and rate are not asked for: the rule's own pass them,
   // whatever its cost).
   const rule = limiter.rules.find(({ name }) => name === input.value.rule);
@@ -210,4 +214,10 @@ function asObject(body: unknown, fields: readonly string[]): { ok: true; value: 
   const unknown = Object.keys(body).find((field) => !fields.includes(field));
   if (unknown !== undefined) return { ok: false, field: unknown, message: `is not a field here (known: ${fields.join(", ")})` };
   return { ok: true, value: body as Record<string, unknown> };
+}
+
+/** The error for a body naming a concurrency rule (overrides address bucket rules), else undefined. */
+function concurrencyRuleOf(limiter: Limiter, body: unknown): ControlError | undefined {
+  const rule = typeof body === "object" && body !== null && "rule" in body ? body.rule : undefined;
+  return limiter.concurrencyRules.some(({ name }) => name === rule) ? concurrencyRuleNamed(String(rule)) : undefined;
 }

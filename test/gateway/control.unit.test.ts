@@ -24,6 +24,22 @@ describe("run-time control (found by the model-based test)", () => {
     expect(await deleteOverride(limiter, override)).toEqual({ ok: true, removed: true });
   });
 
+  it("naming a concurrency rule, every operation says it is one (overrides too)", async () => {
+    const limiter = new Limiter({
+      backend: memoryBackend(),
+      rules: [
+        { name: "api", key: "header:x-api-key", capacity: 4, rate: 1 },
+        { name: "inflight", key: "header:x-api-key", concurrency: 2 },
+      ],
+    });
+    const client = { rule: "inflight", client: { "header:x-api-key": "abc" } };
+    const said = { ok: false, field: "rule", message: '"inflight" is a concurrency rule: peek, reset, check and overrides address bucket rules' };
+    expect(await peekClient(limiter, client)).toEqual(said);
+    expect(await checkClient(limiter, client)).toEqual(said);
+    expect(await putOverride(limiter, { ...client, capacity: 10, rate: 1 })).toEqual(said);
+    expect(await deleteOverride(limiter, client)).toEqual(said);
+  });
+
   it.each(["open", "closed", "local"] as const)("a peek while the store is down is 'unavailable' (503), never a guess (failMode %s)", async (failMode) => {
     const state = { down: false };
     const limiter = new Limiter({ backend: switchable(state), rules: [{ name: "api", key: "header:x-api-key", capacity: 4, rate: 1, failMode }], log: () => {} });
