@@ -396,3 +396,45 @@ describe("leases: regressions (over-admission after override, reset, delay, bloc
     expect((x as unknown as { calls: KeyedBatcher<unknown, unknown> }).calls.size).toBe(0);
   });
 });
+
+describe("requests that charge several clients' objects (rules keyed on different parts)", () => {
+  it("a burst of them keeps one call per object in flight from an isolate, and admits no more than the smaller bucket", async () => {
+    let calls = 0;
+    let mostInFlight = 0;
+    const inFlight = new Map<string, number>();
+    const tracked = async <T>(name: string, call: () => Promise<T>): Promise<T> => {
+      calls += 1;
+      const now = (inFlight.get(name) ?? 0) + 1;
+      inFlight.set(name, now);
+      mostInFlight = Math.max(mostInFlight, now);
+      try {
+        return await call();
+      } finally {
+        inFlight.set(name, (inFlight.get(name) ?? 1) - 1);
+      }
+    };
+    // The real objects, each call counted while it is out.
+    const namespace = {
+      idFromName: (name: string) => env.LIMITER_BUCKETS.idFromName(name),
+      get: (id: DurableObjectId) => {
+        const stub = env.LIMITER_BUCKETS.get(id);
+        const name = id.toString();
+        return {
+          chargeBatch: (request: BatchRequest) => tracked(name, () => stub.chargeBatch(request)),
+          take: (charges: Parameters<typeof stub.take>[0]) => tracked(name, () => stub.take(charges)),
+          refund: (charges: Parameters<typeof stub.refund>[0]) => stub.refund(charges),
+        };
+      },
+    } as unknown as DurableObjectNamespace<ClientBuckets>;
+    const backend = durableObjectBackend(namespace);
+    const suffix = crypto.randomUUID();
+    const perKey = { clientKey: `header:${suffix}`, rule: "per-key", policy: { ...slow, capacity: 30 }, cost: 1, enforced: true };
+    const perIp = { clientKey: `ip:${suffix}`, rule: "per-ip", policy: { ...slow, capacity: 40 }, cost: 1, enforced: true };
+    const answers = await Promise.all(Array.from({ length: 100 }, () => backend.take([perKey, perIp], AbortSignal.timeout(10_000))));
+    const admitted = answers.filter((pair) => pair.every(({ decision }) => decision.outcome === "allowed")).length;
+    expect(admitted).toBeGreaterThan(0);
+    expect(admitted).toBeLessThanOrEqual(30);
+    expect(mostInFlight).toBe(1);
+    expect(calls).toBeLessThan(20); // 200 when each request called both objects itself
+  });
+});

@@ -6,6 +6,12 @@ import { KeyedBatcher, type Settled } from "../../core/keyed-batcher";
 import { sharedRefusal } from "../../core/shared-refusal";
 import type { ObjectAnswer, ObjectCharge, BatchRequest } from "./wire";
 
+/** A request's charges on one object as they wait for its next call; `leased`: a lease may answer them. */
+interface QueuedTake {
+  readonly charges: readonly ObjectCharge[];
+  readonly leased: boolean;
+}
+
 /** How an isolate shares calls to one client's object (see {@link ClientBatcher}). */
 export interface LeaseOptions {
   /** Largest lease, in charges of the request's cost; 0 turns leases off (batching stays). Default 64. */
@@ -47,7 +53,7 @@ const MAX_CLIENTS = 10_000;
 export class ClientBatcher {
   /** Per client key: the lease this isolate holds and the rests to give back. */
   private readonly wallets = new Map<string, LeaseWallet>();
-  private readonly calls: KeyedBatcher<readonly ObjectCharge[], BucketAnswer[]>;
+  private readonly calls: KeyedBatcher<QueuedTake, BucketAnswer[]>;
   private readonly maxLease: number;
   private readonly leaseTtlMs: number;
   /** Names this isolate's leases to the objects (see `ClientBuckets.chargeBatch`). */
@@ -69,10 +75,16 @@ export class ClientBatcher {
     const staleAfterMs = Math.max(1, options.staleAfterMs ?? DEFAULT_STALE_AFTER_MS);
     this.calls = new KeyedBatcher(
       {
-        send: (clientKey, batch, _signal, current) => this.send(clientKey, batch, current),
-        answerQueued: (clientKey, charges, answered) => {
-          const local = this.takeHeld(clientKey, charges);
-          return local === undefined ? sharedRefusal(charges, answered, (queued) => queued) : [local];
+        send: (clientKey, batch, _signal, current) =>
+          this.send(
+            clientKey,
+            batch.map(({ charges }) => charges),
+            current,
+            batch.every(({ leased }) => leased),
+          ),
+        answerQueued: (clientKey, { charges, leased }, answered) => {
+          const local = leased ? this.takeHeld(clientKey, charges) : undefined;
+          return local === undefined ? sharedRefusal(charges, answered, (queued) => queued.charges) : [local];
         },
       },
       staleAfterMs,
@@ -85,10 +97,15 @@ export class ClientBatcher {
     return this.wallets.get(clientKey)?.take(charges, this.clock());
   }
 
-  /** One request's charges on one client's object: from a lease, or in the client's next call. */
-  take(clientKey: string, charges: readonly ObjectCharge[], signal: AbortSignal): Promise<BucketAnswer[]> {
-    const local = this.takeHeld(clientKey, charges);
-    return local === undefined ? this.calls.run(clientKey, charges, signal) : Promise.resolve([local]);
+  /**
+   * One request's charges on one client's object: from a lease, or in the client's next call.
+   * `leased: false` (the part of a request that charges several clients' objects) always goes
+   * to the object: all or nothing across objects is kept by giving back what the others took,
+   * and only a charge the object made is given back that way.
+   */
+  take(clientKey: string, charges: readonly ObjectCharge[], signal: AbortSignal, { leased = true } = {}): Promise<BucketAnswer[]> {
+    const local = leased ? this.takeHeld(clientKey, charges) : undefined;
+    return local === undefined ? this.calls.run(clientKey, { charges, leased }, signal) : Promise.resolve([local]);
   }
 
   /** Ends this isolate's lease on a bucket (reset, override): what it held is not handed out, and goes back with the next call. */
@@ -111,11 +128,12 @@ export class ClientBatcher {
   }
 
   /** Sends the client's queued requests (and any lease request and give-back) in one call. */
-  private async send(clientKey: string, batch: readonly (readonly ObjectCharge[])[], current: () => boolean): Promise<Settled<BucketAnswer[]>[]> {
+  private async send(clientKey: string, batch: readonly (readonly ObjectCharge[])[], current: () => boolean, leasing: boolean): Promise<Settled<BucketAnswer[]>[]> {
     const nowMs = this.clock();
     const wallet = this.wallet(clientKey);
     const seq = ++this.seq;
-    const want = wallet.nextWant(nowMs, this.maxLease, this.leaseTtlMs);
+    // No lease for a batch with a part of a several-object request: such a client could not spend it.
+    const want = leasing ? wallet.nextWant(nowMs, this.maxLease, this.leaseTtlMs) : 0;
     const common = want > 0 ? commonCharge(batch) : undefined;
     // A policy that blocks after a refusal gets no lease, nor does a window or a queue (the object grants none either).
     const leaseCharge = common !== undefined && (common.policy.blockForMs ?? 0) === 0 && (common.policy.queueMs ?? 0) === 0 && isTokenBucket(common.policy) ? common : undefined;

@@ -61,7 +61,10 @@ export function durableObjectBackend(namespace: DurableObjectNamespace<ClientBuc
       // One client's request (the usual case): its isolate's batcher, which shares calls and leases.
       if (only !== undefined && groups.length === 1) return batcher.take(only.clientKey, chargesOf(only), signal);
 
-      const calls = await Promise.all(groups.map(async (group) => ({ group, result: await settle(stubFor(group.clientKey).take(chargesOf(group))) })));
+      // Several clients' objects: each one's part goes through that client's batcher too, so a burst
+      // of such requests still has one call per object in flight from this isolate (and only the
+      // request that made a failed call counts it against the client's circuit).
+      const calls = await Promise.all(groups.map(async (group) => ({ group, result: await settle(batcher.take(group.clientKey, chargesOf(group), signal, { leased: false })) })));
       const answered = calls.flatMap(({ group, result }) => (result.ok ? [{ group, answers: result.value }] : []));
       const refused = answered.some(({ group, answers }) => zip(group.members, answers).some(([member, a]) => member.charge.enforced && a.decision.outcome !== "allowed"));
       const failure = calls.find(({ result }) => !result.ok)?.result;
