@@ -35,15 +35,16 @@ const patterns = new Map<string, URLPattern>();
  * Whether a rule covers a request: method, path (as `normalizePath` returns it), headers and host.
  * Paths match case-insensitively, and in every spelling an origin may route to the same handler
  * (`pathSpellings`: `/login;x`, `/login.json`, `/api%2Flogin`): a limit must not be dodged by
- * spelling. `GET` covers `HEAD` (the same handler, without the body), and a host's trailing dot
- * (`example.com.`, the same name) is ignored.
+ * spelling. `GET` covers `HEAD` (the same handler, without the body), a `POST` also counts as the
+ * method an `X-HTTP-Method-Override` (or `X-HTTP-Method`, `X-Method-Override`) header names, and a
+ * host's trailing dot (`example.com.`, the same name) is ignored.
  *
  * @example
  * ruleMatches(rule, { method: "POST", pathname: "/login", headers, host: "api.example.com" }); // true
  */
 export function ruleMatches(rule: { readonly match: RouteMatch }, request: MatchableRequest): boolean {
   const { path, methods, headers, hosts } = rule.match;
-  if (methods !== undefined && !methodMatches(methods, request.method.toUpperCase())) return false;
+  if (methods !== undefined && !methodMatches(methods, request.method.toUpperCase(), request.headers)) return false;
   if (hosts !== undefined && !hosts.some((host) => hostMatches(host, request.host))) return false;
   if (headers !== undefined) {
     for (const [name, value] of Object.entries(headers)) {
@@ -58,9 +59,24 @@ export function ruleMatches(rule: { readonly match: RouteMatch }, request: Match
   return pathSpellings(request.pathname).some((pathname) => compiled.test({ pathname }));
 }
 
-function methodMatches(methods: readonly string[], method: string): boolean {
+function methodMatches(methods: readonly string[], method: string, headers: Headers): boolean {
+  if (listed(methods, method)) return true;
+  // A POST may carry the method its origin routes it as (Rack, Symfony, ASP.NET honour these):
+  // a rule on DELETE must not be dodged by a POST that says DELETE.
+  if (method !== "POST") return false;
+  for (const name of METHOD_OVERRIDE_HEADERS) {
+    const override = headers.get(name)?.trim().toUpperCase();
+    if (override !== undefined && listed(methods, override)) return true;
+  }
+  return false;
+}
+
+function listed(methods: readonly string[], method: string): boolean {
   return methods.includes(method) || (method === "HEAD" && methods.includes("GET"));
 }
+
+/** Headers frameworks read a POST's real method from. */
+const METHOD_OVERRIDE_HEADERS = ["x-http-method-override", "x-http-method", "x-method-override"] as const;
 
 function hostMatches(pattern: string, host: string): boolean {
   const name = host.toLowerCase().replace(/\.$/, "");

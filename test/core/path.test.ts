@@ -60,6 +60,17 @@ describe("path spellings", () => {
     expect(matches({ path: "/login", methods: ["HEAD"] }, "/login", "GET")).toBe(false);
   });
 
+  it("a POST counts as the method its override header names (Rack, Symfony and ASP.NET route it so)", () => {
+    const deleting = { path: "/users/:id", methods: ["DELETE"] };
+    const post = (headers: Record<string, string>) => ruleMatches(rule(deleting), { method: "POST", pathname: "/users/7", headers: new Headers(headers), host: "example.com" });
+    expect(post({})).toBe(false);
+    for (const name of ["X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override"]) expect(post({ [name]: "delete" })).toBe(true);
+    expect(post({ "X-HTTP-Method-Override": "PATCH" })).toBe(false);
+    // Only a POST is overridden (frameworks ignore the header on other methods); GET still covers HEAD.
+    expect(ruleMatches(rule(deleting), { method: "PUT", pathname: "/users/7", headers: new Headers({ "X-HTTP-Method-Override": "DELETE" }), host: "example.com" })).toBe(false);
+    expect(ruleMatches(rule({ methods: ["GET"] }), { method: "POST", pathname: "/", headers: new Headers({ "X-HTTP-Method-Override": "HEAD" }), host: "example.com" })).toBe(true);
+  });
+
   it("a host with a trailing dot is the same host", () => {
     expect(matches({ hosts: ["api.example.com"] }, "/", "GET", "api.example.com.")).toBe(true);
     expect(matches({ hosts: ["*.example.com"] }, "/", "GET", "API.example.com.")).toBe(true);
