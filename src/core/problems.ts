@@ -28,6 +28,8 @@ export const PROBLEM_TYPES = {
   originTimeout: "tag:sluice.dev,2026:origin-timeout",
   /** 404: a path under the reserved `/__limiter/` prefix that is no endpoint. */
   notFound: "about:blank",
+  /** 405: a reserved endpoint asked with a method it does not take; `Allow` lists those it does. */
+  methodNotAllowed: "about:blank",
   /** 500: the gateway failed on a request (a bug): its log line says why. */
   internalError: "about:blank",
 } as const;
@@ -191,6 +193,18 @@ export function originTimeoutProblem(timeoutMs: number): Response {
 /** 404 for a reserved path that is no endpoint. */
 export function notFoundProblem(path: string, detail = `${path} is not a limiter endpoint; /__limiter/ is reserved and never proxied.`): Response {
   return problemResponse({ type: PROBLEM_TYPES.notFound, title: "Not Found", status: 404, detail });
+}
+
+/**
+ * 405 with `Allow`: a reserved endpoint asked with a method it does not take.
+ *
+ * @example
+ * methodNotAllowedProblem("/__limiter/health", "POST", ["GET", "HEAD"]);
+ */
+export function methodNotAllowedProblem(path: string, method: string, allowed: readonly string[]): Response {
+  return problemResponse({ type: PROBLEM_TYPES.methodNotAllowed, title: "Method Not Allowed", status: 405, detail: `${path} does not take ${method}: it takes ${allowed.join(", ")}.` }, [
+    ["Allow", allowed.join(", ")],
+  ]);
 }
 
 /**

@@ -1,5 +1,5 @@
 import { Hono, type Handler } from "hono";
-import { notFoundProblem } from "../core/problems";
+import { methodNotAllowedProblem, notFoundProblem } from "../core/problems";
 import { adminRoutes } from "./admin-routes";
 import { bearerMatches } from "./bearer";
 import { describeConfigErrors, type GatewayConfig } from "./config";
@@ -77,4 +77,17 @@ limiterRoutes.use("/dashboard", withGateway);
 limiterRoutes.use("/dashboard/*", withGateway);
 limiterRoutes.route("/", metricsRoutes);
 
-limiterRoutes.all("*", (c) => notFoundProblem(new URL(c.req.url).pathname));
+// Anything else: a 405 naming the methods an endpoint takes, or a 404 for a path that is none.
+limiterRoutes.all("*", (c) => {
+  const path = new URL(c.req.url).pathname;
+  const allowed = allowedMethods(path);
+  return allowed.length > 0 ? methodNotAllowedProblem(path, c.req.method, allowed) : notFoundProblem(path);
+});
+
+/** The methods this router's endpoints take at `path` (canonical, `/__limiter/…`), HEAD beside GET. */
+function allowedMethods(path: string): string[] {
+  const route = path.slice(path.indexOf("/", 1));
+  const methods = new Set(limiterRoutes.routes.filter((r) => r.method !== "ALL" && r.path === route).map((r) => r.method));
+  if (methods.has("GET")) methods.add("HEAD");
+  return [...methods];
+}

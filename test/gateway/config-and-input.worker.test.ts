@@ -106,6 +106,24 @@ describe("reserved paths", () => {
     expect(response.status).toBe(404);
     expect(await response.json()).toMatchObject({ type: "about:blank", title: "Not Found", status: 404 });
   });
+
+  it("an endpoint asked with a method it does not take is a 405 problem with Allow", async () => {
+    const token = "admin-token-0123456789abcdef";
+    const gateway = gatewayWith({ LIMITER_ADMIN_TOKEN: token });
+    const cases: [string, string, string][] = [
+      ["POST", "/__limiter/health", "GET, HEAD"],
+      ["GET", "/__limiter/admin/peek", "POST"],
+      ["POST", "/__limiter/admin/overrides", "PUT, DELETE, GET, HEAD"],
+    ];
+    for (const [method, path, allow] of cases) {
+      const response = await gateway(path, { method, headers: { authorization: `Bearer ${token}` } });
+      expect(response.status).toBe(405);
+      expect(response.headers.get("Allow")).toBe(allow);
+      expect(await response.json()).toMatchObject({ type: "about:blank", title: "Method Not Allowed", status: 405 });
+    }
+    // Without the token the admin API does not say which methods it takes.
+    expect((await gateway("/__limiter/admin/peek")).status).toBe(401);
+  });
 });
 
 describe("absurd client input never crashes the worker", () => {
