@@ -121,7 +121,8 @@ export function parseClient(
   for (const part of rule.key) {
     const spec = keySpec(part);
     const text = client[spec];
-    if (typeof text !== "string") return { ok: false, field: `client.${spec}`, message: `is missing: rule "${rule.name}" keys on ${specs.join(", ")}` };
+    if (text === undefined) return { ok: false, field: `client.${spec}`, message: `is missing: rule "${rule.name}" keys on ${specs.join(", ")}` };
+    if (typeof text !== "string") return { ok: false, field: `client.${spec}`, message: `must be a string, not ${JSON.stringify(text)}` };
     const starred = text.endsWith("*");
     const literal = starred ? text.slice(0, -1) : text;
     if (literal.includes("*")) return { ok: false, field: `client.${spec}`, message: "may hold one * only, at the end" };

@@ -105,7 +105,7 @@ export async function checkClient(limiter: Limiter, body: unknown): Promise<Chec
   if (!input.ok) return input;
   const { rule, client, cost } = input.value;
   if (rule === undefined) return { ok: false, field: "rule", message: "is missing" };
-  if (cost !== undefined && typeof cost !== "number") return { ok: false, field: "cost", message: "must be an integer ≥ 1" };
+  if (cost !== undefined && typeof cost !== "number") return { ok: false, field: "cost", message: "must be an integer from 1 to 1000000000" };
   const verdict = await limiter.check({ kind: "client", rule: String(rule), client: (client ?? {}) as Record<string, string> }, cost === undefined ? {} : { cost });
   switch (verdict.kind) {
     case "allowed": {

@@ -24,6 +24,13 @@ describe("run-time control (found by the model-based test)", () => {
     expect(await deleteOverride(limiter, override)).toEqual({ ok: true, removed: true });
   });
 
+  it("a client value that is no string is named as such, one left out as missing", async () => {
+    const limiter = new Limiter({ backend: memoryBackend(), rules: [{ name: "api", key: "header:x-api-key", capacity: 4, rate: 1 }] });
+    expect(await peekClient(limiter, { rule: "api", client: { "header:x-api-key": 5 } })).toEqual({ ok: false, field: "client.header:x-api-key", message: "must be a string, not 5" });
+    expect(await peekClient(limiter, { rule: "api", client: {} })).toMatchObject({ ok: false, field: "client.header:x-api-key", message: expect.stringMatching(/^is missing/) });
+    expect(await checkClient(limiter, { rule: "api", client: { "header:x-api-key": "a" }, cost: "2" })).toEqual({ ok: false, field: "cost", message: "must be an integer from 1 to 1000000000" });
+  });
+
   it("naming a concurrency rule, every operation says it is one (overrides too)", async () => {
     const limiter = new Limiter({
       backend: memoryBackend(),
