@@ -44,21 +44,32 @@ const SPEED_CLIENTS = 64;
  * @property {Record<string, number>} commands  what Redis ran during the speed run, by command
  */
 
+/** What the windows scenario runs: sluice's library (from src) and the peer, beside each other. */
+export const WINDOWS_LIBRARY_EXPORTS = [
+  'export { Limiter } from "./src/core/limiter";',
+  'export { upstashBackend } from "./src/backends/upstash/index";',
+  'export { Ratelimit } from "@upstash/ratelimit";',
+  'export { Redis } from "@upstash/redis/cloudflare";',
+];
+
+/**
+ * Bundles these export lines (paths from the repository's root) for Node with esbuild and imports the bundle.
+ * @param {readonly string[]} exportLines
+ * @returns {Promise<any>}
+ */
+export async function importBundled(exportLines) {
+  const root = new URL("..", import.meta.url).pathname;
+  const outfile = join(mkdtempSync(join(tmpdir(), "sluice-bench-windows-")), "windows-lib.mjs");
+  await build({ stdin: { contents: exportLines.join("\n"), resolveDir: root, loader: "ts" }, bundle: true, platform: "node", format: "esm", outfile, logLevel: "silent" });
+  return import(pathToFileURL(outfile).href);
+}
+
 /**
  * Bundles sluice's library (from src) and @upstash/ratelimit for Node, and returns the makers.
  * @returns {Promise<{ make: Record<string, (limit: number, store: { url: string, token: string }) => WindowLimiter> }>}
  */
 async function prepare() {
-  const root = new URL("..", import.meta.url).pathname;
-  const outfile = join(mkdtempSync(join(tmpdir(), "sluice-bench-windows-")), "windows-lib.mjs");
-  const contents = [
-    'export { Limiter } from "./src/core/limiter";',
-    'export { upstashBackend } from "./src/backends/upstash/index";',
-    'export { Ratelimit } from "@upstash/ratelimit";',
-    'export { Redis } from "@upstash/redis/cloudflare";',
-  ].join("\n");
-  await build({ stdin: { contents, resolveDir: root, loader: "ts" }, bundle: true, platform: "node", format: "esm", outfile, logLevel: "silent" });
-  const lib = await import(pathToFileURL(outfile).href);
+  const lib = await importBundled(WINDOWS_LIBRARY_EXPORTS);
   const window = `${WINDOWS_POLICY.windowMs / 1000}s`;
   const sluice = (/** @type {string} */ algorithm) => (/** @type {number} */ limit, /** @type {{ url: string, token: string }} */ store) => {
     const limiter = new lib.Limiter({

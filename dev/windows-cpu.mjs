@@ -21,12 +21,8 @@
  * // {"variant":"eval","round":1,"decisionsPerS":2096,"cpuUsPerDecision":509} …
  */
 import { randomUUID } from "node:crypto";
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { pathToFileURL } from "node:url";
-import { build } from "esbuild";
 import { startStackProcess } from "../bench/stack.mjs";
+import { importBundled, WINDOWS_LIBRARY_EXPORTS } from "../bench/windows.mjs";
 import { LOCAL_UPSTASH_TOKEN } from "./local-stack.mjs";
 
 const seconds = Number(process.argv[2] ?? 5);
@@ -37,18 +33,7 @@ const CLIENTS = 64;
 const INSTANCES = 3;
 const BUDGET = 1_000;
 
-const root = new URL("..", import.meta.url).pathname;
-const outfile = join(mkdtempSync(join(tmpdir(), "sluice-windows-cpu-")), "lib.mjs");
-const contents = [
-  'export { Limiter } from "./src/core/limiter";',
-  'export { memoryBackend } from "./src/core/memory-backend";',
-  'export { upstashBackend } from "./src/backends/upstash/index";',
-  'export { UpstashClient } from "./src/backends/upstash/client";',
-  'export { Ratelimit } from "@upstash/ratelimit";',
-  'export { Redis } from "@upstash/redis/cloudflare";',
-].join("\n");
-await build({ stdin: { contents, resolveDir: root, loader: "ts" }, bundle: true, platform: "node", format: "esm", outfile, logLevel: "silent" });
-const lib = await import(pathToFileURL(outfile).href);
+const lib = await importBundled([...WINDOWS_LIBRARY_EXPORTS, 'export { memoryBackend } from "./src/core/memory-backend";', 'export { UpstashClient } from "./src/backends/upstash/client";']);
 
 const stack = await startStackProcess();
 try {
