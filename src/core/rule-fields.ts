@@ -77,7 +77,7 @@ export function parseWindowRule(raw: Record<string, unknown>, algorithm: "fixed-
     parsedWindow !== undefined && parsedWindow >= MIN_WINDOW_MS
       ? parsedWindow
       : fail("window", raw.window === undefined ? `is missing (a ${algorithm} rule needs limit and window)` : 'must be a duration from 1s to 30d, e.g. "1m", "1h", "1d"');
-  const cost = raw.cost === undefined ? DEFAULTS.rule.cost : isInteger(raw.cost, 1, 1_000_000_000) ? raw.cost : fail("cost", "must be an integer ≥ 1");
+  const cost = parseCost(raw.cost, fail);
   if (limit !== undefined && cost !== undefined && cost > limit) fail("cost", `${cost} exceeds limit ${limit}: no request could ever pass`);
   const blockForMs = raw.blockFor === undefined ? 0 : (parseDuration(raw.blockFor) ?? fail("blockFor", 'must be a duration from 1 ms to 30 days, e.g. "10m", "30s", "1h"'));
   const count = raw.count === undefined ? null : (parseCount(raw.count) ?? fail("count", 'must be a non-empty list of statuses or classes, e.g. [401, 403] or ["4xx", "5xx"]'));
@@ -113,7 +113,7 @@ export function parseCalendarRule(raw: Record<string, unknown>, fail: (field: st
   } else if (raw.weekStart !== undefined) {
     fail("weekStart", 'is only for "period": "week"');
   }
-  const cost = raw.cost === undefined ? DEFAULTS.rule.cost : isInteger(raw.cost, 1, 1_000_000_000) ? raw.cost : fail("cost", "must be an integer ≥ 1");
+  const cost = parseCost(raw.cost, fail);
   if (limit !== undefined && cost !== undefined && cost > limit) fail("cost", `${cost} exceeds limit ${limit}: no request could ever pass`);
   const blockForMs = raw.blockFor === undefined ? 0 : (parseDuration(raw.blockFor) ?? fail("blockFor", 'must be a duration from 1 ms to 30 days, e.g. "10m", "30s", "1h"'));
   const count = raw.count === undefined ? null : (parseCount(raw.count) ?? fail("count", 'must be a non-empty list of statuses or classes, e.g. [401, 403] or ["4xx", "5xx"]'));
@@ -141,6 +141,18 @@ export function parseRuleRate(value: unknown): RefillRate | undefined {
   if (typeof value === "number") return Number.isFinite(value) ? parseRatePerSecond(String(value)) : undefined;
   if (typeof value !== "string") return undefined;
   return value.includes("/") ? parseRateShorthand(value) : parseRatePerSecond(value);
+}
+
+/**
+ * A rule's `cost`: the default when absent, else an integer from 1 to 1,000,000,000.
+ *
+ * @example
+ * parseCost(undefined, fail); // 1
+ * parseCost(0, fail); // undefined, fail("cost", "must be an integer from 1 to 1000000000")
+ */
+export function parseCost(value: unknown, fail: (field: string, message: string) => undefined): number | undefined {
+  if (value === undefined) return DEFAULTS.rule.cost;
+  return isInteger(value, 1, 1_000_000_000) ? value : fail("cost", "must be an integer from 1 to 1000000000");
 }
 
 export function isInteger(value: unknown, min: number, max: number): value is number {

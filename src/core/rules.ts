@@ -6,7 +6,7 @@ import { gcd } from "./rate";
 import { parseMatch, type RouteMatch } from "./rule-match";
 import { CALENDAR_NOMINAL_MS, type CalendarPeriod, type WeekStart } from "./algorithms/calendar";
 import { MAX_SAFE_UNITS } from "./token-bucket";
-import { isInteger, parseCalendarRule, parseCount, parseDuration, parseKeyParts, parseQueue, parseRuleRate, parseWindowRule } from "./rule-fields";
+import { isInteger, parseCalendarRule, parseCost, parseCount, parseDuration, parseKeyParts, parseQueue, parseRuleRate, parseWindowRule } from "./rule-fields";
 
 export { ruleMatches, type MatchableRequest, type RouteMatch } from "./rule-match";
 
@@ -290,7 +290,7 @@ export function compileRules(specs: unknown, defaultFailMode: FailMode = DEFAULT
       raw.rate === undefined
         ? fail("rate", "is missing")
         : (parseRuleRate(raw.rate) ?? fail("rate", 'must be tokens per second > 0 (e.g. 10 or 0.5) or "N/period" (e.g. "100/1m", "5/30s", "10000/1d")'));
-    const cost = raw.cost === undefined ? DEFAULTS.rule.cost : isInteger(raw.cost, 1, 1_000_000_000) ? raw.cost : fail("cost", "must be an integer ≥ 1");
+    const cost = parseCost(raw.cost, fail);
     if (capacity !== undefined && cost !== undefined && cost > capacity) fail("cost", `${cost} exceeds capacity ${capacity}: no request could ever pass`);
     if (capacity !== undefined && rate !== undefined && capacity * rate.refillPeriodMs > MAX_SAFE_UNITS) {
       fail("rate", "is too fine-grained for this capacity to compute exactly");

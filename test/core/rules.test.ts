@@ -32,6 +32,19 @@ describe("one rule schema for code and LIMITER_RULES", () => {
     expect(fromCode).toMatchObject({ ok: false, errors: [{ field: "burst" }, { field: "cost", message: "3 exceeds capacity 2: no request could ever pass" }] });
   });
 
+  it("a cost out of range names the range, for every kind of rule", () => {
+    const message = "must be an integer from 1 to 1000000000";
+    for (const cost of [0, 1.5, 2_000_000_000, "2"]) {
+      for (const rule of [
+        { name: "bucket", capacity: 2, rate: 1, cost },
+        { name: "window", algorithm: "fixed-window", limit: 2, window: "1m", cost },
+        { name: "quota", algorithm: "calendar", limit: 2, period: "day", cost },
+      ]) {
+        expect(compileRules([rule])).toMatchObject({ ok: false, errors: [{ field: "cost", message }] });
+      }
+    }
+  });
+
   it("the fail mode given applies to rules that set none", () => {
     const compiled = compileRules([{ name: "a", capacity: 1, rate: 1 }], "closed");
     expect(compiled.ok && compiled.rules[0]?.failMode).toBe("closed");
