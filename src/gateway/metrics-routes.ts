@@ -1,4 +1,4 @@
-import { Hono, type Context } from "hono";
+import { Hono, type Context, type MiddlewareHandler } from "hono";
 import { quantile, type Histogram, type MetricsDelta } from "./metrics";
 import { notFoundProblem, unauthorizedProblem } from "../core/problems";
 import { bearerMatches } from "./bearer";
@@ -20,16 +20,22 @@ import { PROMETHEUS_CONTENT_TYPE, prometheusText } from "./prometheus";
  */
 export const metricsRoutes = new Hono<GatewayEnv>();
 
+// Off, these routes are 404 whatever the method: a 405 for another method would say they exist.
+const whileAvailable: MiddlewareHandler<GatewayEnv> = async (c, next) => {
+  const why = unavailable(c);
+  if (why === undefined) return next();
+  const path = new URL(c.req.url).pathname;
+  return notFoundProblem(path, `${path} is not available: ${why}.`);
+};
+for (const path of ["/metrics", "/dashboard", "/dashboard/*"]) metricsRoutes.use(path, whileAvailable);
+
 metricsRoutes.get("/metrics", async (c) => {
   const snapshot = await readSnapshot(c);
   if (snapshot instanceof Response) return snapshot;
   return new Response(prometheusText(snapshot), { headers: { "Content-Type": PROMETHEUS_CONTENT_TYPE, "Cache-Control": "no-store" } });
 });
 
-metricsRoutes.get("/dashboard", (c) => {
-  if (unavailable(c) !== undefined) return notFoundProblem(new URL(c.req.url).pathname);
-  return c.html(DASHBOARD_HTML, 200, DASHBOARD_HEADERS);
-});
+metricsRoutes.get("/dashboard", (c) => c.html(DASHBOARD_HTML, 200, DASHBOARD_HEADERS));
 
 metricsRoutes.get("/dashboard/data", async (c) => {
   const snapshot = await readSnapshot(c);

@@ -121,8 +121,10 @@ describe("reserved paths", () => {
       expect(response.headers.get("Allow")).toBe(allow);
       expect(await response.json()).toMatchObject({ type: "about:blank", title: "Method Not Allowed", status: 405 });
     }
-    // Without the token the admin API does not say which methods it takes.
+    // Without the token the admin API does not say which methods it takes; metrics that are off are 404 whatever the method.
     expect((await gateway("/__limiter/admin/peek")).status).toBe(401);
+    expect((await gatewayWith({ LIMITER_METRICS: "off", LIMITER_ADMIN_TOKEN: token })("/__limiter/metrics", { method: "POST" })).status).toBe(404);
+    expect((await gateway("/__limiter/metrics", { method: "POST" })).status).toBe(405);
   });
 });
 

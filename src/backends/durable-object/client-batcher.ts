@@ -132,7 +132,10 @@ export class ClientBatcher {
     const nowMs = this.clock();
     const wallet = this.wallet(clientKey);
     const seq = ++this.seq;
-    // No lease for a batch with a part of a several-object request: such a client could not spend it.
+    // No lease for a batch with a part of a several-object request: such a client could not spend
+    // it. Any call ends the lease this isolate holds (its rest goes back with this call): the
+    // object stops counting a holder's lease once the holder calls again.
+    if (!leasing) wallet.end();
     const want = leasing ? wallet.nextWant(nowMs, this.maxLease, this.leaseTtlMs) : 0;
     const common = want > 0 ? commonCharge(batch) : undefined;
     // A policy that blocks after a refusal gets no lease, nor does a window or a queue (the object grants none either).

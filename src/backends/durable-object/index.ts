@@ -1,4 +1,5 @@
 import { logLimiterEvent } from "../../core/events";
+import { SharedCallError } from "../../core/store-guard";
 import type { BucketAnswer, BucketCharge, BucketRef, LimiterBackend, SlotClaim } from "../../core/backend";
 import type { SlotDecision } from "../../core/slots";
 import type { RateState } from "../../core/algorithms/index";
@@ -67,7 +68,9 @@ export function durableObjectBackend(namespace: DurableObjectNamespace<ClientBuc
       const calls = await Promise.all(groups.map(async (group) => ({ group, result: await settle(batcher.take(group.clientKey, chargesOf(group), signal, { leased: false })) })));
       const answered = calls.flatMap(({ group, result }) => (result.ok ? [{ group, answers: result.value }] : []));
       const refused = answered.some(({ group, answers }) => zip(group.members, answers).some(([member, a]) => member.charge.enforced && a.decision.outcome !== "allowed"));
-      const failure = calls.find(({ result }) => !result.ok)?.result;
+      // This request's own failed call first: only that one counts against the client's circuit.
+      const failures = calls.filter(({ result }) => !result.ok).map(({ result }) => result);
+      const failure = failures.find((result) => !result.ok && !(result.error instanceof SharedCallError)) ?? failures[0];
       if (refused || failure) await refundAll(answered, stubFor);
       if (failure && !failure.ok && !refused) throw failure.error;
       return scatter(charges, answered);

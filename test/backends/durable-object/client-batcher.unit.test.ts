@@ -47,6 +47,28 @@ describe("ClientBatcher (Node, injected clock)", () => {
     expect(requests.length).toBeLessThan(12);
   });
 
+  it("a call for a part of a several-object request ends the isolate's lease: its rest goes back in that call, and no request is answered from it after", async () => {
+    const { batcher, table, requests, advance } = objectWithClock();
+    const api = charge(1_000, "0.001");
+    // A busy client: its second call brings a lease (4).
+    for (let i = 0; i < 3; i++) {
+      await batcher.take("client", [api], signal());
+      advance(1);
+    }
+    expect(batcher.takeHeld("client", [api])).toBeDefined();
+    const other: ObjectCharge = { rule: "other", policy: perSecond(1_000, "0.001"), cost: 1, enforced: true };
+    await batcher.take("client", [other], signal(), { leased: false });
+    const unleased = requests.at(-1);
+    expect(unleased?.lease).toBeUndefined();
+    expect(unleased?.giveBack?.length).toBe(1);
+    expect(batcher.takeHeld("client", [api])).toBeUndefined();
+    // Admitted on this bucket: two calls and two charges from the lease (one by the takeHeld above). The
+    // rest (2) came back with the unleased call (994 if it were lost); never more than 996.
+    const [peeked] = table.peek([{ rule: "api", policy: api.policy, cost: 1, enforced: true }], 1_000_000 + 3);
+    expect(peeked?.decision.remaining).toBeGreaterThanOrEqual(995);
+    expect(peeked?.decision.remaining).toBeLessThanOrEqual(1_000 - 4);
+  });
+
   it("concurrent requests of one client share one call in flight; the rest go together in the next", async () => {
     const { batcher, requests } = objectWithClock();
     const api = charge(50, "0.001");
