@@ -1,6 +1,6 @@
 import { Hono, type Context } from "hono";
 import { BackendConfigError } from "../core/backend";
-import { checkClient, deleteOverride, listOverrides, peekClient, putOverride, resetClient, type ControlError } from "./control";
+import { checkClient, deleteOverride, listOverrides, peekClient, putOverride, resetClient, StoreUnavailableError, type ControlError } from "./control";
 import type { Limiter } from "../core/limiter";
 import { invalidConfigurationProblem, invalidRequestProblem, limiterUnavailableProblem, notFoundProblem, unauthorizedProblem } from "../core/problems";
 import { bearerMatches } from "./bearer";
@@ -54,7 +54,9 @@ async function answer(c: Context<AdminEnv>, operation: (limiter: Limiter, body: 
     return c.json(rest);
   } catch (error) {
     if (error instanceof BackendConfigError) return invalidConfigurationProblem([`${error.variable}: ${error.message}`]);
-    logEvent({ event: "admin.failure", path: new URL(c.req.url).pathname, reason: error instanceof Error ? error.message : String(error) });
+    // Anything else than the store failing is a bug: the reserved routes' error handler answers it (500, logged).
+    if (!(error instanceof StoreUnavailableError)) throw error;
+    logEvent({ event: "admin.failure", path: new URL(c.req.url).pathname, reason: error.message });
     return limiterUnavailableProblem(limiter.backend.name, "the admin operation was not done");
   }
 }

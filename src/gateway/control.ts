@@ -13,6 +13,20 @@ export class StoreUnavailableError extends Error {
   override readonly name = "StoreUnavailableError";
 }
 
+/**
+ * A control operation's call to the store: any failure but a misconfiguration becomes a
+ * {@link StoreUnavailableError} (503), so an error of the control code itself (a bug) is told
+ * apart from the store's (500).
+ */
+async function fromStore<T>(operation: () => Promise<T>): Promise<T> {
+  try {
+    return await operation();
+  } catch (error) {
+    if (error instanceof BackendConfigError || error instanceof StoreUnavailableError) throw error;
+    throw new StoreUnavailableError(error instanceof Error ? `${error.name}: ${error.message}` : String(error), { cause: error });
+  }
+}
+
 /** A bad input: the field and what is wrong with it (answered with 400). */
 export interface ControlError {
   readonly ok: false;
@@ -53,7 +67,7 @@ export async function peekClient(limiter: Limiter, body: unknown): Promise<{ ok:
   if (!input.ok) return input;
   const named = await limiter.findBuckets(input.value.rule, input.value.client);
   if (!named.ok) return { ...named, ok: false };
-  const records = await limiter.store.send((signal) => limiter.backend.overrides.list(signal));
+  const records = await fromStore(() => limiter.store.send((signal) => limiter.backend.overrides.list(signal)));
   const buckets: BucketStatus[] = [];
   for (const bucket of named.buckets) {
     const verdict = await limiter.check({ kind: "client", rule: bucket.rule.name, client: bucket.client }, { mode: "peek", cost: 0 });
@@ -89,7 +103,7 @@ export async function resetClient(limiter: Limiter, body: unknown): Promise<{ ok
   if (!input.ok) return input;
   const named = await limiter.findBuckets(input.value.rule, input.value.client);
   if (!named.ok) return { ...named, ok: false };
-  await limiter.reset(named.buckets);
+  await fromStore(() => limiter.reset(named.buckets));
   return { ok: true, reset: named.buckets.map((b) => b.rule.name) };
 }
 
@@ -151,10 +165,10 @@ export async function putOverride(limiter: Limiter, body: unknown): Promise<{ ok
     const named = await limiter.findBuckets(override.rule.name, override.record.client);
     if (!named.ok) return { ...named, ok: false };
     // Beside the bucket first, then listed: the list never shows an override not in force.
-    for (const { ref } of named.buckets) await limiter.store.send((signal) => limiter.backend.setOverride(ref, override.policy, signal));
+    for (const { ref } of named.buckets) await fromStore(() => limiter.store.send((signal) => limiter.backend.setOverride(ref, override.policy, signal)));
     limiter.forget(named.buckets);
   }
-  await limiter.store.send((signal) => limiter.backend.overrides.put(override.record, signal));
+  await fromStore(() => limiter.store.send((signal) => limiter.backend.overrides.put(override.record, signal)));
   limiter.forgetPrefixOverrides();
   return { ok: true, override: { ...override.record, kind: override.kind } };
 }
@@ -166,7 +180,7 @@ export async function putOverride(limiter: Limiter, body: unknown): Promise<{ ok
  * await listOverrides(limiter); // { ok: true, overrides: [{ id, rule: "api", client: { … }, capacity: 1000, rate: "1000/1m", kind: "prefix" }] }
  */
 export async function listOverrides(limiter: Limiter): Promise<{ ok: true; overrides: (OverrideRecord & { kind: "exact" | "prefix" })[] }> {
-  const records = await limiter.store.send((signal) => limiter.backend.overrides.list(signal));
+  const records = await fromStore(() => limiter.store.send((signal) => limiter.backend.overrides.list(signal)));
   return { ok: true, overrides: records.map((record) => ({ ...record, kind: Object.values(record.client).some((v) => v.endsWith("*")) ? "prefix" : "exact" })) };
 }
 
@@ -190,10 +204,10 @@ export async function deleteOverride(limiter: Limiter, body: unknown): Promise<{
   if (override.kind === "exact") {
     const named = await limiter.findBuckets(override.rule.name, override.record.client);
     if (!named.ok) return { ...named, ok: false };
-    for (const { ref } of named.buckets) await limiter.store.send((signal) => limiter.backend.setOverride(ref, null, signal));
+    for (const { ref } of named.buckets) await fromStore(() => limiter.store.send((signal) => limiter.backend.setOverride(ref, null, signal)));
     limiter.forget(named.buckets);
   }
-  const removed = await limiter.store.send((signal) => limiter.backend.overrides.remove(override.record.id, signal));
+  const removed = await fromStore(() => limiter.store.send((signal) => limiter.backend.overrides.remove(override.record.id, signal)));
   limiter.forgetPrefixOverrides();
   return { ok: true, removed };
 }

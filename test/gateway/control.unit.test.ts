@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { LimiterBackend } from "../../src/core/backend";
-import { checkClient, deleteOverride, peekClient, putOverride, StoreUnavailableError } from "../../src/gateway/control";
+import { checkClient, deleteOverride, listOverrides, peekClient, putOverride, resetClient, StoreUnavailableError } from "../../src/gateway/control";
 import { Limiter } from "../../src/core/limiter";
 import { memoryBackend } from "../../src/core/memory-backend";
 import type { RequestSubject } from "../../src/core/subject";
@@ -22,6 +22,26 @@ describe("run-time control (found by the model-based test)", () => {
     const override = { rule: "heavy", client: { "header:x-api-key": "abc" } };
     expect(await putOverride(limiter, { ...override, capacity: 10, rate: 2 })).toMatchObject({ ok: true });
     expect(await deleteOverride(limiter, override)).toEqual({ ok: true, removed: true });
+  });
+
+  it("a store that fails under an operation is 'unavailable' (503), whatever it threw; the admin API tells that from a bug (500)", async () => {
+    const failing = new TypeError("fetch failed");
+    const inner = memoryBackend();
+    const backend: LimiterBackend = {
+      ...inner,
+      reset: () => Promise.reject(failing),
+      overrides: { ...inner.overrides, list: () => Promise.reject(failing), put: () => Promise.reject(failing) },
+    };
+    const limiter = new Limiter({ backend, rules: [{ name: "api", key: "header:x-api-key", capacity: 4, rate: 1 }], log: () => {} });
+    const client = { rule: "api", client: { "header:x-api-key": "abc" } };
+    for (const operation of [() => listOverrides(limiter), () => peekClient(limiter, client), () => resetClient(limiter, client), () => putOverride(limiter, { ...client, capacity: 9, rate: 1 })]) {
+      const error = await operation().then(
+        () => undefined,
+        (thrown: unknown) => thrown,
+      );
+      expect(error).toBeInstanceOf(StoreUnavailableError);
+      expect((error as Error).cause).toBe(failing);
+    }
   });
 
   it("a client value that is no string is named as such, one left out as missing", async () => {
